@@ -1,0 +1,11 @@
+"""CLI commands, one module each. Every module exposes one click command (or group)."""
+
+from __future__ import annotations
+
+import importlib
+
+# (module, attribute) of each command; imported when the CLI starts.
+_COMMAND_MODULES: list[tuple[str, str]] = [
+]
+
+COMMANDS = [getattr(importlib.import_module(module), name) for module, name in _COMMAND_MODULES]

@@ -1,0 +1,37 @@
+# Sourced by test.sh and train.sh: makes .venv with the project installed, and activates it.
+# Re-installs only when pyproject.toml changed since the last install (a stamp records its hash).
+set -euo pipefail
+
+EDGECL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${EDGECL_VENV:-$EDGECL_ROOT/.venv}"
+
+find_python() {
+    for candidate in "${PYTHON:-}" python3.11 python3 python; do
+        [ -n "$candidate" ] || continue
+        command -v "$candidate" >/dev/null 2>&1 || continue
+        if "$candidate" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    echo "bootstrap: Python 3.11 is required (set PYTHON=/path/to/python3.11)" >&2
+    return 1
+}
+
+if [ ! -x "$VENV/bin/python" ]; then
+    PY="$(find_python)"
+    echo "bootstrap: creating $VENV with $PY" >&2
+    "$PY" -m venv "$VENV"
+fi
+
+stamp="$VENV/.edgecl-install-stamp"
+want="$(cat "$EDGECL_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "bootstrap: installing edgecl and its pinned dependencies into $VENV (first run takes a few minutes)" >&2
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
+    "$VENV/bin/python" -m pip install --quiet -e "$EDGECL_ROOT[test]" >&2
+    echo "$want" > "$stamp"
+fi
+
+# shellcheck disable=SC1091
+source "$VENV/bin/activate"
