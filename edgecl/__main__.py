@@ -1,0 +1,5 @@
+"""`python -m edgecl` runs the CLI."""
+
+from edgecl.cli import main
+
+main()
