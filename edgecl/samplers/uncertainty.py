@@ -1,0 +1,117 @@
+"""uncertainty: keep clips spread from certain to uncertain, per class (Xiao et al. 2022).
+
+Each candidate gets k predictions under perturbation; its uncertainty is 1 - (votes for the most
+voted class) / k. Per seen class the candidates are sorted by uncertainty and `capacity // classes`
+evenly spaced ones are kept (from the most certain to the most uncertain); leftover slots are
+filled at random. Perturbations (`uncert_metric`):
+
+- shift: k/2 pitch shifts and k/2 time shifts of the waveform;
+- noise: k coloured-noise draws added to the waveform;
+- noisytune: the embedding is computed once; k times, uniform noise (U[-0.5, 0.5) times
+  noise_lambda * std of that clip's embedding) is added and only the classifier head runs.
+
+As in the published code, the first phase (model trained on one task only) fills the memory with a
+class-balanced random choice instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from edgecl.samplers import perturbations
+from edgecl.samplers.base import (Candidate, Sampler, SamplerOptions, SelectionContext,
+                                  balanced_random, class_quota, fill_at_random, indices_by_class)
+from edgecl.samplers.registry import register_sampler
+
+UNCERT_METRICS = ("shift", "noise", "noisytune")
+METRIC_KS = (2, 4, 6)
+
+
+def vote_uncertainty(predictions: np.ndarray) -> np.ndarray:
+    """[N, k] predicted classes -> [N] uncertainty 1 - (top vote count) / k."""
+    predictions = np.asarray(predictions)
+    k = predictions.shape[1]
+    top = np.array([np.bincount(row).max() for row in predictions], dtype=np.float64)
+    return 1.0 - top / k
+
+
+def evenly_spaced(n: int, count: int) -> list[int]:
+    """`count` distinct positions spread evenly over 0..n-1, both ends included."""
+    if count >= n:
+        return list(range(n))
+    if count <= 0:
+        return []
+    return [int(i) for i in np.round(np.linspace(0, n - 1, count))]
+
+
+@register_sampler
+class UncertaintySampler(Sampler):
+    name = "uncertainty"
+    needs_model = True
+
+    def __init__(self, metric: str = "noisytune", k: int = 6, noise_lambda: float = 0.2) -> None:
+        if metric not in UNCERT_METRICS:
+            raise ValueError(f"uncertainty metric must be one of {UNCERT_METRICS}, got {metric!r}")
+        if k < 1 or (metric == "shift" and k % 2):
+            raise ValueError(f"metric k must be positive (even for shift), got {k}")
+        self.metric, self.k, self.noise_lambda = metric, k, noise_lambda
+        self.needs_waveform = metric != "noisytune"
+
+    @classmethod
+    def from_options(cls, options: SamplerOptions) -> "UncertaintySampler":
+        return cls(options.uncert_metric, options.metric_k, options.noise_lambda)
+
+    def select(self, candidates, capacity, context):
+        if context.phase == 0:
+            return balanced_random(candidates, capacity, context)
+        uncertainty = self.uncertainty(candidates, context)
+        return self.spread_by_uncertainty(candidates, uncertainty, capacity, context.rng)
+
+    @staticmethod
+    def spread_by_uncertainty(candidates: Sequence[Candidate], uncertainty: np.ndarray,
+                              capacity: int, rng: np.random.Generator) -> list[int]:
+        """Per class, evenly spaced picks along the uncertainty order; random leftovers.
+        Ties are broken at random (a shuffle before a stable sort)."""
+        groups = indices_by_class(candidates)
+        quota = class_quota(capacity, len(groups))
+        chosen: list[int] = []
+        for target in sorted(groups):
+            members = np.asarray(groups[target])[rng.permutation(len(groups[target]))]
+            ordered = members[np.argsort(uncertainty[members], kind="stable")]
+            chosen += [int(ordered[p]) for p in evenly_spaced(len(ordered), quota)]
+        return fill_at_random(chosen, len(candidates), capacity, rng)
+
+    @torch.no_grad()
+    def predictions(self, candidates: Sequence[Candidate], context: SelectionContext) -> np.ndarray:
+        """[N, k] classes predicted under the k perturbations."""
+        model = context.model
+        model.eval()
+        generator = context.torch_generator()
+        parts = []
+        for batch in context.batches(candidates):
+            if self.metric == "noisytune":
+                embedding = model.embed(context.features(batch))
+                amplitude = self.noise_lambda * embedding.std(dim=1, keepdim=True)
+                draws = [model.head(embedding + (torch.rand(embedding.shape, generator=generator)
+                                                 - 0.5) * amplitude) for _ in range(self.k)]
+            else:
+                waveforms = context.waveforms(batch)
+                draws = [model(self._perturb(waveforms, draw, context.sample_rate, generator))[0]
+                         for draw in range(self.k)]
+            parts.append(torch.stack([logits.argmax(dim=1) for logits in draws], dim=1))
+        return torch.cat(parts).numpy() if parts else np.zeros((0, self.k), dtype=np.int64)
+
+    def uncertainty(self, candidates: Sequence[Candidate], context: SelectionContext) -> np.ndarray:
+        """[N] vote uncertainty of every candidate."""
+        return vote_uncertainty(self.predictions(candidates, context))
+
+    def _perturb(self, waveforms, draw, sample_rate, generator):
+        if self.metric == "noise":
+            return perturbations.coloured_noise(waveforms, generator)
+        # shift: alternate pitch and time shifts, k/2 of each (the published order)
+        if draw % 2 == 0:
+            return perturbations.pitch_shift(waveforms, sample_rate, generator)
+        return perturbations.time_shift(waveforms, generator)
