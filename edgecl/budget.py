@@ -141,29 +141,34 @@ def forward_macs(macs: ModelMacs, n_clips: int, features_cached: bool = True) ->
     return n_clips * (macs.backbone + macs.head + (0 if features_cached else macs.frontend))
 
 
-PITCH_SHIFT_N_FFT = 512  # torchaudio.functional.pitch_shift default
 RESAMPLE_TAPS = 13  # ~2 x lowpass_filter_width (6) + 1 taps per output sample (torchaudio default)
 
 
-def perturbation_macs(uncert_metric: str, clip_samples: int) -> int:
-    """Rough MACs of producing one perturbed copy of a clip (averaged over a sampler's k draws).
+def _fft_macs(n: int) -> int:
+    """A real FFT of n points: ~2 n log2 n MACs (n/2 log2 n complex butterflies, 4 real MACs each)."""
+    return int(2 * n * max(1.0, math.log2(n)))
 
-    - noise: colour the noise (~1 MAC/sample) and add it scaled (~1 MAC/sample): 2 T.
-    - shift: half the draws are time shifts (a copy, 0 MACs), half pitch shifts: an STFT and an
-      inverse STFT (n_fft 512, hop 128; a real FFT of n points ~ 2 n log2 n MACs), the phase
-      vocoder (~ 4 MACs per bin and frame) and a polyphase resample (~13 taps per sample).
+
+def perturbation_macs(uncert_metric: str, clip_samples: int, sample_rate: int = 16000) -> int:
+    """Rough MACs of producing one perturbed copy of a clip (averaged over a sampler's k draws),
+    following edgecl.samplers.perturbations:
+
+    - noise: an rfft and an irfft of the clip's length, the 1/f shaping, the RMS and the scaled
+      add (~4 MACs per sample).
+    - shift: half the draws are time shifts (a roll, 0 MACs), half pitch shifts: an STFT and an
+      inverse STFT (n_fft ~32 ms, hop n_fft/4), the phase vocoder (~4 MACs per bin and frame) and a
+      polyphase resample (~13 taps per sample).
     - noisytune perturbs the embedding (~1 MAC per dimension, negligible): 0.
     These are order-of-magnitude figures; the forward passes dominate a memory update.
     """
     if uncert_metric == "noise":
-        return 2 * clip_samples
+        return 2 * _fft_macs(clip_samples) + 4 * clip_samples
     if uncert_metric == "shift":
-        n_fft, hop = PITCH_SHIFT_N_FFT, PITCH_SHIFT_N_FFT // 4
-        frames = clip_samples // hop + 1
-        fft_pair = 2 * frames * 2 * n_fft * int(math.log2(n_fft))
+        n_fft = 2 ** max(6, round(math.log2(sample_rate * 0.032)))
+        frames = clip_samples // (n_fft // 4) + 1
+        stft_pair = 2 * frames * _fft_macs(n_fft)
         vocoder = 4 * frames * (n_fft // 2 + 1)
-        pitch_shift = fft_pair + vocoder + RESAMPLE_TAPS * clip_samples
-        return pitch_shift // 2
+        return (stft_pair + vocoder + RESAMPLE_TAPS * clip_samples) // 2
     if uncert_metric == "noisytune":
         return 0
     raise EdgeclError(f"--uncert-metric: expected shift, noise or noisytune, got {uncert_metric!r}")
@@ -171,7 +176,7 @@ def perturbation_macs(uncert_metric: str, clip_samples: int) -> int:
 
 def memory_update_macs(sampler: str, n_candidates: int, macs: ModelMacs, *,
                        uncert_metric: str | None = None, k: int = 0, clip_samples: int = 0,
-                       features_cached: bool = True) -> int:
+                       sample_rate: int = 16000, features_cached: bool = True) -> int:
     """MACs one memory update spends on `n_candidates` (new clips + current memory).
 
     - random, reservoir: no model evaluation, 0.
@@ -194,8 +199,48 @@ def memory_update_macs(sampler: str, n_candidates: int, macs: ModelMacs, *,
         raise EdgeclError(f"--metric-k: expected a positive number of perturbations, got {k}")
     if uncert_metric == "noisytune":
         return n_candidates * (frontend + macs.backbone + k * macs.head)
-    per_draw = macs.total + perturbation_macs(uncert_metric or "", clip_samples)
+    per_draw = macs.total + perturbation_macs(uncert_metric or "", clip_samples, sample_rate)
     return n_candidates * k * per_draw
+
+
+class ForwardMacCounter:
+    """Measures the forward MACs a SoundClassifier really runs inside a `with` block.
+
+    Forward hooks count the clips (batch rows) through the front end, the backbone and the head;
+    MACs = clips x that part's MACs per clip. `full_forwards` counts waveform-in calls of the whole
+    model: during a memory update those are the perturbed copies (`perturbation_macs` each).
+    Measuring beats a formula here: e.g. the uncertainty sampler fills phase 0 at random.
+    """
+
+    def __init__(self, model, macs: ModelMacs) -> None:
+        self.model, self.per_clip = model, macs
+        self.clips = {"frontend": 0, "backbone": 0, "head": 0}
+        self.full_forwards = 0
+        self._handles: list = []
+
+    def __enter__(self) -> "ForwardMacCounter":
+        def counter(part: str):
+            def hook(_module, inputs) -> None:
+                if part == "model":
+                    self.full_forwards += int(inputs[0].shape[0])
+                else:
+                    self.clips[part] += int(inputs[0].shape[0])
+            return hook
+
+        for part in self.clips:
+            self._handles.append(getattr(self.model, part).register_forward_pre_hook(counter(part)))
+        self._handles.append(self.model.register_forward_pre_hook(counter("model")))
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    @property
+    def macs(self) -> int:
+        """Forward MACs counted so far."""
+        return sum(self.clips[part] * getattr(self.per_clip, part) for part in self.clips)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from edgecl.budget import (ComputeBudget, ModelMacs, PhaseMeter, capacity_for_budget,
+from edgecl.budget import (ComputeBudget, ForwardMacCounter, ModelMacs, PhaseMeter, capacity_for_budget,
                            device_train_ram, device_train_ram_bytes, format_bytes,
                            memory_update_macs, parse_bytes, peak_rss_bytes, perturbation_macs,
                            train_step_macs)
@@ -122,7 +122,7 @@ def test_memory_update_macs_follow_what_each_sampler_runs():
     assert memory_update_macs("prototype", n, macs, features_cached=False) == n * 1200
     assert memory_update_macs("uncertainty", n, macs, uncert_metric="noisytune", k=k) == n * (200 + 6 * 10)
     assert (memory_update_macs("uncertainty", n, macs, uncert_metric="noise", k=k, clip_samples=samples)
-            == n * k * (1210 + 2 * samples))
+            == n * k * (1210 + perturbation_macs("noise", samples)))
     shift = memory_update_macs("uncertainty", n, macs, uncert_metric="shift", k=k, clip_samples=samples)
     assert shift == n * k * (1210 + perturbation_macs("shift", samples))
     assert perturbation_macs("shift", samples) > perturbation_macs("noise", samples)
@@ -132,6 +132,27 @@ def test_memory_update_macs_follow_what_each_sampler_runs():
         memory_update_macs("uncertainty", n, macs, uncert_metric="noisytune", k=0)
     with pytest.raises(EdgeclError, match="--uncert-metric"):
         memory_update_macs("uncertainty", n, macs, uncert_metric="blur", k=2)
+
+
+def test_counter_measures_what_a_noisytune_update_runs():
+    from models import FrontEndConfig, build_model
+
+    model = build_model("baseline", 4, FrontEndConfig.for_sample_rate(8000)).eval()
+    macs = ModelMacs.of_model(model, 4000)
+    waveforms = torch.zeros(5, 4000)
+    features = model.frontend(waveforms)  # cached before the update, as the trainer does
+    with torch.no_grad(), ForwardMacCounter(model, macs) as counter:
+        embedding = model.embed(features)
+        for _ in range(6):
+            model.head(embedding + 0.01)
+    assert counter.clips == {"frontend": 0, "backbone": 5, "head": 30}
+    assert counter.full_forwards == 0
+    assert counter.macs == memory_update_macs("uncertainty", 5, macs, uncert_metric="noisytune", k=6)
+    with torch.no_grad(), ForwardMacCounter(model, macs) as counter:
+        model(waveforms)  # a perturbed copy goes through the whole model
+    assert counter.full_forwards == 5 and counter.macs == 5 * macs.total
+    model(waveforms)  # hooks are gone after the block
+    assert counter.full_forwards == 5
 
 
 # --- stop rule ---------------------------------------------------------------------------------
