@@ -12,7 +12,8 @@ import torchaudio
 from edgecl.errors import EdgeclError
 from models.frontend import FrontEndConfig, LogMelFrontEnd
 
-torch.set_num_threads(2)
+# One thread: on a shared 2-core machine OpenMP spin-waiting makes 2 threads 10x slower.
+torch.set_num_threads(1)
 
 
 def test_published_defaults_per_sample_rate():

@@ -9,7 +9,8 @@ import models
 from models.frontend import FrontEndConfig
 from models.profile import count_macs, count_parameters, layer_macs, macs_breakdown
 
-torch.set_num_threads(2)
+# One thread: on a shared 2-core machine OpenMP spin-waiting makes 2 threads 10x slower.
+torch.set_num_threads(1)
 
 
 def test_layer_macs_by_hand():
@@ -59,5 +60,6 @@ def test_bc_resnet_macs_grow_with_clip_length_and_width():
     short, long = macs_breakdown(base, 8000), macs_breakdown(base, 16000)
     assert 1.8 < long["backbone"] / short["backbone"] < 2.2
     assert short["head"] == 100 * 10
-    wide = models.build_model("bc-resnet", 10, config, width=80)
-    assert macs_breakdown(wide, 8000)["backbone"] > 3 * short["backbone"]
+    narrow = models.build_model("bc-resnet", 10, config, width=20)
+    # Pointwise convolutions dominate and scale with width squared.
+    assert macs_breakdown(narrow, 8000)["backbone"] < short["backbone"] / 2.5
