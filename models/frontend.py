@@ -188,6 +188,9 @@ class LogMelFrontEnd(nn.Module):
 
     def mel_energies(self, waveform: torch.Tensor) -> torch.Tensor:
         """Waveform [B, T] -> mel power [B, n_mels, frames] (before the log)."""
+        if waveform.shape[-1] <= self.config.n_fft // 2:
+            raise EdgeclError(f"front end: clips must be longer than n_fft/2 = {self.config.n_fft // 2} "
+                              f"samples for reflect padding, got {waveform.shape[-1]}")
         if self.stft_impl == "torch":
             return self.mel_spectrogram(waveform)
         half = self.config.n_fft // 2

@@ -41,6 +41,8 @@ def test_config_round_trips_through_dict_and_rejects_bad_values():
         FrontEndConfig(sample_rate=8000, n_fft=256, hop_length=80, f_min=20, f_max=5000)
     with pytest.raises(EdgeclError, match="stft_impl"):
         LogMelFrontEnd(config, stft_impl="fft")
+    with pytest.raises(EdgeclError, match="longer than"):
+        LogMelFrontEnd(config)(torch.zeros(1, config.n_fft // 2))
 
 
 @pytest.mark.parametrize("rate,samples", [(8000, 8000), (44100, 22050)])
