@@ -16,3 +16,11 @@ def fsdd_manifest() -> Path:
     if not FSDD_MANIFEST.is_file():
         pytest.skip(f"real corpus not present at {FSDD_MANIFEST}")
     return FSDD_MANIFEST
+
+
+def pytest_configure(config):
+    # One intra-op thread: CI has 2 cores, and pytest plus torch's thread pool fighting over
+    # them makes small forward passes 10-100x slower than single-threaded.
+    import torch
+
+    torch.set_num_threads(1)
