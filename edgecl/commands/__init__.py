@@ -6,6 +6,7 @@ import importlib
 
 # (module, attribute) of each command; imported when the CLI starts.
 _COMMAND_MODULES: list[tuple[str, str]] = [
+    ("edgecl.commands.data", "data"),
 ]
 
 COMMANDS = [getattr(importlib.import_module(module), name) for module, name in _COMMAND_MODULES]

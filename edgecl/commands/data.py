@@ -1,0 +1,65 @@
+"""`edgecl data`: generate the synthetic dataset, inspect any dataset."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("data")
+def data() -> None:
+    """Generate the embedded synthetic dataset or inspect a dataset.
+
+    Datasets: synthetic (generated into the workspace), ESC-50 and TAU-ASC (official layouts
+    under --data-root), manifest (a CSV with path,label[,split] columns).
+    """
+
+
+@data.command("generate")
+@click.option("--workspace", required=True, type=click.Path(file_okay=False),
+              help="Workspace folder; the set goes to WORKSPACE/data/synthetic-<hash>/.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Generator seed; the same seed gives byte-identical files.")
+@click.option("--clips-per-class", default=None, type=click.IntRange(min=2),
+              help="Clips per class, train and test together (20% test). [default: 100]")
+def generate(workspace: str, seed: int, clips_per_class: int | None) -> None:
+    """Write the synthetic dataset (10 sound classes, 16 kHz, 1 s WAVs and manifest.csv).
+
+    An existing complete copy with the same parameters is reused, not rewritten.
+    """
+    from edgecl.data import synthetic
+
+    count = clips_per_class or synthetic.CLIPS_PER_CLASS
+    existed = synthetic.dataset_folder(workspace, seed, count).joinpath("manifest.csv").is_file()
+    folder = synthetic.generate_synthetic(workspace, seed=seed, clips_per_class=count)
+    click.echo(f"{'reused' if existed else 'wrote'} {folder}")
+    click.echo(f"manifest: {folder / 'manifest.csv'}")
+
+
+@data.command("info")
+@click.argument("name")
+@click.option("--data-root", type=click.Path(), default=None,
+              help="Dataset folder (ESC-50, TAU-ASC) or manifest CSV or its folder.")
+@click.option("--workspace", type=click.Path(file_okay=False), default=None,
+              help="Workspace of the synthetic dataset (generated there if absent).")
+@click.option("--test-fold", default=1, show_default=True, type=int, help="ESC-50 test fold.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the stratified test split of a manifest without a split column.")
+def info(name: str, data_root: str | None, workspace: str | None, test_fold: int,
+         seed: int) -> None:
+    """Print a dataset's classes, clips per class and split, sample rate and clip length.
+
+    NAME is one of synthetic, ESC-50, TAU-ASC, manifest (case-insensitive; esc50, tau).
+    """
+    from edgecl.data import load_dataset
+
+    split = load_dataset(name, data_root, test_fold=test_fold, seed=seed, workspace=workspace)
+    click.echo(f"dataset: {split.name} ({split.source})")
+    click.echo(f"model sample rate: {split.sample_rate} Hz, clip: {split.clip_seconds:g} s "
+               f"({split.clip_samples} samples)")
+    click.echo(f"classes: {len(split.classes)}; clips: {len(split.train)} train, "
+               f"{len(split.test)} test")
+    train, test = split.counts("train"), split.counts("test")
+    width = max([len("class")] + [len(label) for label in split.classes])
+    click.echo(f"  {'class':<{width}}  train   test")
+    for label in split.classes:
+        click.echo(f"  {label:<{width}}  {train[label]:5d}  {test[label]:5d}")

@@ -1,0 +1,142 @@
+"""Class-incremental task split: which classes arrive in which phase, with train/val/test clips.
+
+Options follow the published code: `n_tasks`, `n_init_cls` (classes in the first task),
+`n_cls_a_task` (classes in every later task) and `seed` (shuffles the class order unless
+`class_order` is given). The tasks may use fewer classes than the dataset has (the first
+`n_init_cls + (n_tasks - 1) * n_cls_a_task` of the order); clips of unused classes are dropped.
+
+Labels are renumbered in arrival order (target = index in `class_order`), so a growing head just
+appends rows. Each task's validation clips are held out from its training clips, stratified by
+class and drawn by seed; test clips are never touched, so training never sees test data.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgecl.data.records import Clip, DatasetSplit
+from edgecl.errors import EdgeclError
+
+# Distinct random streams from one seed: the class order and the validation draw.
+_ORDER_STREAM, _VAL_STREAM = 0, 1
+
+
+@dataclass(frozen=True)
+class LabelledClip:
+    """A clip with its integer target (its class's position in the arrival order)."""
+
+    clip: Clip
+    target: int
+
+
+@dataclass
+class Task:
+    """One phase: the classes new in it and their train, validation and test clips."""
+
+    index: int
+    classes: list[str]
+    train: list[LabelledClip] = field(default_factory=list)
+    val: list[LabelledClip] = field(default_factory=list)
+    test: list[LabelledClip] = field(default_factory=list)
+
+
+@dataclass
+class TaskPlan:
+    """The class arrival order and the tasks, in order."""
+
+    class_order: list[str]
+    tasks: list[Task]
+
+    @property
+    def n_classes(self) -> int:
+        """Classes over all tasks."""
+        return len(self.class_order)
+
+    def classes_seen(self, task_index: int) -> list[str]:
+        """Classes that have arrived up to and including task `task_index`."""
+        return [name for task in self.tasks[:task_index + 1] for name in task.classes]
+
+
+def _check_counts(n_tasks: int, n_init_cls: int, n_cls_a_task: int, n_available: int,
+                  dataset: str) -> int:
+    for option, value, minimum in (("--n-tasks", n_tasks, 1), ("--n-init-cls", n_init_cls, 1),
+                                   ("--n-cls-a-task", n_cls_a_task, 1 if n_tasks > 1 else 0)):
+        if not isinstance(value, (int, np.integer)) or value < minimum:
+            raise EdgeclError(f"{option}: expected an integer >= {minimum}, got {value!r}")
+    needed = n_init_cls + (n_tasks - 1) * n_cls_a_task
+    if needed > n_available:
+        raise EdgeclError(f"--n-init-cls {n_init_cls} + (--n-tasks {n_tasks} - 1) x --n-cls-a-task "
+                          f"{n_cls_a_task} = {needed} classes, but {dataset} has only "
+                          f"{n_available}")
+    return needed
+
+
+def _resolve_order(classes: list[str], class_order: list[str] | None, needed: int, seed: int,
+                   dataset: str) -> list[str]:
+    if class_order is None:
+        rng = np.random.default_rng([seed, _ORDER_STREAM])
+        return [classes[i] for i in rng.permutation(len(classes))[:needed]]
+    known = set(classes)
+    unknown = [name for name in class_order if name not in known]
+    if unknown:
+        raise EdgeclError(f"--class-order: class {unknown[0]!r} is not in {dataset} "
+                          f"(classes: {', '.join(classes)})")
+    duplicated = sorted({name for name in class_order if class_order.count(name) > 1})
+    if duplicated:
+        raise EdgeclError(f"--class-order: class {duplicated[0]!r} is listed more than once")
+    if len(class_order) < needed:
+        raise EdgeclError(f"--class-order: the tasks need {needed} classes, "
+                          f"the order lists {len(class_order)}")
+    return list(class_order[:needed])
+
+
+def _hold_out(clips: list[LabelledClip], val_fraction: float,
+              rng: np.random.Generator) -> tuple[list[LabelledClip], list[LabelledClip]]:
+    """Stratified split into (train, val): about `val_fraction` of each class, at least one
+    validation clip per class when it has two or more, never its last training clip."""
+    by_target: dict[int, list[int]] = defaultdict(list)
+    for position, item in enumerate(clips):
+        by_target[item.target].append(position)
+    val_positions: set[int] = set()
+    for target in sorted(by_target):
+        members = by_target[target]
+        n_val = int(round(len(members) * val_fraction))
+        if val_fraction > 0 and len(members) >= 2:
+            n_val = max(n_val, 1)
+        n_val = min(n_val, len(members) - 1)
+        val_positions.update(members[i] for i in rng.permutation(len(members))[:n_val])
+    train = [item for position, item in enumerate(clips) if position not in val_positions]
+    val = [item for position, item in enumerate(clips) if position in val_positions]
+    return train, val
+
+
+def make_tasks(split: DatasetSplit, n_tasks: int, n_init_cls: int, n_cls_a_task: int, seed: int,
+               class_order: list[str] | None = None, val_fraction: float = 0.1) -> TaskPlan:
+    """Divide `split` into class-incremental tasks (see the module docstring).
+
+    Task 0 gets the first `n_init_cls` classes of the order, each later task the next
+    `n_cls_a_task`. The result depends only on the dataset, the options and `seed`.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise EdgeclError(f"--val-fraction: expected a value in [0, 1), got {val_fraction}")
+    needed = _check_counts(n_tasks, n_init_cls, n_cls_a_task, len(split.classes), split.name)
+    order = _resolve_order(list(split.classes), class_order, needed, seed, split.name)
+    target_of = {name: index for index, name in enumerate(order)}
+    val_rng = np.random.default_rng([seed, _VAL_STREAM])
+
+    tasks = []
+    for index in range(n_tasks):
+        start = 0 if index == 0 else n_init_cls + (index - 1) * n_cls_a_task
+        stop = n_init_cls + index * n_cls_a_task
+        names = order[start:stop]
+        members = set(names)
+        train_all = [LabelledClip(clip, target_of[clip.label])
+                     for clip in split.train if clip.label in members]
+        test = [LabelledClip(clip, target_of[clip.label])
+                for clip in split.test if clip.label in members]
+        train, val = _hold_out(train_all, val_fraction, val_rng)
+        tasks.append(Task(index=index, classes=list(names), train=train, val=val, test=test))
+    return TaskPlan(class_order=order, tasks=tasks)
