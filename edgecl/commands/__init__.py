@@ -6,6 +6,9 @@ import importlib
 
 # (module, attribute) of each command; imported when the CLI starts.
 _COMMAND_MODULES: list[tuple[str, str]] = [
+    ("edgecl.commands.train", "train_command"),
+    ("edgecl.commands.summarize", "summarize_command"),
+    ("edgecl.commands.bench", "bench"),
     ("edgecl.commands.data", "data"),
 ]
 

@@ -96,6 +96,12 @@ class ReplayMemory:
             refilled.append(Exemplar(key, int(target), self.format.encode(np.asarray(array))))
         self._exemplars = refilled
 
+    def copy(self) -> "ReplayMemory":
+        """A memory with the same capacity, format and exemplars (exemplars are immutable)."""
+        twin = ReplayMemory(self.capacity, self.format)
+        twin._exemplars = list(self._exemplars)
+        return twin
+
     def resize(self, capacity: int) -> None:
         """Change the capacity; shrinking keeps the first slots (samplers order by priority)."""
         self.capacity = int(capacity)

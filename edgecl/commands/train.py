@@ -1,0 +1,99 @@
+"""`edgecl train`: one class-incremental run (finetune, replay or joint)."""
+
+from __future__ import annotations
+
+import click
+from click.core import ParameterSource
+
+from edgecl import config as cfg
+from edgecl.errors import EdgeclError
+
+_DEFAULTS = cfg.RunConfig()
+
+
+def _explicit(ctx: click.Context, names) -> list[str]:
+    """Options among `names` that the user gave on the command line."""
+    return [n for n in names
+            if ctx.get_parameter_source(n) not in (ParameterSource.DEFAULT, None)]
+
+
+def check_option_combination(ctx: click.Context, mode: str, mem_manage: str) -> None:
+    """Memory options need --mode replay; uncertainty options need --mem-manage uncertainty."""
+    if mode != "replay":
+        given = _explicit(ctx, cfg.MEMORY_OPTIONS)
+        if given:
+            raise EdgeclError(f"{', '.join(cfg.option_name(n) for n in given)}: only used with "
+                              f"--mode replay (this run is --mode {mode}, without a memory)")
+    elif mem_manage != "uncertainty":
+        given = _explicit(ctx, cfg.UNCERTAINTY_OPTIONS)
+        if given:
+            raise EdgeclError(f"{', '.join(cfg.option_name(n) for n in given)}: only used with "
+                              f"--mem-manage uncertainty (this run uses {mem_manage})")
+
+
+@click.command("train")
+@click.option("--dataset", type=click.Choice(cfg.DATASETS), default=_DEFAULTS.dataset,
+              show_default=True, help="Dataset to learn from.")
+@click.option("--data-root", type=click.Path(), default=None,
+              help="Dataset folder (ESC-50, TAU-ASC) or manifest CSV (manifest).")
+@click.option("--model", type=click.Choice(cfg.MODELS), default=_DEFAULTS.model, show_default=True)
+@click.option("--width", type=int, default=_DEFAULTS.width, show_default=True,
+              help="BC-ResNet base width (40 = the published c = 4).")
+@click.option("--mode", type=click.Choice(cfg.MODES), default=_DEFAULTS.mode, show_default=True,
+              help="finetune: no memory; replay: memory refilled by --mem-manage; joint: every "
+                   "class in one phase (upper bound).")
+@click.option("--mem-manage", type=click.Choice(cfg.MEM_MANAGERS), default=_DEFAULTS.mem_manage,
+              show_default=True, help="Memory sampler (replay).")
+@click.option("--uncert-metric", type=click.Choice(cfg.UNCERT_METRICS),
+              default=_DEFAULTS.uncert_metric, show_default=True,
+              help="Perturbation of the uncertainty sampler.")
+@click.option("--metric-k", type=click.Choice([str(k) for k in cfg.METRIC_KS]),
+              default=str(_DEFAULTS.metric_k), show_default=True,
+              help="Perturbed predictions per clip.")
+@click.option("--noise-lambda", type=float, default=_DEFAULTS.noise_lambda, show_default=True,
+              help="noisytune noise amplitude, times the embedding's std.")
+@click.option("--memory-size", type=int, default=_DEFAULTS.memory_size, show_default=True,
+              help="Replay memory capacity in exemplars.")
+@click.option("--n-tasks", type=int, default=None,
+              help="Number of tasks [TAU-ASC 5, ESC-50 5, else min(5, classes)].")
+@click.option("--n-init-cls", type=int, default=None,
+              help="Classes in the first task [TAU-ASC 2, ESC-50 10, else an even split].")
+@click.option("--n-cls-a-task", type=int, default=None,
+              help="Classes in each later task [TAU-ASC 2, ESC-50 10, else an even split].")
+@click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True)
+@click.option("--epochs", type=int, default=_DEFAULTS.epochs, show_default=True,
+              help="Maximum epochs per phase.")
+@click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True)
+@click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True, help="Adam learning rate.")
+@click.option("--patience", type=int, default=_DEFAULTS.patience, show_default=True,
+              help="Early-stopping patience in epochs on the validation split (0 = off).")
+@click.option("--test-fold", type=click.IntRange(1, 5), default=_DEFAULTS.test_fold,
+              show_default=True, help="ESC-50 test fold.")
+@click.option("--sample-rate", type=int, default=None,
+              help="Model sample rate in Hz [dataset's own].")
+@click.option("--clip-seconds", type=float, default=None, help="Clip length [dataset's own].")
+@click.option("--clips-per-class", type=int, default=_DEFAULTS.clips_per_class, show_default=True,
+              help="Size of the generated synthetic dataset.")
+@click.option("--workspace", type=click.Path(file_okay=False), default=_DEFAULTS.workspace,
+              show_default=True)
+@click.option("--exp-name", default=None,
+              help="Run folder name under the workspace [derived from the options].")
+@click.option("--export/--no-export", default=_DEFAULTS.export, show_default=True,
+              help="Export each phase's model for the device.")
+@click.option("--feature-cache/--no-feature-cache", default=_DEFAULTS.feature_cache,
+              show_default=True, help="Compute each clip's log-mel once (off only to measure it).")
+@click.option("--threads", type=int, default=_DEFAULTS.threads, show_default=True,
+              help="CPU threads for torch.")
+@click.option("--quiet", is_flag=True, help="No progress bars or log lines on stderr.")
+@click.pass_context
+def train_command(ctx: click.Context, **options) -> None:
+    """Learn the dataset's classes task by task and write WORKSPACE/EXP_NAME/results.json."""
+    check_option_combination(ctx, options["mode"], options["mem_manage"])
+    options["metric_k"] = int(options["metric_k"])
+    config = cfg.RunConfig(**options)
+    from edgecl.results import phase_table
+    from edgecl.trainer import train
+
+    results = train(config)
+    click.echo(f"{config.name}  ->  {results['config']['workspace']}/{config.name}/results.json")
+    click.echo(phase_table(results))

@@ -1,0 +1,159 @@
+"""Run results: results.json (atomic), the human-readable train.log, and summary tables.
+
+results.json keys: config, classes (arrival order), tasks (class names per task), phase_accuracy,
+accuracy_matrix, A_avg, A_last, BWT, forgetting, published_bwt, memory_update_seconds and
+train_seconds (one figure per phase; memory_update_seconds is null without a memory),
+memory_balance (exemplars per class after each update), plus per-phase training details
+(`phases`) and `complete` (false while the run is still going).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgecl.errors import EdgeclError
+from edgecl.fileio import atomic_write_json
+from edgecl.metrics import summarize
+
+RESULTS_NAME = "results.json"
+LOG_NAME = "train.log"
+SUMMARY_COLUMNS = ("run", "method", "k", "memory", "A_avg", "A_last", "BWT", "mem_update_s")
+
+
+class RunLog:
+    """Appends timestamped lines to train.log and echoes them to stderr unless quiet."""
+
+    def __init__(self, path: Path, echo: bool = True) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = self.path.open("w", encoding="utf-8")
+        self.echo = echo
+
+    def write_only(self, message: str) -> None:
+        """Write to train.log without echoing (per-epoch detail)."""
+        self._handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        self._handle.flush()
+
+    def __call__(self, message: str) -> None:
+        self.write_only(message)
+        if self.echo:
+            from tqdm import tqdm  # keeps progress bars intact
+            tqdm.write(message, file=sys.stderr)
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def build_results(config: dict[str, Any], classes: Sequence[str], tasks: Sequence[Sequence[str]],
+                  phases: Sequence[dict[str, Any]], complete: bool) -> dict[str, Any]:
+    """The results.json document from per-phase records (each with accuracy, task_accuracy,
+    train_seconds, memory_update_seconds, memory_balance and training details)."""
+    phase_accuracy = [p["accuracy"] for p in phases]
+    matrix = [p["task_accuracy"] for p in phases]
+    metrics = summarize(phase_accuracy, matrix)  # joint mode: one phase, one row over all tasks
+    return {
+        "config": dict(config),
+        "classes": list(classes),
+        "tasks": [list(t) for t in tasks],
+        "phase_accuracy": phase_accuracy,
+        "accuracy_matrix": matrix,
+        **metrics,
+        "memory_update_seconds": [p["memory_update_seconds"] for p in phases],
+        "train_seconds": [p["train_seconds"] for p in phases],
+        "memory_balance": [p["memory_balance"] for p in phases],
+        "phases": [{k: v for k, v in p.items() if k not in ("accuracy", "task_accuracy")}
+                   for p in phases],
+        "complete": complete,
+    }
+
+
+def write_results(run_dir: Path, results: dict[str, Any]) -> Path:
+    """Write run_dir/results.json atomically."""
+    return atomic_write_json(Path(run_dir) / RESULTS_NAME, results)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A plain aligned text table."""
+    cells = [[str(c) for c in columns]] + [[_fmt(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _total(balance: dict[str, int] | None) -> int | None:
+    return None if balance is None else sum(balance.values())
+
+
+def phase_table(results: dict[str, Any]) -> str:
+    """Per-phase table of one run: accuracy, per-task accuracy, times, memory size."""
+    rows = []
+    for i, phase in enumerate(results["phases"]):
+        rows.append({
+            "phase": i,
+            "classes": len(phase.get("seen_classes", [])),
+            "accuracy": results["phase_accuracy"][i],
+            "per_task": " ".join(f"{a:.2f}" for a in results["accuracy_matrix"][i]),
+            "epochs": phase.get("epochs_run"),
+            "train_s": results["train_seconds"][i],
+            "mem_update_s": results["memory_update_seconds"][i],
+            "memory": _total(results["memory_balance"][i]),
+        })
+    table = format_table(rows, ("phase", "classes", "accuracy", "per_task", "epochs", "train_s",
+                                "mem_update_s", "memory"))
+    footer = "  ".join(f"{k} {_fmt(results.get(k))}" for k in
+                       ("A_avg", "A_last", "BWT", "forgetting", "published_bwt"))
+    return f"{table}\n{footer}"
+
+
+def summary_row(run_name: str, results: dict[str, Any]) -> dict[str, Any]:
+    """One row of the cross-run table."""
+    config = results.get("config", {})
+    mode = config.get("mode")
+    method = mode
+    k = None
+    if mode == "replay":
+        method = config.get("mem_manage")
+        if method == "uncertainty":
+            method = f"uncertainty-{config.get('uncert_metric')}"
+            k = config.get("metric_k")
+    updates = [s for s in results.get("memory_update_seconds", []) if s is not None]
+    return {
+        "run": run_name,
+        "method": method,
+        "k": k,
+        "memory": config.get("memory_size") if mode == "replay" else None,
+        "A_avg": results.get("A_avg"),
+        "A_last": results.get("A_last"),
+        "BWT": results.get("BWT"),
+        "mem_update_s": sum(updates) / len(updates) if updates else None,
+        "complete": results.get("complete", True),
+    }
+
+
+def collect_runs(workspace: Path) -> list[dict[str, Any]]:
+    """Summary rows of every results.json under `workspace` (any depth), sorted by run name."""
+    workspace = Path(workspace)
+    if not workspace.is_dir():
+        raise EdgeclError(f"{workspace}: expected a workspace folder with runs in it")
+    rows = []
+    for path in sorted(workspace.rglob(RESULTS_NAME)):
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise EdgeclError(f"{path}: not a readable results file ({error})") from None
+        rows.append(summary_row(str(path.parent.relative_to(workspace)), results))
+    return rows

@@ -1,0 +1,141 @@
+"""Train one phase: Adam, mini-batches of cached log-mel features, early stopping on the held-out
+validation split with the best weights restored.
+
+When training stops is decided in two places only: `fit`'s epoch/patience rule (the published
+schedule) and a StopCondition asked before every optimizer step (compute budgets plug in there).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+
+class StopCondition:
+    """Asked before every optimizer step whether the phase must stop; told after each step.
+    The base class never stops. `reason` says why it stopped (or None)."""
+
+    reason: str | None = None
+
+    def start(self) -> None:
+        """Called when the phase's training starts."""
+
+    def should_stop(self, batch_size: int) -> bool:
+        """True when the next step (on `batch_size` clips) must not be taken."""
+        return False
+
+    def step_done(self, batch_size: int) -> None:
+        """Called after each optimizer step."""
+
+    def finish(self) -> None:
+        """Called when the phase's training ends."""
+
+
+Unlimited = StopCondition
+
+
+@dataclass
+class PhaseData:
+    """Clips of one split as cached features: `features(indices) -> Tensor [B, 1, F, T']`."""
+
+    features: Callable[[Sequence[int]], torch.Tensor]
+    targets: torch.Tensor  # [N] int64
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+@dataclass
+class FitReport:
+    """What happened while training one phase."""
+
+    epochs_run: int = 0
+    best_epoch: int | None = None
+    best_val_accuracy: float | None = None
+    steps: int = 0
+    epoch_seconds: list[float] = field(default_factory=list)
+    stopped_by: str | None = None  # "patience", a StopCondition reason, or None (all epochs)
+
+
+def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    chunks = list(torch.split(order, batch_size))
+    # A trailing batch of one clip breaks BatchNorm's training statistics: fold it in.
+    if len(chunks) > 1 and len(chunks[-1]) == 1:
+        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
+    return chunks
+
+
+@torch.no_grad()
+def predict(model, data: PhaseData, batch_size: int = 128) -> torch.Tensor:
+    """Predicted class of every clip [N]."""
+    model.eval()
+    parts = [model.forward_features(data.features(idx.tolist()))[0].argmax(dim=1)
+             for idx in torch.split(torch.arange(len(data)), batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+
+def evaluate(model, data: PhaseData, batch_size: int = 128) -> float | None:
+    """Accuracy on `data` (None when it is empty)."""
+    if len(data) == 0:
+        return None
+    return float((predict(model, data, batch_size) == data.targets).float().mean())
+
+
+def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int, lr: float,
+        patience: int, generator: torch.Generator, stop: StopCondition | None = None,
+        progress: Callable | None = None) -> FitReport:
+    """Train `model` on `train`; keep the weights of the epoch with the best validation accuracy.
+
+    Early stopping ends training after `patience` epochs without improvement (0 disables it).
+    Without validation clips the last epoch's weights are kept. `progress(epoch, loss, val_acc)`
+    is called after each epoch.
+    """
+    stop = stop or StopCondition()
+    report = FitReport()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    best_state = copy.deepcopy(model.state_dict())
+    best_accuracy, stale = None, 0
+    stop.start()
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        model.train()
+        total_loss, seen = 0.0, 0
+        for indices in _batches(torch.randperm(len(train), generator=generator), batch_size):
+            if stop.should_stop(len(indices)):
+                report.stopped_by = stop.reason or "stop condition"
+                break
+            logits, _ = model.forward_features(train.features(indices.tolist()))
+            loss = F.cross_entropy(logits, train.targets[indices])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            stop.step_done(len(indices))
+            report.steps += 1
+            total_loss += loss.item() * len(indices)
+            seen += len(indices)
+        if seen == 0:  # stopped before any step of this epoch
+            break
+        accuracy = evaluate(model, val)
+        report.epochs_run = epoch + 1
+        report.epoch_seconds.append(time.perf_counter() - started)
+        if accuracy is None or best_accuracy is None or accuracy > best_accuracy:
+            best_accuracy, stale = accuracy, 0
+            report.best_epoch, report.best_val_accuracy = epoch, accuracy
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+        if progress is not None:
+            progress(epoch, total_loss / seen, accuracy)
+        if report.stopped_by is not None:
+            break
+        if patience and stale >= patience:
+            report.stopped_by = "patience"
+            break
+    stop.finish()
+    model.load_state_dict(best_state)
+    return report
