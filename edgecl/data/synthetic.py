@@ -95,7 +95,8 @@ def _write_dataset(folder: Path, seed: int, n_train: int, n_test: int, params: d
             for index in range(count):
                 relative = f"audio/{label}/{label}-{split}-{index:04d}.wav"
                 clip = synthesise_clip(seed, class_index, split, index)
-                pcm = np.round(clip * 32767.0).astype(np.int16)
+                # x * 2**15 is the inverse of how PCM_16 is read back (int / 2**15).
+                pcm = np.clip(np.round(clip * 32768.0), -32768, 32767).astype(np.int16)
                 sf.write(folder / relative, pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
                 rows.append(f"{relative},{label},{split}")
     (folder / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
