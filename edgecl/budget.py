@@ -65,6 +65,25 @@ def parse_bytes(text: str | int, option: str = "--memory-bytes") -> int:
     return size
 
 
+_COUNT = re.compile(r"^\s*(\d+(?:\.\d*)?(?:e\d+)?)\s*([kmgt]?)\s*$", re.IGNORECASE)
+_COUNT_SUFFIX = {"": 1, "k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9, "t": 10 ** 12}
+
+
+def parse_count(text: str | int, option: str) -> int:
+    """Parse a large positive count such as a MAC budget: `2000000`, `2e9`, `500M`, `3G` (SI)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        count = text
+    else:
+        match = _COUNT.match(str(text))
+        if match is None:
+            raise EdgeclError(f"{option}: expected a positive count like 500M, 2G or 2e9, "
+                              f"got {text!r}")
+        count = math.floor(float(match.group(1)) * _COUNT_SUFFIX[match.group(2).lower()])
+    if count < 1:
+        raise EdgeclError(f"{option}: expected a positive count like 500M, 2G or 2e9, got {text!r}")
+    return count
+
+
 def format_bytes(size: int | float | None) -> str:
     """Human-readable size in SI units (the parse_bytes convention): `512 B`, `1.5 MB`."""
     if size is None:
@@ -242,6 +261,10 @@ class ForwardMacCounter:
         """Forward MACs counted so far."""
         return sum(self.clips[part] * getattr(self.per_clip, part) for part in self.clips)
 
+    def macs_with_perturbations(self, per_full_forward: int) -> int:
+        """Forward MACs plus `per_full_forward` (a perturbation's cost) per whole-model call."""
+        return self.macs + self.full_forwards * per_full_forward
+
 
 # ---------------------------------------------------------------------------------------------
 # Compute budget per phase
@@ -273,12 +296,14 @@ class PhaseMeter:
     """Counts one phase's optimizer steps, training MACs and time, and decides when to stop.
 
     The training loop asks `exhausted(next_step_macs)` before each optimizer step and calls
-    `record_step(macs)` after it. Steps and MACs never exceed their budget (a step that would
+    `record_step(macs)` after it (or, as a StopCondition, `should_stop(batch_size)` and
+    `step_done(batch_size)` with `step_macs_per_clip` set). Steps and MACs never exceed their budget (a step that would
     overshoot the MAC budget is not taken); the time budget is checked between steps, so a phase
     may overrun it by at most one step. `reason` names the first limit reached (or None).
     """
 
     budget: ComputeBudget = field(default_factory=ComputeBudget)
+    step_macs_per_clip: int = 0  # train_step_macs(macs, 1): a step's MACs are linear in the batch
     clock: Callable[[], float] = time.perf_counter
     steps: int = 0
     macs: int = 0
@@ -321,6 +346,13 @@ class PhaseMeter:
         if budget.max_train_seconds is not None and self.seconds >= budget.max_train_seconds:
             return "max_train_seconds"
         return None
+
+    # The training loop's StopCondition protocol (edgecl.training.loop): it speaks in batch sizes.
+    def should_stop(self, batch_size: int) -> bool:
+        return self.exhausted(batch_size * self.step_macs_per_clip)
+
+    def step_done(self, batch_size: int) -> None:
+        self.record_step(batch_size * self.step_macs_per_clip)
 
     def results(self) -> dict[str, Any]:
         """Per-phase results fields: train_steps, train_macs, train_seconds, stop flags."""

@@ -14,7 +14,8 @@ from torch import nn
 
 from edgecl.budget import (ComputeBudget, ForwardMacCounter, ModelMacs, PhaseMeter, capacity_for_budget,
                            device_train_ram, device_train_ram_bytes, format_bytes,
-                           memory_update_macs, parse_bytes, peak_rss_bytes, perturbation_macs,
+                           memory_update_macs, parse_bytes, parse_count, peak_rss_bytes,
+                           perturbation_macs,
                            train_step_macs)
 from edgecl.errors import EdgeclError
 from edgecl.memory.formats import FORMAT_NAMES, get_format
@@ -39,6 +40,18 @@ def test_parse_bytes_accepts_si_and_iec_units(text, expected):
 def test_parse_bytes_rejects_with_the_option_name(text):
     with pytest.raises(EdgeclError, match=r"^--memory-bytes: expected"):
         parse_bytes(text)
+
+
+@pytest.mark.parametrize("text, expected", [("2000", 2000), ("2e9", 2 * 10 ** 9), ("500M", 5 * 10 ** 8),
+                                            ("3g", 3 * 10 ** 9), ("1.5k", 1500), (7, 7)])
+def test_parse_count(text, expected):
+    assert parse_count(text, "--max-train-macs") == expected
+
+
+@pytest.mark.parametrize("text", ["", "-3", "0", "5X", "0.2", "1e"])
+def test_parse_count_rejects_with_the_option_name(text):
+    with pytest.raises(EdgeclError, match=r"^--max-train-macs: expected a positive count"):
+        parse_count(text, "--max-train-macs")
 
 
 def test_format_bytes_uses_the_same_si_convention():
@@ -180,6 +193,20 @@ def test_mac_budget_is_never_exceeded():
     _train(meter, itertools.cycle([300, 120]))  # a short last batch of an epoch costs less
     # 300 + 120 + 300 + 120 = 840; the next 300 would make 1140, so it is not taken.
     assert meter.steps == 4 and meter.macs == 840
+    assert meter.reason == "max_train_macs"
+
+
+def test_meter_speaks_the_training_loops_stop_protocol():
+    meter = PhaseMeter(ComputeBudget(max_train_macs=1000), step_macs_per_clip=30)
+    meter.start()
+    batches = [8, 8, 8, 8, 3]
+    taken = []
+    for batch in batches:
+        if meter.should_stop(batch):
+            break
+        meter.step_done(batch)
+        taken.append(batch)
+    assert taken == [8, 8, 8, 8] and meter.macs == 32 * 30 == 960  # 35 x 30 would overshoot
     assert meter.reason == "max_train_macs"
 
 
