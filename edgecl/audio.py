@@ -43,7 +43,8 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     try:
         info = sf.info(str(path))
     except (sf.SoundFileError, RuntimeError, ValueError) as error:
-        raise EdgeclError(f"{path}: unreadable or corrupt audio file ({_one_line(error)})") from None
+        raise EdgeclError(f"{path}: unreadable or corrupt audio file "
+                          f"({_one_line(error)})") from None
     return AudioInfo(sample_rate=int(info.samplerate), frames=int(info.frames),
                      channels=int(info.channels))
 
@@ -58,7 +59,8 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     try:
         samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, ValueError, TypeError) as error:
-        raise EdgeclError(f"{path}: unreadable or corrupt audio file ({_one_line(error)})") from None
+        raise EdgeclError(f"{path}: unreadable or corrupt audio file "
+                          f"({_one_line(error)})") from None
     if samples.shape[0] == 0 or samples.shape[1] == 0:
         raise EdgeclError(f"{path}: audio file has zero samples")
     if not np.isfinite(samples).all():

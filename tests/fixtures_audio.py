@@ -68,7 +68,7 @@ def tau_filename(scene: str, index: int) -> str:
 def write_tau(root: str | Path, scenes: Sequence[str] = ("airport", "metro", "park"),
               train_per_scene: int = 2, test_per_scene: int = 1, seconds: float = 0.5,
               sample_rate: int = 48000) -> Path:
-    """TAU-ASC 2019 dev layout with 24-bit stereo WAVs: meta.csv and evaluation_setup/fold1_*.csv."""
+    """TAU-ASC 2019 dev layout, 24-bit stereo WAVs: meta.csv, evaluation_setup/fold1_*.csv."""
     root = Path(root)
     meta, train, evaluate = [TAU_META_HEADER], [TAU_FOLD_HEADER], [TAU_FOLD_HEADER]
     n = int(seconds * sample_rate)
@@ -101,7 +101,8 @@ def write_manifest_dataset(root: str | Path, labels: Sequence[str] = ("a", "b", 
     for c, label in enumerate(labels):
         for index in range(clips_per_class):
             relative = f"clips/{label}/{index}.wav"
-            write_wav(root / relative, fixture_signal(n, seed=c * 100 + index), sample_rate, subtype)
+            signal = fixture_signal(n, seed=c * 100 + index)
+            write_wav(root / relative, signal, sample_rate, subtype)
             if test_per_class is None:
                 lines.append(f"{relative},{label}")
             else:

@@ -125,6 +125,11 @@ def test_tau_inconsistent_lists_are_errors(tmp_path):
     evaluate.write_text(original + "audio/airport-lisbon-1000-40000-a.wav\tairport\n")
     with pytest.raises(EdgeclError, match="listed twice"):
         load_tau(root)
+    meta = root / "meta.csv"
+    meta.write_text(meta.read_text() + "../elsewhere.wav\tairport\tx\ta\n")
+    evaluate.write_text(original + "../elsewhere.wav\tairport\n")
+    with pytest.raises(EdgeclError, match="line 5: path '../elsewhere.wav' leaves the dataset"):
+        load_tau(root)
     evaluate.write_text(original + "audio/unknown.wav\tairport\n")
     with pytest.raises(EdgeclError, match="audio/unknown.wav is not listed in"):
         load_tau(root)
@@ -177,7 +182,8 @@ def _rewrite(csv_path, replace_from, replace_to):
     (("clips/a/1.wav", "clips/../../x.wav"), r"leaves the dataset folder"),
     (("clips/a/1.wav", "/etc/passwd"), r"'/etc/passwd' leaves the dataset folder"),
     (("path,label,split", "path,class,split"), r"header must have column\(s\) path, label"),
-    (("clips/a/1.wav,a,train", "clips/a/1.wav,a,valid"), r"split must be 'train' or 'test', got 'valid'"),
+    (("clips/a/1.wav,a,train", "clips/a/1.wav,a,valid"),
+     r"split must be 'train' or 'test', got 'valid'"),
     (("clips/a/1.wav,a,train", "clips/a/1.wav,,train"), r"line 3: empty path or label"),
     (("clips/a/1.wav", "clips/a/99.wav"), r"99.wav not found \(1 missing"),
 ])

@@ -17,7 +17,8 @@ from fixtures_audio import tiny_synthetic
 
 
 def _file_bytes(folder):
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {str(path.relative_to(folder)): path.read_bytes()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def _centroid(clip):
@@ -83,8 +84,10 @@ def test_tiny_dataset_loads_through_the_manifest_loader(tmp_path):
     label_index = CLASSES.index(split.test[0].label)
     # The 16-bit file holds the synthesised clip to within quantisation.
     index = int(split.test[0].path.stem.rsplit("-", 1)[1])
-    np.testing.assert_allclose(wave, synthesise_clip(0, label_index, "test", index), atol=1 / 2 ** 15)
-    assert load_dataset("synthetic", None, workspace=tmp_path, clips_per_class=5).train == split.train
+    np.testing.assert_allclose(wave, synthesise_clip(0, label_index, "test", index),
+                               atol=1 / 2 ** 15)
+    again = load_dataset("synthetic", None, workspace=tmp_path, clips_per_class=5)
+    assert again.train == split.train
 
 
 def test_classes_differ_in_a_simple_statistic():
@@ -105,7 +108,8 @@ def test_bad_generator_options_are_errors(tmp_path):
 
 def test_data_generate_command_writes_then_reuses(tmp_path):
     runner = CliRunner()
-    args = ["data", "generate", "--workspace", str(tmp_path), "--seed", "3", "--clips-per-class", "2"]
+    args = ["data", "generate", "--workspace", str(tmp_path), "--seed", "3",
+            "--clips-per-class", "2"]
     first = runner.invoke(main, args)
     assert first.exit_code == 0, first.output
     folder = dataset_folder(tmp_path, seed=3, clips_per_class=2)

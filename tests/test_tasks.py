@@ -16,7 +16,8 @@ CLASSES = [f"class{i:02d}" for i in range(10)]
 
 def _split(n_train: int = 20, n_test: int = 5, classes=CLASSES):
     """An in-memory dataset (the task split never opens files)."""
-    train = [Clip(Path(f"/data/{c}/train{i}.wav"), c, "train") for c in classes for i in range(n_train)]
+    train = [Clip(Path(f"/data/{c}/train{i}.wav"), c, "train")
+             for c in classes for i in range(n_train)]
     test = [Clip(Path(f"/data/{c}/test{i}.wav"), c, "test") for c in classes for i in range(n_test)]
     return build_split("toy", train, test, 16000, 1.0, source="toy")
 
@@ -69,7 +70,8 @@ def test_validation_is_stratified_and_comes_only_from_training_clips():
             clip.path for clip in split.test if clip.label in task.classes}
     other_seed = make_tasks(split, 5, 2, 2, seed=2, val_fraction=0.25,
                             class_order=plan.class_order)
-    assert {i.clip.path for i in other_seed.tasks[0].val} != {i.clip.path for i in plan.tasks[0].val}
+    assert ({i.clip.path for i in other_seed.tasks[0].val}
+            != {i.clip.path for i in plan.tasks[0].val})
 
 
 def test_small_classes_keep_a_training_clip_and_get_one_validation_clip():

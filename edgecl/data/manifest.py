@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from edgecl.audio import audio_info
-from edgecl.data.records import SPLITS, Clip, DatasetSplit, build_split, read_table, require_files
+from edgecl.data.records import (SPLITS, Clip, DatasetSplit, build_split, path_inside, read_table,
+                                 require_files)
 from edgecl.errors import EdgeclError
 
 NAME = "manifest"
@@ -69,15 +70,10 @@ def load_manifest(root: str | Path, seed: int = 0, test_fraction: float = TEST_F
     for line, row in enumerate(rows, start=2):
         if not row["path"] or not row["label"]:
             raise EdgeclError(f"{csv_path}: line {line}: empty path or label")
-        # Lexical check (no symlink resolution): paths must stay under the manifest's folder.
-        normal = Path(os.path.normpath(base / row["path"]))
-        if Path(row["path"]).is_absolute() or not normal.is_relative_to(base):
-            raise EdgeclError(f"{csv_path}: line {line}: path {row['path']!r} leaves the dataset "
-                              f"folder {base}")
         if has_split and row["split"] not in SPLITS:
             raise EdgeclError(f"{csv_path}: line {line}: split must be 'train' or 'test', "
                               f"got {row['split']!r}")
-        paths.append(normal)
+        paths.append(path_inside(base, row["path"], f"{csv_path}: line {line}"))
         labels.append(row["label"])
         given_splits.append(row["split"] if has_split else None)
 

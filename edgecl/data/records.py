@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,17 @@ def require_files(clips: Iterable[Clip], source: str) -> None:
     if missing:
         raise EdgeclError(f"{source}: audio file {missing[0]} not found "
                           f"({len(missing)} missing file(s) in total)")
+
+
+def path_inside(root: Path, relative: str, where: str) -> Path:
+    """`root / relative`, normalised; an error naming `where` if it leaves `root`.
+
+    The check is lexical (symlinks are not resolved), so a dataset may link its files elsewhere.
+    """
+    normal = Path(os.path.normpath(root / relative))
+    if Path(relative).is_absolute() or not normal.is_relative_to(root):
+        raise EdgeclError(f"{where}: path {relative!r} leaves the dataset folder {root}")
+    return normal
 
 
 def read_table(path: Path, delimiter: str, required: tuple[str, ...]) -> list[dict[str, str]]:

@@ -39,7 +39,8 @@ def band_noise(rng: np.random.Generator, n: int, sample_rate: int, centre: float
     return _normalise(np.fft.irfft(spectrum * np.exp(-0.5 * ((freqs - centre) / width) ** 2), n))
 
 
-def smooth_random(rng: np.random.Generator, n: int, sample_rate: int, cutoff_hz: float) -> np.ndarray:
+def smooth_random(rng: np.random.Generator, n: int, sample_rate: int,
+                  cutoff_hz: float) -> np.ndarray:
     """A slowly varying zero-mean, unit-std curve (noise low-passed at `cutoff_hz`)."""
     spectrum = np.fft.rfft(rng.standard_normal(n))
     freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
@@ -99,7 +100,8 @@ def siren(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     doppler = 1.0 + rng.uniform(-0.06, 0.06) * t
     inst_freq = (centre + depth * lfo) * doppler
     harmonics = np.concatenate([[1.0], rng.uniform(0.05, 0.5, size=int(rng.integers(0, 4)))])
-    return tone(inst_freq, sr, harmonics, rng.uniform(0, 2 * np.pi)) * segment_envelope(rng, n, sr, 0.3)
+    signal = tone(inst_freq, sr, harmonics, rng.uniform(0, 2 * np.pi))
+    return signal * segment_envelope(rng, n, sr, 0.3)
 
 
 def engine(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:

@@ -34,7 +34,7 @@ CLIP_SECONDS = 1.0
 CLIPS_PER_CLASS = 100
 TEST_FRACTION = 0.2
 # Bump when the synthesis changes so old folders are not reused for new parameters.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 CLASSES = sorted(FAMILIES)
 _SPLIT_KEYS = {"train": 0, "test": 1}
@@ -50,14 +50,16 @@ def _background(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     if rng.random() < 0.3:
         t = np.arange(n) / sr
         mains = 50.0 if rng.random() < 0.5 else 60.0
-        hum = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * mains * k * t + rng.uniform(0, 6.3))
+        hum = sum(rng.uniform(0.2, 1.0) / k
+                  * np.sin(2 * np.pi * mains * k * t + rng.uniform(0, 2 * np.pi))
                   for k in range(1, 5))
         noise = noise + rng.uniform(0.2, 0.8) * hum / _rms(hum)
     return noise / _rms(noise)
 
 
 def synthesise_clip(seed: int, class_index: int, split: str, index: int,
-                    sample_rate: int = SAMPLE_RATE, clip_seconds: float = CLIP_SECONDS) -> np.ndarray:
+                    sample_rate: int = SAMPLE_RATE,
+                    clip_seconds: float = CLIP_SECONDS) -> np.ndarray:
     """One float32 clip of class `CLASSES[class_index]`, in [-1, 1], deterministic for its key."""
     rng = np.random.default_rng([seed, class_index, _SPLIT_KEYS[split], index])
     n = int(round(sample_rate * clip_seconds))
@@ -84,7 +86,8 @@ def dataset_folder(workspace: str | Path, seed: int = 0, clips_per_class: int = 
                    test_fraction: float = TEST_FRACTION) -> Path:
     """Where the dataset for these parameters lives: WORKSPACE/data/synthetic-<hash>."""
     blob = json.dumps(_params(seed, clips_per_class, test_fraction), sort_keys=True).encode()
-    return Path(workspace).absolute() / "data" / f"synthetic-{hashlib.sha256(blob).hexdigest()[:12]}"
+    digest = hashlib.sha256(blob).hexdigest()[:12]
+    return Path(workspace).absolute() / "data" / f"synthetic-{digest}"
 
 
 def _write_dataset(folder: Path, seed: int, n_train: int, n_test: int, params: dict) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgecl.data.records import Clip, DatasetSplit, build_split, read_table, require_files
+from edgecl.data.records import (Clip, DatasetSplit, build_split, path_inside, read_table,
+                                 require_files)
 from edgecl.errors import EdgeclError
 
 NAME = "TAU-ASC"
@@ -20,14 +21,6 @@ CLIP_SECONDS = 10.0
 META_COLUMNS = ("filename", "scene_label", "identifier", "source_label")
 FOLD_COLUMNS = ("filename", "scene_label")
 FOLD_FILES = {"train": "fold1_train.csv", "test": "fold1_evaluate.csv"}
-
-
-def _clip_path(root: Path, filename: str, table: Path, line: int) -> Path:
-    # Lexical check (no symlink resolution): a listed file must stay inside the dataset root.
-    normal = Path(os.path.normpath(root / filename))
-    if Path(filename).is_absolute() or not normal.is_relative_to(root):
-        raise EdgeclError(f"{table}: line {line}: filename {filename!r} leaves the dataset root")
-    return normal
 
 
 def load_tau(root: str | Path, sample_rate: int = SAMPLE_RATE,
@@ -58,8 +51,8 @@ def load_tau(root: str | Path, sample_rate: int = SAMPLE_RATE,
                 raise EdgeclError(f"{table}: line {line}: {filename} is listed twice "
                                   f"(already in {seen[filename]})")
             seen[filename] = name
-            clips.append(Clip(path=_clip_path(root, filename, table, line), label=label,
-                              split=split))
+            path = path_inside(root, filename, f"{table}: line {line}")
+            clips.append(Clip(path=path, label=label, split=split))
         if not clips:
             raise EdgeclError(f"{table}: no clips listed")
         splits[split] = clips
