@@ -1,0 +1,99 @@
+"""`edgecl train`, `edgecl summarize` and `edgecl bench memory-update` from the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from edgecl.cli import main
+from fixtures_audio import write_manifest_dataset
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return write_manifest_dataset(tmp_path_factory.mktemp("cli"), labels=("a", "b", "c", "d"),
+                                  clips_per_class=6, test_per_class=2, seconds=0.25,
+                                  sample_rate=8000)
+
+
+def _tiny(manifest, workspace):
+    return ["--dataset", "manifest", "--data-root", str(manifest), "--workspace", str(workspace),
+            "--width", "8", "--epochs", "1", "--batch-size", "8", "--threads", "1",
+            "--no-export", "--quiet"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--mode", "finetune", "--mem-manage", "random"], "--mem-manage: only used with --mode replay"),
+    (["--mode", "joint", "--memory-size", "50"], "--memory-size: only used with --mode replay"),
+    (["--mode", "finetune", "--metric-k", "2"], "--metric-k: only used with --mode replay"),
+    (["--mem-manage", "random", "--uncert-metric", "shift"],
+     "--uncert-metric: only used with --mem-manage uncertainty"),
+    (["--memory-size", "3"], "--memory-size: 3 exemplars is fewer than the 4 classes"),
+    (["--n-tasks", "5"], "--n-tasks: 5 tasks need at least 5 classes"),
+    (["--n-tasks", "2", "--n-init-cls", "3", "--n-cls-a-task", "2"], "need 5 classes"),
+    (["--metric-k", "3", "--mem-manage", "uncertainty"], "--metric-k"),
+])
+def test_invalid_combinations_are_one_line_errors(manifest, tmp_path, extra, message):
+    result = CliRunner().invoke(main, ["train", *_tiny(manifest, tmp_path), *extra])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not list(tmp_path.rglob("results.json"))
+
+
+def test_finetune_defaults_are_not_an_error(manifest, tmp_path):
+    # Sampler options left at their defaults are fine with --mode finetune.
+    result = CliRunner().invoke(main, ["train", *_tiny(manifest, tmp_path), "--mode", "finetune",
+                                       "--n-tasks", "2"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "manifest-bc-resnet-finetune-seed3" / "results.json").is_file()
+
+
+def test_train_then_summarize(manifest, tmp_path):
+    runner = CliRunner()
+    base = [*_tiny(manifest, tmp_path), "--n-tasks", "2"]
+    args = [*base, "--memory-size", "6", "--mem-manage", "uncertainty", "--uncert-metric",
+            "noisytune", "--metric-k", "2"]
+    result = runner.invoke(main, ["train", *args])
+    assert result.exit_code == 0, result.output
+    name = "manifest-bc-resnet-replay-uncertainty-noisytune-k2-m6-seed3"
+    results = json.loads((tmp_path / name / "results.json").read_text())
+    assert results["config"]["metric_k"] == 2 and results["config"]["n_init_cls"] == 2
+    assert "A_avg" in result.output  # the per-phase summary table
+
+    result = runner.invoke(main, ["train", *base, "--mode", "finetune", "--exp-name", "ft"])
+    assert result.exit_code == 0, result.output
+
+    table = runner.invoke(main, ["summarize", str(tmp_path)])
+    assert table.exit_code == 0, table.output
+    assert name in table.output and "uncertainty-noisytune" in table.output
+    assert "finetune" in table.output
+    rows = json.loads(runner.invoke(main, ["summarize", str(tmp_path), "--json"]).output)
+    by_run = {row["run"]: row for row in rows}
+    assert by_run[name]["k"] == 2 and by_run[name]["memory"] == 6
+    assert by_run["ft"]["mem_update_s"] is None
+    assert by_run[name]["A_avg"] == pytest.approx(results["A_avg"])
+
+
+def test_summarize_missing_workspace_is_an_error(tmp_path):
+    result = CliRunner().invoke(main, ["summarize", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "expected a workspace folder" in result.output
+
+
+def test_bench_memory_update_times_every_sampler(manifest, tmp_path):
+    result = CliRunner().invoke(main, [
+        "bench", "memory-update", "--dataset", "manifest", "--data-root", str(manifest),
+        "--workspace", str(tmp_path), "--width", "8", "--epochs", "1", "--memory-size", "6",
+        "--n-tasks", "2", "--n-init-cls", "2", "--n-cls-a-task", "2", "--metric-k", "2",
+        "--threads", "1", "--quiet", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [r["sampler"] for r in rows] == ["random", "reservoir", "prototype",
+                                            "uncertainty-shift", "uncertainty-noise",
+                                            "uncertainty-noisytune"]
+    assert len({r["candidates"] for r in rows}) == 1
+    noisytune = rows[-1]
+    assert noisytune["ratio_to_noisytune"] == 1.0
+    assert all(r["seconds"] > 0 for r in rows)
