@@ -19,8 +19,11 @@ MEM_MANAGERS = ("random", "reservoir", "prototype", "uncertainty")
 UNCERT_METRICS = ("shift", "noise", "noisytune")
 METRIC_KS = (2, 4, 6)
 
+MEMORY_FORMATS = ("float32", "pcm16", "mulaw8", "logmel8")  # edgecl.memory.formats
+
 # Options that only make sense with a replay memory / with the uncertainty sampler.
-MEMORY_OPTIONS = ("mem_manage", "uncert_metric", "metric_k", "noise_lambda", "memory_size")
+MEMORY_OPTIONS = ("mem_manage", "uncert_metric", "metric_k", "noise_lambda", "memory_size",
+                  "memory_bytes", "memory_format")
 UNCERTAINTY_OPTIONS = ("uncert_metric", "metric_k", "noise_lambda")
 
 # (n_tasks, n_init_cls, n_cls_a_task) of the published experiments.
@@ -51,6 +54,12 @@ class RunConfig:
     noise_lambda: float = 0.2
     memory_size: int = 500
     memory_format: str = "float32"
+    # Device budgets (edgecl.budget): a byte budget sets the memory's capacity in exemplars of
+    # memory_format (memory_size is then unused); compute limits apply to each phase.
+    memory_bytes: int | None = None
+    max_steps: int | None = None
+    max_train_seconds: float | None = None
+    max_train_macs: int | None = None
     n_tasks: int | None = None
     n_init_cls: int | None = None
     n_cls_a_task: int | None = None
@@ -69,7 +78,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         for name, allowed in (("dataset", DATASETS), ("model", MODELS), ("mode", MODES),
-                              ("mem_manage", MEM_MANAGERS), ("uncert_metric", UNCERT_METRICS)):
+                              ("mem_manage", MEM_MANAGERS), ("uncert_metric", UNCERT_METRICS),
+                              ("memory_format", MEMORY_FORMATS)):
             if getattr(self, name) not in allowed:
                 raise EdgeclError(f"{option_name(name)}: expected one of {', '.join(allowed)}, "
                                   f"got {getattr(self, name)!r}")
@@ -95,8 +105,25 @@ class RunConfig:
             raise EdgeclError(f"--lr: expected a positive learning rate, got {self.lr}")
         if not self.noise_lambda >= 0:
             raise EdgeclError(f"--noise-lambda: expected a number >= 0, got {self.noise_lambda}")
+        self._check_budgets()
         if self.dataset != "synthetic" and not self.data_root:
             raise EdgeclError(f"--data-root: required for --dataset {self.dataset}")
+
+    def _check_budgets(self) -> None:
+        from edgecl.budget import parse_bytes, parse_count
+
+        if self.memory_bytes is not None:  # "4MB" from Python callers too; stored as an int
+            object.__setattr__(self, "memory_bytes", parse_bytes(self.memory_bytes))
+        if self.max_train_macs is not None:
+            object.__setattr__(self, "max_train_macs",
+                               parse_count(self.max_train_macs, "--max-train-macs"))
+        self.compute_budget()  # validates the limits
+
+    def compute_budget(self):
+        """The per-phase edgecl.budget.ComputeBudget of this run."""
+        from edgecl.budget import ComputeBudget
+
+        return ComputeBudget(self.max_steps, self.max_train_seconds, self.max_train_macs)
 
     @property
     def uses_memory(self) -> bool:
@@ -133,7 +160,8 @@ class RunConfig:
                               f"{n_init} then {per_task} classes need {needed} classes, the "
                               f"dataset has {n_classes}")
         resolved = replace(self, n_tasks=n_tasks, n_init_cls=n_init, n_cls_a_task=per_task)
-        if resolved.uses_memory and resolved.memory_size < needed:
+        # With --memory-bytes the trainer checks the budget once the exemplar size is known.
+        if resolved.uses_memory and resolved.memory_bytes is None and resolved.memory_size < needed:
             raise EdgeclError(f"--memory-size: {resolved.memory_size} exemplars is fewer than the "
                               f"{needed} classes of the run (need at least one per class)")
         return resolved
@@ -145,7 +173,10 @@ class RunConfig:
             parts.append(self.mem_manage)
             if self.mem_manage == "uncertainty":
                 parts += [self.uncert_metric, f"k{self.metric_k}"]
-            parts.append(f"m{self.memory_size}")
+            parts.append(f"m{self.memory_size}" if self.memory_bytes is None
+                         else f"b{self.memory_bytes}")
+            if self.memory_format != "float32":
+                parts.append(self.memory_format)
         if self.dataset == "ESC-50":
             parts.append(f"fold{self.test_fold}")
         parts.append(f"seed{self.seed}")

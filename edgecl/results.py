@@ -5,6 +5,11 @@ accuracy_matrix, A_avg, A_last, BWT, forgetting, published_bwt, memory_update_se
 train_seconds (one figure per phase; memory_update_seconds is null without a memory),
 memory_balance (exemplars per class after each update), plus per-phase training details
 (`phases`) and `complete` (false while the run is still going).
+
+Each entry of `phases` also carries the device-budget figures (edgecl.budget): memory_bytes
+({used, budget, per_exemplar}), memory_exemplars, memory_capacity, memory_format, train_steps,
+train_macs, memory_update_macs, stopped_for_budget, stop_reason, peak_rss_bytes and
+device_train_ram_bytes (with its parts in device_train_ram).
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ from edgecl.metrics import summarize
 
 RESULTS_NAME = "results.json"
 LOG_NAME = "train.log"
-SUMMARY_COLUMNS = ("run", "method", "k", "memory", "A_avg", "A_last", "BWT", "mem_update_s")
+SUMMARY_COLUMNS = ("run", "method", "k", "memory", "A_avg", "A_last", "BWT", "mem_update_s",
+                   # device budgets (edgecl.budget): totals over the run's phases
+                   "format", "mem_bytes", "steps", "train_GMAC", "update_GMAC", "device_RAM",
+                   "budget_stops")
 
 
 class RunLog:
@@ -108,12 +116,14 @@ def phase_table(results: dict[str, Any]) -> str:
             "accuracy": results["phase_accuracy"][i],
             "per_task": " ".join(f"{a:.2f}" for a in results["accuracy_matrix"][i]),
             "epochs": phase.get("epochs_run"),
+            "steps": phase.get("train_steps"),
+            "stop": phase.get("stop_reason"),
             "train_s": results["train_seconds"][i],
             "mem_update_s": results["memory_update_seconds"][i],
             "memory": _total(results["memory_balance"][i]),
         })
-    table = format_table(rows, ("phase", "classes", "accuracy", "per_task", "epochs", "train_s",
-                                "mem_update_s", "memory"))
+    table = format_table(rows, ("phase", "classes", "accuracy", "per_task", "epochs", "steps",
+                                "stop", "train_s", "mem_update_s", "memory"))
     footer = "  ".join(f"{k} {_fmt(results.get(k))}" for k in
                        ("A_avg", "A_last", "BWT", "forgetting", "published_bwt"))
     return f"{table}\n{footer}"
@@ -131,7 +141,7 @@ def summary_row(run_name: str, results: dict[str, Any]) -> dict[str, Any]:
             method = f"uncertainty-{config.get('uncert_metric')}"
             k = config.get("metric_k")
     updates = [s for s in results.get("memory_update_seconds", []) if s is not None]
-    return {
+    row = {
         "run": run_name,
         "method": method,
         "k": k,
@@ -141,6 +151,41 @@ def summary_row(run_name: str, results: dict[str, Any]) -> dict[str, Any]:
         "BWT": results.get("BWT"),
         "mem_update_s": sum(updates) / len(updates) if updates else None,
         "complete": results.get("complete", True),
+    }
+    return {**row, **_summary_budget_columns(results), **_summary_memory(results, config)}
+
+
+def _summary_memory(results: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """With a byte budget the memory column shows the exemplars it holds at capacity."""
+    if config.get("mode") != "replay" or config.get("memory_bytes") is None:
+        return {}
+    capacities = [p.get("memory_capacity") for p in results.get("phases", [])]
+    return {"memory": capacities[-1] if capacities else None}
+
+
+def _summary_budget_columns(results: dict[str, Any]) -> dict[str, Any]:
+    """Budget columns of the cross-run table, summed (or maxed) over the phases."""
+    from edgecl.budget import format_bytes
+
+    config, phases = results.get("config", {}), results.get("phases", [])
+
+    def total(key: str, scale: float = 1.0):
+        values = [p.get(key) for p in phases if p.get(key) is not None]
+        return round(sum(values) / scale, 3) if values else None
+
+    used = [p["memory_bytes"]["used"] for p in phases if p.get("memory_bytes")]
+    ram = [p["device_train_ram_bytes"] for p in phases if p.get("device_train_ram_bytes")]
+    replay = config.get("mode") == "replay"
+    budget = config.get("memory_bytes")
+    return {
+        "format": config.get("memory_format") if replay else None,
+        "mem_bytes": (format_bytes(used[-1]) + (f"/{format_bytes(budget)}" if budget else "")
+                      if used else None),
+        "steps": total("train_steps"),
+        "train_GMAC": total("train_macs", 1e9),
+        "update_GMAC": total("memory_update_macs", 1e9),
+        "device_RAM": format_bytes(max(ram)) if ram else None,
+        "budget_stops": sum(1 for p in phases if p.get("stopped_for_budget")) if phases else None,
     }
 
 

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgecl.budget import (ForwardMacCounter, ModelMacs, PhaseMeter, capacity_for_budget,
+                           device_train_ram, peak_rss_bytes, perturbation_macs, train_step_macs)
 from edgecl.config import RunConfig
 from edgecl.errors import EdgeclError
 from edgecl.features import FeatureCache
@@ -88,8 +90,8 @@ class PhaseRecord:
 class ContinualRun:
     """One run of `edgecl train`. Build it, then call `run()`.
 
-    `stop_factory(phase) -> StopCondition` supplies each phase's stop condition (compute budgets);
-    by default training stops only by epochs and patience.
+    `stop_factory(phase) -> StopCondition` supplies each phase's stop condition; by default an
+    edgecl.budget.PhaseMeter that counts steps, MACs and time and enforces the config's budgets.
     """
 
     def __init__(self, config: RunConfig, *, show_progress: bool | None = None,
@@ -110,7 +112,7 @@ class ContinualRun:
         self.log = RunLog(self.run_dir / "train.log", echo=not config.quiet)
         self.show_progress = (not config.quiet and sys.stderr.isatty()) if show_progress is None \
             else show_progress
-        self.stop_factory = stop_factory or (lambda phase: StopCondition())
+        self.stop_factory = stop_factory or self._phase_meter
         self.rng = np.random.default_rng(config.seed)
         self.audio = ClipAudio(self.split.sample_rate, self.split.clip_samples)
         self.model = self._build_model()
@@ -134,7 +136,12 @@ class ContinualRun:
         if not self.config.uses_memory:
             return None, None
         from edgecl.memory.formats import get_format
-        memory = ReplayMemory(self.config.memory_size, get_format(self.config.memory_format))
+        fmt = get_format(self.config.memory_format)
+        capacity = self.config.memory_size
+        if self.config.memory_bytes is not None:  # fails now if the run's classes cannot fit
+            capacity = capacity_for_budget(self.config.memory_bytes, fmt, self._exemplar_shape(fmt),
+                                           len(self.plan.class_order))
+        memory = ReplayMemory(capacity, fmt)
         sampler = build_sampler(self.config.mem_manage, SamplerOptions(
             self.config.uncert_metric, self.config.metric_k, self.config.noise_lambda))
         if sampler.needs_waveform and memory.domain != "waveform":
@@ -171,7 +178,10 @@ class ContinualRun:
         """Train every phase; returns the results document (also written to results.json)."""
         config = self.config
         self.log(f"run {config.name}: {config.mode}"
-                 + (f" with {config.mem_manage} memory of {config.memory_size}" if self.memory else "")
+                 + (f" with {config.mem_manage} memory of {self.memory.capacity} "
+                    f"{self.memory.format.name} exemplars"
+                    + (f" ({config.memory_bytes} bytes)" if config.memory_bytes else "")
+                    if self.memory else "")
                  + f", {len(self.plan.tasks)} tasks, classes in order {self.plan.class_order}")
         self.log(f"dataset {self.split.name}: {len(self.split.train)} train / "
                  f"{len(self.split.test)} test clips at {self.split.sample_rate} Hz, "
@@ -193,19 +203,24 @@ class ContinualRun:
         if self.memory is not None:
             new_classes = [c for t in tasks for c in t.classes]
             started = time.perf_counter()
-            candidates, new_candidates, context = self.selection_inputs(
-                phase, new_clips, new_classes, seen, self.features)
-            chosen = self.sampler.select(candidates, self.memory.capacity, context)
-            before = set(self.memory.keys())
-            self.memory.update(chosen, [(c.key, c.target, c.load) for c in new_candidates])
+            with ForwardMacCounter(self.model, self.model_macs) as update_macs:
+                candidates, new_candidates, context = self.selection_inputs(
+                    phase, new_clips, new_classes, seen, self.features)
+                chosen = self.sampler.select(candidates, self.memory.capacity, context)
+                before = set(self.memory.keys())
+                self.memory.update(chosen, [(c.key, c.target, c.load) for c in new_candidates])
             record.memory_update_seconds = time.perf_counter() - started
+            record.details.update(self._memory_costs(update_macs))
             self.features.forget([f"memory:{k}" for k in before - set(self.memory.keys())])
             record.memory_balance = self.memory.class_balance(self.plan.class_order)
             self.log(f"  memory update by {self.sampler.name}: {len(self.memory)}/"
                      f"{self.memory.capacity} exemplars in {record.memory_update_seconds:.2f} s; "
                      f"per class {record.memory_balance}")
+        else:
+            record.details.update(memory_bytes=None, memory_exemplars=None, memory_update_macs=None)
 
         record.task_accuracy, record.accuracy = self._test(seen_tasks)
+        record.details["peak_rss_bytes"] = peak_rss_bytes()
         self.log(f"  test accuracy on {len(seen)} classes: {_pct(record.accuracy)}; per task "
                  + " ".join(f"{a:.3f}" for a in record.task_accuracy))
         phase_dir = self.run_dir / f"phase_{phase}"
@@ -220,6 +235,7 @@ class ContinualRun:
         seen_tasks = plan.tasks[: plan.tasks.index(tasks[-1]) + 1]
         seen = [name for task in seen_tasks for name in task.classes]
         self.model.head.grow(len(seen))
+        self.model_macs = ModelMacs.of_model(self.model, self.split.clip_samples)
         record = PhaseRecord(seen_classes=seen)
         self.log(f"phase {phase}: new classes {[c for t in tasks for c in t.classes]}, "
                  f"{len(seen)} seen")
@@ -249,6 +265,7 @@ class ContinualRun:
             "feature_cache": {"enabled": self.features.enabled, "entries": len(self.features),
                               "computed": self.features.computed,
                               "seconds": self.features.seconds},
+            **self._training_costs(report),
         }
         return record, new_clips, seen_tasks
 
@@ -266,9 +283,10 @@ class ContinualRun:
 
         generator = torch.Generator().manual_seed(config.seed * 1000 + phase)
         try:
+            self.stop = self.stop_factory(phase)
             return fit(self.model, train, val, epochs=config.epochs, batch_size=config.batch_size,
                        lr=config.lr, patience=config.patience, generator=generator,
-                       stop=self.stop_factory(phase), progress=progress)
+                       stop=self.stop, progress=progress)
         finally:
             bar.close()
 
@@ -307,6 +325,47 @@ class ContinualRun:
             per_task.append(float(part.mean()) if len(part) else 0.0)
             start += len(task.test)
         return per_task, float(correct.mean()) if len(correct) else 0.0
+
+    # --- device budgets (edgecl.budget) ----------------------------------------------------
+
+    def _logmel_shape(self) -> tuple[int, ...]:
+        """Shape [1, F, T'] of one clip's log-mel features."""
+        with torch.no_grad():
+            return tuple(self.model.frontend(torch.zeros(1, self.split.clip_samples)).shape[1:])
+
+    def _exemplar_shape(self, fmt) -> tuple[int, ...]:
+        return (self.split.clip_samples,) if fmt.domain == "waveform" else self._logmel_shape()
+
+    def _phase_meter(self, phase: int) -> PhaseMeter:
+        """Default stop condition: the config's compute budget, counting MACs per step."""
+        per_clip = train_step_macs(self.model_macs, 1, features_cached=self.config.feature_cache)
+        return PhaseMeter(self.config.compute_budget(), step_macs_per_clip=per_clip)
+
+    def _training_costs(self, report) -> dict[str, Any]:
+        """Steps, MACs and budget stop of the phase just trained, and its device RAM estimate."""
+        stop = self.stop
+        costs = stop.results() if isinstance(stop, PhaseMeter) else {
+            "train_steps": report.steps, "train_macs": None,
+            "stopped_for_budget": stop.reason is not None, "stop_reason": stop.reason}
+        costs.pop("train_seconds", None)  # the record's own train_seconds covers the same span
+        ram = device_train_ram(self.model, self.config.batch_size, self._logmel_shape(),
+                               forward=lambda model, batch: model.forward_features(batch))
+        return {**costs, "device_train_ram_bytes": ram.total, "device_train_ram": ram.as_dict()}
+
+    def _memory_costs(self, update_macs: ForwardMacCounter) -> dict[str, Any]:
+        """Bytes held by the memory and the MACs its update ran (perturbations estimated)."""
+        per_perturbation = 0
+        if self.sampler.needs_waveform:
+            per_perturbation = perturbation_macs(self.config.uncert_metric,
+                                                 self.split.clip_samples, self.split.sample_rate)
+        fmt = self.memory.format
+        return {
+            "memory_bytes": {"used": self.memory.stored_bytes(), "budget": self.config.memory_bytes,
+                             "per_exemplar": fmt.nbytes(self._exemplar_shape(fmt))},
+            "memory_exemplars": len(self.memory), "memory_capacity": self.memory.capacity,
+            "memory_format": fmt.name,
+            "memory_update_macs": update_macs.macs_with_perturbations(per_perturbation),
+        }
 
     # --- artifacts ------------------------------------------------------------------------
 

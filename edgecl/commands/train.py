@@ -18,7 +18,11 @@ def _explicit(ctx: click.Context, names) -> list[str]:
 
 
 def check_option_combination(ctx: click.Context, mode: str, mem_manage: str) -> None:
-    """Memory options need --mode replay; uncertainty options need --mem-manage uncertainty."""
+    """Memory options need --mode replay; uncertainty options need --mem-manage uncertainty;
+    the memory is sized in exemplars or in bytes, not both."""
+    if len(_explicit(ctx, ("memory_size", "memory_bytes"))) == 2:
+        raise EdgeclError("--memory-size, --memory-bytes: give one (a byte budget sets the number "
+                          "of exemplars from --memory-format)")
     if mode != "replay":
         given = _explicit(ctx, cfg.MEMORY_OPTIONS)
         if given:
@@ -54,6 +58,20 @@ def check_option_combination(ctx: click.Context, mode: str, mem_manage: str) -> 
               help="noisytune noise amplitude, times the embedding's std.")
 @click.option("--memory-size", type=int, default=_DEFAULTS.memory_size, show_default=True,
               help="Replay memory capacity in exemplars.")
+@click.option("--memory-bytes", default=None, metavar="SIZE",
+              help="Replay memory budget in bytes of stored data, headers included: 512KB, 4MB "
+                   "(x1000), 4MiB (x1024) or plain bytes. Replaces --memory-size.")
+@click.option("--memory-format", type=click.Choice(cfg.MEMORY_FORMATS),
+              default=_DEFAULTS.memory_format, show_default=True,
+              help="How exemplars are stored: float32, pcm16 or mulaw8 audio, or logmel8 "
+                   "(8-bit log-mel with a per-exemplar scale and offset).")
+@click.option("--max-steps", type=int, default=None,
+              help="Compute budget: optimizer steps per phase.")
+@click.option("--max-train-seconds", type=float, default=None,
+              help="Compute budget: training wall time per phase.")
+@click.option("--max-train-macs", default=None, metavar="COUNT",
+              help="Compute budget: training MACs per phase (3 x forward MACs per clip per "
+                   "step), e.g. 500M, 2G, 2e9.")
 @click.option("--n-tasks", type=int, default=None,
               help="Number of tasks [TAU-ASC 5, ESC-50 5, else min(5, classes)].")
 @click.option("--n-init-cls", type=int, default=None,
