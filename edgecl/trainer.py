@@ -376,18 +376,14 @@ class ContinualRun:
         return atomic_write_with(phase_dir / CHECKPOINT_NAME, lambda tmp: torch.save(payload, tmp))
 
     def _export_phase(self, phase_dir: Path, phase: int, seen: list[str], new_clips: list) -> None:
-        """Device export of this phase's model (the export issue fills this in)."""
+        """Device bundle of this phase's model (firmware_export; parity failures raise)."""
         if not self.config.export:
             return
-        try:
-            from firmware_export import export_phase
-        except ImportError:
-            self.log("  export skipped: firmware_export.export_phase is not available yet")
-            return
-        calibration = [self.audio.waveform(lc.clip) for lc in new_clips[:64]]
-        export_phase(model=self.model, phase_dir=phase_dir, labels=seen,
-                     sample_rate=self.split.sample_rate, clip_samples=self.split.clip_samples,
-                     calibration=np.stack(calibration) if calibration else None, log=self.log)
+        from firmware_export.run_export import export_seen_tasks
+
+        seen_tasks = [task for task in self.plan.tasks if set(task.classes) <= set(seen)]
+        export_seen_tasks(self.model, phase_dir, phase=phase, classes=seen, seen_tasks=seen_tasks,
+                          waveform=self.audio.waveform, log=self.log)
 
     def _results(self, complete: bool) -> dict[str, Any]:
         return build_results(self.config.to_dict(), self.plan.class_order,

@@ -53,8 +53,8 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
     (e.g. the run's dataset and method) are stored under "run"; `log` gets a one-line summary.
     """
     classes = [str(name) for name in classes]
-    calibration = evenly_spaced(_waveforms(calibration_waveforms, "calibration_waveforms"),
-                                MAX_CALIBRATION_CLIPS)
+    calibration = _waveforms(calibration_waveforms, "calibration_waveforms")
+    calibration = calibration[evenly_spaced(len(calibration), MAX_CALIBRATION_CLIPS)]
     holdout = _waveforms(holdout_waveforms, "holdout_waveforms")
     targets = np.asarray(holdout_targets, dtype=np.int64).reshape(-1)
     clip_samples = holdout.shape[1]
@@ -119,11 +119,11 @@ def summary_line(manifest: dict[str, Any], out_dir: str | os.PathLike) -> str:
             f"{manifest['files'][MODEL_INT8]['bytes'] / 1024:.0f} KiB int8")
 
 
-def evenly_spaced(waveforms: np.ndarray, limit: int) -> np.ndarray:
-    """At most `limit` rows, evenly spaced (deterministic), keeping the first."""
-    if len(waveforms) <= limit:
-        return waveforms
-    return waveforms[np.linspace(0, len(waveforms) - 1, limit).round().astype(np.int64)]
+def evenly_spaced(count: int, limit: int) -> list[int]:
+    """Indices of at most `limit` of `count` items, evenly spaced, first and last included."""
+    if count <= limit:
+        return list(range(count))
+    return [int(i) for i in np.linspace(0, count - 1, limit).round()]
 
 
 def _waveforms(array: np.ndarray, name: str) -> np.ndarray:
