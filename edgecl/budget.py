@@ -424,21 +424,29 @@ def device_train_ram(model, batch_size: int, input_shape: tuple[int, ...],
     probe = copy.deepcopy(model).train()
     skip = {p.untyped_storage().data_ptr() for p in probe.parameters()}
     saved: dict[int, int] = {}
+    # Saved tensors stay alive (through detached aliases) until the end, so no two of them can
+    # share an address. The graph itself holds only a placeholder: returning the tensor from
+    # pack would tie an op's output to its own grad_fn, a cycle that is never freed.
+    alive: list = []
 
     def pack(tensor):
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in skip:
             saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
+            alive.append(tensor.detach())
+        return None
+
+    def unpack(_placeholder):
+        raise RuntimeError("device_train_ram measures a forward pass only; it never runs backward")
 
     run = forward or (lambda m, x: m(x))
     with torch.random.fork_rng(devices=[]), torch.enable_grad():
         device = params[0].device if params else torch.device("cpu")
         batch = torch.randn(batch_size, *input_shape, device=device)
         skip.add(batch.untyped_storage().data_ptr())
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
             output = run(probe, batch)
-        del output
+        del output, alive
     return TrainRam(weights=weights, gradients=4 * trainable, optimizer_state=8 * trainable,
                     activations=sum(saved.values()), input_batch=input_batch)
 

@@ -276,6 +276,21 @@ def test_ram_of_a_known_model():
         v for k, v in ram.as_dict().items() if k != "total")
 
 
+def test_ram_measurement_frees_everything_it_allocated():
+    import gc
+
+    def live_tensors() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor))
+
+    model = _Mlp()
+    device_train_ram(model, 8, (10,))
+    before = live_tensors()
+    for _ in range(3):
+        device_train_ram(model, 8, (10,))
+    assert live_tensors() == before
+
+
 def test_ram_grows_with_batch_and_leaves_model_and_rng_alone():
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
