@@ -10,6 +10,8 @@ _COMMAND_MODULES: list[tuple[str, str]] = [
     ("edgecl.commands.summarize", "summarize_command"),
     ("edgecl.commands.bench", "bench"),
     ("edgecl.commands.data", "data"),
+    ("edgecl.commands.export", "export_command"),
+    ("edgecl.commands.infer", "infer_command"),
 ]
 
 COMMANDS = [getattr(importlib.import_module(module), name) for module, name in _COMMAND_MODULES]

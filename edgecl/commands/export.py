@@ -1,0 +1,29 @@
+"""`edgecl export RUN_DIR [--phase N]`: rebuild the device bundles of a run from its checkpoints."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--phase", type=click.IntRange(min=0), default=None,
+              help="Export only this phase [every phase with a checkpoint].")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="PyTorch CPU threads.")
+def export_command(run_dir: str, phase: int | None, threads: int) -> None:
+    """Re-export WORKSPACE/EXP_NAME/phase_<i>/ bundles from the saved checkpoints.
+
+    Each bundle gets model.onnx (fp32, waveform in, logits out), model.int8.onnx (static int8 QDQ,
+    float front end), labels.json, model.h and manifest.json (sha256 of every file, parity
+    figures). Checkpoints load weights-only; the dataset of the run (from its results.json) must
+    be where it was: calibration uses training clips of the seen classes, parity their test clips.
+    A phase that misses a parity bound fails with the figures.
+    """
+    import torch
+
+    from firmware_export.run_export import reexport_run
+
+    torch.set_num_threads(threads)
+    manifests = reexport_run(run_dir, phase, log=click.echo)
+    click.echo(f"exported {len(manifests)} phase(s) under {run_dir}")

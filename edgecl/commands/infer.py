@@ -1,0 +1,39 @@
+"""`edgecl infer MODEL.onnx CLIP.wav ...`: top-k labels per clip with ONNX Runtime, no torch."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("infer")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("clips", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Labels printed per clip.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="ONNX Runtime intra-op threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
+def infer_command(model: str, clips: tuple[str, ...], top_k: int, threads: int,
+                  as_json: bool) -> None:
+    """Classify WAV clips with an exported model (model.onnx or model.int8.onnx).
+
+    In a bundle folder the manifest's sha256 of every file is checked first and the labels come
+    from labels.json. Clips at another sample rate are resampled; longer clips are cropped and
+    shorter ones zero-padded to the model's clip length. Runs on numpy, soundfile and ONNX
+    Runtime only.
+    """
+    from firmware_export.runtime import classify, load_model
+
+    loaded = load_model(model, threads=threads)
+    predictions = classify(loaded, clips, top_k=top_k)
+    if as_json:
+        click.echo(json.dumps({"model": str(loaded.path), "labels": loaded.labels,
+                               "sample_rate": loaded.sample_rate,
+                               "results": [p.to_dict() for p in predictions]}, indent=2))
+        return
+    for prediction in predictions:
+        ranked = ", ".join(f"{label} {score:.3f}"
+                           for label, score in zip(prediction.labels, prediction.scores))
+        click.echo(f"{prediction.clip}: {ranked}")

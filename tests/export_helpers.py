@@ -1,0 +1,82 @@
+"""Shared by the export, bundle and runtime tests: a tiny BC-ResNet trained on synthetic tones.
+
+Each class is a tone at its own pitch with random level, slight detuning and noise, so a few
+epochs on cached log-mels reach a clear margin. Results are cached for the test session (this
+module is imported once), so the test modules share one training run and one exported bundle.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SAMPLE_RATE = 8000
+CLIP_SAMPLES = 4000
+CLASSES = ["low", "mid", "high", "top"]
+WIDTH = 4
+
+
+def tones(n_clips: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(waveforms [n, CLIP_SAMPLES] float32, targets [n]) with classes in turn."""
+    rng = np.random.default_rng(seed)
+    targets = np.arange(n_clips) % len(CLASSES)
+    time = np.arange(CLIP_SAMPLES) / SAMPLE_RATE
+    pitch = 300.0 * (1 + targets)[:, None] * (1 + 0.03 * rng.standard_normal((n_clips, 1)))
+    level = 10 ** rng.uniform(-1.5, -0.2, (n_clips, 1))
+    waves = level * np.sin(2 * np.pi * pitch * time) + 0.01 * rng.standard_normal((n_clips, CLIP_SAMPLES))
+    return waves.astype(np.float32), targets
+
+
+@functools.lru_cache(maxsize=1)
+def trained_model(epochs: int = 12):
+    """A small BC-ResNet (real models package) trained on tones; eval mode."""
+    import models
+
+    torch.manual_seed(0)
+    model = models.build_model("bc-resnet", len(CLASSES),
+                               models.FrontEndConfig.for_sample_rate(SAMPLE_RATE), width=WIDTH)
+    waves, targets = tones(96, seed=1)
+    with torch.no_grad():
+        features = model.frontend(torch.from_numpy(waves))
+    labels = torch.from_numpy(targets)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(epochs):
+        for batch in torch.randperm(len(waves), generator=generator).split(16):
+            loss = torch.nn.functional.cross_entropy(model.forward_features(features[batch])[0],
+                                                     labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+@dataclass(frozen=True)
+class ExportedBundle:
+    folder: Path
+    manifest: dict
+    holdout: np.ndarray
+    holdout_targets: np.ndarray
+
+
+@functools.lru_cache(maxsize=1)
+def exported_bundle() -> ExportedBundle:
+    """The trained model exported once with firmware_export.export_phase into a temp folder."""
+    from firmware_export import export_phase
+
+    root = Path(tempfile.mkdtemp(prefix="edgecl-test-bundle-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    calibration, _ = tones(48, seed=2)
+    holdout, targets = tones(64, seed=3)
+    manifest = export_phase(trained_model(), root / "phase_0", phase=0, classes=CLASSES,
+                            calibration_waveforms=calibration, holdout_waveforms=holdout,
+                            holdout_targets=targets)
+    return ExportedBundle(root / "phase_0", manifest, holdout, targets)

@@ -1,0 +1,268 @@
+"""fp32 ONNX export and int8 quantization: single file, opset, dynamic batch, checker, stable bytes,
+float front end in the int8 graph, and the C header."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from edgecl.errors import EdgeclError
+from export_helpers import CLASSES, CLIP_SAMPLES, SAMPLE_RATE, exported_bundle, tones, trained_model
+from firmware_export.c_header import c_string, render_c_header
+from firmware_export.export import export_onnx, serialize
+from firmware_export.quantize import quantize_candidate
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return exported_bundle()
+
+
+@pytest.fixture(scope="module")
+def fp32_bytes(bundle) -> bytes:
+    return (bundle.folder / "model.onnx").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def int8_model(bundle) -> onnx.ModelProto:
+    return onnx.load_from_string((bundle.folder / "model.int8.onnx").read_bytes())
+
+
+def test_fp32_model_is_one_checked_file_with_opset_18_and_dynamic_batch(fp32_bytes):
+    model = onnx.load_from_string(fp32_bytes)
+    onnx.checker.check_model(model, full_check=True)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    assert all(t.data_location != TensorProto.EXTERNAL for t in model.graph.initializer)
+    [waveform], [logits] = model.graph.input, model.graph.output
+    batch, samples = waveform.type.tensor_type.shape.dim
+    assert batch.dim_param and not batch.HasField("dim_value")
+    assert samples.dim_value == CLIP_SAMPLES
+    assert logits.type.tensor_type.shape.dim[1].dim_value == len(CLASSES)
+    # The front end is inside the graph: the input is the waveform, and a Log sits in the graph.
+    assert "Log" in {node.op_type for node in model.graph.node}
+
+
+def test_fp32_model_matches_pytorch_at_several_batch_sizes(fp32_bytes):
+    session = ort.InferenceSession(fp32_bytes, providers=["CPUExecutionProvider"])
+    model = trained_model()
+    waves, _ = tones(7, seed=11)
+    for size in (1, 3, 7):
+        with torch.no_grad():
+            expected = model(torch.from_numpy(waves[:size]))[0].numpy()
+        got = session.run(None, {"waveform": waves[:size]})[0]
+        assert got.shape == (size, len(CLASSES))
+        np.testing.assert_allclose(got, expected, atol=1e-3, rtol=0)
+
+
+def test_exporting_the_same_weights_twice_gives_the_same_bytes(fp32_bytes):
+    again = serialize(export_onnx(trained_model(), labels=CLASSES, sample_rate=SAMPLE_RATE,
+                                  clip_samples=CLIP_SAMPLES))
+    assert again == fp32_bytes
+    # Exporter annotations (stack traces with source paths) are stripped.
+    model = onnx.load_from_string(again)
+    assert not any(node.metadata_props or node.doc_string for node in model.graph.node)
+    assert b"stack_trace" not in again and b".py" not in again
+
+
+def test_fp32_model_carries_labels_rate_and_clip_length(fp32_bytes):
+    meta = {p.key: p.value for p in onnx.load_from_string(fp32_bytes).metadata_props}
+    assert meta["edgecl.sample_rate"] == str(SAMPLE_RATE)
+    assert meta["edgecl.clip_samples"] == str(CLIP_SAMPLES)
+    assert meta["edgecl.labels"] == '["low", "mid", "high", "top"]'
+
+
+def test_export_rejects_an_opset_below_18():
+    with pytest.raises(EdgeclError, match="opset"):
+        export_onnx(trained_model(), labels=CLASSES, sample_rate=SAMPLE_RATE,
+                    clip_samples=CLIP_SAMPLES, opset=17)
+
+
+def _ancestors_of_first_log(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    producer = {out: node for node in model.graph.node for out in node.output}
+    log = next(node for node in model.graph.node if node.op_type == "Log")
+    seen, stack = [], [log]
+    while stack:
+        node = stack.pop()
+        if any(node is s for s in seen):
+            continue
+        seen.append(node)
+        stack.extend(producer[name] for name in node.input if name in producer)
+    return seen
+
+
+def test_int8_graph_is_quantized_but_keeps_the_front_end_in_float(int8_model):
+    ops = [node.op_type for node in int8_model.graph.node]
+    assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
+    front_end = _ancestors_of_first_log(int8_model)
+    assert {"Conv", "MatMul", "Log"} <= {node.op_type for node in front_end}
+    assert not [n.name for n in front_end if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    # The DFT and mel weights stay float initializers.
+    initializers = {t.name: t for t in int8_model.graph.initializer}
+    front_weights = [name for node in front_end for name in node.input if name in initializers]
+    assert front_weights
+    assert all(initializers[name].data_type in (TensorProto.FLOAT, TensorProto.INT64)
+               for name in front_weights)
+    # Downstream of the log, the first backbone Conv reads a dequantized activation.
+    producer = {out: node for node in int8_model.graph.node for out in node.output}
+    backbone_convs = [n for n in int8_model.graph.node
+                      if n.op_type == "Conv" and all(n is not f for f in front_end)]
+    assert producer[backbone_convs[0].input[0]].op_type == "DequantizeLinear"
+
+
+def test_int8_quantization_is_deterministic(fp32_bytes):
+    fp32 = onnx.load_from_string(fp32_bytes)
+    calibration, _ = tones(16, seed=5)
+    first = quantize_candidate(fp32, calibration, per_channel=True)
+    second = quantize_candidate(fp32, calibration, per_channel=True)
+    assert serialize(first.proto) == serialize(second.proto)
+    per_tensor = quantize_candidate(fp32, calibration, per_channel=False)
+    assert serialize(per_tensor.proto) != serialize(first.proto)
+    assert (first.weight_granularity, per_tensor.weight_granularity) == ("per-channel", "per-tensor")
+
+
+def test_quantizer_refuses_a_graph_without_a_log_front_end():
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["waveform"], ["logits"])], "no_front_end",
+        [helper.make_tensor_value_info("waveform", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(EdgeclError, match="no Log node"):
+        quantize_candidate(model, np.zeros((2, 4), np.float32), per_channel=False)
+
+
+def _header_bytes(text: str) -> bytes:
+    body = text.split("edgecl_model[", 1)[1].split("{", 1)[1].split("};", 1)[0]
+    return bytes(int(h, 16) for h in re.findall(r"0x([0-9a-f]{2})", body))
+
+
+def test_c_header_holds_the_int8_model_bytes_length_and_labels(bundle):
+    text = (bundle.folder / "model.h").read_text()
+    int8 = (bundle.folder / "model.int8.onnx").read_bytes()
+    assert _header_bytes(text) == int8
+    assert f"edgecl_model_len = {len(int8)}u;" in text
+    assert "#define EDGECL_N_LABELS 4" in text and "#define EDGECL_SAMPLE_RATE 8000" in text
+    assert text.index('"low"') < text.index('"mid"') < text.index('"high"') < text.index('"top"')
+
+
+def test_c_string_escapes_quotes_backslashes_and_non_ascii():
+    assert c_string('say "hi"\\') == '"say \\"hi\\"\\\\"'
+    assert c_string("café") == '"caf\\303\\251"'
+    assert c_string("??=") == '"\\077\\077="'
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_c_header_compiles_and_reports_its_contents(tmp_path):
+    labels = ["dog", 'say "hi"', "café"]
+    (tmp_path / "model.h").write_text(render_c_header(bytes(range(30)), labels, sample_rate=16000,
+                                                      clip_samples=16000))
+    (tmp_path / "main.c").write_text(
+        '#include <stdio.h>\n#include "model.h"\nint main(void) {\n'
+        '  unsigned sum = 0; for (unsigned i = 0; i < edgecl_model_len; ++i) sum += edgecl_model[i];\n'
+        '  printf("%u %u %d %s|%s|%s\\n", edgecl_model_len, sum, EDGECL_SAMPLE_RATE,\n'
+        '         edgecl_labels[0], edgecl_labels[1], edgecl_labels[2]);\n  return 0;\n}\n')
+    subprocess.run(["cc", "-std=c99", "-Wall", "-Werror", "-o", str(tmp_path / "main"),
+                    str(tmp_path / "main.c")], check=True, capture_output=True)
+    output = subprocess.run([str(tmp_path / "main")], check=True, capture_output=True).stdout
+    assert output.decode("utf-8") == f"30 {sum(range(30))} 16000 dog|say \"hi\"|café\n"
+
+
+def _write_tone_run(root, trained):
+    """A run folder as `edgecl train` leaves it (results.json + phase_0/checkpoint.pt) on a tiny
+    manifest dataset of tones whose classes arrive in the order the model was trained on."""
+    import soundfile as sf
+
+    from edgecl.config import RunConfig
+    from edgecl.data import load_dataset
+    from edgecl.tasks import make_tasks
+
+    data = root / "data"
+    data.mkdir()
+    rows = ["path,label,split"]
+    for name in CLASSES:
+        for index in range(8):
+            rows.append(f"{name}_{index}.wav,{name},{'test' if index >= 6 else 'train'}")
+            sf.write(data / f"{name}_{index}.wav", np.zeros(CLIP_SAMPLES, np.float32), SAMPLE_RATE)
+    (data / "manifest.csv").write_text("\n".join(rows) + "\n")
+    config = RunConfig(dataset="manifest", data_root=str(data / "manifest.csv"), clip_seconds=0.5,
+                       n_tasks=2, n_init_cls=2, n_cls_a_task=2, workspace=str(root),
+                       exp_name="run", mem_manage="random")
+    split = load_dataset("manifest", config.data_root, seed=config.seed, clip_seconds=0.5)
+    plan = make_tasks(split, 2, 2, 2, config.seed)
+    # Audio content does not change the plan: give class plan.class_order[i] the pitch of output i.
+    waves, targets = tones(8 * len(CLASSES), seed=21)
+    for name in CLASSES:
+        pitch = plan.class_order.index(name)
+        for index, wave in enumerate(waves[targets == pitch]):
+            sf.write(data / f"{name}_{index}.wav", wave, SAMPLE_RATE, subtype="FLOAT")
+    run = root / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"config": config.to_dict(),
+                                                  "classes": plan.class_order}))
+    (run / "phase_1").mkdir()
+    torch.save({"state_dict": trained.state_dict(), "model_config": trained.model_config(),
+                "classes": plan.class_order, "phase": 1, "exp_name": "run"},
+               run / "phase_1" / "checkpoint.pt")
+    return run, plan
+
+
+def test_export_command_rebuilds_bundles_from_checkpoints(tmp_path, fp32_bytes, monkeypatch):
+    from click.testing import CliRunner
+
+    import firmware_export.bundle as bundle_module
+    from edgecl.cli import main
+    from firmware_export.export import set_runtime_metadata
+    from firmware_export.manifest import verify_bundle
+
+    run, plan = _write_tone_run(tmp_path, trained_model())
+
+    def reuse_export(model, *, labels, sample_rate, clip_samples):
+        """The dynamo export of these weights is tested above; reuse its graph to stay fast."""
+        proto = onnx.load_from_string(fp32_bytes)
+        set_runtime_metadata(proto, labels, sample_rate, clip_samples)
+        return proto
+
+    monkeypatch.setattr(bundle_module, "export_onnx", reuse_export)
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", str(run), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "export phase 1" in result.output and "exported 1 phase(s)" in result.output
+    manifest = verify_bundle(run / "phase_1")
+    assert manifest["classes"] == plan.class_order and manifest["phase"] == 1
+    assert manifest["parity"]["holdout_clips"] == 2 * len(CLASSES)  # every test clip of the run
+    assert manifest["parity"]["int8_vs_fp32"]["batch_1"]["accuracy"] == 100.0
+    assert (run / "phase_1" / "checkpoint.pt").is_file()
+    first = {p.name: p.read_bytes() for p in (run / "phase_1").iterdir()}
+    assert runner.invoke(main, ["export", str(run), "--phase", "1"]).exit_code == 0
+    second = {p.name: p.read_bytes() for p in (run / "phase_1").iterdir()}
+    assert second.keys() == first.keys()
+    assert all(second[name] == first[name] for name in first if name != "manifest.json")
+    # PyTorch eager logits may differ in the last bits between runs; everything else is stable.
+    first_manifest, second_manifest = (json.loads(m["manifest.json"]) for m in (first, second))
+    for manifest_copy in (first_manifest, second_manifest):
+        manifest_copy["parity"].pop("fp32_vs_torch")
+    assert first_manifest == second_manifest
+
+    missing = runner.invoke(main, ["export", str(run), "--phase", "0"])
+    assert missing.exit_code == 2 and "no phase_0/checkpoint.pt" in missing.output
+    (run / "results.json").unlink()
+    no_results = runner.invoke(main, ["export", str(run)])
+    assert no_results.exit_code == 2 and "results.json: not found" in no_results.output
