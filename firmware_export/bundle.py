@@ -190,6 +190,7 @@ def _manifest(model: nn.Module, *, phase: int, classes: list[str], sample_rate: 
                          "calibration": {"method": "MinMax", "clips": n_calibration},
                          "weight_granularity": chosen.weight_granularity,
                          "float_front_end": True,
+                         "float_nodes": chosen.float_nodes,
                          "candidates_vs_fp32_on_calibration": candidates},
         "parity": {"holdout_clips": n_holdout, "bounds": parity.bounds(),
                    "fp32_vs_torch": fp32_figures, "int8_vs_fp32": int8_figures},

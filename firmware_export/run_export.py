@@ -107,23 +107,37 @@ def _run_plan(run_dir: Path):
 
 def reexport_run(run_dir: str | os.PathLike, phase: int | None = None,
                  log: Log | None = None) -> list[dict[str, Any]]:
-    """Re-export every phase of `run_dir` (or one) from its checkpoint; returns the manifests."""
+    """Re-export every phase of `run_dir` (or one) from its checkpoint; returns the manifests.
+
+    A phase that misses a parity bound is logged with its figures and the others still export;
+    then one EdgeclError lists every failed phase.
+    """
     from edgecl.audio import load_audio
+    from firmware_export.parity import ParityError
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise EdgeclError(f"{run_dir}: run folder not found")
     folders = phase_dirs(run_dir, phase)
     _, split, plan = _run_plan(run_dir)
-    manifests = []
+    manifests, failures = [], []
     for folder in folders:
         model, classes, phase_index = load_checkpoint(folder / CHECKPOINT_NAME)
         seen_tasks = [task for task in plan.tasks if set(task.classes) <= set(classes)]
         if [c for task in seen_tasks for c in task.classes] != classes:
             raise EdgeclError(f"{folder / CHECKPOINT_NAME}: classes {classes} do not match the "
                               f"run's tasks {[t.classes for t in plan.tasks]}")
-        manifests.append(export_seen_tasks(
-            model, folder, phase=phase_index, classes=classes, seen_tasks=seen_tasks,
-            waveform=lambda clip: load_audio(clip.path, split.sample_rate, split.clip_samples),
-            log=log))
+        try:
+            manifests.append(export_seen_tasks(
+                model, folder, phase=phase_index, classes=classes, seen_tasks=seen_tasks,
+                waveform=lambda clip: load_audio(clip.path, split.sample_rate, split.clip_samples),
+                log=log))
+        except ParityError as error:
+            failures.append(phase_index)
+            if log is not None:
+                log(f"  {error}")
+    if failures:
+        raise EdgeclError(f"{run_dir}: phase(s) {', '.join(map(str, failures))} missed a parity "
+                          f"bound and were not written (figures above); the other "
+                          f"{len(manifests)} exported")
     return manifests

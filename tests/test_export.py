@@ -128,6 +128,25 @@ def test_int8_graph_is_quantized_but_keeps_the_front_end_in_float(int8_model):
     assert producer[backbone_convs[0].input[0]].op_type == "DequantizeLinear"
 
 
+def test_int8_graph_keeps_unfolded_batch_norms_and_their_convs_in_float(int8_model):
+    """SubSpectralNorm's BatchNorm cannot be folded at export; it and its conv stay float."""
+    producer = {out: node for node in int8_model.graph.node for out in node.output}
+    initializers = {t.name: t for t in int8_model.graph.initializer}
+    norms = [n for n in int8_model.graph.node if n.op_type == "BatchNormalization"]
+    assert len(norms) == 9  # one per BC-ResNet block
+    for norm in norms:
+        assert all(name in initializers for name in norm.input[1:])  # float scale/bias, no DQ
+        upstream = producer[norm.input[0]]
+        while upstream.op_type == "Reshape":
+            upstream = producer[upstream.input[0]]
+        assert upstream.op_type == "Conv"
+        assert initializers[upstream.input[1]].data_type == TensorProto.FLOAT
+    quantized_convs = [n for n in int8_model.graph.node if n.op_type == "Conv"
+                       and n.input[1] in producer
+                       and producer[n.input[1]].op_type == "DequantizeLinear"]
+    assert len(quantized_convs) > 20
+
+
 def test_int8_quantization_is_deterministic(fp32_bytes):
     fp32 = onnx.load_from_string(fp32_bytes)
     calibration, _ = tones(16, seed=5)
@@ -260,6 +279,13 @@ def test_export_command_rebuilds_bundles_from_checkpoints(tmp_path, fp32_bytes, 
     for manifest_copy in (first_manifest, second_manifest):
         manifest_copy["parity"].pop("fp32_vs_torch")
     assert first_manifest == second_manifest
+
+    monkeypatch.setattr("firmware_export.parity.INT8_MIN_AGREEMENT", 1.01)  # unmeetable
+    failed = runner.invoke(main, ["export", str(run)])
+    assert failed.exit_code == 2
+    assert "int8 vs fp32 batch_1: top-1 agreement 100.00% < 101%" in failed.output
+    assert "phase(s) 1 missed a parity bound" in failed.output
+    assert {p.name: p.read_bytes() for p in (run / "phase_1").iterdir()} == second  # untouched
 
     missing = runner.invoke(main, ["export", str(run), "--phase", "0"])
     assert missing.exit_code == 2 and "no phase_0/checkpoint.pt" in missing.output

@@ -108,3 +108,9 @@ def memory_update(metric_k, repeats, as_json, **options) -> None:
     else:
         click.echo(format_table(rows, ("sampler", "k", "candidates", "seconds",
                                        "ratio_to_noisytune")))
+
+
+# `edgecl bench export RUN_DIR` lives with the exporter (firmware_export/bench.py).
+from firmware_export.bench import bench_export_command  # noqa: E402
+
+bench.add_command(bench_export_command)

@@ -1,0 +1,200 @@
+"""`edgecl bench export RUN_DIR`: what each exported phase costs on a CPU, batch 1, one thread.
+
+Per phase: fp32 and int8 file sizes and their ratio, MACs and parameters per clip (from the
+manifest), the median latency per clip for PyTorch eager, ONNX Runtime fp32 and int8, and the
+front end's share of the ONNX Runtime time (the front-end subgraph, waveform to log-mel, cut out of
+model.onnx and timed alone). Then the front end itself: the fixed-convolution DFT the models use
+against the torch.stft one (ONNX STFT op), alone and inside the full fp32 model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import numpy as np
+
+from edgecl.errors import EdgeclError
+from firmware_export.layout import INPUT_NAME, MANIFEST, MODEL_FP32, MODEL_INT8
+
+ROW_COLUMNS = ("phase", "classes", "fp32_kib", "int8_kib", "int8_ratio", "mmacs", "params",
+               "torch_ms", "ort_fp32_ms", "ort_int8_ms", "frontend_share_fp32",
+               "frontend_share_int8")
+FRONTEND_COLUMNS = ("frontend", "frontend_ms", "ort_fp32_ms", "frontend_share",
+                    "max_abs_logit_diff")
+
+
+def median_seconds(call: Callable[[], Any], runs: int, warmup: int) -> float:
+    """Median wall time of `call()` over `runs` timed calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def ort_session(model: bytes | str):
+    """Single-threaded, sequential CPU session (the device-like setting)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def front_end_graph(model_bytes: bytes) -> bytes:
+    """The subgraph from the waveform input to the first Log output (the log-mel front end)."""
+    import onnx
+    from onnx.utils import Extractor
+
+    model = onnx.load_from_string(model_bytes)
+    log = next((n for n in model.graph.node if n.op_type == "Log"), None)
+    if log is None:
+        raise EdgeclError("bench export: the model has no Log node; cannot time its front end")
+    inferred = onnx.shape_inference.infer_shapes(model)
+    return Extractor(inferred).extract_model([INPUT_NAME], [log.output[0]]).SerializeToString()
+
+
+def ort_ms(session, clip: np.ndarray, runs: int, warmup: int) -> float:
+    feed = {session.get_inputs()[0].name: clip}
+    return 1000 * median_seconds(lambda: session.run(None, feed), runs, warmup)
+
+
+def torch_ms(model, clip: np.ndarray, runs: int, warmup: int) -> float:
+    import torch
+
+    tensor = torch.from_numpy(clip)
+
+    def call():
+        with torch.inference_mode():
+            model(tensor)
+    return 1000 * median_seconds(call, runs, warmup)
+
+
+def bench_phase(folder: Path, clip: np.ndarray, runs: int, warmup: int) -> tuple[dict, Any]:
+    """One row of the table for `folder`, and the PyTorch model (None without a checkpoint)."""
+    from firmware_export.manifest import verify_bundle
+    from firmware_export.run_export import CHECKPOINT_NAME, load_checkpoint
+
+    manifest = verify_bundle(folder)
+    fp32_bytes, int8_bytes = (folder / MODEL_FP32).read_bytes(), (folder / MODEL_INT8).read_bytes()
+    front_ms = ort_ms(ort_session(front_end_graph(fp32_bytes)), clip, runs, warmup)
+    fp32_ms = ort_ms(ort_session(fp32_bytes), clip, runs, warmup)
+    int8_ms = ort_ms(ort_session(int8_bytes), clip, runs, warmup)
+    model = None
+    eager_ms = None
+    if (folder / CHECKPOINT_NAME).is_file():
+        model, _, _ = load_checkpoint(folder / CHECKPOINT_NAME)
+        eager_ms = torch_ms(model, clip, runs, warmup)
+    row = {
+        "phase": manifest["phase"], "classes": manifest["n_classes"],
+        "fp32_kib": len(fp32_bytes) / 1024, "int8_kib": len(int8_bytes) / 1024,
+        "int8_ratio": len(int8_bytes) / len(fp32_bytes),
+        "mmacs": manifest["model"]["macs_per_clip"] / 1e6, "params": manifest["model"]["parameters"],
+        "torch_ms": eager_ms, "ort_fp32_ms": fp32_ms, "ort_int8_ms": int8_ms,
+        "frontend_ms": front_ms, "frontend_share_fp32": front_ms / fp32_ms,
+        "frontend_share_int8": front_ms / int8_ms,
+        "weight_granularity": manifest["quantization"]["weight_granularity"],
+    }
+    return row, model
+
+
+def compare_front_ends(model, clip: np.ndarray, runs: int, warmup: int) -> list[dict]:
+    """fp32 ONNX latency with the conv-DFT front end against the torch.stft one (same weights)."""
+    import torch
+
+    from firmware_export.export import export_onnx, serialize
+    from models.frontend import LogMelFrontEnd
+
+    rows, reference = [], None
+    config = model.frontend.config
+    for impl, label in (("torch", "torch.stft (ONNX STFT)"), ("conv", "conv DFT (Conv+MatMul)")):
+        variant = copy.deepcopy(model)
+        variant.frontend = LogMelFrontEnd(config, stft_impl=impl)  # buffers only: no weights lost
+        proto = export_onnx(variant.eval(), labels=[str(i) for i in range(model.head.n_classes)],
+                            sample_rate=config.sample_rate, clip_samples=clip.shape[1])
+        model_bytes = serialize(proto)
+        session = ort_session(model_bytes)
+        logits = session.run(None, {INPUT_NAME: clip})[0]
+        with torch.no_grad():
+            reference = model(torch.from_numpy(clip))[0].numpy() if reference is None else reference
+        front_ms = ort_ms(ort_session(front_end_graph(model_bytes)), clip, runs, warmup)
+        full_ms = ort_ms(session, clip, runs, warmup)
+        rows.append({"frontend": label, "frontend_ms": front_ms, "ort_fp32_ms": full_ms,
+                     "frontend_share": front_ms / full_ms,
+                     "max_abs_logit_diff": float(np.max(np.abs(logits - reference)))})
+    return rows
+
+
+def bench_export(run_dir: str | Path, *, phase: int | None = None, runs: int = 200,
+                 warmup: int = 20, compare_stft: bool = True) -> dict[str, Any]:
+    """{"phases": rows, "frontends": rows} for the bundles under `run_dir` (see module doc)."""
+    import torch
+
+    run_dir = Path(run_dir)
+    folders = sorted((p.parent for p in run_dir.glob(f"phase_*/{MANIFEST}")),
+                     key=lambda p: int(p.name.split("_")[1]))
+    if phase is not None:
+        folders = [p for p in folders if p.name == f"phase_{phase}"]
+    if not folders:
+        raise EdgeclError(f"{run_dir}: no phase_<i>/{MANIFEST} bundle"
+                          + (f" for --phase {phase}" if phase is not None else "")
+                          + "; run `edgecl train` (with export) or `edgecl export` first")
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows, model = [], None
+        for folder in folders:
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+            clip = (np.random.default_rng(0).standard_normal((1, manifest["clip_samples"]))
+                    * 0.1).astype(np.float32)
+            row, phase_model = bench_phase(folder, clip, runs, warmup)
+            rows.append(row)
+            model = phase_model or model
+        frontends = compare_front_ends(model, clip, runs, warmup) if compare_stft and model else []
+    finally:
+        torch.set_num_threads(previous_threads)
+    return {"phases": rows, "frontends": frontends, "runs": runs, "warmup": warmup,
+            "threads": 1, "batch": 1}
+
+
+@click.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--phase", type=click.IntRange(min=0), default=None, help="Only this phase.")
+@click.option("--runs", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Timed runs per measurement (the median is reported).")
+@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True)
+@click.option("--no-stft-compare", is_flag=True,
+              help="Skip the conv-DFT vs torch.stft front-end comparison (one extra export).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def bench_export_command(run_dir: str, phase: int | None, runs: int, warmup: int,
+                         no_stft_compare: bool, as_json: bool) -> None:
+    """Sizes, MACs, parameters and batch-1 single-thread latency of every exported phase.
+
+    Latency is the median per clip over --runs after --warmup runs for PyTorch eager (from the
+    phase checkpoint), ONNX Runtime fp32 and int8, with the front end's share of the ONNX time.
+    Then the conv-DFT front end against torch.stft, alone and in the full fp32 model.
+    """
+    from edgecl.results import format_table
+
+    results = bench_export(run_dir, phase=phase, runs=runs, warmup=warmup,
+                           compare_stft=not no_stft_compare)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    click.echo(f"batch 1, 1 thread, median of {runs} runs after {warmup} warm-up runs")
+    click.echo(format_table(results["phases"], ROW_COLUMNS))
+    if results["frontends"]:
+        click.echo("\nfront end, last phase's model (fp32 ONNX Runtime):")
+        click.echo(format_table(results["frontends"], FRONTEND_COLUMNS))
