@@ -23,7 +23,7 @@ MEMORY_FORMATS = ("float32", "pcm16", "mulaw8", "logmel8")  # edgecl.memory.form
 
 # Options that only make sense with a replay memory / with the uncertainty sampler.
 MEMORY_OPTIONS = ("mem_manage", "uncert_metric", "metric_k", "noise_lambda", "memory_size",
-                  "memory_bytes", "memory_format")
+                  "memory_bytes", "memory_format", "code_new_clips")
 UNCERTAINTY_OPTIONS = ("uncert_metric", "metric_k", "noise_lambda")
 
 # (n_tasks, n_init_cls, n_cls_a_task) of the published experiments.
@@ -60,6 +60,8 @@ class RunConfig:
     max_steps: int | None = None
     max_train_seconds: float | None = None
     max_train_macs: int | None = None
+    # Train on new clips passed through a lossy memory_format too (see ContinualRun._new_clip_item).
+    code_new_clips: bool = True
     n_tasks: int | None = None
     n_init_cls: int | None = None
     n_cls_a_task: int | None = None

@@ -154,6 +154,19 @@ class ContinualRun:
     def _clip_item(self, clip):
         return (clip_key(clip), self.audio.loader(clip), "waveform")
 
+    def _new_clip_item(self, clip):
+        """A new clip as a training item. With code_new_clips and a lossy memory format it goes
+        through the format's encode/decode like the exemplars, so the coding artefacts are not a
+        cue that separates old classes (replayed from memory) from new ones."""
+        memory = self.memory
+        if memory is None or not self.config.code_new_clips or memory.format.name == "float32":
+            return self._clip_item(clip)
+        fmt, key = memory.format, f"coded:{clip_key(clip)}"
+        if fmt.domain == "waveform":
+            return (key, lambda: fmt.decode(fmt.encode(self.audio.waveform(clip))), "waveform")
+        features = lambda: self.features.get([self._clip_item(clip)])[0].numpy()  # noqa: E731
+        return (key, lambda: fmt.decode(fmt.encode(features())), "logmel")
+
     def _memory_item(self, slot: int):
         exemplar = self.memory.exemplars[slot]
         return (f"memory:{exemplar.key}", lambda: self.memory.decode(slot), self.memory.domain)
@@ -241,7 +254,7 @@ class ContinualRun:
                  f"{len(seen)} seen")
 
         new_clips = [lc for task in tasks for lc in task.train]
-        items = [self._clip_item(lc.clip) for lc in new_clips]
+        items = [self._new_clip_item(lc.clip) for lc in new_clips]
         targets = [lc.target for lc in new_clips]
         if self.memory is not None:
             items += [self._memory_item(s) for s in range(len(self.memory))]
@@ -254,6 +267,7 @@ class ContinualRun:
         started = time.perf_counter()
         report = self._fit(phase, train, val)
         record.train_seconds = time.perf_counter() - started
+        self.features.forget([key for key, _, _ in items if key.startswith("coded:")])
         self.log(f"  trained {report.epochs_run} epochs ({report.steps} steps) in "
                  f"{record.train_seconds:.1f} s; best epoch {report.best_epoch} with validation "
                  f"accuracy {_pct(report.best_val_accuracy)}; stopped by {report.stopped_by or 'epochs'}")

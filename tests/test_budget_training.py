@@ -198,3 +198,22 @@ def test_cli_budget_run_and_summary_columns(manifest, tmp_path):
         assert column in table
     assert "/40 KB" in table
     assert np.isfinite(row["update_GMAC"])
+
+
+@pytest.mark.parametrize("format_name", ["mulaw8", "logmel8"])
+def test_new_clips_are_coded_like_the_exemplars(manifest, tmp_path, format_name):
+    run = ContinualRun(_config(manifest, tmp_path, memory_format=format_name))
+    fmt, clip = run.memory.format, run.plan.tasks[0].train[0].clip
+    raw = run.audio.waveform(clip)
+    if fmt.domain == "logmel":
+        raw = run.features.get([(str(clip.path), lambda: raw, "waveform")])[0].numpy()
+    key, load, domain = run._new_clip_item(clip)
+    assert key.startswith("coded:") and domain == fmt.domain
+    assert np.array_equal(load(), fmt.decode(fmt.encode(raw)))
+    assert not np.array_equal(load(), raw)
+    plain = ContinualRun(_config(manifest, tmp_path / "plain", memory_format=format_name,
+                                 code_new_clips=False))
+    assert plain._new_clip_item(clip)[0] == str(clip.path)
+    run.run()
+    coded = [f"coded:{lc.clip.path}" for task in run.plan.tasks for lc in task.train]
+    assert not [key for key in coded if key in run.features]  # freed after each phase

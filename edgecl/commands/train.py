@@ -65,6 +65,10 @@ def check_option_combination(ctx: click.Context, mode: str, mem_manage: str) -> 
               default=_DEFAULTS.memory_format, show_default=True,
               help="How exemplars are stored: float32, pcm16 or mulaw8 audio, or logmel8 "
                    "(8-bit log-mel with a per-exemplar scale and offset).")
+@click.option("--code-new-clips/--no-code-new-clips", default=_DEFAULTS.code_new_clips,
+              show_default=True,
+              help="Train on new clips passed through a lossy --memory-format as well, so its "
+                   "artefacts do not mark the replayed (old) classes.")
 @click.option("--max-steps", type=int, default=None,
               help="Compute budget: optimizer steps per phase.")
 @click.option("--max-train-seconds", type=float, default=None,
