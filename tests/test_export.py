@@ -292,3 +292,24 @@ def test_export_command_rebuilds_bundles_from_checkpoints(tmp_path, fp32_bytes, 
     (run / "results.json").unlink()
     no_results = runner.invoke(main, ["export", str(run)])
     assert no_results.exit_code == 2 and "results.json: not found" in no_results.output
+
+
+def test_bench_export_reports_sizes_macs_and_latencies(bundle, tmp_path):
+    from click.testing import CliRunner
+
+    from edgecl.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(bundle.folder, run / "phase_0")
+    result = CliRunner().invoke(main, ["bench", "export", str(run), "--runs", "3", "--warmup", "1",
+                                       "--no-stft-compare", "--json"])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.output)["phases"]
+    fp32, int8 = (bundle.folder / "model.onnx").stat().st_size, (bundle.folder / "model.int8.onnx").stat().st_size
+    assert row["fp32_kib"] == fp32 / 1024 and row["int8_ratio"] == int8 / fp32
+    assert row["mmacs"] == bundle.manifest["model"]["macs_per_clip"] / 1e6
+    assert row["torch_ms"] is None  # no checkpoint beside this bundle
+    assert row["ort_fp32_ms"] > 0 and row["ort_int8_ms"] > 0
+    assert row["frontend_share_fp32"] == row["frontend_ms"] / row["ort_fp32_ms"]
+    empty = CliRunner().invoke(main, ["bench", "export", str(tmp_path)])
+    assert empty.exit_code == 2 and "no phase_<i>/manifest.json bundle" in empty.output
