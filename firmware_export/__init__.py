@@ -1,4 +1,4 @@
-"""Device artifacts: ONNX and int8 builds, parity checks, bundle manifests, and a torch-free runtime.
+"""Device artifacts: ONNX and int8 builds, parity checks, bundle manifests, torch-free runtime.
 
 `export_phase` (torch) is imported on first use, so `import firmware_export.runtime` works on a
 machine without torch.

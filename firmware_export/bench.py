@@ -21,6 +21,7 @@ import numpy as np
 
 from edgecl.errors import EdgeclError
 from firmware_export.layout import INPUT_NAME, MANIFEST, MODEL_FP32, MODEL_INT8
+from firmware_export.runtime import cpu_session
 
 ROW_COLUMNS = ("phase", "classes", "fp32_kib", "int8_kib", "int8_ratio", "mmacs", "params",
                "torch_ms", "ort_fp32_ms", "ort_int8_ms", "frontend_share_fp32",
@@ -39,18 +40,6 @@ def median_seconds(call: Callable[[], Any], runs: int, warmup: int) -> float:
         call()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
-
-
-def ort_session(model: bytes | str):
-    """Single-threaded, sequential CPU session (the device-like setting)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def front_end_graph(model_bytes: bytes) -> bytes:
@@ -89,9 +78,9 @@ def bench_phase(folder: Path, clip: np.ndarray, runs: int, warmup: int) -> tuple
 
     manifest = verify_bundle(folder)
     fp32_bytes, int8_bytes = (folder / MODEL_FP32).read_bytes(), (folder / MODEL_INT8).read_bytes()
-    front_ms = ort_ms(ort_session(front_end_graph(fp32_bytes)), clip, runs, warmup)
-    fp32_ms = ort_ms(ort_session(fp32_bytes), clip, runs, warmup)
-    int8_ms = ort_ms(ort_session(int8_bytes), clip, runs, warmup)
+    front_ms = ort_ms(cpu_session(front_end_graph(fp32_bytes)), clip, runs, warmup)
+    fp32_ms = ort_ms(cpu_session(fp32_bytes), clip, runs, warmup)
+    int8_ms = ort_ms(cpu_session(int8_bytes), clip, runs, warmup)
     model = None
     eager_ms = None
     if (folder / CHECKPOINT_NAME).is_file():
@@ -101,7 +90,8 @@ def bench_phase(folder: Path, clip: np.ndarray, runs: int, warmup: int) -> tuple
         "phase": manifest["phase"], "classes": manifest["n_classes"],
         "fp32_kib": len(fp32_bytes) / 1024, "int8_kib": len(int8_bytes) / 1024,
         "int8_ratio": len(int8_bytes) / len(fp32_bytes),
-        "mmacs": manifest["model"]["macs_per_clip"] / 1e6, "params": manifest["model"]["parameters"],
+        "mmacs": manifest["model"]["macs_per_clip"] / 1e6,
+        "params": manifest["model"]["parameters"],
         "torch_ms": eager_ms, "ort_fp32_ms": fp32_ms, "ort_int8_ms": int8_ms,
         "frontend_ms": front_ms, "frontend_share_fp32": front_ms / fp32_ms,
         "frontend_share_int8": front_ms / int8_ms,
@@ -125,11 +115,11 @@ def compare_front_ends(model, clip: np.ndarray, runs: int, warmup: int) -> list[
         proto = export_onnx(variant.eval(), labels=[str(i) for i in range(model.head.n_classes)],
                             sample_rate=config.sample_rate, clip_samples=clip.shape[1])
         model_bytes = serialize(proto)
-        session = ort_session(model_bytes)
+        session = cpu_session(model_bytes)
         logits = session.run(None, {INPUT_NAME: clip})[0]
         with torch.no_grad():
             reference = model(torch.from_numpy(clip))[0].numpy() if reference is None else reference
-        front_ms = ort_ms(ort_session(front_end_graph(model_bytes)), clip, runs, warmup)
+        front_ms = ort_ms(cpu_session(front_end_graph(model_bytes)), clip, runs, warmup)
         full_ms = ort_ms(session, clip, runs, warmup)
         rows.append({"frontend": label, "frontend_ms": front_ms, "ort_fp32_ms": full_ms,
                      "frontend_share": front_ms / full_ms,

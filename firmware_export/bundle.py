@@ -24,13 +24,14 @@ from torch import nn
 
 from edgecl import __version__
 from edgecl.errors import EdgeclError
-from edgecl.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from edgecl.fileio import atomic_write_bytes, atomic_write_json
 from firmware_export import parity
 from firmware_export.c_header import render_c_header
 from firmware_export.export import OPSET, export_onnx, serialize
 from firmware_export.layout import (BUNDLE_FILES, C_HEADER, INPUT_NAME, LABELS, MANIFEST,
                                     MANIFEST_FORMAT, MODEL_FP32, MODEL_INT8, OUTPUT_NAME)
 from firmware_export.manifest import file_entries
+from firmware_export.runtime import cpu_session
 from firmware_export.quantize import (REDUCE_RANGE, QuantizedModel, quantize_candidate,
                                       quantized_front_end_inputs)
 
@@ -72,7 +73,7 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
         fp32 = export_onnx(model, labels=classes, sample_rate=sample_rate,
                            clip_samples=clip_samples)
         fp32_bytes = serialize(fp32)
-        fp32_session = parity.session(fp32_bytes)
+        fp32_session = cpu_session(fp32_bytes)
         n_outputs = fp32_session.get_outputs()[0].shape[-1]
         if n_outputs != len(classes):
             raise EdgeclError(f"export phase {phase}: the model has {n_outputs} outputs but "
@@ -81,7 +82,7 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
         fp32_figures = parity.measure(parity.torch_runner(model), fp32_runner, holdout, targets)
         chosen, candidates = _best_int8(fp32, fp32_runner, calibration)
         int8_bytes = serialize(chosen.proto)
-        int8_figures = parity.measure(fp32_runner, parity.ort_runner(parity.session(int8_bytes)),
+        int8_figures = parity.measure(fp32_runner, parity.ort_runner(cpu_session(int8_bytes)),
                                       holdout, targets)
         manifest = _manifest(model, phase=phase, classes=classes, sample_rate=sample_rate,
                              clip_samples=clip_samples, n_calibration=len(calibration),
@@ -111,10 +112,12 @@ def summary_line(manifest: dict[str, Any], out_dir: str | os.PathLike) -> str:
     parity_figures = manifest["parity"]
     batch = max(parity_figures["int8_vs_fp32"], key=lambda name: int(name.split("_")[1]))
     fp32, int8 = parity_figures["fp32_vs_torch"][batch], parity_figures["int8_vs_fp32"][batch]
+    granularity = manifest["quantization"]["weight_granularity"]
     return (f"  export phase {manifest['phase']} -> {out_dir}: fp32 max |logit diff| "
-            f"{fp32['max_abs_logit_diff']:.2g}; int8 ({manifest['quantization']['weight_granularity']}) "
-            f"top-1 agreement {100 * int8['top1_agreement']:.1f}%, accuracy {int8['accuracy']:.1f}% vs "
-            f"{int8['accuracy_reference']:.1f}% on {parity_figures['holdout_clips']} held-out clips; "
+            f"{fp32['max_abs_logit_diff']:.2g}; int8 ({granularity}) top-1 agreement "
+            f"{100 * int8['top1_agreement']:.1f}%, accuracy {int8['accuracy']:.1f}% vs "
+            f"{int8['accuracy_reference']:.1f}% on {parity_figures['holdout_clips']} held-out "
+            f"clips; "
             f"{manifest['files'][MODEL_FP32]['bytes'] / 1024:.0f} KiB fp32, "
             f"{manifest['files'][MODEL_INT8]['bytes'] / 1024:.0f} KiB int8")
 
@@ -150,7 +153,7 @@ def _best_int8(fp32: onnx.ModelProto, fp32_runner: parity.Runner,
         if offenders:
             raise EdgeclError(f"int8 quantization put Q/DQ nodes into the float front end: "
                               f"{', '.join(offenders)}")
-        logits = parity.batched(parity.ort_runner(parity.session(serialize(candidate.proto))),
+        logits = parity.batched(parity.ort_runner(cpu_session(serialize(candidate.proto))),
                                 calibration, parity.LARGE_BATCH)
         figures = {"top1_agreement": float(np.mean(logits.argmax(axis=1) == reference_top1)),
                    "mean_abs_logit_diff": float(np.mean(np.abs(logits - reference))),
@@ -203,7 +206,8 @@ def _json_text(obj: Any) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
 
 
-def write_bundle(out_dir: Path, files: dict[str, bytes], manifest: dict[str, Any]) -> dict[str, Any]:
+def write_bundle(out_dir: Path, files: dict[str, bytes],
+                 manifest: dict[str, Any]) -> dict[str, Any]:
     """Write `files` plus manifest.json (with their sizes and sha256) into `out_dir` atomically.
 
     Returns the manifest as written (with its "files" table).
@@ -236,7 +240,7 @@ def _publish_permissions(folder: Path, names: list[str]) -> None:
 
 
 def _carry_over(old: Path, staging: Path, keep: set[str]) -> None:
-    """Hard-link (or copy) the old folder's other entries, e.g. checkpoint.pt, into the staging one."""
+    """Hard-link (or copy) the old folder's other entries (checkpoint.pt) into the staging one."""
     for entry in old.iterdir():
         if entry.name in keep or entry.name in BUNDLE_FILES:
             continue

@@ -31,7 +31,7 @@ MAX_BATCH = 4096
 
 
 class LogitsGraph(nn.Module):
-    """Waveform [B, T] -> logits [B, C] for any model whose forward returns logits or (logits, ...)."""
+    """Waveform [B, T] -> logits [B, C] for a model returning logits or (logits, ...)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from torch import nn
 
@@ -35,17 +34,7 @@ class ParityError(EdgeclError):
         self.figures = figures
 
 
-def session(model_bytes: bytes, threads: int = 1) -> ort.InferenceSession:
-    """A CPU ONNX Runtime session on serialized model bytes with `threads` intra-op threads."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-
-
-def ort_runner(sess: ort.InferenceSession) -> Runner:
+def ort_runner(sess) -> Runner:
     """waveforms [B, T] -> logits [B, C] through an ONNX Runtime session."""
     return lambda batch: sess.run(None, {INPUT_NAME: batch})[0]
 
@@ -100,11 +89,11 @@ def fp32_failures(figures: dict[str, dict[str, float]]) -> list[str]:
     failures = []
     for batch, f in figures.items():
         if not f["max_abs_logit_diff"] <= FP32_MAX_ABS_DIFF:
-            failures.append(f"fp32 vs torch {batch}: max abs logit diff {f['max_abs_logit_diff']:.3g}"
-                            f" > {FP32_MAX_ABS_DIFF:g}")
+            failures.append(f"fp32 vs torch {batch}: max abs logit diff "
+                            f"{f['max_abs_logit_diff']:.3g} > {FP32_MAX_ABS_DIFF:g}")
         if f["top1_agreement"] < FP32_MIN_AGREEMENT:
-            failures.append(f"fp32 vs torch {batch}: top-1 agreement {100 * f['top1_agreement']:.2f}%"
-                            f" < 100%")
+            failures.append(f"fp32 vs torch {batch}: top-1 agreement "
+                            f"{100 * f['top1_agreement']:.2f}% < 100%")
     return failures
 
 
@@ -113,8 +102,8 @@ def int8_failures(figures: dict[str, dict[str, float]]) -> list[str]:
     failures = []
     for batch, f in figures.items():
         if f["top1_agreement"] < INT8_MIN_AGREEMENT:
-            failures.append(f"int8 vs fp32 {batch}: top-1 agreement {100 * f['top1_agreement']:.2f}%"
-                            f" < {100 * INT8_MIN_AGREEMENT:g}%")
+            failures.append(f"int8 vs fp32 {batch}: top-1 agreement "
+                            f"{100 * f['top1_agreement']:.2f}% < {100 * INT8_MIN_AGREEMENT:g}%")
         if f["accuracy_drop_points"] > INT8_MAX_ACCURACY_DROP_POINTS:
             failures.append(f"int8 vs fp32 {batch}: accuracy {f['accuracy']:.2f}% vs "
                             f"{f['accuracy_reference']:.2f}%, drop {f['accuracy_drop_points']:.2f} "

@@ -81,7 +81,7 @@ def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
 
 
 def front_end_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """The first Log node (topological order) and every node it depends on: the log-mel front end."""
+    """The first Log node and every node it depends on: the log-mel front end."""
     graph = model.graph
     log_nodes = [node for node in graph.node if node.op_type == "Log"]
     if not log_nodes:

@@ -31,7 +31,7 @@ def sinc_kernels(orig: int, new: int) -> tuple[np.ndarray, int]:
 
 
 def resample(waveform: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
-    """Resample a float 1-D or 2-D `[channels, samples]` array; float32 out, ceil(n * new / orig) long."""
+    """Resample a 1-D or 2-D `[channels, samples]` array to float32, ceil(n * new / orig) long."""
     orig_rate, new_rate = int(orig_rate), int(new_rate)
     if orig_rate <= 0 or new_rate <= 0:
         raise ValueError(f"sample rates must be positive, got {orig_rate} and {new_rate}")

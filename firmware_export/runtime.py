@@ -56,6 +56,16 @@ class Prediction:
             {"label": label, "score": score} for label, score in zip(self.labels, self.scores)]}
 
 
+def cpu_session(model: bytes | str, threads: int = 1) -> ort.InferenceSession:
+    """Sequential CPU ONNX Runtime session on model bytes or a path, `threads` intra-op threads."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads))
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 def load_model(path: str | os.PathLike, *, threads: int = 1, verify: bool = True) -> LoadedModel:
     """Open `path` with ONNX Runtime (CPU, `threads` intra-op threads).
 
@@ -68,12 +78,8 @@ def load_model(path: str | os.PathLike, *, threads: int = 1, verify: bool = True
     if not path.is_file():
         raise EdgeclError(f"{path}: model file not found")
     manifest = _bundle_manifest(path, verify)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, int(threads))
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = cpu_session(str(path), threads)
     except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf/InvalidGraph types
         detail = " ".join(str(error).split())[:200]
         raise EdgeclError(f"{path}: not a loadable ONNX model ({detail})") from None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 SAMPLE_RATE = 8000
@@ -30,8 +31,18 @@ def tones(n_clips: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     time = np.arange(CLIP_SAMPLES) / SAMPLE_RATE
     pitch = 300.0 * (1 + targets)[:, None] * (1 + 0.03 * rng.standard_normal((n_clips, 1)))
     level = 10 ** rng.uniform(-1.5, -0.2, (n_clips, 1))
-    waves = level * np.sin(2 * np.pi * pitch * time) + 0.01 * rng.standard_normal((n_clips, CLIP_SAMPLES))
+    noise = 0.01 * rng.standard_normal((n_clips, CLIP_SAMPLES))
+    waves = level * np.sin(2 * np.pi * pitch * time) + noise
     return waves.astype(np.float32), targets
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Torch on one thread in the module that imports this fixture (2 shared CI cores)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @functools.lru_cache(maxsize=1)

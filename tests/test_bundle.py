@@ -15,7 +15,9 @@ import torch
 
 import firmware_export.bundle as bundle_module
 from edgecl.errors import EdgeclError
-from export_helpers import CLASSES, CLIP_SAMPLES, SAMPLE_RATE, exported_bundle, tones, trained_model
+from export_helpers import one_thread  # noqa: F401 (module-wide fixture)
+from export_helpers import (CLASSES, CLIP_SAMPLES, SAMPLE_RATE, exported_bundle,
+                            tones, trained_model)
 from firmware_export import parity
 from firmware_export.bundle import export_phase
 from firmware_export.manifest import verify_bundle
@@ -23,14 +25,6 @@ from models.profile import count_macs, count_parameters
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 BUNDLE_FILES = {"model.onnx", "model.int8.onnx", "labels.json", "model.h"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +77,11 @@ def test_recorded_parity_figures_match_a_fresh_measurement(bundle):
     recorded = bundle.manifest["parity"]
     assert np.max(np.abs(fp32_logits - reference)) <= 1e-3
     int8_accuracy = 100 * np.mean(int8_logits.argmax(1) == bundle.holdout_targets)
-    assert recorded["int8_vs_fp32"]["batch_32"]["accuracy"] == pytest.approx(int8_accuracy, abs=1e-3)
+    batch_32 = recorded["int8_vs_fp32"]["batch_32"]
+    assert batch_32["accuracy"] == pytest.approx(int8_accuracy, abs=1e-3)
     agreement = np.mean(int8_logits.argmax(1) == fp32_logits.argmax(1))
-    assert recorded["int8_vs_fp32"]["batch_32"]["top1_agreement"] == pytest.approx(agreement)
-    assert recorded["int8_vs_fp32"]["batch_32"]["max_abs_logit_diff"] == pytest.approx(
+    assert batch_32["top1_agreement"] == pytest.approx(agreement)
+    assert batch_32["max_abs_logit_diff"] == pytest.approx(
         float(np.max(np.abs(int8_logits - fp32_logits))), rel=1e-4)
 
 
@@ -95,7 +90,8 @@ def test_manifest_describes_the_phase_and_hashes_every_file(bundle):
     assert manifest == bundle.manifest
     assert (manifest["phase"], manifest["classes"]) == (0, CLASSES)
     assert (manifest["sample_rate"], manifest["clip_samples"]) == (SAMPLE_RATE, CLIP_SAMPLES)
-    assert manifest["frontend"] == {**trained_model().frontend.config.to_dict(), "stft_impl": "conv"}
+    frontend = trained_model().frontend.config.to_dict()
+    assert manifest["frontend"] == {**frontend, "stft_impl": "conv"}
     assert manifest["onnx"]["opset"] >= 18
     assert manifest["model"]["parameters"] == count_parameters(trained_model())
     assert manifest["model"]["macs_per_clip"] == count_macs(trained_model(), CLIP_SAMPLES)

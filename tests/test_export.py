@@ -16,20 +16,14 @@ import torch
 from onnx import TensorProto, helper
 
 from edgecl.errors import EdgeclError
-from export_helpers import CLASSES, CLIP_SAMPLES, SAMPLE_RATE, exported_bundle, tones, trained_model
+from export_helpers import one_thread  # noqa: F401 (module-wide fixture)
+from export_helpers import (CLASSES, CLIP_SAMPLES, SAMPLE_RATE, exported_bundle,
+                            tones, trained_model)
 from firmware_export.c_header import c_string, render_c_header
 from firmware_export.export import export_onnx, serialize
 from firmware_export.quantize import quantize_candidate
 
 pytestmark = pytest.mark.filterwarnings("ignore")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +149,8 @@ def test_int8_quantization_is_deterministic(fp32_bytes):
     assert serialize(first.proto) == serialize(second.proto)
     per_tensor = quantize_candidate(fp32, calibration, per_channel=False)
     assert serialize(per_tensor.proto) != serialize(first.proto)
-    assert (first.weight_granularity, per_tensor.weight_granularity) == ("per-channel", "per-tensor")
+    assert first.weight_granularity == "per-channel"
+    assert per_tensor.weight_granularity == "per-tensor"
 
 
 def test_quantizer_refuses_a_graph_without_a_log_front_end():
@@ -195,7 +190,8 @@ def test_c_header_compiles_and_reports_its_contents(tmp_path):
                                                       clip_samples=16000))
     (tmp_path / "main.c").write_text(
         '#include <stdio.h>\n#include "model.h"\nint main(void) {\n'
-        '  unsigned sum = 0; for (unsigned i = 0; i < edgecl_model_len; ++i) sum += edgecl_model[i];\n'
+        '  unsigned sum = 0;\n'
+        '  for (unsigned i = 0; i < edgecl_model_len; ++i) sum += edgecl_model[i];\n'
         '  printf("%u %u %d %s|%s|%s\\n", edgecl_model_len, sum, EDGECL_SAMPLE_RATE,\n'
         '         edgecl_labels[0], edgecl_labels[1], edgecl_labels[2]);\n  return 0;\n}\n')
     subprocess.run(["cc", "-std=c99", "-Wall", "-Werror", "-o", str(tmp_path / "main"),
@@ -305,7 +301,8 @@ def test_bench_export_reports_sizes_macs_and_latencies(bundle, tmp_path):
                                        "--no-stft-compare", "--json"])
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.output)["phases"]
-    fp32, int8 = (bundle.folder / "model.onnx").stat().st_size, (bundle.folder / "model.int8.onnx").stat().st_size
+    fp32 = (bundle.folder / "model.onnx").stat().st_size
+    int8 = (bundle.folder / "model.int8.onnx").stat().st_size
     assert row["fp32_kib"] == fp32 / 1024 and row["int8_ratio"] == int8 / fp32
     assert row["mmacs"] == bundle.manifest["model"]["macs_per_clip"] / 1e6
     assert row["torch_ms"] is None  # no checkpoint beside this bundle

@@ -20,7 +20,8 @@ from click.testing import CliRunner
 
 from edgecl.cli import main
 from edgecl.errors import EdgeclError
-from export_helpers import CLASSES, CLIP_SAMPLES, SAMPLE_RATE, exported_bundle, tones
+from export_helpers import one_thread  # noqa: F401 (module-wide fixture)
+from export_helpers import CLASSES, CLIP_SAMPLES, SAMPLE_RATE, exported_bundle
 from firmware_export.resample import resample
 from firmware_export.runtime import classify, load_model, read_clip
 
@@ -30,7 +31,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def bundle():
-    torch.set_num_threads(1)
     return exported_bundle()
 
 
@@ -95,9 +95,9 @@ def test_short_clips_are_zero_padded_and_long_ones_cropped(tmp_path):
     sf.write(path, np.full(100, 0.5, np.float32), SAMPLE_RATE, subtype="FLOAT")
     short = read_clip(path, SAMPLE_RATE, 300)
     assert np.all(short[:100] == 0.5) and np.all(short[100:] == 0)
-    sf.write(path, np.linspace(-1, 1, 1000, dtype=np.float32), SAMPLE_RATE, subtype="FLOAT")
-    assert read_clip(path, SAMPLE_RATE, 300).tolist() == np.linspace(-1, 1, 1000,
-                                                                     dtype=np.float32)[:300].tolist()
+    ramp = np.linspace(-1, 1, 1000, dtype=np.float32)
+    sf.write(path, ramp, SAMPLE_RATE, subtype="FLOAT")
+    assert read_clip(path, SAMPLE_RATE, 300).tolist() == ramp[:300].tolist()
 
 
 def test_a_lone_model_file_uses_its_own_metadata(bundle, clips, tmp_path):
