@@ -65,6 +65,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray, targets: np.ndarray) -
         "max_abs_logit_diff": float(np.max(np.abs(reference - candidate))),
         "mean_abs_logit_diff": float(np.mean(np.abs(reference - candidate))),
         "top1_agreement": float(np.mean(ref_top1 == cand_top1)),
+        "top1_disagreements": int(np.sum(ref_top1 != cand_top1)),
         "accuracy_reference": round(accuracy_ref, 4),
         "accuracy": round(accuracy_cand, 4),
         "accuracy_drop_points": round(accuracy_ref - accuracy_cand, 4),
@@ -102,8 +103,10 @@ def int8_failures(figures: dict[str, dict[str, float]]) -> list[str]:
     failures = []
     for batch, f in figures.items():
         if f["top1_agreement"] < INT8_MIN_AGREEMENT:
+            differ = f.get("top1_disagreements")
             failures.append(f"int8 vs fp32 {batch}: top-1 agreement "
-                            f"{100 * f['top1_agreement']:.2f}% < {100 * INT8_MIN_AGREEMENT:g}%")
+                            f"{100 * f['top1_agreement']:.2f}% < {100 * INT8_MIN_AGREEMENT:g}%"
+                            + (f" ({differ} clips differ)" if differ is not None else ""))
         if f["accuracy_drop_points"] > INT8_MAX_ACCURACY_DROP_POINTS:
             failures.append(f"int8 vs fp32 {batch}: accuracy {f['accuracy']:.2f}% vs "
                             f"{f['accuracy_reference']:.2f}%, drop {f['accuracy_drop_points']:.2f} "
