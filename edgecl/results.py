@@ -169,9 +169,11 @@ def _summary_budget_columns(results: dict[str, Any]) -> dict[str, Any]:
 
     config, phases = results.get("config", {}), results.get("phases", [])
 
-    def total(key: str, scale: float = 1.0):
+    def total(key: str, scale: float | None = None):
         values = [p.get(key) for p in phases if p.get(key) is not None]
-        return round(sum(values) / scale, 3) if values else None
+        if not values:
+            return None
+        return sum(values) if scale is None else round(sum(values) / scale, 3)
 
     used = [p["memory_bytes"]["used"] for p in phases if p.get("memory_bytes")]
     ram = [p["device_train_ram_bytes"] for p in phases if p.get("device_train_ram_bytes")]
