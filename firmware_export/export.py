@@ -5,7 +5,8 @@ a dynamic batch axis and a fixed clip length. The exporter annotates every node 
 source paths and FX names; those differ between checkouts and machines, so they are stripped and
 the producer is fixed, which makes the bytes a function of the weights and the toolchain versions
 only. What the runtime needs to interpret the outputs (labels, sample rate, clip length) is written
-into the model's metadata, so a lone model file stays usable.
+into the model's metadata, so a lone model file stays usable. The front end's DFT basis is computed
+by the graph rather than stored (firmware_export.dft_basis), which removes most of the file.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 
 from edgecl import __version__
 from edgecl.errors import EdgeclError
+from firmware_export.dft_basis import compute_dft_basis_in_graph
 from firmware_export.layout import (INPUT_NAME, META_CLIP_SAMPLES, META_LABELS, META_SAMPLE_RATE,
                                     OUTPUT_NAME)
 
@@ -117,6 +119,7 @@ def export_onnx(model: nn.Module, *, labels: Sequence[str], sample_rate: int,
     finally:
         model.train(was_training)
     proto = strip_annotations(program.model_proto)
+    compute_dft_basis_in_graph(proto)
     set_runtime_metadata(proto, labels, sample_rate, clip_samples)
     check_model(proto)
     return proto

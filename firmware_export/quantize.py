@@ -36,6 +36,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 
 from edgecl.errors import EdgeclError
 from firmware_export.export import check_model, strip_annotations
+from firmware_export.graph import consumers, front_end_nodes, producers
 from firmware_export.layout import INPUT_NAME
 
 CALIBRATION_BATCH = 16
@@ -76,55 +77,24 @@ class WaveformReader(CalibrationDataReader):
         self._position = 0
 
 
-def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
-    return {output: node for node in graph.node for output in node.output}
-
-
-def front_end_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """The first Log node and every node it depends on: the log-mel front end."""
-    graph = model.graph
-    log_nodes = [node for node in graph.node if node.op_type == "Log"]
-    if not log_nodes:
-        raise EdgeclError("int8 quantization: the ONNX graph has no Log node, so the log-mel front "
-                          "end cannot be located and kept in float")
-    producers = _producers(graph)
-    found: dict[int, onnx.NodeProto] = {}
-    pending = [log_nodes[0]]
-    while pending:
-        node = pending.pop()
-        if id(node) in found:
-            continue
-        found[id(node)] = node
-        pending.extend(producers[name] for name in node.input if name in producers)
-    return [node for node in graph.node if id(node) in found]
-
-
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    found: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            found.setdefault(name, []).append(node)
-    return found
-
-
 def unfolded_norm_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """BatchNormalization nodes left in the graph, each with the Conv feeding it and the shape-only
     ops (Reshape, ...) around it: the groups kept in float."""
     graph = model.graph
-    producers, consumers = _producers(graph), _consumers(graph)
+    producer_of, consumers_of = producers(graph), consumers(graph)
     found: dict[int, onnx.NodeProto] = {}
     for norm in (node for node in graph.node if node.op_type == "BatchNormalization"):
         found[id(norm)] = norm
-        upstream = producers.get(norm.input[0])
+        upstream = producer_of.get(norm.input[0])
         while upstream is not None and upstream.op_type in SHAPE_OPS:
             found[id(upstream)] = upstream
-            upstream = producers.get(upstream.input[0])
+            upstream = producer_of.get(upstream.input[0])
         if upstream is not None and upstream.op_type == "Conv":
             found[id(upstream)] = upstream
-        downstream = consumers.get(norm.output[0], [])
+        downstream = consumers_of.get(norm.output[0], [])
         while len(downstream) == 1 and downstream[0].op_type in SHAPE_OPS:
             found[id(downstream[0])] = downstream[0]
-            downstream = consumers.get(downstream[0].output[0], [])
+            downstream = consumers_of.get(downstream[0].output[0], [])
     return [node for node in graph.node if id(node) in found]
 
 
@@ -170,10 +140,10 @@ def quantize_candidate(fp32: onnx.ModelProto, calibration_waveforms: np.ndarray,
 
 def quantized_front_end_inputs(model: onnx.ModelProto) -> list[str]:
     """Names of front-end nodes that are Q/DQ nodes or read a Q/DQ output (empty when all float)."""
-    producers = _producers(model.graph)
+    producer_of = producers(model.graph)
     offenders = []
     for node in front_end_nodes(model):
         if node.op_type in QDQ_OPS or any(
-                name in producers and producers[name].op_type in QDQ_OPS for name in node.input):
+                name in producer_of and producer_of[name].op_type in QDQ_OPS for name in node.input):
             offenders.append(node.name or node.op_type)
     return offenders

@@ -77,6 +77,42 @@ def test_exporting_the_same_weights_twice_gives_the_same_bytes(fp32_bytes):
     assert b"stack_trace" not in again and b".py" not in again
 
 
+def test_fp32_model_computes_its_dft_basis_instead_of_storing_it(fp32_bytes):
+    model = onnx.load_from_string(fp32_bytes)
+    front_end = {node.op_type for node in _ancestors_of_first_log(model)}
+    assert {"Range", "Cos", "Sin", "Conv"} <= front_end
+    largest = max(int(np.prod(t.dims)) for t in model.graph.initializer)
+    config = trained_model().frontend.config
+    assert largest < config.n_fft * 64  # the stored basis had 2 * bins * n_fft values
+
+
+def test_rebuilt_dft_basis_matches_the_front_end_kernels():
+    from models.frontend import dft_kernels
+
+    from firmware_export.dft_basis import hann_dft_basis
+
+    expected = dft_kernels(256, 3, 120)[:, 0, :].double().numpy()
+    np.testing.assert_allclose(hann_dft_basis(256, 3, 117), expected, atol=1e-6, rtol=0)
+
+
+def test_dft_rewrite_leaves_other_convolutions_alone():
+    from firmware_export.dft_basis import compute_dft_basis_in_graph
+
+    weight = onnx.numpy_helper.from_array(
+        np.random.default_rng(0).standard_normal((4, 1, 8)).astype(np.float32), "weight")
+    graph = helper.make_graph(
+        [helper.make_node("Unsqueeze", ["waveform", "axis"], ["framed"]),
+         helper.make_node("Conv", ["framed", "weight"], ["spectrum"], strides=[4]),
+         helper.make_node("Log", ["spectrum"], ["logits"])], "not_a_dft",
+        [helper.make_tensor_value_info("waveform", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+        initializer=[weight, onnx.numpy_helper.from_array(np.array([1], np.int64), "axis")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    before = model.SerializeToString()
+    assert compute_dft_basis_in_graph(model) is False
+    assert model.SerializeToString() == before
+
+
 def test_fp32_model_carries_labels_rate_and_clip_length(fp32_bytes):
     meta = {p.key: p.value for p in onnx.load_from_string(fp32_bytes).metadata_props}
     assert meta["edgecl.sample_rate"] == str(SAMPLE_RATE)
