@@ -71,6 +71,10 @@ def torch_ms(model, clip: np.ndarray, runs: int, warmup: int) -> float:
     return 1000 * median_seconds(call, runs, warmup)
 
 
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 def bench_phase(folder: Path, clip: np.ndarray, runs: int, warmup: int) -> tuple[dict, Any]:
     """One row of the table for `folder`, and the PyTorch model (None without a checkpoint)."""
     from firmware_export.manifest import verify_bundle
@@ -88,13 +92,13 @@ def bench_phase(folder: Path, clip: np.ndarray, runs: int, warmup: int) -> tuple
         eager_ms = torch_ms(model, clip, runs, warmup)
     row = {
         "phase": manifest["phase"], "classes": manifest["n_classes"],
-        "fp32_kib": len(fp32_bytes) / 1024, "int8_kib": len(int8_bytes) / 1024,
-        "int8_ratio": len(int8_bytes) / len(fp32_bytes),
-        "mmacs": manifest["model"]["macs_per_clip"] / 1e6,
+        "fp32_kib": round(len(fp32_bytes) / 1024, 1), "int8_kib": round(len(int8_bytes) / 1024, 1),
+        "int8_ratio": round(len(int8_bytes) / len(fp32_bytes), 3),
+        "mmacs": round(manifest["model"]["macs_per_clip"] / 1e6, 2),
         "params": manifest["model"]["parameters"],
-        "torch_ms": eager_ms, "ort_fp32_ms": fp32_ms, "ort_int8_ms": int8_ms,
-        "frontend_ms": front_ms, "frontend_share_fp32": front_ms / fp32_ms,
-        "frontend_share_int8": front_ms / int8_ms,
+        "torch_ms": _ms(eager_ms), "ort_fp32_ms": _ms(fp32_ms), "ort_int8_ms": _ms(int8_ms),
+        "frontend_ms": _ms(front_ms), "frontend_share_fp32": round(front_ms / fp32_ms, 3),
+        "frontend_share_int8": round(front_ms / int8_ms, 3),
         "weight_granularity": manifest["quantization"]["weight_granularity"],
     }
     return row, model
@@ -121,8 +125,8 @@ def compare_front_ends(model, clip: np.ndarray, runs: int, warmup: int) -> list[
             reference = model(torch.from_numpy(clip))[0].numpy() if reference is None else reference
         front_ms = ort_ms(cpu_session(front_end_graph(model_bytes)), clip, runs, warmup)
         full_ms = ort_ms(session, clip, runs, warmup)
-        rows.append({"frontend": label, "frontend_ms": front_ms, "ort_fp32_ms": full_ms,
-                     "frontend_share": front_ms / full_ms,
+        rows.append({"frontend": label, "frontend_ms": _ms(front_ms), "ort_fp32_ms": _ms(full_ms),
+                     "frontend_share": round(front_ms / full_ms, 3),
                      "max_abs_logit_diff": float(np.max(np.abs(logits - reference)))})
     return rows
 

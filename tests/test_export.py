@@ -339,10 +339,12 @@ def test_bench_export_reports_sizes_macs_and_latencies(bundle, tmp_path):
     [row] = json.loads(result.output)["phases"]
     fp32 = (bundle.folder / "model.onnx").stat().st_size
     int8 = (bundle.folder / "model.int8.onnx").stat().st_size
-    assert row["fp32_kib"] == fp32 / 1024 and row["int8_ratio"] == int8 / fp32
-    assert row["mmacs"] == bundle.manifest["model"]["macs_per_clip"] / 1e6
+    assert row["fp32_kib"] == round(fp32 / 1024, 1)
+    assert row["int8_ratio"] == round(int8 / fp32, 3)
+    assert row["mmacs"] == round(bundle.manifest["model"]["macs_per_clip"] / 1e6, 2)
     assert row["torch_ms"] is None  # no checkpoint beside this bundle
     assert row["ort_fp32_ms"] > 0 and row["ort_int8_ms"] > 0
-    assert row["frontend_share_fp32"] == row["frontend_ms"] / row["ort_fp32_ms"]
+    assert row["frontend_share_fp32"] == pytest.approx(row["frontend_ms"] / row["ort_fp32_ms"],
+                                                       rel=0.02)
     empty = CliRunner().invoke(main, ["bench", "export", str(tmp_path)])
     assert empty.exit_code == 2 and "no phase_<i>/manifest.json bundle" in empty.output
