@@ -207,6 +207,11 @@ class ContinualRun:
         results = self._results(complete=True)
         write_results(self.run_dir, results)
         self.log("summary\n" + phase_table(results))
+        unshipped = [i for i, r in enumerate(self.records)
+                     if (r.details.get("export") or {}).get("shipped") is False]
+        if unshipped:
+            self.log(f"WARNING: the device bundles of phases {unshipped} missed a parity bound "
+                     f"and were not shipped; see 'export' in results.json")
         self.log.close()
         return results
 
@@ -238,7 +243,7 @@ class ContinualRun:
                  + " ".join(f"{a:.3f}" for a in record.task_accuracy))
         phase_dir = self.run_dir / f"phase_{phase}"
         self._save_checkpoint(phase_dir, phase, seen)
-        self._export_phase(phase_dir, phase, seen, new_clips)
+        record.details["export"] = self._export_phase(phase_dir, phase, seen, new_clips)
         return record
 
     def train_phase(self, phase: int, tasks: list) -> tuple[PhaseRecord, list, list]:
@@ -389,15 +394,27 @@ class ContinualRun:
                    "classes": list(seen), "phase": phase, "exp_name": self.config.name}
         return atomic_write_with(phase_dir / CHECKPOINT_NAME, lambda tmp: torch.save(payload, tmp))
 
-    def _export_phase(self, phase_dir: Path, phase: int, seen: list[str], new_clips: list) -> None:
-        """Device bundle of this phase's model (firmware_export; parity failures raise)."""
+    def _export_phase(self, phase_dir: Path, phase: int, seen: list[str],
+                      new_clips: list) -> dict[str, Any] | None:
+        """Device bundle of this phase's model (firmware_export). Returns the export status.
+
+        A bundle that misses a parity bound is not shipped (export_phase writes nothing) and the
+        miss is logged loudly with its figures and recorded in results.json; the run goes on,
+        because the learning results stay valid and later phases may export fine.
+        """
         if not self.config.export:
-            return
+            return None
+        from firmware_export.parity import ParityError
         from firmware_export.run_export import export_seen_tasks
 
         seen_tasks = [task for task in self.plan.tasks if set(task.classes) <= set(seen)]
-        export_seen_tasks(self.model, phase_dir, phase=phase, classes=seen, seen_tasks=seen_tasks,
-                          waveform=self.audio.waveform, log=self.log)
+        try:
+            export_seen_tasks(self.model, phase_dir, phase=phase, classes=seen,
+                              seen_tasks=seen_tasks, waveform=self.audio.waveform, log=self.log)
+        except ParityError as error:
+            self.log(f"  EXPORT NOT SHIPPED: {error}")
+            return {"shipped": False, "error": str(error), "parity": error.figures}
+        return {"shipped": True}
 
     def _results(self, complete: bool) -> dict[str, Any]:
         return build_results(self.config.to_dict(), self.plan.class_order,
