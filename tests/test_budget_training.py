@@ -32,13 +32,6 @@ def manifest(tmp_path_factory):
                                   sample_rate=8000)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def _config(manifest, workspace, **overrides):
     base = dict(dataset="manifest", data_root=str(manifest), workspace=str(workspace), width=8,
                 clip_seconds=0.25,

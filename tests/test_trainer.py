@@ -23,13 +23,6 @@ def manifest(tmp_path_factory):
                                   seconds=0.25, sample_rate=8000)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def _config(manifest, workspace, **overrides):
     base = dict(dataset="manifest", data_root=str(manifest), workspace=str(workspace), width=8,
                 epochs=2, batch_size=8, patience=2, n_tasks=3, n_init_cls=2, n_cls_a_task=2,
