@@ -207,11 +207,15 @@ class ContinualRun:
         results = self._results(complete=True)
         write_results(self.run_dir, results)
         self.log("summary\n" + phase_table(results))
-        unshipped = [i for i, r in enumerate(self.records)
-                     if (r.details.get("export") or {}).get("shipped") is False]
+        exports = [r.details.get("export") or {} for r in self.records]
+        unshipped = [i for i, e in enumerate(exports) if e.get("shipped") is False]
         if unshipped:
-            self.log(f"WARNING: the device bundles of phases {unshipped} missed a parity bound "
-                     f"and were not shipped; see 'export' in results.json")
+            self.log(f"WARNING: the device bundles of phases {unshipped} missed the fp32 parity "
+                     f"bound and were not shipped; see 'export' in results.json")
+        withheld = [i for i, e in enumerate(exports) if e.get("int8") == "withheld"]
+        if withheld:
+            self.log(f"note: phases {withheld} ship fp32 only: their int8 build missed its "
+                     f"parity rule after the search; see 'export' in results.json")
         self.log.close()
         return results
 
@@ -398,9 +402,10 @@ class ContinualRun:
                       new_clips: list) -> dict[str, Any] | None:
         """Device bundle of this phase's model (firmware_export). Returns the export status.
 
-        A bundle that misses a parity bound is not shipped (export_phase writes nothing) and the
-        miss is logged loudly with its figures and recorded in results.json; the run goes on,
-        because the learning results stay valid and later phases may export fine.
+        The fp32 model ships whenever its parity holds; the int8 model ships when the int8 search
+        meets its rule and is otherwise withheld with the reason. A phase whose fp32 model misses
+        parity (a bug, not noise) ships nothing: the miss is logged loudly with its figures and
+        recorded in results.json, and the run goes on, because the learning results stay valid.
         """
         if not self.config.export:
             return None
@@ -409,12 +414,15 @@ class ContinualRun:
 
         seen_tasks = [task for task in self.plan.tasks if set(task.classes) <= set(seen)]
         try:
-            export_seen_tasks(self.model, phase_dir, phase=phase, classes=seen,
-                              seen_tasks=seen_tasks, waveform=self.audio.waveform, log=self.log)
+            manifest = export_seen_tasks(self.model, phase_dir, phase=phase, classes=seen,
+                                         seen_tasks=seen_tasks, waveform=self.audio.waveform,
+                                         log=self.log)
         except ParityError as error:
             self.log(f"  EXPORT NOT SHIPPED: {error}")
             return {"shipped": False, "error": str(error), "parity": error.figures}
-        return {"shipped": True}
+        int8 = manifest["artifacts"]["int8"]
+        return {"shipped": True, "device_model": manifest["device_model"],
+                "int8": int8["status"], "int8_reason": int8["reason"]}
 
     def _results(self, complete: bool) -> dict[str, Any]:
         return build_results(self.config.to_dict(), self.plan.class_order,

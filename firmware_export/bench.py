@@ -23,9 +23,9 @@ from edgecl.errors import EdgeclError
 from firmware_export.layout import INPUT_NAME, MANIFEST, MODEL_FP32, MODEL_INT8
 from firmware_export.runtime import cpu_session
 
-ROW_COLUMNS = ("phase", "classes", "fp32_kib", "int8_kib", "int8_ratio", "mmacs", "params",
-               "torch_ms", "ort_fp32_ms", "ort_int8_ms", "frontend_share_fp32",
-               "frontend_share_int8")
+ROW_COLUMNS = ("phase", "classes", "int8", "fp32_kib", "int8_kib", "int8_ratio", "mmacs",
+               "params", "torch_ms", "ort_fp32_ms", "ort_int8_ms", "int8_vs_fp32_latency",
+               "frontend_share_fp32", "frontend_share_int8")
 FRONTEND_COLUMNS = ("frontend", "frontend_ms", "ort_fp32_ms", "frontend_share",
                     "max_abs_logit_diff")
 
@@ -81,10 +81,12 @@ def bench_phase(folder: Path, clip: np.ndarray, runs: int, warmup: int) -> tuple
     from firmware_export.run_export import CHECKPOINT_NAME, load_checkpoint
 
     manifest = verify_bundle(folder)
-    fp32_bytes, int8_bytes = (folder / MODEL_FP32).read_bytes(), (folder / MODEL_INT8).read_bytes()
+    fp32_bytes = (folder / MODEL_FP32).read_bytes()
+    int8_shipped = MODEL_INT8 in manifest["files"]
+    int8_bytes = (folder / MODEL_INT8).read_bytes() if int8_shipped else None
     front_ms = ort_ms(cpu_session(front_end_graph(fp32_bytes)), clip, runs, warmup)
     fp32_ms = ort_ms(cpu_session(fp32_bytes), clip, runs, warmup)
-    int8_ms = ort_ms(cpu_session(int8_bytes), clip, runs, warmup)
+    int8_ms = ort_ms(cpu_session(int8_bytes), clip, runs, warmup) if int8_shipped else None
     model = None
     eager_ms = None
     if (folder / CHECKPOINT_NAME).is_file():
@@ -92,14 +94,17 @@ def bench_phase(folder: Path, clip: np.ndarray, runs: int, warmup: int) -> tuple
         eager_ms = torch_ms(model, clip, runs, warmup)
     row = {
         "phase": manifest["phase"], "classes": manifest["n_classes"],
-        "fp32_kib": round(len(fp32_bytes) / 1024, 1), "int8_kib": round(len(int8_bytes) / 1024, 1),
-        "int8_ratio": round(len(int8_bytes) / len(fp32_bytes), 3),
+        "fp32_kib": round(len(fp32_bytes) / 1024, 1),
+        "int8_kib": round(len(int8_bytes) / 1024, 1) if int8_shipped else None,
+        "int8_ratio": round(len(int8_bytes) / len(fp32_bytes), 3) if int8_shipped else None,
         "mmacs": round(manifest["model"]["macs_per_clip"] / 1e6, 2),
         "params": manifest["model"]["parameters"],
         "torch_ms": _ms(eager_ms), "ort_fp32_ms": _ms(fp32_ms), "ort_int8_ms": _ms(int8_ms),
         "frontend_ms": _ms(front_ms), "frontend_share_fp32": round(front_ms / fp32_ms, 3),
-        "frontend_share_int8": round(front_ms / int8_ms, 3),
-        "weight_granularity": manifest["quantization"]["weight_granularity"],
+        "frontend_share_int8": round(front_ms / int8_ms, 3) if int8_shipped else None,
+        "int8_vs_fp32_latency": round(int8_ms / fp32_ms, 3) if int8_shipped else None,
+        "int8": manifest["artifacts"]["int8"]["status"],
+        "int8_recipe": manifest["artifacts"]["int8"]["quantization"]["search"]["recipe"],
     }
     return row, model
 

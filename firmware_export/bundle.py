@@ -1,10 +1,15 @@
 """export_phase: one trained phase -> a verified device bundle folder, written atomically.
 
-The bundle (`model.onnx`, `model.int8.onnx`, `labels.json`, `model.h`, `manifest.json`) is built in
-a temporary sibling folder and swapped in by rename, so readers see either the old bundle or the
-new one. Files already in the phase folder that are not part of the bundle (the trainer's
-checkpoint.pt) are carried over by hard link. Nothing is written when a parity bound is missed:
-ParityError carries the figures instead.
+Every phase ships its fp32 model when fp32 parity holds (a miss there is a bug: ParityError, nothing
+written). The int8 model is a second artifact with its own verdict: an accuracy-aware search
+(firmware_export.int8_search) looks for a candidate that meets the int8 rule; if none does, the
+int8 file is withheld and the manifest says why. The device model (`device_model` in the manifest,
+embedded in model.h, run by `edgecl infer BUNDLE`) is the int8 one when shipped, else the fp32 one.
+
+The bundle (`model.onnx`, `model.int8.onnx` when shipped, `labels.json`, `model.h`,
+`manifest.json`) is built in a temporary sibling folder and swapped in by rename, so readers see
+either the old bundle or the new one. Files already in the phase folder that are not part of the
+bundle (the trainer's checkpoint.pt) are carried over by hard link.
 """
 
 from __future__ import annotations
@@ -31,9 +36,9 @@ from firmware_export.export import OPSET, export_onnx, serialize
 from firmware_export.layout import (BUNDLE_FILES, C_HEADER, INPUT_NAME, LABELS, MANIFEST,
                                     MANIFEST_FORMAT, MODEL_FP32, MODEL_INT8, OUTPUT_NAME)
 from firmware_export.manifest import file_entries
+from firmware_export.int8_search import SearchResult, search_int8
+from firmware_export.quantize import REDUCE_RANGE
 from firmware_export.runtime import cpu_session
-from firmware_export.quantize import (REDUCE_RANGE, QuantizedModel, quantize_candidate,
-                                      quantized_front_end_inputs)
 
 # MinMax ranges settle after a hundred-odd clips; more only costs calibration time.
 MAX_CALIBRATION_CLIPS = 128
@@ -42,16 +47,19 @@ MAX_CALIBRATION_CLIPS = 128
 def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
                  classes: Sequence[str], calibration_waveforms: np.ndarray,
                  holdout_waveforms: np.ndarray, holdout_targets: Sequence[int],
+                 holdout_counts: dict[str, int] | None = None,
                  extra_manifest: dict[str, Any] | None = None,
                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Export a SoundClassifier after `phase` to the bundle folder `out_dir`; returns the manifest.
 
     `classes` are the names of the model's outputs in order; `calibration_waveforms` [N, T] and
     `holdout_waveforms` [M, T] float32 clips of seen classes only (T = the model's clip length),
-    `holdout_targets` [M] their label ids. At most MAX_CALIBRATION_CLIPS calibration clips are used,
-    evenly spaced over the given order. Parity is checked on the held-out clips; a miss raises
-    parity.ParityError naming the figures and leaves `out_dir` untouched. `extra_manifest` entries
-    (e.g. the run's dataset and method) are stored under "run"; `log` gets a one-line summary.
+    `holdout_targets` [M] their label ids; the two sets must not share clips. At most
+    MAX_CALIBRATION_CLIPS calibration clips are used, evenly spaced over the given order. Parity is
+    checked on the held-out clips (`holdout_counts`, e.g. {"validation": 16, "test": 40}, says what
+    they are, for the manifest). An fp32 miss raises parity.ParityError naming the figures and
+    leaves `out_dir` untouched; an int8 miss withholds model.int8.onnx only. `extra_manifest`
+    entries (e.g. the run's dataset and method) are stored under "run"; `log` gets a summary.
     """
     classes = [str(name) for name in classes]
     calibration = _waveforms(calibration_waveforms, "calibration_waveforms")
@@ -80,46 +88,57 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
                               f"{len(classes)} class names were given")
         fp32_runner = parity.ort_runner(fp32_session)
         fp32_figures = parity.measure(parity.torch_runner(model), fp32_runner, holdout, targets)
-        chosen, candidates = _best_int8(fp32, fp32_runner, calibration)
-        int8_bytes = serialize(chosen.proto)
-        int8_figures = parity.measure(fp32_runner, parity.ort_runner(cpu_session(int8_bytes)),
-                                      holdout, targets)
+        fp32_failures = parity.fp32_failures(fp32_figures)
+        if fp32_failures:
+            raise parity.ParityError(f"export phase {phase} to {out_dir}: fp32 parity check "
+                                     f"failed: " + "; ".join(fp32_failures),
+                                     {"fp32_vs_torch": fp32_figures})
+        search = search_int8(fp32, fp32_runner, calibration, holdout, targets, log=log)
         manifest = _manifest(model, phase=phase, classes=classes, sample_rate=sample_rate,
                              clip_samples=clip_samples, n_calibration=len(calibration),
-                             n_holdout=len(holdout), chosen=chosen, candidates=candidates,
-                             fp32_figures=fp32_figures, int8_figures=int8_figures)
+                             n_holdout=len(holdout), holdout_counts=holdout_counts,
+                             search=search, fp32_figures=fp32_figures)
     finally:
         model.train(was_training)
     if extra_manifest:
         manifest["run"] = dict(extra_manifest)
 
-    failures = parity.fp32_failures(fp32_figures) + parity.int8_failures(int8_figures)
-    if failures:
-        raise parity.ParityError(f"export phase {phase} to {out_dir}: parity check failed: "
-                                 + "; ".join(failures), manifest["parity"])
-    header = render_c_header(int8_bytes, classes, sample_rate=sample_rate,
-                             clip_samples=clip_samples)
-    files = {MODEL_FP32: fp32_bytes, MODEL_INT8: int8_bytes,
-             LABELS: (_json_text(classes)).encode("utf-8"), C_HEADER: header.encode("utf-8")}
+    files = {MODEL_FP32: fp32_bytes, LABELS: (_json_text(classes)).encode("utf-8")}
+    if search.meets_bound:
+        files[MODEL_INT8] = serialize(search.model.proto)
+    device_name = manifest["device_model"]
+    files[C_HEADER] = render_c_header(files[device_name], classes, sample_rate=sample_rate,
+                                      clip_samples=clip_samples,
+                                      precision=_PRECISION[device_name]).encode("utf-8")
     manifest = write_bundle(Path(out_dir), files, manifest)
     if log is not None:
         log(summary_line(manifest, out_dir))
     return manifest
 
 
+_PRECISION = {MODEL_FP32: "fp32", MODEL_INT8: "int8"}
+
+
 def summary_line(manifest: dict[str, Any], out_dir: str | os.PathLike) -> str:
     """One line with the parity figures at the largest batch, for the run log."""
-    parity_figures = manifest["parity"]
-    batch = max(parity_figures["int8_vs_fp32"], key=lambda name: int(name.split("_")[1]))
-    fp32, int8 = parity_figures["fp32_vs_torch"][batch], parity_figures["int8_vs_fp32"][batch]
-    granularity = manifest["quantization"]["weight_granularity"]
-    return (f"  export phase {manifest['phase']} -> {out_dir}: fp32 max |logit diff| "
-            f"{fp32['max_abs_logit_diff']:.2g}; int8 ({granularity}) top-1 agreement "
-            f"{100 * int8['top1_agreement']:.1f}%, accuracy {int8['accuracy']:.1f}% vs "
-            f"{int8['accuracy_reference']:.1f}% on {parity_figures['holdout_clips']} held-out "
-            f"clips; "
-            f"{manifest['files'][MODEL_FP32]['bytes'] / 1024:.0f} KiB fp32, "
-            f"{manifest['files'][MODEL_INT8]['bytes'] / 1024:.0f} KiB int8")
+    fp32, int8 = manifest["artifacts"]["fp32"], manifest["artifacts"]["int8"]
+    batch = max(fp32["parity_vs_torch"], key=lambda name: int(name.split("_")[1]))
+    fp32_figures, int8_figures = fp32["parity_vs_torch"][batch], int8["parity_vs_fp32"][batch]
+    search = int8["quantization"]["search"]
+    recipe = search["recipe"]
+    int8_text = (f"int8 {int8['status'].upper()} ({recipe['weights']}, {recipe['calibration']}, "
+                 f"{100 * search['float_share_of_backbone_macs']:.0f}% of backbone MACs float, "
+                 f"candidate {search['candidates_tried']}): top-1 agreement "
+                 f"{100 * int8_figures['top1_agreement']:.1f}%, accuracy "
+                 f"{int8_figures['accuracy']:.1f}% vs {int8_figures['accuracy_reference']:.1f}%")
+    if int8["status"] != "shipped":
+        int8_text += f" [{int8['reason']}]"
+    sizes = f"{manifest['files'][MODEL_FP32]['bytes'] / 1024:.0f} KiB fp32"
+    if MODEL_INT8 in manifest["files"]:
+        sizes += f", {manifest['files'][MODEL_INT8]['bytes'] / 1024:.0f} KiB int8"
+    return (f"  export phase {manifest['phase']} -> {out_dir} on "
+            f"{manifest['parity']['holdout_clips']} held-out clips: fp32 shipped, max |logit "
+            f"diff| {fp32_figures['max_abs_logit_diff']:.2g}; {int8_text}; {sizes}")
 
 
 def evenly_spaced(count: int, limit: int) -> list[int]:
@@ -137,43 +156,17 @@ def _waveforms(array: np.ndarray, name: str) -> np.ndarray:
     return waveforms
 
 
-def _best_int8(fp32: onnx.ModelProto, fp32_runner: parity.Runner,
-               calibration: np.ndarray) -> tuple[QuantizedModel, dict[str, dict[str, float]]]:
-    """Quantize per tensor and per channel; keep the one closer to fp32 on the calibration clips.
-
-    Chosen on calibration clips (not the held-out ones the parity figures are reported on): higher
-    top-1 agreement with fp32 wins, then the smaller mean abs logit difference.
-    """
-    reference = parity.batched(fp32_runner, calibration, parity.LARGE_BATCH)
-    reference_top1 = reference.argmax(axis=1)
-    scored = []
-    for per_channel in (False, True):
-        candidate = quantize_candidate(fp32, calibration, per_channel=per_channel)
-        offenders = quantized_front_end_inputs(candidate.proto)
-        if offenders:
-            raise EdgeclError(f"int8 quantization put Q/DQ nodes into the float front end: "
-                              f"{', '.join(offenders)}")
-        logits = parity.batched(parity.ort_runner(cpu_session(serialize(candidate.proto))),
-                                calibration, parity.LARGE_BATCH)
-        figures = {"top1_agreement": float(np.mean(logits.argmax(axis=1) == reference_top1)),
-                   "mean_abs_logit_diff": float(np.mean(np.abs(logits - reference))),
-                   "max_abs_logit_diff": float(np.max(np.abs(logits - reference)))}
-        scored.append((candidate, figures))
-    best = max(scored, key=lambda item: (item[1]["top1_agreement"],
-                                         -item[1]["mean_abs_logit_diff"]))
-    return best[0], {candidate.weight_granularity: figures for candidate, figures in scored}
-
-
 def _manifest(model: nn.Module, *, phase: int, classes: list[str], sample_rate: int,
-              clip_samples: int, n_calibration: int, n_holdout: int, chosen: QuantizedModel,
-              candidates: dict[str, dict[str, float]], fp32_figures: dict,
-              int8_figures: dict) -> dict[str, Any]:
+              clip_samples: int, n_calibration: int, n_holdout: int,
+              holdout_counts: dict[str, int] | None, search: SearchResult,
+              fp32_figures: dict) -> dict[str, Any]:
     """Everything but the file table (added when the files exist)."""
     from models.profile import count_parameters, macs_breakdown
 
     frontend = dict(model.frontend.config.to_dict(), stft_impl=model.frontend.stft_impl)
     config = model.model_config() if hasattr(model, "model_config") else {}
     macs = macs_breakdown(model, clip_samples)
+    int8_shipped = search.meets_bound
     return {
         "format": MANIFEST_FORMAT,
         "phase": int(phase),
@@ -182,21 +175,29 @@ def _manifest(model: nn.Module, *, phase: int, classes: list[str], sample_rate: 
         "sample_rate": sample_rate,
         "clip_samples": clip_samples,
         "clip_seconds": clip_samples / sample_rate,
+        "device_model": MODEL_INT8 if int8_shipped else MODEL_FP32,
         "frontend": frontend,
         "model": {"name": config.get("name"), "width": config.get("width"),
                   "parameters": count_parameters(model), "macs_per_clip": macs["total"],
                   "macs_breakdown": macs},
         "onnx": {"opset": OPSET, "input": INPUT_NAME, "output": OUTPUT_NAME,
                  "input_shape": ["batch", clip_samples], "output_shape": ["batch", len(classes)]},
-        "quantization": {"format": "QDQ", "weights": "int8 symmetric",
-                         "activations": "int8 asymmetric", "reduce_range": REDUCE_RANGE,
-                         "calibration": {"method": "MinMax", "clips": n_calibration},
-                         "weight_granularity": chosen.weight_granularity,
-                         "float_front_end": True,
-                         "float_nodes": chosen.float_nodes,
-                         "candidates_vs_fp32_on_calibration": candidates},
-        "parity": {"holdout_clips": n_holdout, "bounds": parity.bounds(),
-                   "fp32_vs_torch": fp32_figures, "int8_vs_fp32": int8_figures},
+        "artifacts": {
+            "fp32": {"file": MODEL_FP32, "status": "shipped", "parity_vs_torch": fp32_figures},
+            "int8": {"file": MODEL_INT8, "status": "shipped" if int8_shipped else "withheld",
+                     "reason": None if int8_shipped else "; ".join(search.failures),
+                     "parity_vs_fp32": search.figures,
+                     "quantization": {"format": "QDQ", "weights": "int8 symmetric",
+                                      "activations": f"{search.model.recipe.activations} "
+                                                     f"asymmetric",
+                                      "reduce_range": REDUCE_RANGE,
+                                      "calibration_clips": n_calibration,
+                                      "float_front_end": True,
+                                      "float_nodes": search.model.float_nodes,
+                                      "search": search.record()}},
+        },
+        "parity": {"holdout_clips": n_holdout, "holdout": dict(holdout_counts or {}),
+                   "bounds": parity.bounds()},
         "versions": {"edgecl": __version__, "torch": torch.__version__,
                      "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
     }

@@ -11,7 +11,7 @@ MODEL_INT8 = "model.int8.onnx"
 LABELS = "labels.json"
 C_HEADER = "model.h"
 MANIFEST = "manifest.json"
-BUNDLE_FILES = (MODEL_FP32, MODEL_INT8, LABELS, C_HEADER)
+BUNDLE_FILES = (MODEL_FP32, MODEL_INT8, LABELS, C_HEADER)  # model.int8.onnx only when it ships
 
 # Graph input and output names.
 INPUT_NAME = "waveform"
@@ -22,4 +22,4 @@ META_LABELS = "edgecl.labels"
 META_SAMPLE_RATE = "edgecl.sample_rate"
 META_CLIP_SAMPLES = "edgecl.clip_samples"
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: per-artifact verdicts ("artifacts"), "device_model"

@@ -1,13 +1,21 @@
 """Parity of the exported models with the trained one, at batch 1 and a larger batch.
 
-Bounds (checked at export, recorded in the manifest):
-- fp32 ONNX Runtime vs PyTorch: max abs logit difference <= 1e-3 and top-1 agreement 100%;
-- int8 vs fp32 ONNX Runtime: top-1 agreement >= 98% and accuracy drop <= 1 point.
-A miss raises ParityError carrying the figures.
+Measured on the held-out clips of the seen classes (validation and test, never calibration clips).
+
+- fp32 ONNX Runtime vs PyTorch: max abs logit difference <= 1e-3 and the same top-1 on every clip
+  whose top-2 margin exceeds 2e-3 (closer logits may swap within the bound). The same graph
+  computed twice: any miss is a bug, so a miss raises ParityError and nothing ships.
+- int8 vs fp32 ONNX Runtime: the int8 model misses its bound only when it is worse *beyond noise*:
+  * agreement: fewer than 98% of clips keep their top-1 AND an exact one-sided binomial test
+    rejects "at most 2% of clips change" at the 5% level (so 1 changed clip of 80 is no miss);
+  * accuracy: the drop exceeds 1 point AND an exact one-sided McNemar test on the discordant clips
+    (fp32 right and int8 wrong, against the reverse) says int8 is worse at the 5% level.
+  A miss withholds the int8 artifact; the fp32 one still ships.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import numpy as np
@@ -22,6 +30,7 @@ FP32_MAX_ABS_DIFF = 1e-3
 FP32_MIN_AGREEMENT = 1.0
 INT8_MIN_AGREEMENT = 0.98
 INT8_MAX_ACCURACY_DROP_POINTS = 1.0
+SIGNIFICANCE = 0.05  # a miss must be significant at this level (one-sided exact tests)
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -58,18 +67,44 @@ def batched(run: Runner, waveforms: np.ndarray, batch_size: int) -> np.ndarray:
 
 def compare(reference: np.ndarray, candidate: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     """Figures for candidate vs reference logits on labelled clips (accuracies in percent)."""
-    ref_top1, cand_top1 = reference.argmax(axis=1), candidate.argmax(axis=1)
-    accuracy_ref = 100.0 * float(np.mean(ref_top1 == targets))
-    accuracy_cand = 100.0 * float(np.mean(cand_top1 == targets))
+    ranked = np.sort(reference, axis=1)
+    margin = ranked[:, -1] - ranked[:, -2] if reference.shape[1] > 1 else np.full(len(targets), np.inf)
+    changed = reference.argmax(axis=1) != candidate.argmax(axis=1)
+    ref_right = reference.argmax(axis=1) == targets
+    cand_right = candidate.argmax(axis=1) == targets
+    n_clips, differ = len(targets), int(np.sum(reference.argmax(axis=1) != candidate.argmax(axis=1)))
+    lost, gained = int(np.sum(ref_right & ~cand_right)), int(np.sum(~ref_right & cand_right))
+    accuracy_ref = 100.0 * float(np.mean(ref_right))
+    accuracy_cand = 100.0 * float(np.mean(cand_right))
     return {
+        "clips": n_clips,
         "max_abs_logit_diff": float(np.max(np.abs(reference - candidate))),
         "mean_abs_logit_diff": float(np.mean(np.abs(reference - candidate))),
-        "top1_agreement": float(np.mean(ref_top1 == cand_top1)),
-        "top1_disagreements": int(np.sum(ref_top1 != cand_top1)),
+        "top1_agreement": 1.0 - differ / n_clips,
+        "top1_disagreements": differ,
+        # Changed top-1 where the reference's top-2 margin exceeds what fp32 rounding may move.
+        "decisive_disagreements": int(np.sum(changed & (margin > 2 * FP32_MAX_ABS_DIFF))),
+        "agreement_p_value": round(binomial_tail(differ, n_clips, 1.0 - INT8_MIN_AGREEMENT), 6),
         "accuracy_reference": round(accuracy_ref, 4),
         "accuracy": round(accuracy_cand, 4),
         "accuracy_drop_points": round(accuracy_ref - accuracy_cand, 4),
+        "clips_lost": lost,
+        "clips_gained": gained,
+        "mcnemar_p_value": round(binomial_tail(lost, lost + gained, 0.5), 6),
     }
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), exact up to float rounding (terms summed in log space,
+    so thousands of clips do not overflow)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+             + i * log_p + (n - i) * log_q for i in range(k, n + 1)]
+    return float(min(1.0, sum(math.exp(t) for t in terms)))
 
 
 def batch_sizes(n_clips: int) -> list[int]:
@@ -92,25 +127,31 @@ def fp32_failures(figures: dict[str, dict[str, float]]) -> list[str]:
         if not f["max_abs_logit_diff"] <= FP32_MAX_ABS_DIFF:
             failures.append(f"fp32 vs torch {batch}: max abs logit diff "
                             f"{f['max_abs_logit_diff']:.3g} > {FP32_MAX_ABS_DIFF:g}")
-        if f["top1_agreement"] < FP32_MIN_AGREEMENT:
+        if f.get("decisive_disagreements", f["top1_disagreements"]) > 0:
             failures.append(f"fp32 vs torch {batch}: top-1 agreement "
-                            f"{100 * f['top1_agreement']:.2f}% < 100%")
+                            f"{100 * f['top1_agreement']:.2f}% < 100% on clips with a top-2 margin "
+                            f"over {2 * FP32_MAX_ABS_DIFF:g}")
     return failures
 
 
 def int8_failures(figures: dict[str, dict[str, float]]) -> list[str]:
-    """Bound violations of int8 vs fp32 ONNX, one phrase each (empty when within bounds)."""
+    """Bound misses of int8 vs fp32 ONNX, one phrase each (empty when within bounds): below the
+    bound and significantly so (see the module doc)."""
     failures = []
     for batch, f in figures.items():
-        if f["top1_agreement"] < INT8_MIN_AGREEMENT:
-            differ = f.get("top1_disagreements")
+        p_agree = f.get("agreement_p_value", 0.0)
+        if f["top1_agreement"] < INT8_MIN_AGREEMENT and p_agree < SIGNIFICANCE:
             failures.append(f"int8 vs fp32 {batch}: top-1 agreement "
-                            f"{100 * f['top1_agreement']:.2f}% < {100 * INT8_MIN_AGREEMENT:g}%"
-                            + (f" ({differ} clips differ)" if differ is not None else ""))
-        if f["accuracy_drop_points"] > INT8_MAX_ACCURACY_DROP_POINTS:
+                            f"{100 * f['top1_agreement']:.2f}% < {100 * INT8_MIN_AGREEMENT:g}% "
+                            f"({f['top1_disagreements']} of {f['clips']} clips differ, "
+                            f"p={p_agree:.3g})")
+        p_drop = f.get("mcnemar_p_value", 0.0)
+        if f["accuracy_drop_points"] > INT8_MAX_ACCURACY_DROP_POINTS and p_drop < SIGNIFICANCE:
             failures.append(f"int8 vs fp32 {batch}: accuracy {f['accuracy']:.2f}% vs "
                             f"{f['accuracy_reference']:.2f}%, drop {f['accuracy_drop_points']:.2f} "
-                            f"points > {INT8_MAX_ACCURACY_DROP_POINTS:g}")
+                            f"points > {INT8_MAX_ACCURACY_DROP_POINTS:g} "
+                            f"({f['clips_lost']} clips lost, {f['clips_gained']} gained, McNemar "
+                            f"p={p_drop:.3g})")
     return failures
 
 
@@ -119,4 +160,7 @@ def bounds() -> dict[str, float]:
     return {"fp32_max_abs_logit_diff": FP32_MAX_ABS_DIFF,
             "fp32_min_top1_agreement": FP32_MIN_AGREEMENT,
             "int8_min_top1_agreement": INT8_MIN_AGREEMENT,
-            "int8_max_accuracy_drop_points": INT8_MAX_ACCURACY_DROP_POINTS}
+            "int8_max_accuracy_drop_points": INT8_MAX_ACCURACY_DROP_POINTS,
+            "int8_significance": SIGNIFICANCE,
+            "int8_rule": "miss = below a bound and significant: exact binomial test on changed "
+                         "top-1 (H0: <= 2% change), exact McNemar test on lost vs gained clips"}

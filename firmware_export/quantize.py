@@ -21,9 +21,11 @@ saturation alone dropped per-channel top-1 agreement with fp32 from 99% to 96% (
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -45,17 +47,46 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 SHAPE_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose")
 
 
-@dataclass(frozen=True)
-class QuantizedModel:
-    """One int8 candidate: the proto and how its weights were quantized."""
+CALIBRATION_METHODS = {"MinMax": CalibrationMethod.MinMax,
+                       "Percentile": CalibrationMethod.Percentile,
+                       "Entropy": CalibrationMethod.Entropy}
+ACTIVATION_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 
-    proto: onnx.ModelProto
-    per_channel: bool
-    float_nodes: int  # nodes deliberately left unquantized (front end, unfolded norms)
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    """How one int8 candidate is built: weight granularity, calibration method, activation type,
+    and the backbone nodes kept in float on top of the front end and the unfolded norms."""
+
+    per_channel: bool = True
+    calibration: str = "MinMax"
+    activations: str = "uint8"
+    float_nodes: tuple[str, ...] = ()
 
     @property
     def weight_granularity(self) -> str:
         return "per-channel" if self.per_channel else "per-tensor"
+
+    def describe(self) -> dict[str, Any]:
+        return {"weights": self.weight_granularity, "calibration": self.calibration,
+                "activations": self.activations, "float_nodes": list(self.float_nodes)}
+
+
+@dataclass(frozen=True)
+class QuantizedModel:
+    """One int8 candidate: the proto, the recipe that built it, and what stayed float."""
+
+    proto: onnx.ModelProto
+    recipe: QuantRecipe
+    float_nodes: int  # nodes deliberately left unquantized (front end, unfolded norms, chosen)
+
+    @property
+    def per_channel(self) -> bool:
+        return self.recipe.per_channel
+
+    @property
+    def weight_granularity(self) -> str:
+        return self.recipe.weight_granularity
 
 
 class WaveformReader(CalibrationDataReader):
@@ -107,27 +138,49 @@ def _name_nodes(model: onnx.ModelProto) -> None:
         seen.add(node.name)
 
 
-def quantize_candidate(fp32: onnx.ModelProto, calibration_waveforms: np.ndarray, *,
-                       per_channel: bool) -> QuantizedModel:
-    """Static int8 QDQ quantization of `fp32`, calibrated with MinMax; the front end and the
-    unfolded normalisations (with their convs) stay float."""
-    if len(calibration_waveforms) == 0:
-        raise EdgeclError("int8 quantization: no calibration waveforms were given")
+def prepared_source(fp32: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `fp32` with unique node names (nodes_to_exclude matches on names) and the
+    pre-processing mark onnxruntime checks for (its optimizer already ran when we exported)."""
     source = onnx.ModelProto()
     source.CopyFrom(fp32)
     _name_nodes(source)
-    excluded = [node.name for node in front_end_nodes(source) + unfolded_norm_nodes(source)]
+    return source
+
+
+def default_float_nodes(source: onnx.ModelProto) -> list[str]:
+    """Names of the nodes every candidate keeps in float: front end and unfolded norms."""
+    return list(dict.fromkeys(node.name for node in front_end_nodes(source)
+                              + unfolded_norm_nodes(source)))
+
+
+def quantize_candidate(fp32: onnx.ModelProto, calibration_waveforms: np.ndarray, *,
+                       per_channel: bool | None = None, recipe: QuantRecipe | None = None,
+                       cache_dir: str | Path | None = None) -> QuantizedModel:
+    """Static int8 QDQ quantization of `fp32` by `recipe` (or the default recipe with the given
+    weight granularity); the front end and the unfolded normalisations (with their convs) stay
+    float. With `cache_dir`, calibration ranges are computed once per calibration method and
+    reused by later candidates (they do not depend on the other recipe fields)."""
+    if len(calibration_waveforms) == 0:
+        raise EdgeclError("int8 quantization: no calibration waveforms were given")
+    if recipe is None:
+        recipe = QuantRecipe(per_channel=True if per_channel is None else per_channel)
+    source = prepared_source(fp32)
+    excluded = default_float_nodes(source) + [n for n in recipe.float_nodes]
+    excluded = list(dict.fromkeys(excluded))
     with tempfile.TemporaryDirectory(prefix="edgecl-quant-") as folder:
         output = Path(folder) / "model.int8.onnx"
-        quantize_static(
-            source, output, WaveformReader(calibration_waveforms),
-            quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=REDUCE_RANGE,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            nodes_to_exclude=excluded, calibrate_method=CalibrationMethod.MinMax,
-            use_external_data_format=False,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
-                           # BatchNormalization scales are rank 1: their channel axis is 0.
-                           "QDQOpTypePerChannelSupportToAxis": {"BatchNormalization": 0}})
+        cache = None if cache_dir is None else Path(cache_dir) / f"ranges-{recipe.calibration}.json"
+        with _quiet_quantizer():
+            quantize_static(
+                source, output, WaveformReader(calibration_waveforms),
+                quant_format=QuantFormat.QDQ, per_channel=recipe.per_channel,
+                reduce_range=REDUCE_RANGE, activation_type=ACTIVATION_TYPES[recipe.activations],
+                weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                calibrate_method=CALIBRATION_METHODS[recipe.calibration],
+                use_external_data_format=False, calibration_cache_path=cache,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                               # BatchNormalization scales are rank 1: their channel axis is 0.
+                               "QDQOpTypePerChannelSupportToAxis": {"BatchNormalization": 0}})
         proto = onnx.load(str(output), load_external_data=False)
     # Carry the runtime metadata (labels, rate, clip length) over from the fp32 model.
     metadata = {p.key: p.value for p in fp32.metadata_props}
@@ -135,7 +188,20 @@ def quantize_candidate(fp32: onnx.ModelProto, calibration_waveforms: np.ndarray,
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     check_model(proto)
-    return QuantizedModel(proto=proto, per_channel=per_channel, float_nodes=len(set(excluded)))
+    return QuantizedModel(proto=proto, recipe=recipe, float_nodes=len(excluded))
+
+
+class _quiet_quantizer:
+    """onnxruntime.quantization logs a pre-processing hint through the root logger on every call;
+    the exported graph was already optimised by the exporter, so the hint is noise here."""
+
+    def __enter__(self) -> None:
+        self._root = logging.getLogger()
+        self._level = self._root.level
+        self._root.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc) -> None:
+        self._root.setLevel(self._level)
 
 
 def quantized_front_end_inputs(model: onnx.ModelProto) -> list[str]:

@@ -2,9 +2,9 @@
 
 Both paths pick the same clips, so `edgecl export RUN_DIR` rebuilds the bundles the trainer wrote
 byte for byte: calibration uses up to MAX_CALIBRATION_CLIPS training clips of the classes seen so
-far (evenly spaced over the tasks in arrival order), parity uses every test clip of those classes.
-Both sets are available again from the dataset; the replay memory of the run is not saved, so it
-is not used for calibration.
+far (evenly spaced over the tasks in arrival order), parity every held-out clip of those classes
+(their validation and test clips: never a calibration clip). Both sets are available again from
+the dataset; the replay memory of the run is not saved, so it is not used for calibration.
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ def export_seen_tasks(model, phase_dir: str | os.PathLike, *, phase: int, classe
     `waveform(clip)` returns a clip at the model's rate and length (the trainer's audio cache).
     """
     train = [lc for task in seen_tasks for lc in task.train]
-    holdout = [lc for task in seen_tasks for lc in task.test]
-    if not train or not holdout:
+    validation = [lc for task in seen_tasks for lc in task.val]
+    test = [lc for task in seen_tasks for lc in task.test]
+    holdout = validation + test
+    if not train or not test:
         raise EdgeclError(f"export phase {phase}: the seen classes need training clips for "
                           f"calibration and test clips for the parity check")
     calibration = [train[i] for i in evenly_spaced(len(train), MAX_CALIBRATION_CLIPS)]
@@ -42,7 +44,8 @@ def export_seen_tasks(model, phase_dir: str | os.PathLike, *, phase: int, classe
         model, phase_dir, phase=phase, classes=classes,
         calibration_waveforms=np.stack([waveform(lc.clip) for lc in calibration]),
         holdout_waveforms=np.stack([waveform(lc.clip) for lc in holdout]),
-        holdout_targets=[lc.target for lc in holdout], log=log)
+        holdout_targets=[lc.target for lc in holdout],
+        holdout_counts={"validation": len(validation), "test": len(test)}, log=log)
 
 
 def phase_dirs(run_dir: Path, phase: int | None) -> list[Path]:
@@ -109,8 +112,9 @@ def reexport_run(run_dir: str | os.PathLike, phase: int | None = None,
                  log: Log | None = None) -> list[dict[str, Any]]:
     """Re-export every phase of `run_dir` (or one) from its checkpoint; returns the manifests.
 
-    A phase that misses a parity bound is logged with its figures and the others still export;
-    then one EdgeclError lists every failed phase.
+    A phase whose fp32 model misses its parity bound is logged with its figures and the others
+    still export; then one EdgeclError lists every failed phase. A withheld int8 model is no
+    failure: its bundle ships fp32 and says why in the manifest.
     """
     from edgecl.audio import load_audio
     from firmware_export.parity import ParityError
@@ -137,7 +141,7 @@ def reexport_run(run_dir: str | os.PathLike, phase: int | None = None,
             if log is not None:
                 log(f"  {error}")
     if failures:
-        raise EdgeclError(f"{run_dir}: phase(s) {', '.join(map(str, failures))} missed a parity "
-                          f"bound and were not written (figures above); the other "
+        raise EdgeclError(f"{run_dir}: phase(s) {', '.join(map(str, failures))} missed the fp32 "
+                          f"parity bound and were not written (figures above); the other "
                           f"{len(manifests)} exported")
     return manifests

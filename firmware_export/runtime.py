@@ -1,6 +1,6 @@
 """Run an exported model on WAV files with numpy, soundfile and onnxruntime only (no torch).
 
-`load_model` opens a model file; when it sits in a bundle (a manifest.json beside it listing it),
+`load_model` opens a model file or a bundle folder (its device model); when a file sits in a bundle (a manifest.json beside it listing it),
 every bundle file is verified against its sha256 first and the labels come from labels.json;
 a lone model file describes itself through its ONNX metadata. `read_clip` prepares audio the way
 training did (channels averaged, resampled with the same windowed-sinc filter as torchaudio,
@@ -22,7 +22,7 @@ from edgecl.audio import fit_length, read_audio
 from edgecl.errors import EdgeclError
 from firmware_export.layout import (INPUT_NAME, LABELS, MANIFEST, META_CLIP_SAMPLES, META_LABELS,
                                     META_SAMPLE_RATE)
-from firmware_export.manifest import verify_bundle
+from firmware_export.manifest import read_manifest, verify_bundle
 from firmware_export.resample import resample
 
 
@@ -75,6 +75,8 @@ def load_model(path: str | os.PathLike, *, threads: int = 1, verify: bool = True
     verification.
     """
     path = Path(path)
+    if path.is_dir():
+        path = device_model_path(path)
     if not path.is_file():
         raise EdgeclError(f"{path}: model file not found")
     manifest = _bundle_manifest(path, verify)
@@ -96,6 +98,18 @@ def load_model(path: str | os.PathLike, *, threads: int = 1, verify: bool = True
         raise EdgeclError(f"{path}: the model has {n_outputs} outputs but {len(labels)} labels")
     return LoadedModel(path=path, session=session, labels=labels, sample_rate=sample_rate,
                        clip_samples=clip_samples, manifest=manifest)
+
+
+def device_model_path(folder: Path) -> Path:
+    """The model a bundle folder ships for devices: its manifest's `device_model` (the int8 model
+    when its parity rule held, else the fp32 one)."""
+    if not (folder / MANIFEST).is_file():
+        raise EdgeclError(f"{folder}: a folder, but not a bundle (no {MANIFEST}); give a bundle "
+                          f"folder (WORKSPACE/RUN/phase_<i>) or a model file")
+    name = read_manifest(folder).get("device_model")
+    if not isinstance(name, str) or Path(name).name != name:
+        raise EdgeclError(f"{folder / MANIFEST}: expected a 'device_model' file name, got {name!r}")
+    return folder / name
 
 
 def _bundle_manifest(path: Path, verify: bool) -> dict[str, Any] | None:

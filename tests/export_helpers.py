@@ -1,7 +1,10 @@
 """Shared by the export, bundle and runtime tests: a tiny BC-ResNet trained on synthetic tones.
 
-Each class is a tone at its own pitch with random level, slight detuning and noise, so a few
-epochs on cached log-mels reach a clear margin. Results are cached for the test session (this
+Each class is a tone at its own pitch with random level, slight detuning and noise. A few epochs
+on cached log-mels with BatchNorm statistics recomputed afterwards (as the trainer does) give
+100% accuracy with a top-2 logit margin of several units on every held-out clip, far beyond what
+int8 rounding moves on any CPU: tests of the export mechanics must not hinge on one borderline
+clip, whose verdict could depend on the CPU's int8 instruction set. Results are cached for the test session (this
 module is imported once), so the test modules share one training run and one exported bundle.
 """
 
@@ -21,7 +24,7 @@ import torch
 SAMPLE_RATE = 8000
 CLIP_SAMPLES = 4000
 CLASSES = ["low", "mid", "high", "top"]
-WIDTH = 4
+WIDTH = 8
 
 
 def tones(n_clips: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,6 +70,9 @@ def trained_model(epochs: int = 12):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+    from edgecl.training.loop import PhaseData, recalibrate_batchnorm
+
+    recalibrate_batchnorm(model, PhaseData(lambda index: features[list(index)], labels))
     return model.eval()
 
 

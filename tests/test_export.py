@@ -210,6 +210,7 @@ def test_c_header_holds_the_int8_model_bytes_length_and_labels(bundle):
     assert _header_bytes(text) == int8
     assert f"edgecl_model_len = {len(int8)}u;" in text
     assert "#define EDGECL_N_LABELS 4" in text and "#define EDGECL_SAMPLE_RATE 8000" in text
+    assert '#define EDGECL_MODEL_PRECISION "int8"' in text
     assert text.index('"low"') < text.index('"mid"') < text.index('"high"') < text.index('"top"')
 
 
@@ -298,8 +299,10 @@ def test_export_command_rebuilds_bundles_from_checkpoints(tmp_path, fp32_bytes, 
     assert "export phase 1" in result.output and "exported 1 phase(s)" in result.output
     manifest = verify_bundle(run / "phase_1")
     assert manifest["classes"] == plan.class_order and manifest["phase"] == 1
-    assert manifest["parity"]["holdout_clips"] == 2 * len(CLASSES)  # every test clip of the run
-    assert manifest["parity"]["int8_vs_fp32"]["batch_1"]["accuracy"] == 100.0
+    # Every held-out clip of the run: the test clips and the validation clips (one per class).
+    assert manifest["parity"]["holdout"] == {"validation": len(CLASSES), "test": 2 * len(CLASSES)}
+    assert manifest["parity"]["holdout_clips"] == 3 * len(CLASSES)
+    assert manifest["artifacts"]["int8"]["parity_vs_fp32"]["batch_1"]["accuracy"] == 100.0
     assert (run / "phase_1" / "checkpoint.pt").is_file()
     first = {p.name: p.read_bytes() for p in (run / "phase_1").iterdir()}
     assert runner.invoke(main, ["export", str(run), "--phase", "1"]).exit_code == 0
@@ -309,14 +312,14 @@ def test_export_command_rebuilds_bundles_from_checkpoints(tmp_path, fp32_bytes, 
     # PyTorch eager logits may differ in the last bits between runs; everything else is stable.
     first_manifest, second_manifest = (json.loads(m["manifest.json"]) for m in (first, second))
     for manifest_copy in (first_manifest, second_manifest):
-        manifest_copy["parity"].pop("fp32_vs_torch")
+        manifest_copy["artifacts"]["fp32"].pop("parity_vs_torch")
     assert first_manifest == second_manifest
 
-    monkeypatch.setattr("firmware_export.parity.INT8_MIN_AGREEMENT", 1.01)  # unmeetable
+    monkeypatch.setattr("firmware_export.parity.FP32_MAX_ABS_DIFF", -1.0)  # unmeetable
     failed = runner.invoke(main, ["export", str(run)])
     assert failed.exit_code == 2
-    assert "int8 vs fp32 batch_1: top-1 agreement 100.00% < 101%" in failed.output
-    assert "phase(s) 1 missed a parity bound" in failed.output
+    assert "fp32 vs torch batch_1: max abs logit diff" in failed.output
+    assert "phase(s) 1 missed the fp32 parity bound" in failed.output
     assert {p.name: p.read_bytes() for p in (run / "phase_1").iterdir()} == second  # untouched
 
     missing = runner.invoke(main, ["export", str(run), "--phase", "0"])

@@ -157,6 +157,32 @@ def test_infer_command_prints_top_k_and_json(bundle, clips):
     assert sum(p["score"] for p in document["results"][0]["predictions"]) <= 1.0 + 1e-6
 
 
+def test_a_bundle_folder_runs_the_model_it_ships_for_devices(bundle, clips, tmp_path):
+    loaded = load_model(bundle.folder)
+    assert loaded.path == bundle.folder / bundle.manifest["device_model"]
+    assert loaded.path.name == "model.int8.onnx"  # the fixture's int8 build met its rule
+    result = CliRunner().invoke(main, ["infer", str(bundle.folder), str(clips[2][0]), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["model"].endswith("model.int8.onnx")
+    assert document["results"][0]["predictions"][0]["label"] == "high"
+    # A bundle whose int8 model was withheld names the fp32 model as its device model.
+    copy = tmp_path / "phase_0"
+    shutil.copytree(bundle.folder, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "model.int8.onnx").unlink()
+    del manifest["files"]["model.int8.onnx"]
+    manifest["device_model"] = "model.onnx"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert load_model(copy).path == copy / "model.onnx"
+    with pytest.raises(EdgeclError, match=r"model\.int8\.onnx: model file not found"):
+        load_model(copy / "model.int8.onnx")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(EdgeclError, match="a folder, but not a bundle"):
+        load_model(empty)
+
+
 def test_infer_command_reports_bad_input_in_one_line(tmp_path, clips):
     bogus = tmp_path / "bogus.onnx"
     bogus.write_text("nope")

@@ -8,7 +8,7 @@ import click
 
 
 @click.command("infer")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.argument("clips", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
               help="Labels printed per clip.")
@@ -17,10 +17,12 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
 def infer_command(model: str, clips: tuple[str, ...], top_k: int, threads: int,
                   as_json: bool) -> None:
-    """Classify WAV clips with an exported model (model.onnx or model.int8.onnx).
+    """Classify WAV clips with an exported model: a bundle folder (WORKSPACE/RUN/phase_<i>, which
+    runs the model the bundle ships for devices: int8 when it met its parity rule, else fp32) or
+    a model file (model.onnx or model.int8.onnx).
 
-    In a bundle folder the manifest's sha256 of every file is checked first and the labels come
-    from labels.json. Clips at another sample rate are resampled; longer clips are cropped and
+    In a bundle the manifest's sha256 of every file is checked first and the labels come from
+    labels.json. Clips at another sample rate are resampled; longer clips are cropped and
     shorter ones zero-padded to the model's clip length. Runs on numpy, soundfile and ONNX
     Runtime only.
     """

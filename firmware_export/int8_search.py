@@ -1,0 +1,198 @@
+"""Accuracy-aware int8 build: try quantization recipes in a fixed order until one meets the parity
+rule (firmware_export.parity) on the held-out clips, then fall back to mixed precision.
+
+1. Recipes, cheapest and usually best first (BASE_RECIPES): per-channel or per-tensor weights,
+   MinMax / Percentile / Entropy calibration, unsigned or signed activations. Calibration ranges
+   are computed once per method and shared by the candidates that use it.
+2. Mixed precision from the best of those: the quantized compute nodes (Conv, MatMul, Gemm) are
+   ranked by their measured local quantization noise (onnxruntime's QDQ debugging tools: weight
+   SQNR and the SQNR of their output activation's Q/DQ on calibration clips), and kept in float
+   one at a time, noisiest first, until the rule holds or the float share of the backbone's MACs
+   would pass MAX_FLOAT_SHARE.
+
+Everything is deterministic for fixed inputs: the recipe order is fixed, calibration is
+deterministic and ties in the ranking break on node order. Every candidate tried is recorded.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+
+from firmware_export import parity
+from firmware_export.export import serialize
+from firmware_export.graph import front_end_nodes, node_macs
+from firmware_export.quantize import (QuantizedModel, QuantRecipe, WaveformReader,
+                                      default_float_nodes, prepared_source, quantize_candidate,
+                                      quantized_front_end_inputs)
+from firmware_export.runtime import cpu_session
+from edgecl.errors import EdgeclError
+
+BASE_RECIPES = (
+    QuantRecipe(per_channel=True, calibration="MinMax", activations="uint8"),
+    QuantRecipe(per_channel=False, calibration="MinMax", activations="uint8"),
+    QuantRecipe(per_channel=True, calibration="Percentile", activations="uint8"),
+    QuantRecipe(per_channel=True, calibration="Entropy", activations="uint8"),
+    QuantRecipe(per_channel=True, calibration="MinMax", activations="int8"),
+)
+MAX_FLOAT_SHARE = 0.25  # of the backbone's MACs (front end excluded), the unfolded norms included
+MAX_MIXED_STEPS = 12  # nodes moved to float one at a time at most
+SENSITIVITY_CLIPS = 32
+COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class SearchResult:
+    """The candidate to ship (or the closest one, when none met the rule) and the search record."""
+
+    model: QuantizedModel
+    figures: dict[str, dict[str, float]]
+    failures: list[str]
+    float_share: float
+    tried: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def meets_bound(self) -> bool:
+        return not self.failures
+
+    def record(self) -> dict[str, Any]:
+        """What the manifest stores about the search."""
+        return {"recipe": self.model.recipe.describe(), "float_share_of_backbone_macs":
+                round(self.float_share, 4), "candidates_tried": len(self.tried),
+                "tried": self.tried, "max_float_share": MAX_FLOAT_SHARE}
+
+
+def search_int8(fp32: onnx.ModelProto, fp32_runner: parity.Runner, calibration: np.ndarray,
+                holdout: np.ndarray, targets: np.ndarray, *,
+                recipes: tuple[QuantRecipe, ...] = BASE_RECIPES,
+                max_float_share: float = MAX_FLOAT_SHARE, log: Log | None = None) -> SearchResult:
+    """The first candidate that meets the int8 parity rule on (holdout, targets), else the best."""
+    source = prepared_source(fp32)
+    backbone = _backbone_macs(source)
+    always_float = set(default_float_nodes(source))
+    with tempfile.TemporaryDirectory(prefix="edgecl-int8-search-") as cache:
+        def evaluate(recipe: QuantRecipe) -> SearchResult:
+            candidate = quantize_candidate(fp32, calibration, recipe=recipe, cache_dir=cache)
+            offenders = quantized_front_end_inputs(candidate.proto)
+            if offenders:
+                raise EdgeclError(f"int8 quantization put Q/DQ nodes into the float front end: "
+                                  f"{', '.join(offenders)}")
+            runner = parity.ort_runner(cpu_session(serialize(candidate.proto)))
+            figures = parity.measure(fp32_runner, runner, holdout, targets)
+            share = _float_share(always_float | set(recipe.float_nodes), backbone)
+            return SearchResult(candidate, figures, parity.int8_failures(figures), share)
+
+        tried: list[dict[str, Any]] = []
+        results: list[SearchResult] = []
+        for recipe in recipes:
+            result = _note(evaluate(recipe), tried, log)
+            results.append(result)
+            if result.meets_bound:
+                return _done(result, tried)
+        best = min(results, key=_badness)
+        ranking = sensitivity_ranking(source, best.model.proto, calibration)
+        floated = list(best.model.recipe.float_nodes)
+        for name in ranking[:MAX_MIXED_STEPS]:
+            share = _float_share(always_float | set(floated) | {name}, backbone)
+            if share > max_float_share:
+                break
+            floated.append(name)
+            result = _note(evaluate(replace(best.model.recipe, float_nodes=tuple(floated))),
+                           tried, log)
+            results.append(result)
+            if result.meets_bound:
+                return _done(result, tried)
+        return _done(min(results, key=_badness), tried)
+
+
+def _badness(result: SearchResult) -> tuple:
+    """Order for 'closest to the bound': fewer misses, then higher worst agreement, then smaller
+    mean logit error; ties keep the earlier (cheaper) candidate because min() is stable."""
+    worst = min(f["top1_agreement"] for f in result.figures.values())
+    error = max(f["mean_abs_logit_diff"] for f in result.figures.values())
+    return (len(result.failures), -worst, error)
+
+
+def _note(result: SearchResult, tried: list[dict[str, Any]], log: Log | None) -> SearchResult:
+    worst = min(result.figures.values(), key=lambda f: f["top1_agreement"])
+    entry = {**result.model.recipe.describe(), "float_share": round(result.float_share, 4),
+             "top1_agreement": worst["top1_agreement"],
+             "accuracy_drop_points": worst["accuracy_drop_points"],
+             "meets_bound": result.meets_bound}
+    tried.append(entry)
+    if log is not None and not result.meets_bound:
+        log(f"    int8 candidate {len(tried)} ({_recipe_text(result.model.recipe)}) misses: "
+            + "; ".join(result.failures))
+    return result
+
+
+def _done(result: SearchResult, tried: list[dict[str, Any]]) -> SearchResult:
+    result.tried = tried
+    return result
+
+
+def _recipe_text(recipe: QuantRecipe) -> str:
+    text = f"{recipe.weight_granularity}, {recipe.calibration}, {recipe.activations} activations"
+    return text + (f", {len(recipe.float_nodes)} node(s) float" if recipe.float_nodes else "")
+
+
+def _backbone_macs(source: onnx.ModelProto) -> dict[str, int]:
+    """MACs per clip of every compute node behind the front end, by node name."""
+    front = {node.name for node in front_end_nodes(source)}
+    return {name: count for name, count in node_macs(source).items() if name not in front}
+
+
+def _float_share(float_names: set[str], backbone: dict[str, int]) -> float:
+    """Share of the backbone's MACs computed by nodes kept in float."""
+    total = sum(backbone.values())
+    return sum(backbone.get(name, 0) for name in float_names) / total if total else 0.0
+
+
+def sensitivity_ranking(source: onnx.ModelProto, quantized: onnx.ModelProto,
+                        calibration: np.ndarray) -> list[str]:
+    """Quantized compute nodes of `quantized`, noisiest first.
+
+    A node's local noise is the sum of the noise-to-signal power of its weight quantization and
+    of the Q/DQ of its output activation, both measured with onnxruntime.quantization's QDQ
+    debugging tools on up to SENSITIVITY_CLIPS calibration clips.
+    """
+    import models  # noqa: F401  (before onnxruntime.quantization: see firmware_export.quantize)
+    from onnxruntime.quantization.qdq_loss_debug import (collect_activations,
+                                                         compute_activation_error,
+                                                         compute_weight_error,
+                                                         create_activation_matching,
+                                                         create_weight_matching,
+                                                         modify_model_output_intermediate_tensors)
+
+    clips = calibration[:SENSITIVITY_CLIPS]
+    with tempfile.TemporaryDirectory(prefix="edgecl-int8-debug-") as folder:
+        paths = {name: str(Path(folder) / f"{name}.onnx")
+                 for name in ("float", "qdq", "float_aug", "qdq_aug")}
+        onnx.save(source, paths["float"])
+        onnx.save(quantized, paths["qdq"])
+        modify_model_output_intermediate_tensors(paths["float"], paths["float_aug"])
+        modify_model_output_intermediate_tensors(paths["qdq"], paths["qdq_aug"])
+        float_acts = collect_activations(paths["float_aug"], WaveformReader(clips))
+        qdq_acts = collect_activations(paths["qdq_aug"], WaveformReader(clips))
+        activation_sqnr = compute_activation_error(
+            create_activation_matching(qdq_acts, float_acts))
+        weight_sqnr = compute_weight_error(create_weight_matching(paths["float"], paths["qdq"]))
+    noise: list[tuple[float, int, str]] = []
+    for index, node in enumerate(source.graph.node):
+        if node.op_type not in COMPUTE_OPS or len(node.input) < 2:
+            continue
+        weight, output = weight_sqnr.get(node.input[1]), activation_sqnr.get(node.output[0])
+        if weight is None:  # not quantized (kept float already)
+            continue
+        power = 10 ** (-weight / 10)
+        if output is not None:
+            power += 10 ** (-output["qdq_err"] / 10)
+        noise.append((-power, index, node.name))
+    return [name for _, _, name in sorted(noise)]
