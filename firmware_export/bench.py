@@ -1,7 +1,9 @@
 """`edgecl bench export RUN_DIR`: what each exported phase costs on a CPU, batch 1, one thread.
 
-Per phase: fp32 and int8 file sizes and their ratio, MACs and parameters per clip (from the
-manifest), the median latency per clip for PyTorch eager, ONNX Runtime fp32 and int8, and the
+Per phase: the export verdicts from the manifest (held-out clips, fp32 max logit difference,
+int8 shipped or withheld, its top-1 agreement and accuracy drop, the float share of the backbone's
+MACs), fp32 and int8 file sizes and their ratio, MACs and parameters per clip, the median latency
+per clip for PyTorch eager, ONNX Runtime fp32 and int8, and the
 front end's share of the ONNX Runtime time (the front-end subgraph, waveform to log-mel, cut out of
 model.onnx and timed alone). Then the front end itself: the fixed-convolution DFT the models use
 against the torch.stft one (ONNX STFT op), alone and inside the full fp32 model.
@@ -23,9 +25,10 @@ from edgecl.errors import EdgeclError
 from firmware_export.layout import INPUT_NAME, MANIFEST, MODEL_FP32, MODEL_INT8
 from firmware_export.runtime import cpu_session
 
-ROW_COLUMNS = ("phase", "classes", "int8", "fp32_kib", "int8_kib", "int8_ratio", "mmacs",
-               "params", "torch_ms", "ort_fp32_ms", "ort_int8_ms", "int8_vs_fp32_latency",
-               "frontend_share_fp32", "frontend_share_int8")
+ROW_COLUMNS = ("phase", "classes", "clips", "fp32_max_diff", "int8", "int8_agreement",
+               "int8_drop_points", "float_share", "fp32_kib", "int8_kib", "int8_ratio", "mmacs",
+               "torch_ms", "ort_fp32_ms", "ort_int8_ms", "int8_vs_fp32_latency",
+               "frontend_share_fp32")
 FRONTEND_COLUMNS = ("frontend", "frontend_ms", "ort_fp32_ms", "frontend_share",
                     "max_abs_logit_diff")
 
@@ -75,6 +78,24 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+def parity_columns(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The export verdicts of one bundle at its largest parity batch, from its manifest."""
+    fp32, int8 = manifest["artifacts"]["fp32"], manifest["artifacts"]["int8"]
+    batch = max(int8["parity_vs_fp32"], key=lambda name: int(name.split("_")[1]))
+    int8_figures = int8["parity_vs_fp32"][batch]
+    search = int8["quantization"]["search"]
+    return {
+        "clips": manifest["parity"]["holdout_clips"],
+        "fp32_max_diff": float(f"{fp32['parity_vs_torch'][batch]['max_abs_logit_diff']:.2g}"),
+        "int8": int8["status"],
+        "int8_agreement": round(int8_figures["top1_agreement"], 4),
+        "int8_drop_points": int8_figures["accuracy_drop_points"],
+        "float_share": search["float_share_of_backbone_macs"],
+        "int8_candidates": search["candidates_tried"],
+        "int8_recipe": search["recipe"],
+    }
+
+
 def bench_phase(folder: Path, clip: np.ndarray, runs: int, warmup: int) -> tuple[dict, Any]:
     """One row of the table for `folder`, and the PyTorch model (None without a checkpoint)."""
     from firmware_export.manifest import verify_bundle
@@ -103,8 +124,7 @@ def bench_phase(folder: Path, clip: np.ndarray, runs: int, warmup: int) -> tuple
         "frontend_ms": _ms(front_ms), "frontend_share_fp32": round(front_ms / fp32_ms, 3),
         "frontend_share_int8": round(front_ms / int8_ms, 3) if int8_shipped else None,
         "int8_vs_fp32_latency": round(int8_ms / fp32_ms, 3) if int8_shipped else None,
-        "int8": manifest["artifacts"]["int8"]["status"],
-        "int8_recipe": manifest["artifacts"]["int8"]["quantization"]["search"]["recipe"],
+        **parity_columns(manifest),
     }
     return row, model
 

@@ -74,6 +74,34 @@ def strip_annotations(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def shorten_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rename every node (n0, n1, ...) and every tensor but the graph's input and output (t0, ...)
+    in graph order, in place. The exporter's names ("model.backbone.layers.11.temporal...") are
+    repeated by every Q/DQ node the quantizer adds: about a quarter of an int8 file. A graph with
+    subgraphs is left alone (its inner names would need scoping). Returns `model`."""
+    graph = model.graph
+    if any(attribute.HasField("g") or attribute.graphs
+           for node in graph.node for attribute in node.attribute):
+        return model
+    keep = {value.name for value in (*graph.input, *graph.output)}
+    renamed: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return renamed.setdefault(name, f"t{len(renamed)}")
+
+    for tensor in graph.initializer:
+        tensor.name = short(tensor.name)
+    for index, node in enumerate(graph.node):
+        node.name = f"n{index}"
+        node.input[:] = [short(name) for name in node.input]
+        node.output[:] = [short(name) for name in node.output]
+    for value in graph.value_info:
+        value.name = short(value.name)
+    return model
+
+
 def set_runtime_metadata(model: onnx.ModelProto, labels: Sequence[str], sample_rate: int,
                          clip_samples: int) -> None:
     """Record labels, sample rate and clip length in the model's metadata_props (replacing any)."""
@@ -120,6 +148,7 @@ def export_onnx(model: nn.Module, *, labels: Sequence[str], sample_rate: int,
         model.train(was_training)
     proto = strip_annotations(program.model_proto)
     compute_dft_basis_in_graph(proto)
+    shorten_names(proto)
     set_runtime_metadata(proto, labels, sample_rate, clip_samples)
     check_model(proto)
     return proto

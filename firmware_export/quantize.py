@@ -21,7 +21,6 @@ saturation alone dropped per-channel top-1 agreement with fp32 from 99% to 96% (
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,8 +138,7 @@ def _name_nodes(model: onnx.ModelProto) -> None:
 
 
 def prepared_source(fp32: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `fp32` with unique node names (nodes_to_exclude matches on names) and the
-    pre-processing mark onnxruntime checks for (its optimizer already ran when we exported)."""
+    """A copy of `fp32` with unique node names (nodes_to_exclude matches on names)."""
     source = onnx.ModelProto()
     source.CopyFrom(fp32)
     _name_nodes(source)
@@ -170,18 +168,19 @@ def quantize_candidate(fp32: onnx.ModelProto, calibration_waveforms: np.ndarray,
     with tempfile.TemporaryDirectory(prefix="edgecl-quant-") as folder:
         output = Path(folder) / "model.int8.onnx"
         cache = None if cache_dir is None else Path(cache_dir) / f"ranges-{recipe.calibration}.json"
-        with _quiet_quantizer():
-            quantize_static(
-                source, output, WaveformReader(calibration_waveforms),
-                quant_format=QuantFormat.QDQ, per_channel=recipe.per_channel,
-                reduce_range=REDUCE_RANGE, activation_type=ACTIVATION_TYPES[recipe.activations],
-                weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
-                calibrate_method=CALIBRATION_METHODS[recipe.calibration],
-                use_external_data_format=False, calibration_cache_path=cache,
-                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
-                               # BatchNormalization scales are rank 1: their channel axis is 0.
-                               "QDQOpTypePerChannelSupportToAxis": {"BatchNormalization": 0}})
+        quantize_static(
+            pre_processed(source, Path(folder)), output, WaveformReader(calibration_waveforms),
+            quant_format=QuantFormat.QDQ, per_channel=recipe.per_channel,
+            reduce_range=REDUCE_RANGE, activation_type=ACTIVATION_TYPES[recipe.activations],
+            weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+            calibrate_method=CALIBRATION_METHODS[recipe.calibration],
+            use_external_data_format=False, calibration_cache_path=cache,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                           # BatchNormalization scales are rank 1: their channel axis is 0.
+                           "QDQOpTypePerChannelSupportToAxis": {"BatchNormalization": 0}})
         proto = onnx.load(str(output), load_external_data=False)
+    store_front_end_matrices_as_int8(proto)
+    del proto.graph.value_info[:]  # shape hints only: ONNX Runtime infers them again at load
     # Carry the runtime metadata (labels, rate, clip length) over from the fp32 model.
     metadata = {p.key: p.value for p in fp32.metadata_props}
     strip_annotations(proto)
@@ -191,17 +190,46 @@ def quantize_candidate(fp32: onnx.ModelProto, calibration_waveforms: np.ndarray,
     return QuantizedModel(proto=proto, recipe=recipe, float_nodes=len(excluded))
 
 
-class _quiet_quantizer:
-    """onnxruntime.quantization logs a pre-processing hint through the root logger on every call;
-    the exported graph was already optimised by the exporter, so the hint is noise here."""
+def store_front_end_matrices_as_int8(model: onnx.ModelProto) -> None:
+    """Store the front end's constant MatMul matrices (the mel filterbank, a third of an int8
+    file) as int8 with one scale per row, rebuilt in float by Cast and Mul. The front end still
+    computes in float (no Q/DQ reaches it) and ONNX Runtime folds the rebuild at load; the
+    filterbank's 8-bit rounding (0.4% of a row's peak) is far below the activation quantization
+    that follows the log."""
+    graph = model.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    matrices = [name for node in front_end_nodes(model) if node.op_type == "MatMul"
+                for name in node.input if name in initializers
+                and len(initializers[name].dims) == 2]
+    rebuild = []
+    for name in dict.fromkeys(matrices):
+        weights = onnx.numpy_helper.to_array(initializers[name]).astype(np.float32)
+        peak = np.abs(weights).max(axis=1, keepdims=True)
+        scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+        codes = np.clip(np.round(weights / scale), -127, 127).astype(np.int8)
+        graph.initializer.remove(initializers[name])
+        graph.initializer.extend([onnx.numpy_helper.from_array(codes, f"{name}_int8"),
+                                  onnx.numpy_helper.from_array(scale, f"{name}_scale")])
+        rebuild += [onnx.helper.make_node("Cast", [f"{name}_int8"], [f"{name}_cast"],
+                                          name=f"{name}_cast", to=onnx.TensorProto.FLOAT),
+                    onnx.helper.make_node("Mul", [f"{name}_cast", f"{name}_scale"], [name],
+                                          name=f"{name}_rebuild")]
+    if rebuild:
+        nodes = rebuild + list(graph.node)
+        del graph.node[:]
+        graph.node.extend(nodes)
 
-    def __enter__(self) -> None:
-        self._root = logging.getLogger()
-        self._level = self._root.level
-        self._root.setLevel(logging.ERROR)
 
-    def __exit__(self, *exc) -> None:
-        self._root.setLevel(self._level)
+def pre_processed(source: onnx.ModelProto, folder: Path) -> onnx.ModelProto:
+    """onnxruntime's quantization pre-processing (shape inference, marked as done so the quantizer
+    does not warn). Its graph optimisation is skipped: the exporter already optimised the graph,
+    and ONNX Runtime's would fold the front end's computed DFT basis back into a stored one."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    plain, prepared = folder / "source.onnx", folder / "prepared.onnx"
+    onnx.save(source, str(plain))
+    quant_pre_process(str(plain), str(prepared), skip_optimization=True)
+    return onnx.load(str(prepared))
 
 
 def quantized_front_end_inputs(model: onnx.ModelProto) -> list[str]:

@@ -145,12 +145,20 @@ def test_int8_graph_is_quantized_but_keeps_the_front_end_in_float(int8_model):
     front_end = _ancestors_of_first_log(int8_model)
     assert {"Conv", "MatMul", "Log"} <= {node.op_type for node in front_end}
     assert not [n.name for n in front_end if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
-    # The DFT and mel weights stay float initializers.
+    # The front end computes in float: its only int8 constant is the stored mel filterbank, which
+    # a Cast and a per-row scale turn back into float before the MatMul.
     initializers = {t.name: t for t in int8_model.graph.initializer}
     front_weights = [name for node in front_end for name in node.input if name in initializers]
     assert front_weights
-    assert all(initializers[name].data_type in (TensorProto.FLOAT, TensorProto.INT64)
-               for name in front_weights)
+    int8_weights = [name for name in front_weights
+                    if initializers[name].data_type not in (TensorProto.FLOAT, TensorProto.INT64)]
+    assert len(int8_weights) == 1 and initializers[int8_weights[0]].data_type == TensorProto.INT8
+    [cast] = [node for node in front_end if int8_weights[0] in node.input]
+    assert cast.op_type == "Cast"
+    [rebuild] = [node for node in front_end if cast.output[0] in node.input]
+    assert rebuild.op_type == "Mul"
+    [mel] = [node for node in front_end if rebuild.output[0] in node.input]
+    assert mel.op_type == "MatMul"
     # Downstream of the log, the first backbone Conv reads a dequantized activation.
     producer = {out: node for node in int8_model.graph.node for out in node.output}
     backbone_convs = [n for n in int8_model.graph.node
