@@ -1,7 +1,9 @@
-"""Device artifacts: ONNX and int8 builds, parity checks, bundle manifests, torch-free runtime.
+"""Device artifacts. The host side (this package's modules: ONNX and int8 builds, the int8 search,
+parity checks, bundle writing, C header, benchmarks) needs torch; `firmware_export.device` (bundle
+layout and verification, resampling, the ONNX Runtime runner) does not.
 
-`export_phase` (torch) is imported on first use, so `import firmware_export.runtime` works on a
-machine without torch.
+`export_phase` (torch) is imported on first use, so `import firmware_export.device.runtime` works
+on a machine without torch.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ import click
 import numpy as np
 
 from edgecl.errors import EdgeclError
-from firmware_export.layout import INPUT_NAME, MANIFEST, MODEL_FP32, MODEL_INT8
-from firmware_export.runtime import cpu_session
+from firmware_export.device.layout import INPUT_NAME, MANIFEST, MODEL_FP32, MODEL_INT8
+from firmware_export.device.runtime import cpu_session
 
 ROW_COLUMNS = ("phase", "classes", "clips", "fp32_max_diff", "int8", "int8_agreement",
                "int8_drop_points", "float_share", "fp32_kib", "int8_kib", "int8_ratio", "mmacs",
@@ -98,7 +98,7 @@ def parity_columns(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def bench_phase(folder: Path, clip: np.ndarray, runs: int, warmup: int) -> tuple[dict, Any]:
     """One row of the table for `folder`, and the PyTorch model (None without a checkpoint)."""
-    from firmware_export.manifest import verify_bundle
+    from firmware_export.device.manifest import verify_bundle
     from firmware_export.run_export import CHECKPOINT_NAME, load_checkpoint
 
     manifest = verify_bundle(folder)

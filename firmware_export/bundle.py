@@ -32,13 +32,13 @@ from edgecl.errors import EdgeclError
 from edgecl.fileio import atomic_write_bytes, atomic_write_json
 from firmware_export import parity
 from firmware_export.c_header import render_c_header
+from firmware_export.device.layout import (BUNDLE_FILES, C_HEADER, INPUT_NAME, LABELS, MANIFEST,
+                                           MANIFEST_FORMAT, MODEL_FP32, MODEL_INT8, OUTPUT_NAME)
+from firmware_export.device.manifest import file_entries
+from firmware_export.device.runtime import cpu_session
 from firmware_export.export import OPSET, export_onnx, serialize
-from firmware_export.layout import (BUNDLE_FILES, C_HEADER, INPUT_NAME, LABELS, MANIFEST,
-                                    MANIFEST_FORMAT, MODEL_FP32, MODEL_INT8, OUTPUT_NAME)
-from firmware_export.manifest import file_entries
 from firmware_export.int8_search import SearchResult, search_int8
 from firmware_export.quantize import REDUCE_RANGE
-from firmware_export.runtime import cpu_session
 
 # MinMax ranges settle after a hundred-odd clips; more only costs calibration time.
 MAX_CALIBRATION_CLIPS = 128

@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 import onnx
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from firmware_export.graph import front_end_nodes
@@ -27,12 +28,10 @@ PREFIX = "dft_basis"
 
 
 def hann_dft_basis(n_fft: int, first_bin: int, n_bins: int) -> np.ndarray:
-    """[2 * n_bins, n_fft] float64: Hann-windowed cosine rows then sine rows for bins first..."""
-    n = np.arange(n_fft)
-    k = np.arange(first_bin, first_bin + n_bins)
-    phase = 2 * math.pi * ((np.outer(k, n)) % n_fft) / n_fft
-    window = 0.5 - 0.5 * np.cos(2 * math.pi * n / n_fft)
-    return np.concatenate([np.cos(phase), np.sin(phase)]) * window
+    """[2 * n_bins, n_fft] float64 rows of the front end's own basis (models.frontend)."""
+    from models.frontend import dft_kernels
+
+    return dft_kernels(n_fft, first_bin, first_bin + n_bins, dtype=torch.float64)[:, 0].numpy()
 
 
 def _match(weight: np.ndarray) -> int | None:
@@ -42,9 +41,9 @@ def _match(weight: np.ndarray) -> int | None:
     rows, n_fft = weight.shape[0], weight.shape[2]
     n_bins = rows // 2
     candidates = range(0, n_fft // 2 + 2 - n_bins)
-    first_rows = np.stack([hann_dft_basis(n_fft, k, 1)[0] for k in candidates]) if candidates else None
-    if first_rows is None:
+    if not candidates:
         return None
+    first_rows = np.stack([hann_dft_basis(n_fft, k, 1)[0] for k in candidates])
     first = int(np.argmin(np.abs(first_rows - weight[0, 0]).max(axis=1)))
     rebuilt = hann_dft_basis(n_fft, first, n_bins)
     return first if np.abs(rebuilt - weight[:, 0, :]).max() <= MATCH_TOLERANCE else None
@@ -95,7 +94,8 @@ def compute_dft_basis_in_graph(model: onnx.ModelProto) -> bool:
     """
     graph = model.graph
     initializers = {tensor.name: tensor for tensor in graph.initializer}
-    convs = [n for n in front_end_nodes(model) if n.op_type == "Conv" and n.input[1] in initializers]
+    convs = [n for n in front_end_nodes(model)
+             if n.op_type == "Conv" and n.input[1] in initializers]
     for conv in convs:
         tensor = initializers[conv.input[1]]
         weight = numpy_helper.to_array(tensor).astype(np.float64)

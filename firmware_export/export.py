@@ -23,25 +23,14 @@ from torch import nn
 from edgecl import __version__
 from edgecl.errors import EdgeclError
 from firmware_export.dft_basis import compute_dft_basis_in_graph
-from firmware_export.layout import (INPUT_NAME, META_CLIP_SAMPLES, META_LABELS, META_SAMPLE_RATE,
-                                    OUTPUT_NAME)
+from models.classifier import LogitsOnly
+from firmware_export.device.layout import (INPUT_NAME, META_CLIP_SAMPLES, META_LABELS,
+                                           META_SAMPLE_RATE, OUTPUT_NAME)
 
 OPSET = 18
 PRODUCER_NAME = "edgecl.firmware_export"
 # Upper bound of the symbolic batch axis; the exporter needs one, devices never reach it.
 MAX_BATCH = 4096
-
-
-class LogitsGraph(nn.Module):
-    """Waveform [B, T] -> logits [B, C] for a model returning logits or (logits, ...)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        output = self.model(waveform)
-        return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def strip_annotations(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -129,7 +118,7 @@ def export_onnx(model: nn.Module, *, labels: Sequence[str], sample_rate: int,
     """
     if opset < 18:
         raise EdgeclError(f"ONNX opset: expected 18 or newer, got {opset}")
-    graph = LogitsGraph(model).cpu()
+    graph = LogitsOnly(model).cpu()
     was_training = model.training
     model.eval()
     example = torch.zeros(2, int(clip_samples), dtype=torch.float32)

@@ -24,14 +24,14 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
+from edgecl.errors import EdgeclError
 from firmware_export import parity
+from firmware_export.device.runtime import cpu_session
 from firmware_export.export import serialize
 from firmware_export.graph import front_end_nodes, node_macs
 from firmware_export.quantize import (QuantizedModel, QuantRecipe, WaveformReader,
                                       default_float_nodes, prepared_source, quantize_candidate,
                                       quantized_front_end_inputs)
-from firmware_export.runtime import cpu_session
-from edgecl.errors import EdgeclError
 
 BASE_RECIPES = (
     QuantRecipe(per_channel=True, calibration="MinMax", activations="uint8"),

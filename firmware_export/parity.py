@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from edgecl.errors import EdgeclError
-from firmware_export.layout import INPUT_NAME
+from firmware_export.device.layout import INPUT_NAME
+from models.classifier import LogitsOnly
 
 LARGE_BATCH = 32
 FP32_MAX_ABS_DIFF = 1e-3
@@ -50,11 +51,11 @@ def ort_runner(sess) -> Runner:
 
 def torch_runner(model: nn.Module) -> Runner:
     """waveforms [B, T] -> logits [B, C] through the PyTorch model in eval mode, no grad."""
+    logits_only = LogitsOnly(model)
+
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            output = model(torch.from_numpy(batch))
-        logits = output[0] if isinstance(output, (tuple, list)) else output
-        return logits.detach().cpu().numpy()
+            return logits_only(torch.from_numpy(batch)).detach().cpu().numpy()
     return run
 
 
@@ -68,11 +69,12 @@ def batched(run: Runner, waveforms: np.ndarray, batch_size: int) -> np.ndarray:
 def compare(reference: np.ndarray, candidate: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     """Figures for candidate vs reference logits on labelled clips (accuracies in percent)."""
     ranked = np.sort(reference, axis=1)
-    margin = ranked[:, -1] - ranked[:, -2] if reference.shape[1] > 1 else np.full(len(targets), np.inf)
+    margin = (ranked[:, -1] - ranked[:, -2] if reference.shape[1] > 1
+              else np.full(len(targets), np.inf))
     changed = reference.argmax(axis=1) != candidate.argmax(axis=1)
     ref_right = reference.argmax(axis=1) == targets
     cand_right = candidate.argmax(axis=1) == targets
-    n_clips, differ = len(targets), int(np.sum(reference.argmax(axis=1) != candidate.argmax(axis=1)))
+    n_clips, differ = len(targets), int(np.sum(changed))
     lost, gained = int(np.sum(ref_right & ~cand_right)), int(np.sum(~ref_right & cand_right))
     accuracy_ref = 100.0 * float(np.mean(ref_right))
     accuracy_cand = 100.0 * float(np.mean(cand_right))

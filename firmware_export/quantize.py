@@ -38,7 +38,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from edgecl.errors import EdgeclError
 from firmware_export.export import check_model, strip_annotations
 from firmware_export.graph import consumers, front_end_nodes, producers
-from firmware_export.layout import INPUT_NAME
+from firmware_export.device.layout import INPUT_NAME
 
 CALIBRATION_BATCH = 16
 REDUCE_RANGE = True

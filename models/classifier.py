@@ -48,11 +48,13 @@ class SoundClassifier(nn.Module):
 
 
 class LogitsOnly(nn.Module):
-    """Waveform in, logits out: the single-output graph that goes to ONNX."""
+    """Waveform in, logits out: the single-output graph that goes to ONNX, for a model returning
+    logits or (logits, embedding, ...)."""
 
-    def __init__(self, model: SoundClassifier) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.model(waveform)[0]
+        output = self.model(waveform)
+        return output[0] if isinstance(output, (tuple, list)) else output

@@ -123,15 +123,17 @@ def used_bins(filterbank: torch.Tensor) -> tuple[int, int]:
     return int(nonzero[0]), int(nonzero[-1]) + 1
 
 
-def dft_kernels(n_fft: int, first_bin: int, last_bin: int) -> torch.Tensor:
-    """Hann-windowed DFT basis as Conv1d weights [2 * bins, 1, n_fft]: cosine rows, then sine rows."""
+def dft_kernels(n_fft: int, first_bin: int, last_bin: int,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Hann-windowed DFT basis as Conv1d weights [2 * bins, 1, n_fft]: cosine rows, then sine rows.
+    The one definition of the basis: the exporter matches stored weights against it."""
     n = torch.arange(n_fft, dtype=torch.float64)
     k = torch.arange(first_bin, last_bin, dtype=torch.float64)
     window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
     phase = 2.0 * math.pi * torch.outer(k, n) / n_fft
     # The sign of the sine part does not matter: only the power spectrum is used.
     basis = torch.cat([torch.cos(phase), torch.sin(phase)]) * window
-    return basis.to(torch.float32).unsqueeze(1)
+    return basis.to(dtype).unsqueeze(1)
 
 
 class FramedDft(nn.Module):

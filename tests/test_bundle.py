@@ -20,7 +20,7 @@ from export_helpers import (CLASSES, CLIP_SAMPLES, SAMPLE_RATE, exported_bundle,
                             tones, trained_model)
 from firmware_export import parity
 from firmware_export.bundle import export_phase
-from firmware_export.manifest import verify_bundle
+from firmware_export.device.manifest import verify_bundle
 from models.profile import count_macs, count_parameters
 
 pytestmark = pytest.mark.filterwarnings("ignore")

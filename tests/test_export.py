@@ -290,7 +290,7 @@ def test_export_command_rebuilds_bundles_from_checkpoints(tmp_path, fp32_bytes, 
     import firmware_export.bundle as bundle_module
     from edgecl.cli import main
     from firmware_export.export import set_runtime_metadata
-    from firmware_export.manifest import verify_bundle
+    from firmware_export.device.manifest import verify_bundle
 
     run, plan = _write_tone_run(tmp_path, trained_model())
 

@@ -22,8 +22,8 @@ from edgecl.cli import main
 from edgecl.errors import EdgeclError
 from export_helpers import one_thread  # noqa: F401 (module-wide fixture)
 from export_helpers import CLASSES, CLIP_SAMPLES, SAMPLE_RATE, exported_bundle
-from firmware_export.resample import resample
-from firmware_export.runtime import classify, load_model, read_clip
+from firmware_export.device.resample import resample
+from firmware_export.device.runtime import classify, load_model, read_clip
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -219,7 +219,7 @@ def test_runtime_and_infer_command_run_without_torch(bundle, clips):
             pass
         else:
             raise SystemExit("torch import was not blocked")
-        from firmware_export.runtime import classify, load_model
+        from firmware_export.device.runtime import classify, load_model
         [prediction] = classify(load_model({str(model)!r}), [{str(clip)!r}], top_k=1)
         print(prediction.labels[0])
         from edgecl.cli import main

@@ -26,7 +26,7 @@ def infer_command(model: str, clips: tuple[str, ...], top_k: int, threads: int,
     shorter ones zero-padded to the model's clip length. Runs on numpy, soundfile and ONNX
     Runtime only.
     """
-    from firmware_export.runtime import classify, load_model
+    from firmware_export.device.runtime import classify, load_model
 
     loaded = load_model(model, threads=threads)
     predictions = classify(loaded, clips, top_k=top_k)

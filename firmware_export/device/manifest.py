@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from edgecl.errors import EdgeclError
-from firmware_export.layout import MANIFEST, MANIFEST_FORMAT
+from firmware_export.device.layout import MANIFEST, MANIFEST_FORMAT
 
 _CHUNK = 1 << 20
 

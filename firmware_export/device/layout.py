@@ -1,6 +1,6 @@
 """Names shared by the exporter and the torch-free runtime: bundle files, graph I/O, model metadata.
 
-Kept free of heavy imports so firmware_export.runtime can use it on a machine without torch.
+Kept free of heavy imports so firmware_export.device.runtime can use it on a machine without torch.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Run an exported model on WAV files with numpy, soundfile and onnxruntime only (no torch).
 
-`load_model` opens a model file or a bundle folder (its device model); when a file sits in a bundle (a manifest.json beside it listing it),
-every bundle file is verified against its sha256 first and the labels come from labels.json;
+`load_model` opens a model file or a bundle folder (its device model); when a file sits in a
+bundle (a manifest.json beside it listing it), every bundle file is verified against its sha256 first and the labels come from labels.json;
 a lone model file describes itself through its ONNX metadata. `read_clip` prepares audio the way
 training did (channels averaged, resampled with the same windowed-sinc filter as torchaudio,
 cropped or zero-padded at the end, clipped to [-1, 1]). `classify` returns the top-k labels.
@@ -20,10 +20,10 @@ import onnxruntime as ort
 
 from edgecl.audio import fit_length, read_audio
 from edgecl.errors import EdgeclError
-from firmware_export.layout import (INPUT_NAME, LABELS, MANIFEST, META_CLIP_SAMPLES, META_LABELS,
-                                    META_SAMPLE_RATE)
-from firmware_export.manifest import read_manifest, verify_bundle
-from firmware_export.resample import resample
+from firmware_export.device.layout import (INPUT_NAME, LABELS, MANIFEST, META_CLIP_SAMPLES,
+                                           META_LABELS, META_SAMPLE_RATE)
+from firmware_export.device.manifest import read_manifest, verify_bundle
+from firmware_export.device.resample import resample
 
 
 @dataclass
