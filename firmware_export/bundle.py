@@ -215,6 +215,7 @@ def write_bundle(out_dir: Path, files: dict[str, bytes],
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    recover_interrupted_swap(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         for name, data in files.items():
@@ -257,6 +258,30 @@ def _link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
+
+
+def recover_interrupted_swap(out_dir: Path) -> str | None:
+    """Finish what a killed bundle write left beside `out_dir`; returns what was done, if any.
+
+    A write stages the new bundle in `.<name>.*.tmp`, moves the old folder to `.<name>.*.old`,
+    renames the staging folder in, then deletes the old one. Killed between the two renames, the
+    phase folder is missing and the old one (with the trainer's checkpoint) sits aside: it is put
+    back, the interrupted new bundle is dropped, and the write can simply be repeated. Leftover
+    staging or retired folders next to a present phase folder are deleted.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.parent.is_dir():
+        return None
+    retired = sorted(out_dir.parent.glob(f".{out_dir.name}.*.old"), key=lambda p: p.stat().st_mtime)
+    staged = list(out_dir.parent.glob(f".{out_dir.name}.*.tmp"))
+    action = None
+    if not out_dir.exists() and retired:
+        os.replace(retired.pop(), out_dir)
+        action = f"restored {out_dir} from an interrupted bundle swap"
+    for leftover in retired + staged:
+        shutil.rmtree(leftover, ignore_errors=True)
+        action = action or f"removed {len(retired) + len(staged)} leftover staging folder(s)"
+    return action
 
 
 def _swap_in(staging: Path, out_dir: Path) -> None:

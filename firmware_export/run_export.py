@@ -49,7 +49,14 @@ def export_seen_tasks(model, phase_dir: str | os.PathLike, *, phase: int, classe
 
 
 def phase_dirs(run_dir: Path, phase: int | None) -> list[Path]:
-    """phase_<i> folders holding a checkpoint, in phase order (only phase `phase` if given)."""
+    """phase_<i> folders holding a checkpoint, in phase order (only phase `phase` if given).
+    A phase folder left aside by an interrupted bundle swap is put back first."""
+    from firmware_export.bundle import recover_interrupted_swap
+
+    for retired in run_dir.glob(".phase_*.old"):
+        name = retired.name[1:].split(".", 1)[0]
+        if name.startswith("phase_"):
+            recover_interrupted_swap(run_dir / name)
     found = sorted((p for p in run_dir.glob("phase_*") if (p / CHECKPOINT_NAME).is_file()
                     and p.name.split("_", 1)[1].isdigit()), key=lambda p: int(p.name.split("_")[1]))
     if phase is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 
 import numpy as np
@@ -148,6 +149,30 @@ def test_reexport_replaces_the_bundle_atomically_and_keeps_other_files(tmp_path,
     for name in BUNDLE_FILES:
         assert (phase_dir / name).read_bytes() == (bundle.folder / name).read_bytes(), name
     assert [p.name for p in tmp_path.iterdir()] == ["phase_0"]  # no staging folders left
+
+
+def test_a_swap_killed_between_its_renames_is_rolled_back_on_next_open(tmp_path,
+                                                                       reuse_fp32_export):
+    from firmware_export.bundle import recover_interrupted_swap
+    from firmware_export.run_export import phase_dirs
+
+    phase_dir = tmp_path / "phase_0"
+    _export(phase_dir)
+    (phase_dir / "checkpoint.pt").write_bytes(b"trainer checkpoint")
+    before = {p.name: p.read_bytes() for p in phase_dir.iterdir()}
+
+    # What a kill between the swap's two renames leaves: the old folder moved aside and the
+    # complete new bundle still staged under a hidden name.
+    os.replace(phase_dir, tmp_path / ".phase_0.k1ll.old")
+    shutil.copytree(tmp_path / ".phase_0.k1ll.old", tmp_path / ".phase_0.n3w.tmp")
+    assert not phase_dir.exists()
+    # Opening the run for export puts the old folder back, checkpoint included.
+    assert phase_dirs(tmp_path, None) == [phase_dir]
+    assert {p.name: p.read_bytes() for p in phase_dir.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["phase_0"]
+    (tmp_path / ".phase_0.abc.tmp").mkdir()
+    assert recover_interrupted_swap(phase_dir).startswith("removed 1 leftover")
+    assert [p.name for p in tmp_path.iterdir()] == ["phase_0"]
 
 
 def test_an_fp32_parity_miss_raises_with_the_figures_and_writes_nothing(tmp_path, monkeypatch,

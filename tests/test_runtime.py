@@ -100,14 +100,58 @@ def test_short_clips_are_zero_padded_and_long_ones_cropped(tmp_path):
     assert read_clip(path, SAMPLE_RATE, 300).tolist() == ramp[:300].tolist()
 
 
-def test_a_lone_model_file_uses_its_own_metadata(bundle, clips, tmp_path):
+def test_a_model_file_without_its_manifest_runs_only_when_asked_to(bundle, clips, tmp_path):
     lone = tmp_path / "device.onnx"
     shutil.copy(bundle.folder / "model.int8.onnx", lone)
-    model = load_model(lone)
+    with pytest.raises(EdgeclError, match=r"device\.onnx: exported by edgecl as part of a bundle, "
+                                          r"but no manifest\.json .* pass --bare"):
+        load_model(lone)
+    model = load_model(lone, bare=True)
     assert model.manifest is None
     assert (model.labels, model.sample_rate, model.clip_samples) == (CLASSES, SAMPLE_RATE,
                                                                      CLIP_SAMPLES)
     assert classify(model, [clips[3][0]], top_k=1)[0].labels == [clips[3][1]]
+    refused = CliRunner().invoke(main, ["infer", str(lone), str(clips[3][0])])
+    assert refused.exit_code == 2 and refused.output.count("\n") == 1
+    bare = CliRunner().invoke(main, ["infer", str(lone), str(clips[3][0]), "--bare"])
+    assert bare.exit_code == 0 and f": {clips[3][1]} " in bare.output
+
+
+def test_a_manifest_whose_runtime_fields_disagree_with_the_model_is_refused(bundle, tmp_path):
+    """manifest.json is the hash list itself: an edit there must still not change how clips are
+    prepared. Its fields are checked against the model's own metadata."""
+    copy = tmp_path / "phase_0"
+    shutil.copytree(bundle.folder, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["sample_rate"] = 44100
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgeclError, match=r"manifest\.json: sample_rate 44100 does not match "
+                                          r"model\.int8\.onnx's own 8000; the bundle was edited"):
+        load_model(copy)
+    manifest["sample_rate"], manifest["clip_samples"] = SAMPLE_RATE, 100
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgeclError, match="clip_samples 100 does not match"):
+        load_model(copy / "model.onnx")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("edgecl.sample_rate", "0", r"sample_rate 0 is not a sample rate"),
+    ("edgecl.clip_samples", str(10 ** 11), r"clip_samples 100000000000 is not a clip length"),
+    ("edgecl.clip_samples", "100", r"takes 4000 samples but its metadata says 100"),
+    ("edgecl.labels", "[]", r"labels must be a non-empty list"),
+    ("edgecl.labels", "not json", r"no edgecl metadata"),
+])
+def test_absurd_model_metadata_is_a_clear_error(bundle, tmp_path, key, value, message):
+    import onnx
+
+    model = onnx.load(str(bundle.folder / "model.onnx"))
+    for prop in model.metadata_props:
+        if prop.key == key:
+            prop.value = value
+    path = tmp_path / "edited.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(EdgeclError, match=message):
+        load_model(path, bare=True)
 
 
 def test_a_file_that_is_not_onnx_is_a_clear_error(tmp_path):

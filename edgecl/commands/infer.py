@@ -14,8 +14,11 @@ import click
               help="Labels printed per clip.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="ONNX Runtime intra-op threads.")
+@click.option("--bare", is_flag=True,
+              help="Run a model file on its own, without its bundle's manifest.json: nothing is "
+                   "verified and the model's metadata names its labels, rate and clip length.")
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
-def infer_command(model: str, clips: tuple[str, ...], top_k: int, threads: int,
+def infer_command(model: str, clips: tuple[str, ...], top_k: int, threads: int, bare: bool,
                   as_json: bool) -> None:
     """Classify WAV clips with an exported model: a bundle folder (WORKSPACE/RUN/phase_<i>, which
     runs the model the bundle ships for devices: int8 when it met its parity rule, else fp32) or
@@ -28,7 +31,7 @@ def infer_command(model: str, clips: tuple[str, ...], top_k: int, threads: int,
     """
     from firmware_export.device.runtime import classify, load_model
 
-    loaded = load_model(model, threads=threads)
+    loaded = load_model(model, threads=threads, bare=bare)
     predictions = classify(loaded, clips, top_k=top_k)
     if as_json:
         click.echo(json.dumps({"model": str(loaded.path), "labels": loaded.labels,

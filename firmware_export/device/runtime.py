@@ -66,20 +66,25 @@ def cpu_session(model: bytes | str, threads: int = 1) -> ort.InferenceSession:
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def load_model(path: str | os.PathLike, *, threads: int = 1, verify: bool = True) -> LoadedModel:
-    """Open `path` with ONNX Runtime (CPU, `threads` intra-op threads).
+MAX_SAMPLE_RATE = 384_000
+MAX_CLIP_SECONDS = 600
 
-    If a manifest.json in the same folder lists the file, the bundle is verified (sha256 of every
-    file) unless `verify` is False, and labels, sample rate and clip length come from the bundle.
-    Raises EdgeclError for a missing file, a file that is not ONNX, or a bundle that fails
-    verification.
+
+def load_model(path: str | os.PathLike, *, threads: int = 1, bare: bool = False) -> LoadedModel:
+    """Open a model file or a bundle folder with ONNX Runtime (CPU, `threads` intra-op threads).
+
+    In a bundle (a manifest.json beside the file, listing it) every bundle file is verified
+    against its sha256 first, and the manifest's labels, sample rate and clip length must equal
+    the ones the model file carries in its own metadata. A model exported by edgecl whose manifest
+    is missing is refused unless `bare` is set: then the model file alone is trusted and its
+    metadata describes it. Raises EdgeclError naming the file for every fault.
     """
     path = Path(path)
     if path.is_dir():
         path = device_model_path(path)
     if not path.is_file():
         raise EdgeclError(f"{path}: model file not found")
-    manifest = _bundle_manifest(path, verify)
+    manifest = None if bare else _bundle_manifest(path)
     try:
         session = cpu_session(str(path), threads)
     except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf/InvalidGraph types
@@ -88,14 +93,20 @@ def load_model(path: str | os.PathLike, *, threads: int = 1, verify: bool = True
     inputs = [i.name for i in session.get_inputs()]
     if inputs != [INPUT_NAME]:
         raise EdgeclError(f"{path}: expected one input named {INPUT_NAME!r}, found {inputs}")
+    labels, sample_rate, clip_samples = _metadata(path, session)
+    if manifest is None and not bare:
+        raise EdgeclError(f"{path}: exported by edgecl as part of a bundle, but no {MANIFEST} is "
+                          f"beside it to verify it; restore the bundle's {MANIFEST}, or pass "
+                          f"--bare to run the model file alone, unverified")
     if manifest is not None:
-        labels = _read_labels(path.parent / LABELS)
-        sample_rate, clip_samples = int(manifest["sample_rate"]), int(manifest["clip_samples"])
-    else:
-        labels, sample_rate, clip_samples = _metadata(path, session)
+        _check_against_manifest(path, manifest, labels, sample_rate, clip_samples)
     n_outputs = session.get_outputs()[0].shape[-1]
     if isinstance(n_outputs, int) and n_outputs != len(labels):
         raise EdgeclError(f"{path}: the model has {n_outputs} outputs but {len(labels)} labels")
+    n_samples = session.get_inputs()[0].shape[-1]
+    if isinstance(n_samples, int) and n_samples != clip_samples:
+        raise EdgeclError(f"{path}: the model takes {n_samples} samples but its metadata says "
+                          f"{clip_samples}")
     return LoadedModel(path=path, session=session, labels=labels, sample_rate=sample_rate,
                        clip_samples=clip_samples, manifest=manifest)
 
@@ -112,16 +123,31 @@ def device_model_path(folder: Path) -> Path:
     return folder / name
 
 
-def _bundle_manifest(path: Path, verify: bool) -> dict[str, Any] | None:
+def _bundle_manifest(path: Path) -> dict[str, Any] | None:
+    """The verified manifest of the bundle `path` belongs to, or None when none is beside it."""
     manifest_path = path.parent / MANIFEST
     if not manifest_path.is_file():
         return None
-    if not verify:
-        return json.loads(manifest_path.read_text(encoding="utf-8"))
     manifest = verify_bundle(path.parent)
     if path.name not in manifest["files"]:
         raise EdgeclError(f"{path}: not listed in the bundle manifest {manifest_path}")
     return manifest
+
+
+def _check_against_manifest(path: Path, manifest: dict[str, Any], labels: list[str],
+                            sample_rate: int, clip_samples: int) -> None:
+    """The manifest and labels.json are hashed, but their runtime fields could still disagree
+    with the model (a hand-edited manifest with fresh hashes): refuse to run on a mismatch."""
+    bundle_labels = _read_labels(path.parent / LABELS)
+    for field_name, bundle_value, model_value in (
+            ("sample_rate", manifest.get("sample_rate"), sample_rate),
+            ("clip_samples", manifest.get("clip_samples"), clip_samples),
+            ("classes", manifest.get("classes"), labels),
+            (LABELS, bundle_labels, labels)):
+        if bundle_value != model_value:
+            raise EdgeclError(f"{path.parent / MANIFEST}: {field_name} {bundle_value!r} does not "
+                              f"match {path.name}'s own {model_value!r}; the bundle was edited, "
+                              f"re-export it")
 
 
 def _read_labels(path: Path) -> list[str]:
@@ -135,15 +161,23 @@ def _read_labels(path: Path) -> list[str]:
 
 
 def _metadata(path: Path, session: ort.InferenceSession) -> tuple[list[str], int, int]:
+    """(labels, sample rate, clip samples) from the model's own metadata, checked for sense."""
     meta = session.get_modelmeta().custom_metadata_map
     try:
         labels = json.loads(meta[META_LABELS])
-        return [str(label) for label in labels], int(meta[META_SAMPLE_RATE]), \
-            int(meta[META_CLIP_SAMPLES])
+        sample_rate, clip_samples = int(meta[META_SAMPLE_RATE]), int(meta[META_CLIP_SAMPLES])
     except (KeyError, ValueError, TypeError):
-        raise EdgeclError(f"{path}: no bundle manifest beside it and no edgecl metadata (labels, "
-                          f"sample rate, clip length) inside; expected a model exported by edgecl"
-                          ) from None
+        raise EdgeclError(f"{path}: no edgecl metadata (labels, sample rate, clip length) inside; "
+                          f"expected a model exported by edgecl") from None
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise EdgeclError(f"{path}: metadata {META_LABELS} must be a non-empty list of names")
+    if not 1 <= sample_rate <= MAX_SAMPLE_RATE:
+        raise EdgeclError(f"{path}: metadata {META_SAMPLE_RATE} {sample_rate} is not a sample "
+                          f"rate in [1, {MAX_SAMPLE_RATE}] Hz")
+    if not 1 <= clip_samples <= MAX_CLIP_SECONDS * sample_rate:
+        raise EdgeclError(f"{path}: metadata {META_CLIP_SAMPLES} {clip_samples} is not a clip "
+                          f"length in [1, {MAX_CLIP_SECONDS} s x the sample rate] samples")
+    return labels, sample_rate, clip_samples
 
 
 def read_clip(path: str | os.PathLike, sample_rate: int, clip_samples: int) -> np.ndarray:
