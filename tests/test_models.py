@@ -15,7 +15,6 @@ from models.head import ClassifierHead
 from models.profile import count_parameters
 
 # One thread: on a shared 2-core machine OpenMP spin-waiting makes 2 threads 10x slower.
-torch.set_num_threads(1)
 
 
 def _build(name: str, n_classes: int = 10, rate: int = 8000, seed: int = 0, **kwargs):

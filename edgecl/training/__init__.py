@@ -1,6 +1,7 @@
 """One phase of supervised training: the loop, early stopping and the stop condition."""
 
-from edgecl.training.loop import (FitReport, PhaseData, StopCondition, Unlimited, evaluate, fit,
-                                  predict)
+from edgecl.training.loop import FitReport, PhaseData, evaluate, fit, predict
+from edgecl.training.stop import ComputeBudget, PhaseMeter, StopCondition
 
-__all__ = ["FitReport", "PhaseData", "StopCondition", "Unlimited", "evaluate", "fit", "predict"]
+__all__ = ["ComputeBudget", "FitReport", "PhaseData", "PhaseMeter", "StopCondition", "evaluate",
+           "fit", "predict"]

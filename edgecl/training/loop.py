@@ -2,7 +2,7 @@
 validation split with the best weights restored.
 
 When training stops is decided in two places only: `fit`'s epoch/patience rule (the published
-schedule) and a StopCondition asked before every optimizer step (compute budgets plug in there).
+schedule) and a StopCondition asked before every optimizer step (edgecl.training.stop).
 """
 
 from __future__ import annotations
@@ -15,28 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-
-class StopCondition:
-    """Asked before every optimizer step whether the phase must stop; told after each step.
-    The base class never stops. `reason` says why it stopped (or None)."""
-
-    reason: str | None = None
-
-    def start(self) -> None:
-        """Called when the phase's training starts."""
-
-    def should_stop(self, batch_size: int) -> bool:
-        """True when the next step (on `batch_size` clips) must not be taken."""
-        return False
-
-    def step_done(self, batch_size: int) -> None:
-        """Called after each optimizer step."""
-
-    def finish(self) -> None:
-        """Called when the phase's training ends."""
-
-
-Unlimited = StopCondition
+from edgecl.training.stop import StopCondition
 
 
 @dataclass
