@@ -166,3 +166,6 @@ def test_trailing_batch_of_one_is_folded_in():
     report = fit(TinyNet(), _data(17, 0), _data(4, 1), epochs=1, batch_size=8, lr=1e-3,
                  patience=0, generator=torch.Generator().manual_seed(0))
     assert report.steps == 2  # 8 + 9, never a batch of one
+    report = fit(TinyNet(), _data(9, 0), _data(4, 1), epochs=1, batch_size=8, lr=1e-3,
+                 patience=0, generator=torch.Generator().manual_seed(0))
+    assert report.steps == 1  # 8 + 1 folded into one batch of 9 (two chunks: was an IndexError)

@@ -45,7 +45,8 @@ def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     chunks = list(torch.split(order, batch_size))
     # A trailing batch of one clip breaks BatchNorm's training statistics: fold it in.
     if len(chunks) > 1 and len(chunks[-1]) == 1:
-        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
+        last = chunks.pop()  # popped first: with two chunks, chunks[-2] is gone after the pop
+        chunks[-1] = torch.cat([chunks[-1], last])
     return chunks
 
 
