@@ -150,6 +150,7 @@ def _randomise_batchnorm_statistics(model: nn.Module) -> None:
             module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
 
 
+@pytest.mark.slow  # end to end: the whole model through the ONNX exporter (~20 s)
 def test_full_model_exports_to_onnx_and_matches(tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     model = _build("bc-resnet")

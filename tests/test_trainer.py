@@ -31,8 +31,14 @@ def _config(manifest, workspace, **overrides):
     return RunConfig(**base)
 
 
-SAMPLER_RUNS = [("random", "noisytune"), ("reservoir", "noisytune"), ("prototype", "noisytune"),
-                ("uncertainty", "shift"), ("uncertainty", "noise"), ("uncertainty", "noisytune")]
+# The default suite runs two of them (an embedding sampler and the uncertainty sampler); the
+# rest are slow (each is a whole three-phase run).
+SAMPLER_RUNS = [pytest.param("random", "noisytune", marks=pytest.mark.slow),
+                pytest.param("reservoir", "noisytune", marks=pytest.mark.slow),
+                ("prototype", "noisytune"),
+                pytest.param("uncertainty", "shift", marks=pytest.mark.slow),
+                pytest.param("uncertainty", "noise", marks=pytest.mark.slow),
+                ("uncertainty", "noisytune")]
 
 
 @pytest.mark.parametrize("mem_manage, metric", SAMPLER_RUNS)
@@ -82,6 +88,7 @@ def test_joint_trains_every_class_in_one_phase(manifest, tmp_path):
     assert results["BWT"] is None and results["memory_update_seconds"] == [None]
 
 
+@pytest.mark.slow  # four whole runs
 def test_same_seed_same_numbers_and_cache_changes_nothing(manifest, tmp_path):
     keys = ("phase_accuracy", "accuracy_matrix", "memory_balance", "classes")
     first = train(_config(manifest, tmp_path / "one", mem_manage="prototype"))
