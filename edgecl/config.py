@@ -53,7 +53,7 @@ class RunConfig:
     width: int = 40
     mode: str = "replay"
     mem_manage: str = "prototype"
-    sampler_options: Mapping[str, Any] = field(default_factory=dict)
+    sampler_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
     memory_size: int = 500
     memory_format: str = "float32"
     # Device budgets: a byte budget sets the memory's capacity in exemplars of
