@@ -28,7 +28,7 @@ from edgecl.items import ClipItems
 from edgecl.memory_update import build_memory, update_memory
 from edgecl.results import PhaseRecord, RunLog, build_results, phase_table, write_results
 from edgecl.run_folder import LOG_NAME, checkpoint_path, load_plan, phase_dir, save_checkpoint
-from edgecl.training import PhaseData, PhaseMeter, StopCondition, fit, predict
+from edgecl.training import PhaseData, PhaseMeter, StopCondition, fit, task_accuracy
 
 
 def set_determinism(seed: int, threads: int) -> None:
@@ -120,7 +120,7 @@ class ContinualRun:
                  f"{self.split.clip_seconds} s")
         results: dict[str, Any] = {}
         for phase, tasks in enumerate(self._phases()):
-            self.records.append(self._run_phase(phase, tasks))
+            self.records.append(self.run_phase(phase, tasks))
             results = self._results(complete=False)
             write_results(self.run_dir, results)
         results = self._results(complete=True)
@@ -134,14 +134,16 @@ class ContinualRun:
         self.log.close()
         return results
 
-    def _run_phase(self, phase: int, tasks: list) -> PhaseRecord:
+    def run_phase(self, phase: int, tasks: list) -> PhaseRecord:
+        """Train, update the memory, test on every seen task, save and export one phase."""
         trained = self.train_phase(phase, tasks)
         record, seen = trained.record, trained.record.seen_classes
         if self.memory is not None:
             self.update_memory(phase, trained)
         else:
             record.details.update(memory_bytes=None, memory_exemplars=None, memory_update_macs=None)
-        record.task_accuracy, record.accuracy = self._test(trained.seen_tasks)
+        record.task_accuracy, record.accuracy = task_accuracy(
+            self.model, self.items.clip_data, trained.seen_tasks)
         record.details["peak_rss_bytes"] = peak_rss_bytes()
         self.log(f"  test accuracy on {len(seen)} classes: {_pct(record.accuracy)}; per task "
                  + " ".join(f"{a:.3f}" for a in record.task_accuracy))
@@ -237,18 +239,6 @@ class ContinualRun:
         self.log(f"  memory update by {self.sampler.name}: {len(self.memory)}/"
                  f"{self.memory.capacity} exemplars in {record.memory_update_seconds:.2f} s; "
                  f"per class {record.memory_balance}")
-
-    def _test(self, seen_tasks: list) -> tuple[list[float], float]:
-        """Accuracy per seen task and on all of their test clips together."""
-        labelled = [lc for task in seen_tasks for lc in task.test]
-        data = self.items.clip_data(labelled)
-        correct = (predict(self.model, data) == data.targets).numpy()
-        per_task, start = [], 0
-        for task in seen_tasks:
-            part = correct[start:start + len(task.test)]
-            per_task.append(float(part.mean()) if len(part) else 0.0)
-            start += len(task.test)
-        return per_task, float(correct.mean()) if len(correct) else 0.0
 
     def _export_phase(self, phase_dir: Path, phase: int, seen: list[str],
                       new_clips: list) -> dict[str, Any] | None:

@@ -35,7 +35,7 @@ def time_memory_updates(run, sampler_values: dict, repeats: int) -> list[dict]:
     from edgecl.samplers import build_sampler
 
     tasks = run.plan.tasks
-    run.records.append(run._run_phase(0, [tasks[0]]))
+    run.records.append(run.run_phase(0, [tasks[0]]))
     trained = run.train_phase(1, [tasks[1]])
     for lc in trained.new_clips:  # read the audio once, outside the timings
         run.audio.waveform(lc.clip)

@@ -88,6 +88,21 @@ def predict(model, data: PhaseData, batch_size: int = 128) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
 
+def task_accuracy(model, clip_data: Callable[[list], PhaseData],
+                  tasks: Sequence) -> tuple[list[float], float]:
+    """Accuracy on each task's test clips and on all of them together; `clip_data(labelled)` is
+    the PhaseData of a list of LabelledClips."""
+    labelled = [lc for task in tasks for lc in task.test]
+    data = clip_data(labelled)
+    correct = (predict(model, data) == data.targets).numpy()
+    per_task, start = [], 0
+    for task in tasks:
+        part = correct[start:start + len(task.test)]
+        per_task.append(float(part.mean()) if len(part) else 0.0)
+        start += len(task.test)
+    return per_task, float(correct.mean()) if len(correct) else 0.0
+
+
 def evaluate(model, data: PhaseData, batch_size: int = 128) -> float | None:
     """Accuracy on `data` (None when it is empty)."""
     if len(data) == 0:
