@@ -105,3 +105,29 @@ def load_audio(path: str | os.PathLike, sample_rate: int,
         mono = fit_length(mono, int(clip_samples))
     # Float files may exceed full scale and resampling can overshoot slightly.
     return np.clip(mono, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+WAVEFORM_RAM_BYTES = 512 * 1024 * 1024  # keep decoded clips in RAM up to this much
+
+
+class ClipAudio:
+    """Waveforms of dataset clips at the model's rate and length, cached in RAM up to a limit."""
+
+    def __init__(self, sample_rate: int, clip_samples: int, ram_bytes: int = WAVEFORM_RAM_BYTES):
+        self.sample_rate, self.clip_samples = sample_rate, clip_samples
+        self._room = ram_bytes // max(1, 4 * clip_samples)
+        self._cache: dict[str, np.ndarray] = {}
+
+    def waveform(self, clip) -> np.ndarray:
+        """The clip (an edgecl.data.Clip) as a float32 waveform of `clip_samples` samples."""
+        key = str(clip.path)
+        if key in self._cache:
+            return self._cache[key]
+        wave = load_audio(clip.path, self.sample_rate, self.clip_samples)
+        if len(self._cache) < self._room:
+            self._cache[key] = wave
+        return wave
+
+    def loader(self, clip):
+        """A zero-argument callable returning `waveform(clip)`."""
+        return lambda: self.waveform(clip)

@@ -7,28 +7,25 @@ is 0.2 as in the paper's description (the published code's default is 0.4).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from edgecl.errors import EdgeclError
 
-DATASETS = ("synthetic", "ESC-50", "TAU-ASC", "manifest")
-MODELS = ("bc-resnet", "baseline")
 MODES = ("finetune", "replay", "joint")
-MEM_MANAGERS = ("random", "reservoir", "prototype", "uncertainty")
-UNCERT_METRICS = ("shift", "noise", "noisytune")
-METRIC_KS = (2, 4, 6)
 
-MEMORY_FORMATS = ("float32", "pcm16", "mulaw8", "logmel8")  # edgecl.memory.formats
-
-# Options that only make sense with a replay memory / with the uncertainty sampler.
-MEMORY_OPTIONS = ("mem_manage", "uncert_metric", "metric_k", "noise_lambda", "memory_size",
-                  "memory_bytes", "memory_format", "code_new_clips")
-UNCERTAINTY_OPTIONS = ("uncert_metric", "metric_k", "noise_lambda")
-
-# (n_tasks, n_init_cls, n_cls_a_task) of the published experiments.
-PUBLISHED_TASKS = {"TAU-ASC": (5, 2, 2), "ESC-50": (5, 10, 10)}
+# Options that only make sense with a replay memory (every sampler's own options too, see
+# memory_options()).
+_MEMORY_FIELDS = ("mem_manage", "memory_size", "memory_bytes", "memory_format", "code_new_clips")
 DEFAULT_N_TASKS = 5
+
+
+def memory_options() -> tuple[str, ...]:
+    """Config fields used only with --mode replay: the memory's and every sampler's options."""
+    from edgecl.samplers import sampler_options
+
+    return _MEMORY_FIELDS + tuple(sampler_options())
 
 
 def option_name(field_name: str) -> str:
@@ -36,9 +33,16 @@ def option_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class RunConfig:
-    """Every option of one continual-learning run (recorded in results.json as `config`)."""
+    """Every option of one continual-learning run (recorded in results.json as `config`).
+
+    Names come from the registries: `dataset` (edgecl.data, any alias, stored canonical),
+    `model` (models.MODEL_NAMES), `mem_manage` (edgecl.samplers), `memory_format`
+    (edgecl.memory.formats). The samplers' own options (e.g. uncert_metric, metric_k,
+    noise_lambda) are declared by the samplers: they are keyword arguments of the constructor,
+    attributes of the config and top-level keys of `to_dict()`, held in `sampler_options`.
+    """
 
     dataset: str = "synthetic"
     data_root: str | None = None
@@ -49,18 +53,16 @@ class RunConfig:
     width: int = 40
     mode: str = "replay"
     mem_manage: str = "prototype"
-    uncert_metric: str = "noisytune"
-    metric_k: int = 6
-    noise_lambda: float = 0.2
+    sampler_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
     memory_size: int = 500
     memory_format: str = "float32"
-    # Device budgets (edgecl.budget): a byte budget sets the memory's capacity in exemplars of
+    # Device budgets: a byte budget sets the memory's capacity in exemplars of
     # memory_format (memory_size is then unused); compute limits apply to each phase.
     memory_bytes: int | None = None
     max_steps: int | None = None
     max_train_seconds: float | None = None
     max_train_macs: int | None = None
-    # Train on new clips passed through a lossy memory_format too (see ContinualRun._new_clip_item).
+    # Train on new clips passed through a lossy memory_format too (edgecl.items.ClipItems.new_clip).
     code_new_clips: bool = True
     n_tasks: int | None = None
     n_init_cls: int | None = None
@@ -78,15 +80,46 @@ class RunConfig:
     threads: int = 2
     quiet: bool = False
 
+    def __init__(self, **values: Any) -> None:
+        from edgecl.samplers import sampler_options
+
+        declared = sampler_options()
+        given = dict(values.pop("sampler_options", None) or {})
+        given.update({name: values.pop(name) for name in list(values) if name in declared})
+        unknown = sorted(set(values) - {f.name for f in fields(self)})
+        if unknown or set(given) - set(declared):
+            raise TypeError(f"RunConfig: unknown options {unknown or sorted(set(given) - set(declared))}")
+        for f in fields(self):
+            if f.name == "sampler_options":
+                value = {name: given.get(name, option.default) for name, option in declared.items()}
+            elif f.name in values:
+                value = values[f.name]
+            else:
+                value = f.default if f.default_factory is MISSING else f.default_factory()
+            object.__setattr__(self, f.name, value)
+        self.__post_init__()
+
+    def __getattr__(self, name: str) -> Any:
+        options = self.__dict__.get("sampler_options") or {}
+        if name in options:
+            return options[name]
+        raise AttributeError(f"RunConfig has no option {name!r}")
+
     def __post_init__(self) -> None:
-        for name, allowed in (("dataset", DATASETS), ("model", MODELS), ("mode", MODES),
-                              ("mem_manage", MEM_MANAGERS), ("uncert_metric", UNCERT_METRICS),
-                              ("memory_format", MEMORY_FORMATS)):
+        from edgecl.data import canonical_name
+        from edgecl.memory.formats import get_format
+        from edgecl.samplers import sampler_class, sampler_options
+        from models import MODEL_NAMES
+
+        object.__setattr__(self, "dataset", canonical_name(self.dataset))
+        for name, allowed in (("model", MODEL_NAMES), ("mode", MODES)):
             if getattr(self, name) not in allowed:
                 raise EdgeclError(f"{option_name(name)}: expected one of {', '.join(allowed)}, "
                                   f"got {getattr(self, name)!r}")
-        if self.metric_k not in METRIC_KS:
-            raise EdgeclError(f"--metric-k: expected one of 2, 4, 6, got {self.metric_k}")
+        sampler_class(self.mem_manage)
+        get_format(self.memory_format)
+        for name, option in sampler_options().items():
+            option.check(self.sampler_options[name])
         for name in ("width", "epochs", "batch_size", "threads", "clips_per_class"):
             if getattr(self, name) < 1:
                 raise EdgeclError(f"{option_name(name)}: expected a positive integer, "
@@ -105,14 +138,12 @@ class RunConfig:
             raise EdgeclError(f"--clip-seconds: expected a positive length, got {self.clip_seconds}")
         if not self.lr > 0:
             raise EdgeclError(f"--lr: expected a positive learning rate, got {self.lr}")
-        if not self.noise_lambda >= 0:
-            raise EdgeclError(f"--noise-lambda: expected a number >= 0, got {self.noise_lambda}")
         self._check_budgets()
         if self.dataset != "synthetic" and not self.data_root:
             raise EdgeclError(f"--data-root: required for --dataset {self.dataset}")
 
     def _check_budgets(self) -> None:
-        from edgecl.budget import parse_bytes, parse_count
+        from edgecl.budget.units import parse_bytes, parse_count
 
         if self.memory_bytes is not None:  # "4MB" from Python callers too; stored as an int
             object.__setattr__(self, "memory_bytes", parse_bytes(self.memory_bytes))
@@ -122,8 +153,8 @@ class RunConfig:
         self.compute_budget()  # validates the limits
 
     def compute_budget(self):
-        """The per-phase edgecl.budget.ComputeBudget of this run."""
-        from edgecl.budget import ComputeBudget
+        """The per-phase edgecl.training.stop.ComputeBudget of this run."""
+        from edgecl.training.stop import ComputeBudget
 
         return ComputeBudget(self.max_steps, self.max_train_seconds, self.max_train_macs)
 
@@ -132,19 +163,31 @@ class RunConfig:
         return self.mode == "replay"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every option by name, the samplers' options in place of `sampler_options`."""
+        values: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name == "sampler_options":
+                values.update(self.sampler_options)
+            else:
+                values[f.name] = getattr(self, f.name)
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
-        known = {f.name for f in fields(cls)}
+        from edgecl.samplers import sampler_options
+
+        known = {f.name for f in fields(cls)} | set(sampler_options())
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def with_tasks_for(self, n_classes: int) -> "RunConfig":
         """Fill unset task options (published split for TAU-ASC/ESC-50, else five near-equal
         tasks) and check the split against the dataset's `n_classes` classes."""
         n_tasks, n_init, per_task = self.n_tasks, self.n_init_cls, self.n_cls_a_task
-        if (n_tasks, n_init, per_task) == (None, None, None) and self.dataset in PUBLISHED_TASKS:
-            n_tasks, n_init, per_task = PUBLISHED_TASKS[self.dataset]
+        from edgecl.data import dataset_entry
+
+        published = dataset_entry(self.dataset).published_tasks
+        if (n_tasks, n_init, per_task) == (None, None, None) and published:
+            n_tasks, n_init, per_task = published
         if n_tasks is None:
             n_tasks = min(DEFAULT_N_TASKS, n_classes)
         if n_tasks > n_classes:
@@ -172,9 +215,10 @@ class RunConfig:
         """A name derived from the options that distinguish runs of the published grid."""
         parts = [self.dataset, self.model, self.mode]
         if self.mode == "replay":
+            from edgecl.samplers import sampler_class
+
             parts.append(self.mem_manage)
-            if self.mem_manage == "uncertainty":
-                parts += [self.uncert_metric, f"k{self.metric_k}"]
+            parts += sampler_class(self.mem_manage).run_name_parts(self.sampler_options)
             parts.append(f"m{self.memory_size}" if self.memory_bytes is None
                          else f"b{self.memory_bytes}")
             if self.memory_format != "float32":

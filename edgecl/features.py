@@ -1,8 +1,10 @@
 """Log-mel feature cache: the front end is fixed (no trainable parameters), so each clip's log-mel
 is computed once and reused by every epoch, validation pass and memory update.
 
-Entries are keyed by a string: a clip's key for clips read from disk, "memory:<key>" for replay
-exemplars, whose features come from the *decoded* exemplar (lossy formats change them). With the
+What the cache computes from is a `FeatureItem`: the clip's key, where its array comes from
+(`source`) and how to load it. The same clip has distinct entries per source: "clip" (read from
+disk), "coded" (a new clip passed through the memory's lossy format) and "memory" (a replay
+exemplar, whose features come from the *decoded* exemplar: lossy formats change them). With the
 cache disabled (`enabled=False`, for measuring what it saves) every request recomputes the
 features from the audio.
 """
@@ -10,52 +12,77 @@ features from the audio.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 Loader = Callable[[], np.ndarray]
+SOURCES = ("clip", "coded", "memory")
+
+
+@dataclass(frozen=True)
+class FeatureItem:
+    """One array the front end may turn into log-mels.
+
+    `domain` "waveform": `load()` returns a waveform [T] and the front end runs on it; "logmel":
+    `load()` already returns the features [1, F, T'].
+    """
+
+    key: str
+    source: str
+    load: Loader | None = field(compare=False, repr=False)
+    domain: str = "waveform"
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"feature item source must be one of {SOURCES}, got {self.source!r}")
+
+    @property
+    def cache_key(self) -> tuple[str, str]:
+        return (self.source, self.key)
 
 
 class FeatureCache:
-    """Maps keys to log-mel tensors [1, F, T'] computed by `frontend` from waveforms [T].
-
-    `compute(items)` takes (key, loader, domain) triples: domain "waveform" runs the front end on
-    loader(); domain "logmel" means loader() already returns the features.
-    """
+    """Maps FeatureItems to log-mel tensors [1, F, T'] computed by `frontend`."""
 
     def __init__(self, frontend: torch.nn.Module, enabled: bool = True, batch_size: int = 64) -> None:
         self.frontend = frontend
         self.enabled = enabled
         self.batch_size = batch_size
-        self._store: dict[str, torch.Tensor] = {}
+        self._store: dict[tuple[str, str], torch.Tensor] = {}
         self.computed = 0  # clips whose features were computed (cache misses)
         self.seconds = 0.0  # time spent loading audio and running the front end
 
     def __len__(self) -> int:
         return len(self._store)
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._store
+    def __contains__(self, item: FeatureItem) -> bool:
+        return item.cache_key in self._store
 
-    def forget(self, keys: Sequence[str]) -> None:
+    def forget(self, items: Iterable[FeatureItem]) -> None:
         """Drop entries (e.g. exemplars that left the memory)."""
-        for key in keys:
-            self._store.pop(key, None)
+        for item in items:
+            self._store.pop(item.cache_key, None)
+
+    def forget_source(self, source: str) -> None:
+        """Drop every entry from `source` (e.g. the coded new clips after their phase)."""
+        for key in [key for key in self._store if key[0] == source]:
+            del self._store[key]
 
     @torch.no_grad()
-    def _compute(self, items: Sequence[tuple[str, Loader, str]]) -> list[torch.Tensor]:
+    def _compute(self, items: Sequence[FeatureItem]) -> list[torch.Tensor]:
         start = time.perf_counter()
         out: list[torch.Tensor | None] = [None] * len(items)
-        waveform_rows = [i for i, (_, _, domain) in enumerate(items) if domain == "waveform"]
-        for i, (_, loader, domain) in enumerate(items):
-            if domain != "waveform":
-                out[i] = torch.as_tensor(np.asarray(loader(), dtype=np.float32))
+        waveform_rows = [i for i, item in enumerate(items) if item.domain == "waveform"]
+        for i, item in enumerate(items):
+            if item.domain != "waveform":
+                out[i] = torch.as_tensor(np.asarray(item.load(), dtype=np.float32))
         self.frontend.eval()
         for start_row in range(0, len(waveform_rows), self.batch_size):
             rows = waveform_rows[start_row:start_row + self.batch_size]
-            waves = torch.from_numpy(np.stack([np.asarray(items[r][1](), dtype=np.float32)
+            waves = torch.from_numpy(np.stack([np.asarray(items[r].load(), dtype=np.float32)
                                                for r in rows]))
             for r, feature in zip(rows, self.frontend(waves)):
                 out[r] = feature
@@ -63,11 +90,12 @@ class FeatureCache:
         self.seconds += time.perf_counter() - start
         return out  # type: ignore[return-value]
 
-    def get(self, items: Sequence[tuple[str, Loader, str]]) -> torch.Tensor:
+    def get(self, items: Sequence[FeatureItem]) -> torch.Tensor:
         """Features [N, 1, F, T'] for the items, computing (and caching) the missing ones."""
         if not self.enabled:
             return torch.stack(self._compute(items)) if items else torch.zeros(0)
-        missing = [item for item in items if item[0] not in self._store]
-        for (key, _, _), feature in zip(missing, self._compute(missing)):
-            self._store[key] = feature
-        return torch.stack([self._store[key] for key, _, _ in items]) if items else torch.zeros(0)
+        missing = [item for item in items if item.cache_key not in self._store]
+        for item, feature in zip(missing, self._compute(missing)):
+            self._store[item.cache_key] = feature
+        return torch.stack([self._store[item.cache_key] for item in items]) if items \
+            else torch.zeros(0)

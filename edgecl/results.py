@@ -6,10 +6,11 @@ train_seconds (one figure per phase; memory_update_seconds is null without a mem
 memory_balance (exemplars per class after each update), plus per-phase training details
 (`phases`) and `complete` (false while the run is still going).
 
-Each entry of `phases` also carries the device-budget figures (edgecl.budget): memory_bytes
-({used, budget, per_exemplar}), memory_exemplars, memory_capacity, memory_format, train_steps,
-train_macs, memory_update_macs, stopped_for_budget, stop_reason, peak_rss_bytes and
-device_train_ram_bytes (with its parts in device_train_ram).
+Each entry of `phases` also carries the device-budget figures: memory_bytes ({used, budget,
+per_exemplar}), memory_exemplars, memory_capacity, memory_format and memory_update_macs
+(edgecl.memory_update), train_steps, train_macs, stopped_for_budget and stop_reason
+(edgecl.training.stop), peak_rss_bytes and device_train_ram_bytes (with its parts in
+device_train_ram; edgecl.budget.ram).
 """
 
 from __future__ import annotations
@@ -18,19 +19,37 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgecl.errors import EdgeclError
 from edgecl.fileio import atomic_write_json
 from edgecl.metrics import summarize
-
-RESULTS_NAME = "results.json"
-LOG_NAME = "train.log"
+from edgecl.run_folder import RESULTS_NAME
 SUMMARY_COLUMNS = ("run", "method", "k", "memory", "A_avg", "A_last", "BWT", "mem_update_s",
-                   # device budgets (edgecl.budget): totals over the run's phases
+                   # device budgets: totals over the run's phases
                    "format", "mem_bytes", "steps", "train_GMAC", "update_GMAC", "device_RAM",
                    "budget_stops")
+
+
+@dataclass
+class PhaseRecord:
+    """Everything measured in one phase (becomes one entry of results.json)."""
+
+    seen_classes: list[str]
+    accuracy: float = 0.0
+    task_accuracy: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0
+    memory_update_seconds: float | None = None
+    memory_balance: dict[str, int] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seen_classes": self.seen_classes, "accuracy": self.accuracy,
+                "task_accuracy": self.task_accuracy, "train_seconds": self.train_seconds,
+                "memory_update_seconds": self.memory_update_seconds,
+                "memory_balance": self.memory_balance, **self.details}
 
 
 class RunLog:
@@ -133,13 +152,7 @@ def summary_row(run_name: str, results: dict[str, Any]) -> dict[str, Any]:
     """One row of the cross-run table."""
     config = results.get("config", {})
     mode = config.get("mode")
-    method = mode
-    k = None
-    if mode == "replay":
-        method = config.get("mem_manage")
-        if method == "uncertainty":
-            method = f"uncertainty-{config.get('uncert_metric')}"
-            k = config.get("metric_k")
+    method, k = _replay_method(config) if mode == "replay" else (mode, None)
     updates = [s for s in results.get("memory_update_seconds", []) if s is not None]
     row = {
         "run": run_name,
@@ -155,6 +168,22 @@ def summary_row(run_name: str, results: dict[str, Any]) -> dict[str, Any]:
     return {**row, **_summary_budget_columns(results), **_summary_memory(results, config)}
 
 
+def _replay_method(config: dict[str, Any]) -> tuple[str | None, int | None]:
+    """(method label, k) of a replay run: the sampler's variant label (e.g. uncertainty-shift)
+    and its metric_k when the sampler takes one."""
+    from edgecl.samplers import sampler_class
+
+    name = config.get("mem_manage")
+    try:
+        sampler = sampler_class(name)
+    except EdgeclError:  # a sampler this version does not know: show its name
+        return name, None
+    label = next((label for label, options in sampler.variants()
+                  if options and all(config.get(k) == v for k, v in options.items())), name)
+    uses_k = any(option.name == "metric_k" for option in sampler.options)
+    return label, config.get("metric_k") if uses_k else None
+
+
 def _summary_memory(results: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """With a byte budget the memory column shows the exemplars it holds at capacity."""
     if config.get("mode") != "replay" or config.get("memory_bytes") is None:
@@ -165,7 +194,7 @@ def _summary_memory(results: dict[str, Any], config: dict[str, Any]) -> dict[str
 
 def _summary_budget_columns(results: dict[str, Any]) -> dict[str, Any]:
     """Budget columns of the cross-run table, summed (or maxed) over the phases."""
-    from edgecl.budget import format_bytes
+    from edgecl.budget.units import format_bytes
 
     config, phases = results.get("config", {}), results.get("phases", [])
 

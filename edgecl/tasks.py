@@ -55,9 +55,13 @@ class TaskPlan:
         """Classes over all tasks."""
         return len(self.class_order)
 
+    def tasks_seen(self, task_index: int) -> list[Task]:
+        """The tasks that have arrived up to and including task `task_index`."""
+        return self.tasks[:task_index + 1]
+
     def classes_seen(self, task_index: int) -> list[str]:
         """Classes that have arrived up to and including task `task_index`."""
-        return [name for task in self.tasks[:task_index + 1] for name in task.classes]
+        return [name for task in self.tasks_seen(task_index) for name in task.classes]
 
 
 def _check_counts(n_tasks: int, n_init_cls: int, n_cls_a_task: int, n_available: int,

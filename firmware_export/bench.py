@@ -99,7 +99,7 @@ def parity_columns(manifest: dict[str, Any]) -> dict[str, Any]:
 def bench_phase(folder: Path, clip: np.ndarray, runs: int, warmup: int) -> tuple[dict, Any]:
     """One row of the table for `folder`, and the PyTorch model (None without a checkpoint)."""
     from firmware_export.device.manifest import verify_bundle
-    from firmware_export.run_export import CHECKPOINT_NAME, load_checkpoint
+    from edgecl.run_folder import CHECKPOINT_NAME, load_checkpoint
 
     manifest = verify_bundle(folder)
     fp32_bytes = (folder / MODEL_FP32).read_bytes()

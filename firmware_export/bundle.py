@@ -30,6 +30,7 @@ from torch import nn
 from edgecl import __version__
 from edgecl.errors import EdgeclError
 from edgecl.fileio import atomic_write_bytes, atomic_write_json
+from edgecl.samplers.base import evenly_spaced
 from firmware_export import parity
 from firmware_export.c_header import render_c_header
 from firmware_export.device.layout import (BUNDLE_FILES, C_HEADER, INPUT_NAME, LABELS, MANIFEST,
@@ -139,13 +140,6 @@ def summary_line(manifest: dict[str, Any], out_dir: str | os.PathLike) -> str:
     return (f"  export phase {manifest['phase']} -> {out_dir} on "
             f"{manifest['parity']['holdout_clips']} held-out clips: fp32 shipped, max |logit "
             f"diff| {fp32_figures['max_abs_logit_diff']:.2g}; {int8_text}; {sizes}")
-
-
-def evenly_spaced(count: int, limit: int) -> list[int]:
-    """Indices of at most `limit` of `count` items, evenly spaced, first and last included."""
-    if count <= limit:
-        return list(range(count))
-    return [int(i) for i in np.linspace(0, count - 1, limit).round()]
 
 
 def _waveforms(array: np.ndarray, name: str) -> np.ndarray:

@@ -9,7 +9,6 @@ the dataset; the replay memory of the run is not saved, so it is not used for ca
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -17,10 +16,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgecl.errors import EdgeclError
-from firmware_export.bundle import MAX_CALIBRATION_CLIPS, evenly_spaced, export_phase
-
-CHECKPOINT_NAME = "checkpoint.pt"  # written by edgecl.trainer
-RESULTS_NAME = "results.json"
+from edgecl.run_folder import (CHECKPOINT_NAME, PHASE_PREFIX, load_checkpoint, phase_dirs,
+                               run_plan)
+from edgecl.samplers.base import evenly_spaced
+from firmware_export.bundle import MAX_CALIBRATION_CLIPS, export_phase
 
 Log = Callable[[str], None]
 
@@ -48,71 +47,14 @@ def export_seen_tasks(model, phase_dir: str | os.PathLike, *, phase: int, classe
         holdout_counts={"validation": len(validation), "test": len(test)}, log=log)
 
 
-def phase_dirs(run_dir: Path, phase: int | None) -> list[Path]:
-    """phase_<i> folders holding a checkpoint, in phase order (only phase `phase` if given).
-    A phase folder left aside by an interrupted bundle swap is put back first."""
+def recover_run_folder(run_dir: Path) -> None:
+    """Put back any phase folder that an interrupted bundle swap left aside (see bundle.py)."""
     from firmware_export.bundle import recover_interrupted_swap
 
-    for retired in run_dir.glob(".phase_*.old"):
+    for retired in run_dir.glob(f".{PHASE_PREFIX}*.old"):
         name = retired.name[1:].split(".", 1)[0]
-        if name.startswith("phase_"):
+        if name.startswith(PHASE_PREFIX):
             recover_interrupted_swap(run_dir / name)
-    found = sorted((p for p in run_dir.glob("phase_*") if (p / CHECKPOINT_NAME).is_file()
-                    and p.name.split("_", 1)[1].isdigit()), key=lambda p: int(p.name.split("_")[1]))
-    if phase is not None:
-        found = [p for p in found if int(p.name.split("_")[1]) == phase]
-        if not found:
-            raise EdgeclError(f"--phase: {run_dir} has no phase_{phase}/{CHECKPOINT_NAME}")
-    if not found:
-        raise EdgeclError(f"{run_dir}: no phase_<i>/{CHECKPOINT_NAME} found; expected the folder "
-                          f"of a run made by `edgecl train`")
-    return found
-
-
-def load_checkpoint(path: Path):
-    """(model in eval mode, classes, phase) from a trainer checkpoint, loaded weights-only."""
-    import torch
-
-    import models
-
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        model = models.rebuild(payload["model_config"])
-        model.load_state_dict(payload["state_dict"])
-        classes, phase = [str(c) for c in payload["classes"]], int(payload["phase"])
-    except EdgeclError:
-        raise
-    except Exception as error:  # unpickling, missing keys, shape mismatches
-        detail = " ".join(str(error).split())[:200]
-        raise EdgeclError(f"{path}: not a usable edgecl checkpoint ({detail})") from None
-    return model.eval(), classes, phase
-
-
-def _run_plan(run_dir: Path):
-    """(config, dataset split, task plan) rebuilt from run_dir/results.json as the trainer did."""
-    from edgecl.config import RunConfig
-    from edgecl.data import load_dataset
-    from edgecl.tasks import make_tasks
-
-    results_path = run_dir / RESULTS_NAME
-    try:
-        results = json.loads(results_path.read_text(encoding="utf-8"))
-        config = RunConfig.from_dict(results["config"])
-    except FileNotFoundError:
-        raise EdgeclError(f"{results_path}: not found; expected a run folder made by `edgecl train`"
-                          ) from None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise EdgeclError(f"{results_path}: unreadable run results ({error})") from None
-    split = load_dataset(config.dataset, config.data_root, test_fold=config.test_fold,
-                         seed=config.seed, workspace=config.workspace,
-                         sample_rate=config.sample_rate, clip_seconds=config.clip_seconds,
-                         clips_per_class=config.clips_per_class)
-    config = config.with_tasks_for(len(split.classes))
-    plan = make_tasks(split, config.n_tasks, config.n_init_cls, config.n_cls_a_task, config.seed)
-    if results.get("classes") and list(results["classes"]) != plan.class_order:
-        raise EdgeclError(f"{results_path}: the dataset now gives class order {plan.class_order}, "
-                          f"the run had {results['classes']}; the data changed since training")
-    return config, split, plan
 
 
 def reexport_run(run_dir: str | os.PathLike, phase: int | None = None,
@@ -129,8 +71,9 @@ def reexport_run(run_dir: str | os.PathLike, phase: int | None = None,
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise EdgeclError(f"{run_dir}: run folder not found")
+    recover_run_folder(run_dir)
     folders = phase_dirs(run_dir, phase)
-    _, split, plan = _run_plan(run_dir)
+    _, split, plan = run_plan(run_dir)
     manifests, failures = [], []
     for folder in folders:
         model, classes, phase_index = load_checkpoint(folder / CHECKPOINT_NAME)

@@ -1,38 +1,65 @@
-"""Networks and the log-mel front end: `build_model` and `rebuild` are the entry points."""
+"""Networks and the log-mel front end: `build_model` and `rebuild` are the entry points.
+
+The package imports torch only when a network is built or a class is used (PEP 562 lazy names), so
+the model registry (`MODEL_NAMES`) is cheap to read: the CLI lists it in --help.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from edgecl.errors import EdgeclError
-from models.baseline import BaselineCNN
-from models.bcresnet import BCResNetMod
-from models.classifier import LogitsOnly, SoundClassifier
-from models.frontend import FrontEndConfig, LogMelFrontEnd
-from models.head import ClassifierHead
 
-MODEL_NAMES = ("bc-resnet", "baseline")
 DEFAULT_WIDTH = 40
+
+
+def _bc_resnet(frontend, width: int):
+    from models.bcresnet import BCResNetMod
+    return BCResNetMod(width=width, n_mels=frontend.n_mels)
+
+
+def _baseline(frontend, width: int):
+    from models.baseline import BaselineCNN
+    return BaselineCNN()  # fixed widths: `width` scales bc-resnet only
+
+
+#: Backbone builders by model name: `builder(frontend_config, width) -> nn.Module`.
+_BACKBONES = {"bc-resnet": _bc_resnet, "baseline": _baseline}
+MODEL_NAMES = tuple(_BACKBONES)
+
+_LAZY = {"BaselineCNN": "models.baseline", "BCResNetMod": "models.bcresnet",
+         "LogitsOnly": "models.classifier", "SoundClassifier": "models.classifier",
+         "FrontEndConfig": "models.frontend", "LogMelFrontEnd": "models.frontend",
+         "ClassifierHead": "models.head"}
 
 __all__ = ["MODEL_NAMES", "ClassifierHead", "FrontEndConfig", "LogMelFrontEnd", "LogitsOnly",
            "SoundClassifier", "build_model", "rebuild"]
 
 
-def build_model(name: str, n_classes: int, frontend: FrontEndConfig,
-                width: int = DEFAULT_WIDTH) -> SoundClassifier:
-    """A freshly initialised model; `width` scales bc-resnet only (the baseline has fixed widths)."""
-    if name == "bc-resnet":
-        backbone = BCResNetMod(width=width, n_mels=frontend.n_mels)
-    elif name == "baseline":
-        backbone = BaselineCNN()
-    else:
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'models' has no attribute {name!r}")
+
+
+def build_model(name: str, n_classes: int, frontend, width: int = DEFAULT_WIDTH):
+    """A freshly initialised SoundClassifier for `frontend` (a FrontEndConfig)."""
+    from models.classifier import SoundClassifier
+    from models.frontend import LogMelFrontEnd
+    from models.head import ClassifierHead
+
+    if name not in _BACKBONES:
         raise EdgeclError(f"--model: expected one of {', '.join(MODEL_NAMES)}, got {name!r}")
+    backbone = _BACKBONES[name](frontend, width)
     return SoundClassifier(LogMelFrontEnd(frontend), backbone,
                            ClassifierHead(backbone.embedding_dim, n_classes))
 
 
-def rebuild(config: dict[str, Any]) -> SoundClassifier:
+def rebuild(config: dict[str, Any]):
     """Recreate the architecture described by SoundClassifier.model_config() (weights not loaded)."""
+    from models.frontend import FrontEndConfig
+
     try:
         name, n_classes, frontend = config["name"], int(config["n_classes"]), config["frontend"]
     except (KeyError, TypeError, ValueError) as error:

@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests on the real FSDD corpus skip cleanly when ../shared is absent."""
+"""Shared test setup: torch's thread count, the real FSDD corpus (tests skip cleanly when
+../shared is absent) and a tiny manifest dataset for end-to-end runs."""
 
 from __future__ import annotations
 
@@ -16,6 +17,17 @@ def fsdd_manifest() -> Path:
     if not FSDD_MANIFEST.is_file():
         pytest.skip(f"real corpus not present at {FSDD_MANIFEST}")
     return FSDD_MANIFEST
+
+
+@pytest.fixture(scope="session")
+def tiny_manifest(tmp_path_factory) -> Path:
+    """A manifest dataset of four classes ("a"-"d"), six 0.25-s clips each at 8 kHz (two of them
+    test clips): big enough for a two-task run in a second or two."""
+    from fixtures_audio import write_manifest_dataset
+
+    return write_manifest_dataset(tmp_path_factory.mktemp("tiny"), labels=("a", "b", "c", "d"),
+                                  clips_per_class=6, test_per_class=2, seconds=0.25,
+                                  sample_rate=8000)
 
 
 def pytest_configure(config):

@@ -12,15 +12,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from edgecl.budget import (ComputeBudget, ForwardMacCounter, ModelMacs, PhaseMeter, capacity_for_budget,
-                           device_train_ram, device_train_ram_bytes, format_bytes,
-                           memory_update_macs, parse_bytes, parse_count, peak_rss_bytes,
-                           perturbation_macs,
-                           train_step_macs)
+from edgecl.budget.macs import ForwardMacCounter, ModelMacs, train_step_macs
+from edgecl.budget.ram import device_train_ram, device_train_ram_bytes, peak_rss_bytes
+from edgecl.budget.units import format_bytes, parse_bytes, parse_count
 from edgecl.errors import EdgeclError
+from edgecl.memory import capacity_for_budget
 from edgecl.memory.formats import FORMAT_NAMES, get_format
+from edgecl.samplers import build_sampler
+from edgecl.samplers.perturbations import perturbation_macs, stft_size
+from edgecl.training.stop import ComputeBudget, PhaseMeter
 
-torch.set_num_threads(1)
+
+def memory_update_macs(sampler, n_candidates, macs, *, uncert_metric="noisytune", k=6, **kwargs):
+    """A sampler's own estimate of one update's MACs (Sampler.update_macs)."""
+    chooser = build_sampler(sampler, {"uncert_metric": uncert_metric, "metric_k": k})
+    return chooser.update_macs(n_candidates, macs, **kwargs)
 
 
 # --- parse_bytes -------------------------------------------------------------------------------
@@ -145,6 +151,20 @@ def test_memory_update_macs_follow_what_each_sampler_runs():
         memory_update_macs("uncertainty", n, macs, uncert_metric="noisytune", k=0)
     with pytest.raises(EdgeclError, match="--uncert-metric"):
         memory_update_macs("uncertainty", n, macs, uncert_metric="blur", k=2)
+    with pytest.raises(EdgeclError, match="--uncert-metric"):
+        perturbation_macs("blur", samples)
+
+
+@pytest.mark.parametrize("sample_rate, clip_samples", [(16000, 16000), (16000, 600), (1000, 4000),
+                                                       (44100, 220500), (8000, 100)])
+def test_shift_cost_uses_the_pitch_shifts_own_fft_size(sample_rate, clip_samples):
+    """The cost estimate and the perturbation agree on the STFT size, short clips included."""
+    n_fft = stft_size(sample_rate, clip_samples)
+    assert n_fft <= clip_samples // 2 or n_fft == 8
+    frames = clip_samples // (n_fft // 4) + 1
+    expected = (2 * frames * int(2 * n_fft * np.log2(n_fft)) + 4 * frames * (n_fft // 2 + 1)
+                + 13 * clip_samples) // 2
+    assert perturbation_macs("shift", clip_samples, sample_rate) == expected
 
 
 def test_counter_measures_what_a_noisytune_update_runs():
@@ -171,17 +191,18 @@ def test_counter_measures_what_a_noisytune_update_runs():
 # --- stop rule ---------------------------------------------------------------------------------
 
 def _train(meter: PhaseMeter, step_macs, max_batches: int = 1000) -> None:
-    """The loop shape the trainer uses: ask before each step, record after it."""
+    """The loop shape of the training loop: ask before each step, record after it. With
+    step_macs_per_clip = 1 a "batch" of n clips costs n MACs."""
     meter.start()
     for macs in itertools.islice(step_macs, max_batches):
-        if meter.exhausted(macs):
+        if meter.should_stop(macs):
             break
-        meter.record_step(macs)
+        meter.step_done(macs)
     meter.finish()
 
 
 def test_step_budget_stops_at_exactly_that_many_steps():
-    meter = PhaseMeter(ComputeBudget(max_steps=7))
+    meter = PhaseMeter(ComputeBudget(max_steps=7), step_macs_per_clip=1)
     _train(meter, itertools.repeat(100))
     assert meter.steps == 7 and meter.macs == 700
     assert meter.results()["stopped_for_budget"] is True
@@ -189,7 +210,7 @@ def test_step_budget_stops_at_exactly_that_many_steps():
 
 
 def test_mac_budget_is_never_exceeded():
-    meter = PhaseMeter(ComputeBudget(max_train_macs=1000))
+    meter = PhaseMeter(ComputeBudget(max_train_macs=1000), step_macs_per_clip=1)
     _train(meter, itertools.cycle([300, 120]))  # a short last batch of an epoch costs less
     # 300 + 120 + 300 + 120 = 840; the next 300 would make 1140, so it is not taken.
     assert meter.steps == 4 and meter.macs == 840
@@ -212,7 +233,8 @@ def test_meter_speaks_the_training_loops_stop_protocol():
 
 def test_time_budget_with_a_fake_clock():
     ticks = itertools.count(0.0, 0.5)  # every clock read advances half a second
-    meter = PhaseMeter(ComputeBudget(max_train_seconds=3.0), clock=lambda: next(ticks))
+    meter = PhaseMeter(ComputeBudget(max_train_seconds=3.0), step_macs_per_clip=1,
+                       clock=lambda: next(ticks))
     _train(meter, itertools.repeat(1))
     assert meter.reason == "max_train_seconds"
     assert 0 < meter.steps < 10
@@ -220,7 +242,7 @@ def test_time_budget_with_a_fake_clock():
 
 
 def test_no_budget_runs_to_the_end_of_the_data():
-    meter = PhaseMeter()
+    meter = PhaseMeter(step_macs_per_clip=1)
     _train(meter, itertools.repeat(5), max_batches=40)
     assert meter.steps == 40 and meter.reason is None
     assert meter.results() == {"train_steps": 40, "train_macs": 200,

@@ -10,11 +10,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from edgecl.budget import ModelMacs, memory_update_macs, train_step_macs
+from edgecl.budget.macs import ModelMacs, train_step_macs
 from edgecl.cli import main
 from edgecl.config import RunConfig
 from edgecl.errors import EdgeclError
+from edgecl.features import FeatureItem
 from edgecl.memory.formats import get_format
+from edgecl.samplers import build_sampler
 from edgecl.trainer import ContinualRun, train
 from fixtures_audio import write_manifest_dataset
 
@@ -52,7 +54,8 @@ def test_step_budget_stops_every_phase_at_exactly_that_many_steps(manifest, tmp_
         assert phase["stopped_by"] == "max_steps"
         assert all(key in phase for key in BUDGET_FIELDS)
     # Five full batches of four clips, each step 3 x the trainable forward per clip.
-    assert results["phases"][-1]["train_macs"] == train_step_macs(run.model_macs, 5 * 4)
+    last_phase_macs = ModelMacs.of_model(run.model, CLIP_SAMPLES)  # the head as grown last
+    assert results["phases"][-1]["train_macs"] == train_step_macs(last_phase_macs, 5 * 4)
 
 
 def test_mac_budget_is_never_exceeded_in_a_run(manifest, tmp_path):
@@ -83,7 +86,7 @@ def test_byte_budget_sets_capacity_and_is_never_exceeded(manifest, tmp_path, for
                                memory_size=500))
     results = run.run()
     fmt = get_format(format_name)
-    shape = (CLIP_SAMPLES,) if fmt.domain == "waveform" else run._logmel_shape()
+    shape = (CLIP_SAMPLES,) if fmt.domain == "waveform" else run.logmel_shape()
     for phase in results["phases"]:
         used = phase["memory_bytes"]
         assert used["budget"] == budget and used["per_exemplar"] == fmt.nbytes(shape)
@@ -100,11 +103,12 @@ def test_replay_trains_on_decoded_exemplars(manifest, tmp_path):
     run.run()
     # Exemplars stored after phase 0 and still held were trained on in phase 1: their cached
     # features are the front end of the *decoded* mu-law audio, not of the original clip.
-    held = [(slot, e) for slot, e in enumerate(run.memory) if f"memory:{e.key}" in run.features]
+    held = [(slot, e) for slot, e in enumerate(run.memory)
+            if FeatureItem(e.key, "memory", None) in run.features]
     assert held
     frontend = run.model.frontend.eval()
     for slot, exemplar in held:
-        cached = run.features.get([(f"memory:{exemplar.key}", None, "waveform")])[0]
+        cached = run.features.get([FeatureItem(exemplar.key, "memory", None)])[0]
         with torch.no_grad():
             decoded = frontend(torch.from_numpy(run.memory.decode(slot))[None])[0]
             original = frontend(torch.from_numpy(run.audio.waveform(
@@ -121,8 +125,8 @@ def test_noisytune_update_macs_are_what_it_ran(manifest, tmp_path):
     first, second = results["phases"]
     assert first["memory_update_macs"] == 0  # phase 0 fills the memory at random
     # Phase 1: one embedding per candidate (memory + new clips, features cached), head k times.
-    assert second["memory_update_macs"] == memory_update_macs(
-        "uncertainty", second["n_train"], run.model_macs, uncert_metric="noisytune", k=4)
+    assert second["memory_update_macs"] == run.sampler.update_macs(
+        second["n_train"], ModelMacs.of_model(run.model, CLIP_SAMPLES))
 
 
 def test_noise_update_counts_full_forwards_and_perturbations(manifest, tmp_path):
@@ -131,9 +135,10 @@ def test_noise_update_counts_full_forwards_and_perturbations(manifest, tmp_path)
     run = ContinualRun(config)
     results = run.run()
     second = results["phases"][1]
-    assert second["memory_update_macs"] == memory_update_macs(
-        "uncertainty", second["n_train"], run.model_macs, uncert_metric="noise", k=2,
-        clip_samples=CLIP_SAMPLES, sample_rate=8000)
+    sampler = build_sampler("uncertainty", {"uncert_metric": "noise", "metric_k": 2})
+    assert second["memory_update_macs"] == sampler.update_macs(
+        second["n_train"], ModelMacs.of_model(run.model, CLIP_SAMPLES), clip_samples=CLIP_SAMPLES,
+        sample_rate=8000)
 
 
 def test_impossible_byte_budget_is_a_clear_error(manifest, tmp_path):
@@ -199,14 +204,13 @@ def test_new_clips_are_coded_like_the_exemplars(manifest, tmp_path, format_name)
     fmt, clip = run.memory.format, run.plan.tasks[0].train[0].clip
     raw = run.audio.waveform(clip)
     if fmt.domain == "logmel":
-        raw = run.features.get([(str(clip.path), lambda: raw, "waveform")])[0].numpy()
-    key, load, domain = run._new_clip_item(clip)
-    assert key.startswith("coded:") and domain == fmt.domain
-    assert np.array_equal(load(), fmt.decode(fmt.encode(raw)))
-    assert not np.array_equal(load(), raw)
-    plain = ContinualRun(_config(manifest, tmp_path / "plain", memory_format=format_name,
-                                 code_new_clips=False))
-    assert plain._new_clip_item(clip)[0] == str(clip.path)
+        raw = run.features.get([FeatureItem(str(clip.path), "clip", lambda: raw)])[0].numpy()
+    item = run.items.new_clip(clip, run.memory, code=True)
+    assert item.source == "coded" and item.key == str(clip.path) and item.domain == fmt.domain
+    assert np.array_equal(item.load(), fmt.decode(fmt.encode(raw)))
+    assert not np.array_equal(item.load(), raw)
+    assert run.items.new_clip(clip, run.memory, code=False).source == "clip"
     run.run()
-    coded = [f"coded:{lc.clip.path}" for task in run.plan.tasks for lc in task.train]
-    assert not [key for key in coded if key in run.features]  # freed after each phase
+    coded = [FeatureItem(str(lc.clip.path), "coded", None)
+             for task in run.plan.tasks for lc in task.train]
+    assert not [item for item in coded if item in run.features]  # freed after each phase

@@ -154,7 +154,7 @@ def test_reexport_replaces_the_bundle_atomically_and_keeps_other_files(tmp_path,
 def test_a_swap_killed_between_its_renames_is_rolled_back_on_next_open(tmp_path,
                                                                        reuse_fp32_export):
     from firmware_export.bundle import recover_interrupted_swap
-    from firmware_export.run_export import phase_dirs
+    from firmware_export.run_export import recover_run_folder
 
     phase_dir = tmp_path / "phase_0"
     _export(phase_dir)
@@ -167,7 +167,7 @@ def test_a_swap_killed_between_its_renames_is_rolled_back_on_next_open(tmp_path,
     shutil.copytree(tmp_path / ".phase_0.k1ll.old", tmp_path / ".phase_0.n3w.tmp")
     assert not phase_dir.exists()
     # Opening the run for export puts the old folder back, checkpoint included.
-    assert phase_dirs(tmp_path, None) == [phase_dir]
+    recover_run_folder(tmp_path)
     assert {p.name: p.read_bytes() for p in phase_dir.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["phase_0"]
     (tmp_path / ".phase_0.abc.tmp").mkdir()

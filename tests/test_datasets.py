@@ -209,6 +209,7 @@ def test_manifest_missing_or_empty_is_an_error(tmp_path):
         load_manifest(tmp_path)
 
 
+@pytest.mark.slow  # reads the real corpus
 def test_fsdd_manifest_keeps_its_split(fsdd_manifest):
     with fsdd_manifest.open(newline="") as handle:
         expected = Counter(row["split"] for row in csv.DictReader(handle))

@@ -13,7 +13,6 @@ from edgecl.errors import EdgeclError
 from models.frontend import FrontEndConfig, LogMelFrontEnd
 
 # One thread: on a shared 2-core machine OpenMP spin-waiting makes 2 threads 10x slower.
-torch.set_num_threads(1)
 
 
 def test_published_defaults_per_sample_rate():

@@ -15,7 +15,6 @@ from models.head import ClassifierHead
 from models.profile import count_parameters
 
 # One thread: on a shared 2-core machine OpenMP spin-waiting makes 2 threads 10x slower.
-torch.set_num_threads(1)
 
 
 def _build(name: str, n_classes: int = 10, rate: int = 8000, seed: int = 0, **kwargs):
@@ -151,6 +150,7 @@ def _randomise_batchnorm_statistics(model: nn.Module) -> None:
             module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
 
 
+@pytest.mark.slow  # end to end: the whole model through the ONNX exporter (~20 s)
 def test_full_model_exports_to_onnx_and_matches(tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     model = _build("bc-resnet")

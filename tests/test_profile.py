@@ -10,7 +10,6 @@ from models.frontend import FrontEndConfig
 from models.profile import count_macs, count_parameters, layer_macs, macs_breakdown
 
 # One thread: on a shared 2-core machine OpenMP spin-waiting makes 2 threads 10x slower.
-torch.set_num_threads(1)
 
 
 def test_layer_macs_by_hand():

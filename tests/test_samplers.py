@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from edgecl.samplers import (Candidate, SelectionContext, build_sampler, SamplerOptions,
-                             sampler_names)
+from edgecl.samplers import Candidate, SelectionContext, build_sampler, sampler_names
 from edgecl.samplers import perturbations
-from edgecl.samplers.prototype import herding_order, l2_normalise
-from edgecl.samplers.uncertainty import UncertaintySampler, evenly_spaced, vote_uncertainty
+from edgecl.samplers.base import evenly_spaced, l2_normalise
+from edgecl.samplers.prototype import herding_order
+from edgecl.samplers.uncertainty import UncertaintySampler, vote_uncertainty
 
 
 class IdentityEmbedModel(nn.Module):
@@ -45,9 +45,9 @@ def _stack_features(candidates):
         :, None, None, :]
 
 
-def _context(phase=1, seed=0, model=None, n_classes=2):
-    return SelectionContext(phase=phase, seen_classes=list(range(n_classes)), new_classes=[],
-                            rng=np.random.default_rng(seed), model=model or IdentityEmbedModel(),
+def _context(phase=1, seed=0, model=None):
+    return SelectionContext(phase=phase, rng=np.random.default_rng(seed),
+                            model=model or IdentityEmbedModel(),
                             features=_stack_features, sample_rate=8000, batch_size=4)
 
 
@@ -80,7 +80,7 @@ def test_reservoir_keeps_every_streamed_clip_with_equal_probability():
             stream = list(range(phase * per_phase, (phase + 1) * per_phase))
             candidates = ([Candidate.from_array(str(p), 0, None, in_memory=True) for p in memory]
                           + [Candidate.from_array(str(p), 0, None) for p in stream])
-            context = SelectionContext(phase, [0], [], rng)
+            context = SelectionContext(phase, rng)
             chosen = sampler.select(candidates, capacity, context)
             assert len(chosen) <= capacity
             memory = [int(candidates[i].key) for i in chosen]
@@ -120,13 +120,13 @@ def test_prototype_normalises_embeddings_and_keeps_class_means():
     candidates = [Candidate.from_array(f"a{i}", 0, (HERDING_FEATURES[i] * s).astype(np.float32))
                   for i, s in enumerate(scales)]
     sampler = build_sampler("prototype")
-    assert sampler.select(candidates, 2, _context(n_classes=1)) == [2, 3]
+    assert sampler.select(candidates, 2, _context()) == [2, 3]
     mean = sampler.class_means[0].copy()
     # Next phase: class 0 is old (in memory, herding order kept), class 1 is new.
     memory = [Candidate.from_array(c.key, 0, c.load(), in_memory=True)
               for c in (candidates[2], candidates[3])]
     new = [Candidate.from_array(f"b{i}", 1, np.array([1.0, i], np.float32)) for i in range(3)]
-    chosen = sampler.select(memory + new, 2, _context(n_classes=2))
+    chosen = sampler.select(memory + new, 2, _context())
     assert chosen[0] == 0 and len(chosen) == 2  # quota 1 per class: head of class 0's order
     assert candidates_targets(memory + new, chosen) == [0, 1]
     np.testing.assert_array_equal(sampler.class_means[0], mean)
@@ -139,7 +139,7 @@ def candidates_targets(candidates, chosen):
 
 def test_prototype_quota_is_capacity_over_seen_classes():
     candidates = _candidates(30, n_classes=3)
-    chosen = build_sampler("prototype").select(candidates, 10, _context(n_classes=3))
+    chosen = build_sampler("prototype").select(candidates, 10, _context())
     assert [candidates_targets(candidates, chosen).count(t) for t in range(3)] == [3, 3, 3]
 
 
@@ -191,7 +191,7 @@ def test_waveform_metrics_run_k_predictions(metric):
 
 def test_uncertainty_first_phase_is_class_balanced_random():
     candidates = _candidates(40, n_classes=4)
-    chosen = build_sampler("uncertainty").select(candidates, 8, _context(phase=0, n_classes=4))
+    chosen = build_sampler("uncertainty").select(candidates, 8, _context(phase=0))
     assert [candidates_targets(candidates, chosen).count(t) for t in range(4)] == [2, 2, 2, 2]
 
 
@@ -200,8 +200,8 @@ def test_uncertainty_first_phase_is_class_balanced_random():
 @pytest.mark.parametrize("name", sampler_names())
 @pytest.mark.parametrize("n, capacity", [(5, 8), (30, 8), (30, 0), (31, 30)])
 def test_capacity_is_never_exceeded(name, n, capacity):
-    sampler = build_sampler(name, SamplerOptions("noisytune", 2, 0.2))
-    chosen = sampler.select(_candidates(n, n_classes=3), capacity, _context(n_classes=3))
+    sampler = build_sampler(name, {"uncert_metric": "noisytune", "metric_k": 2})
+    chosen = sampler.select(_candidates(n, n_classes=3), capacity, _context())
     assert len(chosen) <= capacity and len(set(chosen)) == len(chosen)
     assert all(0 <= i < n for i in chosen)
 

@@ -31,8 +31,14 @@ def _config(manifest, workspace, **overrides):
     return RunConfig(**base)
 
 
-SAMPLER_RUNS = [("random", "noisytune"), ("reservoir", "noisytune"), ("prototype", "noisytune"),
-                ("uncertainty", "shift"), ("uncertainty", "noise"), ("uncertainty", "noisytune")]
+# The default suite runs two of them (an embedding sampler and the uncertainty sampler); the
+# rest are slow (each is a whole three-phase run).
+SAMPLER_RUNS = [pytest.param("random", "noisytune", marks=pytest.mark.slow),
+                pytest.param("reservoir", "noisytune", marks=pytest.mark.slow),
+                ("prototype", "noisytune"),
+                pytest.param("uncertainty", "shift", marks=pytest.mark.slow),
+                pytest.param("uncertainty", "noise", marks=pytest.mark.slow),
+                ("uncertainty", "noisytune")]
 
 
 @pytest.mark.parametrize("mem_manage, metric", SAMPLER_RUNS)
@@ -82,6 +88,7 @@ def test_joint_trains_every_class_in_one_phase(manifest, tmp_path):
     assert results["BWT"] is None and results["memory_update_seconds"] == [None]
 
 
+@pytest.mark.slow  # four whole runs
 def test_same_seed_same_numbers_and_cache_changes_nothing(manifest, tmp_path):
     keys = ("phase_accuracy", "accuracy_matrix", "memory_balance", "classes")
     first = train(_config(manifest, tmp_path / "one", mem_manage="prototype"))
@@ -166,3 +173,6 @@ def test_trailing_batch_of_one_is_folded_in():
     report = fit(TinyNet(), _data(17, 0), _data(4, 1), epochs=1, batch_size=8, lr=1e-3,
                  patience=0, generator=torch.Generator().manual_seed(0))
     assert report.steps == 2  # 8 + 9, never a batch of one
+    report = fit(TinyNet(), _data(9, 0), _data(4, 1), epochs=1, batch_size=8, lr=1e-3,
+                 patience=0, generator=torch.Generator().manual_seed(0))
+    assert report.steps == 1  # 8 + 1 folded into one batch of 9 (two chunks: was an IndexError)

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 
 import click
 
-from edgecl import config as cfg
+from edgecl.commands import options as registry_options
 
-# (label, sampler name, uncertainty metric) of every memory update the benchmark times.
-BENCH_SAMPLERS = (
-    ("random", "random", None),
-    ("reservoir", "reservoir", None),
-    ("prototype", "prototype", None),
-    ("uncertainty-shift", "uncertainty", "shift"),
-    ("uncertainty-noise", "uncertainty", "noise"),
-    ("uncertainty-noisytune", "uncertainty", "noisytune"),
-)
-REFERENCE = "uncertainty-noisytune"
+REFERENCE = "uncertainty-noisytune"  # the ratio column divides by this row's time
 
 
 @click.group("bench")
@@ -27,51 +17,54 @@ def bench() -> None:
     """Timing benchmarks (each prints a table, or JSON with --json)."""
 
 
-def time_memory_updates(run, k: int, noise_lambda: float, repeats: int) -> list[dict]:
+def bench_variants() -> list[tuple[str, str, dict]]:
+    """(label, sampler name, options) of every memory update the benchmark times: each registered
+    sampler's variants (edgecl.samplers.base.Sampler.variants)."""
+    from edgecl.samplers import sampler_class, sampler_names
+
+    return [(label, name, options) for name in sampler_names()
+            for label, options in sampler_class(name).variants()]
+
+
+def time_memory_updates(run, sampler_values: dict, repeats: int) -> list[dict]:
     """Train phases 0 and 1 of `run` (a replay run), then time every sampler's memory update on
     the memory after phase 0 plus phase 1's clips, with the same model. Each timing starts from a
-    cold feature cache, so it includes the front end wherever the sampler needs features."""
-    from edgecl.features import FeatureCache
-    from edgecl.samplers import SamplerOptions, build_sampler
+    copy of that memory and a cold feature cache, so it includes the front end wherever the
+    sampler needs features."""
+    from edgecl.memory_update import fresh_items, update_memory
+    from edgecl.samplers import build_sampler
 
     tasks = run.plan.tasks
-    run.records.append(run._run_phase(0, [tasks[0]]))
-    _, new_clips, seen_tasks = run.train_phase(1, [tasks[1]])
-    seen = [c for t in seen_tasks for c in t.classes]
-    for lc in new_clips:  # read the audio once, outside the timings
+    run.records.append(run.run_phase(0, [tasks[0]]))
+    trained = run.train_phase(1, [tasks[1]])
+    for lc in trained.new_clips:  # read the audio once, outside the timings
         run.audio.waveform(lc.clip)
     rows = []
-    for label, name, metric in BENCH_SAMPLERS:
+    for label, name, variant in bench_variants():
         seconds = []
         for _ in range(repeats):
-            sampler = build_sampler(name, SamplerOptions(metric or "noisytune", k, noise_lambda))
+            sampler = build_sampler(name, {**sampler_values, **variant})
             memory = run.memory.copy()  # the same starting memory for every sampler
-            started = time.perf_counter()
-            original, run.memory = run.memory, memory
-            try:
-                candidates, new, context = run.selection_inputs(
-                    1, new_clips, list(tasks[1].classes), seen,
-                    FeatureCache(run.model.frontend, batch_size=64))
-                chosen = sampler.select(candidates, memory.capacity, context)
-                memory.update(chosen, [(c.key, c.target, c.load) for c in new])
-            finally:
-                run.memory = original
-            seconds.append(time.perf_counter() - started)
-        rows.append({"sampler": label, "k": k if metric else None,
-                     "candidates": len(candidates), "seconds": statistics.median(seconds)})
-    reference = next(r["seconds"] for r in rows if r["sampler"] == REFERENCE)
+            update = update_memory(
+                memory, sampler, fresh_items(run.items), trained.new_clips, phase=1, rng=run.rng,
+                model=run.model, model_macs=trained.macs, sample_rate=run.split.sample_rate,
+                clip_samples=run.split.clip_samples, exemplar_shape=run.exemplar_shape(memory.format))
+            seconds.append(update.seconds)
+        uses_k = any(o.name == "metric_k" for o in sampler.options)
+        rows.append({"sampler": label, "k": sampler_values.get("metric_k") if uses_k else None,
+                     "candidates": update.n_candidates, "seconds": statistics.median(seconds)})
+    reference = next((r["seconds"] for r in rows if r["sampler"] == REFERENCE), None)
     for row in rows:
-        row["ratio_to_noisytune"] = row["seconds"] / reference
+        row["ratio_to_noisytune"] = row["seconds"] / reference if reference else None
     return rows
 
 
 @bench.command("memory-update")
-@click.option("--dataset", type=click.Choice(cfg.DATASETS), default="synthetic", show_default=True)
+@registry_options.dataset_option("synthetic")
 @click.option("--data-root", type=click.Path(), default=None)
-@click.option("--model", type=click.Choice(cfg.MODELS), default="bc-resnet", show_default=True)
+@registry_options.model_option("bc-resnet")
 @click.option("--width", type=int, default=40, show_default=True)
-@click.option("--metric-k", type=click.Choice(["2", "4", "6"]), default="6", show_default=True)
-@click.option("--noise-lambda", type=float, default=0.2, show_default=True)
+@registry_options.sampler_options(only=lambda name: name != "uncert_metric")
 @click.option("--memory-size", type=int, default=500, show_default=True)
 @click.option("--n-tasks", type=int, default=None)
 @click.option("--n-init-cls", type=int, default=None)
@@ -89,19 +82,23 @@ def time_memory_updates(run, k: int, noise_lambda: float, repeats: int) -> list[
               show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @click.option("--quiet", is_flag=True)
-def memory_update(metric_k, repeats, as_json, **options) -> None:
+def memory_update(repeats, as_json, **options) -> None:
     """Time every sampler's memory update on the same trained model and the same candidates.
 
     Trains a model on the first two tasks (memory filled at random after the first), then times
-    random, reservoir, prototype and uncertainty with shift, noise and noisytune at the same k on
-    the memory plus the second task's clips, and prints each time and its ratio to noisytune.
+    every registered sampler (uncertainty with each of shift, noise and noisytune) with the same
+    options on the memory plus the second task's clips, and prints each time and its ratio to
+    uncertainty-noisytune.
     """
+    from edgecl.config import RunConfig
     from edgecl.results import format_table
+    from edgecl.samplers import sampler_options
     from edgecl.trainer import ContinualRun
 
-    config = cfg.RunConfig(mode="replay", mem_manage="random", metric_k=int(metric_k),
-                           export=False, exp_name="bench-memory-update", patience=0, **options)
-    rows = time_memory_updates(ContinualRun(config), int(metric_k), config.noise_lambda,
+    config = RunConfig(mode="replay", mem_manage="random", export=False,
+                       exp_name="bench-memory-update", patience=0, **options)
+    values = {name: options[name] for name in sampler_options() if name in options}
+    rows = time_memory_updates(ContinualRun(config), {**config.sampler_options, **values},
                                max(1, repeats))
     if as_json:
         click.echo(json.dumps(rows, indent=2))

@@ -6,6 +6,7 @@ import click
 from click.core import ParameterSource
 
 from edgecl import config as cfg
+from edgecl.commands import options as registry_options
 from edgecl.errors import EdgeclError
 
 _DEFAULTS = cfg.RunConfig()
@@ -18,50 +19,45 @@ def _explicit(ctx: click.Context, names) -> list[str]:
 
 
 def check_option_combination(ctx: click.Context, mode: str, mem_manage: str) -> None:
-    """Memory options need --mode replay; uncertainty options need --mem-manage uncertainty;
+    """Memory options need --mode replay; a sampler's own options need that sampler;
     the memory is sized in exemplars or in bytes, not both."""
+    from edgecl.samplers import option_owners, sampler_options
+
     if len(_explicit(ctx, ("memory_size", "memory_bytes"))) == 2:
         raise EdgeclError("--memory-size, --memory-bytes: give one (a byte budget sets the number "
                           "of exemplars from --memory-format)")
     if mode != "replay":
-        given = _explicit(ctx, cfg.MEMORY_OPTIONS)
+        given = _explicit(ctx, cfg.memory_options())
         if given:
             raise EdgeclError(f"{', '.join(cfg.option_name(n) for n in given)}: only used with "
                               f"--mode replay (this run is --mode {mode}, without a memory)")
-    elif mem_manage != "uncertainty":
-        given = _explicit(ctx, cfg.UNCERTAINTY_OPTIONS)
+    else:
+        given = [n for n in _explicit(ctx, sampler_options()) if mem_manage not in option_owners(n)]
         if given:
+            owners = sorted({o for n in given for o in option_owners(n)})
             raise EdgeclError(f"{', '.join(cfg.option_name(n) for n in given)}: only used with "
-                              f"--mem-manage uncertainty (this run uses {mem_manage})")
+                              f"--mem-manage {' or '.join(owners)} (this run uses {mem_manage})")
 
 
 @click.command("train")
-@click.option("--dataset", type=click.Choice(cfg.DATASETS), default=_DEFAULTS.dataset,
-              show_default=True, help="Dataset to learn from.")
+@registry_options.dataset_option(_DEFAULTS.dataset)
 @click.option("--data-root", type=click.Path(), default=None,
               help="Dataset folder (ESC-50, TAU-ASC) or manifest CSV (manifest).")
-@click.option("--model", type=click.Choice(cfg.MODELS), default=_DEFAULTS.model, show_default=True)
+@registry_options.model_option(_DEFAULTS.model)
 @click.option("--width", type=int, default=_DEFAULTS.width, show_default=True,
               help="BC-ResNet base width (40 = the published c = 4).")
 @click.option("--mode", type=click.Choice(cfg.MODES), default=_DEFAULTS.mode, show_default=True,
               help="finetune: no memory; replay: memory refilled by --mem-manage; joint: every "
                    "class in one phase (upper bound).")
-@click.option("--mem-manage", type=click.Choice(cfg.MEM_MANAGERS), default=_DEFAULTS.mem_manage,
-              show_default=True, help="Memory sampler (replay).")
-@click.option("--uncert-metric", type=click.Choice(cfg.UNCERT_METRICS),
-              default=_DEFAULTS.uncert_metric, show_default=True,
-              help="Perturbation of the uncertainty sampler.")
-@click.option("--metric-k", type=click.Choice([str(k) for k in cfg.METRIC_KS]),
-              default=str(_DEFAULTS.metric_k), show_default=True,
-              help="Perturbed predictions per clip.")
-@click.option("--noise-lambda", type=float, default=_DEFAULTS.noise_lambda, show_default=True,
-              help="noisytune noise amplitude, times the embedding's std.")
+@click.option("--mem-manage", type=registry_options.mem_manage_choice(),
+              default=_DEFAULTS.mem_manage, show_default=True, help="Memory sampler (replay).")
+@registry_options.sampler_options()
 @click.option("--memory-size", type=int, default=_DEFAULTS.memory_size, show_default=True,
               help="Replay memory capacity in exemplars.")
 @click.option("--memory-bytes", default=None, metavar="SIZE",
               help="Replay memory budget in bytes of stored data, headers included: 512KB, 4MB "
                    "(x1000), 4MiB (x1024) or plain bytes. Replaces --memory-size.")
-@click.option("--memory-format", type=click.Choice(cfg.MEMORY_FORMATS),
+@click.option("--memory-format", type=registry_options.memory_format_choice(),
               default=_DEFAULTS.memory_format, show_default=True,
               help="How exemplars are stored: float32, pcm16 or mulaw8 audio, or logmel8 "
                    "(8-bit log-mel with a per-exemplar scale and offset).")
@@ -111,7 +107,6 @@ def check_option_combination(ctx: click.Context, mode: str, mem_manage: str) -> 
 def train_command(ctx: click.Context, **options) -> None:
     """Learn the dataset's classes task by task and write WORKSPACE/EXP_NAME/results.json."""
     check_option_combination(ctx, options["mode"], options["mem_manage"])
-    options["metric_k"] = int(options["metric_k"])
     config = cfg.RunConfig(**options)
     from edgecl.results import phase_table
     from edgecl.trainer import train

@@ -5,6 +5,8 @@
 """
 
 from edgecl.data.records import Clip, DatasetSplit
-from edgecl.data.registry import DATASET_NAMES, canonical_name, load_dataset
+from edgecl.data.registry import (DATASET_NAMES, all_aliases, canonical_name, dataset_entry,
+                                  load_dataset)
 
-__all__ = ["DATASET_NAMES", "Clip", "DatasetSplit", "canonical_name", "load_dataset"]
+__all__ = ["DATASET_NAMES", "Clip", "DatasetSplit", "all_aliases", "canonical_name", "dataset_entry",
+           "load_dataset"]

@@ -26,6 +26,27 @@ class Exemplar:
     encoded: Any
 
 
+def capacity_for_budget(budget_bytes: int, fmt, shape: Sequence[int], n_classes: int) -> int:
+    """How many exemplars of `shape` fit in `budget_bytes` in format `fmt` (an ExemplarFormat or
+    its name): `budget_bytes // fmt.nbytes(shape)`.
+
+    Raises EdgeclError ("impossible budget") when that is fewer than one exemplar per class:
+    pass the number of classes the run will ever see, so the run fails before training.
+    """
+    from edgecl.memory.formats import get_format
+
+    fmt = get_format(fmt) if isinstance(fmt, str) else fmt
+    shape = tuple(int(size) for size in shape)
+    per_exemplar = fmt.nbytes(shape)
+    capacity = int(budget_bytes) // per_exemplar
+    if capacity < n_classes:
+        raise EdgeclError(
+            f"--memory-bytes: impossible budget: {budget_bytes} bytes hold {capacity} {fmt.name} "
+            f"exemplars of {per_exemplar} bytes (shape {list(shape)}), fewer than one per class "
+            f"for {n_classes} classes; expected at least {per_exemplar * n_classes} bytes")
+    return capacity
+
+
 class ReplayMemory:
     """A bounded list of exemplars in one storage format.
 
@@ -41,10 +62,11 @@ class ReplayMemory:
         self._exemplars: list[Exemplar] = []
 
     @classmethod
-    def from_budget(cls, budget_bytes: int, fmt, shape: Sequence[int]) -> "ReplayMemory":
-        """A memory whose capacity is as many exemplars of `shape` as fit in `budget_bytes`."""
-        per_exemplar = int(fmt.nbytes(tuple(shape)))
-        return cls(int(budget_bytes) // per_exemplar, fmt)
+    def from_budget(cls, budget_bytes: int, fmt, shape: Sequence[int],
+                    n_classes: int = 1) -> "ReplayMemory":
+        """A memory holding as many exemplars of `shape` as fit in `budget_bytes` (see
+        `capacity_for_budget`, which fails when that is fewer than one per class)."""
+        return cls(capacity_for_budget(budget_bytes, fmt, shape, n_classes), fmt)
 
     def __len__(self) -> int:
         return len(self._exemplars)

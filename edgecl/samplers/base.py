@@ -1,4 +1,5 @@
-"""What every sampler sees: candidates, the selection context, and the Sampler interface.
+"""What every sampler sees and declares: candidates, the selection context, the Sampler interface
+(its options and its cost estimate) and the helpers the selection rules share.
 
 A sampler is a small object that lives for a whole run (so it can keep state such as reservoir's
 seen-count or prototype's class means) and, after each phase, picks which candidates the replay
@@ -6,28 +7,36 @@ memory keeps: `select(candidates, capacity, context) -> list of candidate indice
 order the memory should hold them (first = highest priority where the sampler has an order).
 
 Candidates are the current memory in slot order followed by the new phase's clips in stream order.
+
+Sampler modules import torch inside the methods that run a model, so reading the registry (the
+CLI's --help) stays free of torch.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-import torch
+
+from edgecl.budget.macs import ModelMacs
+from edgecl.errors import EdgeclError
 
 
 @dataclass(frozen=True)
 class Candidate:
     """A clip the memory may keep. `load()` returns its array in the memory's domain
-    (waveform [T] or log-mel [1, F, T']), decoded when it comes from the memory."""
+    (waveform [T] or log-mel [1, F, T']), decoded when it comes from the memory. `item` is its
+    edgecl.features.FeatureItem (what `SelectionContext.features` computes log-mels from)."""
 
     key: str
     target: int
     in_memory: bool
     load: Callable[[], np.ndarray] = field(repr=False, compare=False)
+    item: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_array(cls, key: str, target: int, array: np.ndarray, in_memory: bool = False):
@@ -46,18 +55,17 @@ class SelectionContext:
     """
 
     phase: int
-    seen_classes: list[int]
-    new_classes: list[int]
     rng: np.random.Generator
-    model: torch.nn.Module | None = None
-    features: Callable[[Sequence[Candidate]], torch.Tensor] | None = None
+    model: "torch.nn.Module | None" = None
+    features: "Callable[[Sequence[Candidate]], torch.Tensor] | None" = None
     domain: str = "waveform"
     sample_rate: int = 16000
     batch_size: int = 64
-    log: Callable[[str], None] = lambda message: None
 
-    def torch_generator(self) -> torch.Generator:
+    def torch_generator(self) -> "torch.Generator":
         """A torch Generator seeded from `rng`, so perturbations are reproducible."""
+        import torch
+
         return torch.Generator().manual_seed(int(self.rng.integers(0, 2**62)))
 
     def batches(self, candidates: Sequence[Candidate]):
@@ -65,49 +73,96 @@ class SelectionContext:
         for start in range(0, len(candidates), self.batch_size):
             yield candidates[start:start + self.batch_size]
 
-    @torch.no_grad()
-    def embeddings(self, candidates: Sequence[Candidate]) -> torch.Tensor:
+    def embeddings(self, candidates: Sequence[Candidate]) -> "torch.Tensor":
         """Model embeddings [N, D] of the candidates' (cached) log-mel features, in eval mode."""
+        import torch
+
         self.model.eval()
-        parts = [self.model.embed(self.features(batch)) for batch in self.batches(candidates)]
+        with torch.no_grad():
+            parts = [self.model.embed(self.features(batch)) for batch in self.batches(candidates)]
         return torch.cat(parts) if parts else torch.zeros(0, self.model.embedding_dim)
 
-    def waveforms(self, candidates: Sequence[Candidate]) -> torch.Tensor:
+    def waveforms(self, candidates: Sequence[Candidate]) -> "torch.Tensor":
         """Stacked waveforms [N, T] (only for a waveform-domain memory)."""
+        import torch
+
         if self.domain != "waveform":
             raise ValueError("waveform perturbations need a waveform-domain memory format")
         return torch.from_numpy(np.stack([np.asarray(c.load(), dtype=np.float32).reshape(-1)
                                           for c in candidates]))
 
 
+@dataclass(frozen=True)
+class SamplerOption:
+    """An option a sampler declares: a run-config field, the CLI flag `--<name with dashes>`.
+    `choices` or `minimum` (inclusive) say which values are valid."""
+
+    name: str
+    default: Any
+    help: str
+    choices: tuple | None = None
+    minimum: float | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any) -> None:
+        """Raise EdgeclError naming the flag when `value` is not valid."""
+        if self.choices is not None and value not in self.choices:
+            raise EdgeclError(f"{self.flag}: expected one of "
+                              f"{', '.join(str(c) for c in self.choices)}, got {value!r}")
+        if self.minimum is not None and not value >= self.minimum:
+            raise EdgeclError(f"{self.flag}: expected a number >= {self.minimum}, got {value}")
+
+
+#: Option values by option name (a run's config holds every registered sampler's options).
+SamplerOptions = Mapping[str, Any]
+
+
 class Sampler(ABC):
-    """A memory-selection rule. Subclasses set `name` and register with @register_sampler."""
+    """A memory-selection rule. Subclasses set `name`, declare their `options` and register with
+    @register_sampler (edgecl.samplers.registry); that is all the trainer, CLI and bench need."""
 
     name: str = ""
+    #: The options this rule takes (the keyword arguments of its constructor).
+    options: tuple[SamplerOption, ...] = ()
     #: True when the rule perturbs waveforms (it cannot run on a log-mel memory).
     needs_waveform: bool = False
-    #: True when the rule needs the trained model (embeddings or predictions).
-    needs_model: bool = False
 
     @classmethod
-    def from_options(cls, options: "SamplerOptions") -> "Sampler":
-        """Build from the run's sampler options; most samplers take none."""
-        return cls()
+    def from_options(cls, values: SamplerOptions) -> "Sampler":
+        """Build from option values (missing ones take their defaults)."""
+        return cls(**{o.name: values.get(o.name, o.default) for o in cls.options})
+
+    @classmethod
+    def run_name_parts(cls, values: SamplerOptions) -> list[str]:
+        """Parts of a run's default name that tell its options apart (none by default)."""
+        return []
+
+    @classmethod
+    def variants(cls) -> list[tuple[str, dict[str, Any]]]:
+        """(label, options) of each configuration `edgecl bench memory-update` times."""
+        return [(cls.name, {})]
 
     @abstractmethod
     def select(self, candidates: Sequence[Candidate], capacity: int,
                context: SelectionContext) -> list[int]:
         """Indices of the candidates to keep (at most `capacity`), in slot order."""
 
+    def update_macs(self, n_candidates: int, macs: ModelMacs, *, clip_samples: int = 0,
+                    sample_rate: int = 16000, features_cached: bool = True) -> int:
+        """Estimated MACs of one update on `n_candidates`; rules that run no model: 0.
+        `features_cached` says whether unperturbed candidates' log-mels are already computed."""
+        return 0
 
-@dataclass(frozen=True)
-class SamplerOptions:
-    """Options a sampler may read (the uncertainty sampler's perturbation settings)."""
+    def perturbation_macs(self, clip_samples: int, sample_rate: int) -> int:
+        """MACs spent producing each perturbed copy that goes through the whole model (the
+        trainer adds this per full forward it counts); 0 for rules without perturbations."""
+        return 0
 
-    uncert_metric: str = "noisytune"
-    metric_k: int = 6
-    noise_lambda: float = 0.2
 
+# --- helpers shared by the selection rules ---------------------------------------------------
 
 def indices_by_class(candidates: Sequence[Candidate]) -> dict[int, list[int]]:
     """Candidate indices grouped by target, in candidate order."""
@@ -120,6 +175,21 @@ def indices_by_class(candidates: Sequence[Candidate]) -> dict[int, list[int]]:
 def class_quota(capacity: int, n_classes: int) -> int:
     """Exemplars per class in a class-balanced memory: capacity // seen classes."""
     return capacity // max(1, n_classes)
+
+
+def l2_normalise(rows: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero)."""
+    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+    return rows / np.where(norms > 0, norms, 1.0)
+
+
+def evenly_spaced(n: int, count: int) -> list[int]:
+    """`count` distinct positions spread evenly over 0..n-1, both ends included."""
+    if count >= n:
+        return list(range(n))
+    if count <= 0:
+        return []
+    return [int(i) for i in np.round(np.linspace(0, n - 1, count))]
 
 
 def fill_at_random(chosen: list[int], n_candidates: int, capacity: int,

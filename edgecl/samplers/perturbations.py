@@ -18,6 +18,9 @@ import math
 import torch
 import torchaudio.functional as AF
 
+from edgecl.budget.macs import RESAMPLE_TAPS, fft_macs
+from edgecl.errors import EdgeclError
+
 PITCH_SEMITONES = 4.0
 RATIO_DENOMINATOR = 32
 SHIFT_FRACTION = 0.5
@@ -36,8 +39,9 @@ def _fit_length(waveform: torch.Tensor, length: int) -> torch.Tensor:
     return torch.nn.functional.pad(waveform, (0, length - waveform.shape[-1]))
 
 
-def _stft_size(sample_rate: int, length: int) -> int:
-    """A power-of-two FFT size of about 32 ms, at most half the clip (reflect padding needs it)."""
+def stft_size(sample_rate: int, length: int) -> int:
+    """The pitch shift's STFT size: a power of two of about 32 ms, at most half the clip (reflect
+    padding needs it). Its cost estimate (`perturbation_macs`) uses the same size."""
     return 2 ** max(3, min(round(math.log2(sample_rate * 0.032)), int(math.log2(length)) - 1))
 
 
@@ -48,7 +52,7 @@ def pitch_shift_by_ratio(waveforms: torch.Tensor, numerator: int, sample_rate: i
         return waveforms.clone()
     length = waveforms.shape[-1]
     ratio = numerator / denominator
-    n_fft = _stft_size(sample_rate, length)
+    n_fft = stft_size(sample_rate, length)
     hop = n_fft // 4
     window = torch.hann_window(n_fft)
     spec = torch.stft(waveforms, n_fft, hop, window=window, return_complex=True)
@@ -92,3 +96,27 @@ def coloured_noise(waveforms: torch.Tensor, generator: torch.Generator,
     snr = _uniform(batch, *snr_db, generator)[:, None]
     signal_rms = waveforms.pow(2).mean(dim=1, keepdim=True).sqrt()
     return waveforms + noise * signal_rms / 10.0 ** (snr / 20.0)
+
+
+def perturbation_macs(kind: str, clip_samples: int, sample_rate: int = 16000) -> int:
+    """Rough MACs of producing one perturbed copy of a clip (averaged over a sampler's k draws):
+
+    - noise: an rfft and an irfft of the clip's length, the 1/f shaping, the RMS and the scaled
+      add (~4 MACs per sample).
+    - shift: half the draws are time shifts (a roll, 0 MACs), half pitch shifts: an STFT and an
+      inverse STFT (`stft_size`, hop n_fft/4), the phase vocoder (~4 MACs per bin and frame) and a
+      polyphase resample (~13 taps per sample).
+    - noisytune perturbs the embedding (~1 MAC per dimension, negligible): 0.
+    These are order-of-magnitude figures; the forward passes dominate a memory update.
+    """
+    if kind == "noise":
+        return 2 * fft_macs(clip_samples) + 4 * clip_samples
+    if kind == "shift":
+        n_fft = stft_size(sample_rate, clip_samples)
+        frames = clip_samples // (n_fft // 4) + 1
+        stft_pair = 2 * frames * fft_macs(n_fft)
+        vocoder = 4 * frames * (n_fft // 2 + 1)
+        return (stft_pair + vocoder + RESAMPLE_TAPS * clip_samples) // 2
+    if kind == "noisytune":
+        return 0
+    raise EdgeclError(f"--uncert-metric: expected shift, noise or noisytune, got {kind!r}")

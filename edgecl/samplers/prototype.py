@@ -13,14 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgecl.samplers.base import Sampler, class_quota, indices_by_class
+from edgecl.samplers.base import Sampler, class_quota, indices_by_class, l2_normalise
 from edgecl.samplers.registry import register_sampler
-
-
-def l2_normalise(rows: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero)."""
-    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
-    return rows / np.where(norms > 0, norms, 1.0)
 
 
 def herding_order(features: np.ndarray, mean: np.ndarray, count: int) -> list[int]:
@@ -41,7 +35,6 @@ def herding_order(features: np.ndarray, mean: np.ndarray, count: int) -> list[in
 @register_sampler
 class PrototypeSampler(Sampler):
     name = "prototype"
-    needs_model = True
 
     def __init__(self) -> None:
         self.class_means: dict[int, np.ndarray] = {}  # target -> normalised mean when learnt
@@ -63,3 +56,9 @@ class PrototypeSampler(Sampler):
             order = herding_order(features, self.class_means[target], quota)
             chosen += [members[i] for i in order]
         return chosen
+
+    def update_macs(self, n_candidates, macs, *, clip_samples=0, sample_rate=16000,
+                    features_cached=True):
+        """One embedding (backbone forward) per candidate; herding's distance sums (~ selected x
+        class size x embedding dim) are orders of magnitude smaller and not counted."""
+        return n_candidates * ((0 if features_cached else macs.frontend) + macs.backbone)

@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
-from edgecl.samplers import perturbations
-from edgecl.samplers.base import (Candidate, Sampler, SamplerOptions, SelectionContext,
-                                  balanced_random, class_quota, fill_at_random, indices_by_class)
+from edgecl.errors import EdgeclError
+from edgecl.samplers.base import (Candidate, Sampler, SamplerOption, SamplerOptions,
+                                  SelectionContext, balanced_random, class_quota, evenly_spaced,
+                                  fill_at_random, indices_by_class)
 from edgecl.samplers.registry import register_sampler
 
 UNCERT_METRICS = ("shift", "noise", "noisytune")
@@ -38,31 +38,56 @@ def vote_uncertainty(predictions: np.ndarray) -> np.ndarray:
     return 1.0 - top / k
 
 
-def evenly_spaced(n: int, count: int) -> list[int]:
-    """`count` distinct positions spread evenly over 0..n-1, both ends included."""
-    if count >= n:
-        return list(range(n))
-    if count <= 0:
-        return []
-    return [int(i) for i in np.round(np.linspace(0, n - 1, count))]
-
-
 @register_sampler
 class UncertaintySampler(Sampler):
     name = "uncertainty"
-    needs_model = True
+    options = (
+        SamplerOption("uncert_metric", "noisytune", "Perturbation of the uncertainty sampler.",
+                      choices=UNCERT_METRICS),
+        SamplerOption("metric_k", 6, "Perturbed predictions per clip.", choices=METRIC_KS),
+        SamplerOption("noise_lambda", 0.2, "noisytune noise amplitude, times the embedding's std.",
+                      minimum=0),
+    )
 
     def __init__(self, metric: str = "noisytune", k: int = 6, noise_lambda: float = 0.2) -> None:
         if metric not in UNCERT_METRICS:
-            raise ValueError(f"uncertainty metric must be one of {UNCERT_METRICS}, got {metric!r}")
+            raise EdgeclError(f"--uncert-metric: expected one of {', '.join(UNCERT_METRICS)}, "
+                              f"got {metric!r}")
         if k < 1 or (metric == "shift" and k % 2):
-            raise ValueError(f"metric k must be positive (even for shift), got {k}")
+            raise EdgeclError(f"--metric-k: expected a positive number of perturbations (even "
+                              f"for shift), got {k}")
         self.metric, self.k, self.noise_lambda = metric, k, noise_lambda
         self.needs_waveform = metric != "noisytune"
 
     @classmethod
-    def from_options(cls, options: SamplerOptions) -> "UncertaintySampler":
-        return cls(options.uncert_metric, options.metric_k, options.noise_lambda)
+    def from_options(cls, values: SamplerOptions) -> "UncertaintySampler":
+        defaults = {o.name: o.default for o in cls.options}
+        values = {**defaults, **values}
+        return cls(values["uncert_metric"], values["metric_k"], values["noise_lambda"])
+
+    @classmethod
+    def run_name_parts(cls, values: SamplerOptions) -> list[str]:
+        return [values["uncert_metric"], f"k{values['metric_k']}"]
+
+    @classmethod
+    def variants(cls) -> list[tuple[str, dict]]:
+        return [(f"{cls.name}-{metric}", {"uncert_metric": metric}) for metric in UNCERT_METRICS]
+
+    def update_macs(self, n_candidates, macs, *, clip_samples=0, sample_rate=16000,
+                    features_cached=True):
+        """noisytune: one embedding per candidate, then the head k times. shift, noise: k full
+        forwards per candidate, front end included (the perturbed audio has new features), plus
+        `perturbation_macs` per draw."""
+        if self.metric == "noisytune":
+            frontend = 0 if features_cached else macs.frontend
+            return n_candidates * (frontend + macs.backbone + self.k * macs.head)
+        per_draw = macs.total + self.perturbation_macs(clip_samples, sample_rate)
+        return n_candidates * self.k * per_draw
+
+    def perturbation_macs(self, clip_samples, sample_rate):
+        from edgecl.samplers import perturbations
+
+        return perturbations.perturbation_macs(self.metric, clip_samples, sample_rate)
 
     def select(self, candidates, capacity, context):
         if context.phase == 0:
@@ -84,9 +109,16 @@ class UncertaintySampler(Sampler):
             chosen += [int(ordered[p]) for p in evenly_spaced(len(ordered), quota)]
         return fill_at_random(chosen, len(candidates), capacity, rng)
 
-    @torch.no_grad()
     def predictions(self, candidates: Sequence[Candidate], context: SelectionContext) -> np.ndarray:
         """[N, k] classes predicted under the k perturbations."""
+        import torch
+
+        with torch.no_grad():
+            return self._predictions(candidates, context)
+
+    def _predictions(self, candidates, context):
+        import torch
+
         model = context.model
         model.eval()
         generator = context.torch_generator()
@@ -109,6 +141,8 @@ class UncertaintySampler(Sampler):
         return vote_uncertainty(self.predictions(candidates, context))
 
     def _perturb(self, waveforms, draw, sample_rate, generator):
+        from edgecl.samplers import perturbations
+
         if self.metric == "noise":
             return perturbations.coloured_noise(waveforms, generator)
         # shift: alternate pitch and time shifts, k/2 of each (the published order)

@@ -1,6 +1,21 @@
-"""One phase of supervised training: the loop, early stopping and the stop condition."""
+"""One phase of supervised training: the loop, early stopping and the stop condition.
 
-from edgecl.training.loop import (FitReport, PhaseData, StopCondition, Unlimited, evaluate, fit,
-                                  predict)
+The loop (torch) is imported on first use, so `edgecl.training.stop` (what RunConfig checks
+budgets with) loads on a machine without torch, and `edgecl --help` stays fast.
+"""
 
-__all__ = ["FitReport", "PhaseData", "StopCondition", "Unlimited", "evaluate", "fit", "predict"]
+from typing import Any
+
+from edgecl.training.stop import ComputeBudget, PhaseMeter, StopCondition
+
+_LOOP_NAMES = ("FitReport", "PhaseData", "evaluate", "fit", "predict", "task_accuracy")
+
+__all__ = ["ComputeBudget", "PhaseMeter", "StopCondition", *_LOOP_NAMES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LOOP_NAMES:
+        from edgecl.training import loop
+
+        return getattr(loop, name)
+    raise AttributeError(f"module 'edgecl.training' has no attribute {name!r}")

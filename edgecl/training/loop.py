@@ -2,7 +2,7 @@
 validation split with the best weights restored.
 
 When training stops is decided in two places only: `fit`'s epoch/patience rule (the published
-schedule) and a StopCondition asked before every optimizer step (compute budgets plug in there).
+schedule) and a StopCondition asked before every optimizer step (edgecl.training.stop).
 """
 
 from __future__ import annotations
@@ -15,28 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-
-class StopCondition:
-    """Asked before every optimizer step whether the phase must stop; told after each step.
-    The base class never stops. `reason` says why it stopped (or None)."""
-
-    reason: str | None = None
-
-    def start(self) -> None:
-        """Called when the phase's training starts."""
-
-    def should_stop(self, batch_size: int) -> bool:
-        """True when the next step (on `batch_size` clips) must not be taken."""
-        return False
-
-    def step_done(self, batch_size: int) -> None:
-        """Called after each optimizer step."""
-
-    def finish(self) -> None:
-        """Called when the phase's training ends."""
-
-
-Unlimited = StopCondition
+from edgecl.training.stop import StopCondition
 
 
 @dataclass
@@ -66,7 +45,8 @@ def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     chunks = list(torch.split(order, batch_size))
     # A trailing batch of one clip breaks BatchNorm's training statistics: fold it in.
     if len(chunks) > 1 and len(chunks[-1]) == 1:
-        chunks[-2] = torch.cat([chunks[-2], chunks.pop()])
+        last = chunks.pop()  # popped first: with two chunks, chunks[-2] is gone after the pop
+        chunks[-1] = torch.cat([chunks[-1], last])
     return chunks
 
 
@@ -106,6 +86,21 @@ def predict(model, data: PhaseData, batch_size: int = 128) -> torch.Tensor:
     parts = [model.forward_features(data.features(idx.tolist()))[0].argmax(dim=1)
              for idx in torch.split(torch.arange(len(data)), batch_size)]
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+
+def task_accuracy(model, clip_data: Callable[[list], PhaseData],
+                  tasks: Sequence) -> tuple[list[float], float]:
+    """Accuracy on each task's test clips and on all of them together; `clip_data(labelled)` is
+    the PhaseData of a list of LabelledClips."""
+    labelled = [lc for task in tasks for lc in task.test]
+    data = clip_data(labelled)
+    correct = (predict(model, data) == data.targets).numpy()
+    per_task, start = [], 0
+    for task in tasks:
+        part = correct[start:start + len(task.test)]
+        per_task.append(float(part.mean()) if len(part) else 0.0)
+        start += len(task.test)
+    return per_task, float(correct.mean()) if len(correct) else 0.0
 
 
 def evaluate(model, data: PhaseData, batch_size: int = 128) -> float | None:

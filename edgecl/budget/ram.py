@@ -1,0 +1,97 @@
+"""RAM figures: this process's peak resident set, and the RAM a device needs to train a model."""
+
+from __future__ import annotations
+
+import copy
+import math
+import resource
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far, in bytes (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+@dataclass(frozen=True)
+class TrainRam:
+    """Parts of the device training-RAM estimate, in bytes (see device_train_ram_bytes)."""
+
+    weights: int
+    gradients: int
+    optimizer_state: int
+    activations: int
+    input_batch: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer_state + self.activations + self.input_batch
+
+    def as_dict(self) -> dict[str, int]:
+        return {"weights": self.weights, "gradients": self.gradients,
+                "optimizer_state": self.optimizer_state, "activations": self.activations,
+                "input_batch": self.input_batch, "total": self.total}
+
+
+def device_train_ram(model, batch_size: int, input_shape: tuple[int, ...],
+                     forward: Callable | None = None) -> TrainRam:
+    """Estimate the RAM a device needs to train `model` with Adam at `batch_size`, in fp32.
+
+    device_train_ram_bytes = weights + gradients + optimizer state + activations + input batch:
+    - weights: every parameter and buffer (e.g. BatchNorm running statistics), 4 bytes each;
+    - gradients: 4 bytes per trainable parameter;
+    - optimizer state: Adam keeps two moments per trainable parameter, 8 bytes;
+      so the parameter part is 16 bytes per trainable parameter;
+    - activations: the tensors autograd saves for the backward pass during one training forward
+      of a batch, measured (not modelled) with torch.autograd.graph.saved_tensors_hooks on a copy
+      of the model in train mode; each storage is counted once, parameters and the input excluded;
+    - input batch: `batch_size x prod(input_shape)` float32 values.
+    Not counted: the transient gradients of activations during backward (at most a few layers'
+    worth at a time), kernel workspaces, allocator fragmentation, the framework itself, and the
+    replay memory (reported separately as memory_bytes). `forward(model, batch)` defaults to
+    `model(batch)`; pass `lambda m, x: m.forward_features(x)` for training on cached log-mels.
+    The model, its buffers and the global RNG are left untouched.
+    """
+    import torch
+
+    params = list(model.parameters())
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    weights = 4 * (sum(p.numel() for p in params) + sum(b.numel() for b in model.buffers()))
+    input_batch = 4 * batch_size * math.prod(input_shape)
+
+    probe = copy.deepcopy(model).train()
+    skip = {p.untyped_storage().data_ptr() for p in probe.parameters()}
+    saved: dict[int, int] = {}
+    # Saved tensors stay alive (through detached aliases) until the end, so no two of them can
+    # share an address. The graph itself holds only a placeholder: returning the tensor from
+    # pack would tie an op's output to its own grad_fn, a cycle that is never freed.
+    alive: list = []
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in skip:
+            saved[storage.data_ptr()] = storage.nbytes()
+            alive.append(tensor.detach())
+        return None
+
+    def unpack(_placeholder):
+        raise RuntimeError("device_train_ram measures a forward pass only; it never runs backward")
+
+    run = forward or (lambda m, x: m(x))
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        device = params[0].device if params else torch.device("cpu")
+        batch = torch.randn(batch_size, *input_shape, device=device)
+        skip.add(batch.untyped_storage().data_ptr())
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            output = run(probe, batch)
+        del output, alive
+    return TrainRam(weights=weights, gradients=4 * trainable, optimizer_state=8 * trainable,
+                    activations=sum(saved.values()), input_batch=input_batch)
+
+
+def device_train_ram_bytes(model, batch_size: int, input_shape: tuple[int, ...],
+                           forward: Callable | None = None) -> int:
+    """Total of `device_train_ram` (bytes)."""
+    return device_train_ram(model, batch_size, input_shape, forward).total
