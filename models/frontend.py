@@ -41,6 +41,12 @@ _KNOWN_RATES = {
 }
 
 
+def fft_size_32ms(sample_rate: int) -> int:
+    """The power of two nearest a 32 ms window at `sample_rate` (the front end's default for
+    unlisted rates; the pitch-shift perturbation uses it too)."""
+    return 2 ** round(math.log2(sample_rate * 0.032))
+
+
 @dataclass(frozen=True)
 class FrontEndConfig:
     """Parameters of the log-mel front end; serialisable with to_dict/from_dict for manifests."""
@@ -77,7 +83,7 @@ class FrontEndConfig:
         else:
             if sample_rate < 4000:
                 raise EdgeclError(f"front end: sample_rate must be at least 4000 Hz, got {sample_rate}")
-            n_fft = 2 ** round(math.log2(sample_rate * 0.032))
+            n_fft = fft_size_32ms(sample_rate)
             hop = round(sample_rate * 0.010)
             f_min, f_max = 20.0, min(sample_rate / 2, 14000.0)
         return cls(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop, f_min=f_min, f_max=f_max,

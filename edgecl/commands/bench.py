@@ -107,7 +107,33 @@ def memory_update(repeats, as_json, **options) -> None:
                                        "ratio_to_noisytune")))
 
 
-# `edgecl bench export RUN_DIR` lives with the exporter (firmware_export/bench.py).
-from firmware_export.bench import bench_export_command  # noqa: E402
+@bench.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--phase", type=click.IntRange(min=0), default=None, help="Only this phase.")
+@click.option("--runs", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Timed runs per measurement (the median is reported).")
+@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True)
+@click.option("--no-stft-compare", is_flag=True,
+              help="Skip the conv-DFT vs torch.stft front-end comparison (one extra export).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def bench_export_command(run_dir: str, phase: int | None, runs: int, warmup: int,
+                         no_stft_compare: bool, as_json: bool) -> None:
+    """Sizes, MACs, parameters and batch-1 single-thread latency of every exported phase.
 
-bench.add_command(bench_export_command)
+    Latency is the median per clip over --runs after --warmup runs for PyTorch eager (from the
+    phase checkpoint), ONNX Runtime fp32 and int8, with the front end's share of the ONNX time.
+    Then the conv-DFT front end against torch.stft, alone and in the full fp32 model.
+    """
+    from edgecl.results import format_table
+    from firmware_export.bench import FRONTEND_COLUMNS, ROW_COLUMNS, bench_export
+
+    results = bench_export(run_dir, phase=phase, runs=runs, warmup=warmup,
+                           compare_stft=not no_stft_compare)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    click.echo(f"batch 1, 1 thread, median of {runs} runs after {warmup} warm-up runs")
+    click.echo(format_table(results["phases"], ROW_COLUMNS))
+    if results["frontends"]:
+        click.echo("\nfront end, last phase's model (fp32 ONNX Runtime):")
+        click.echo(format_table(results["frontends"], FRONTEND_COLUMNS))

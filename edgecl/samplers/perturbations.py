@@ -42,7 +42,9 @@ def _fit_length(waveform: torch.Tensor, length: int) -> torch.Tensor:
 def stft_size(sample_rate: int, length: int) -> int:
     """The pitch shift's STFT size: a power of two of about 32 ms, at most half the clip (reflect
     padding needs it). Its cost estimate (`perturbation_macs`) uses the same size."""
-    return 2 ** max(3, min(round(math.log2(sample_rate * 0.032)), int(math.log2(length)) - 1))
+    from models.frontend import fft_size_32ms
+
+    return 2 ** max(3, min(int(math.log2(fft_size_32ms(sample_rate))), int(math.log2(length)) - 1))
 
 
 def pitch_shift_by_ratio(waveforms: torch.Tensor, numerator: int, sample_rate: int,
