@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -23,6 +24,16 @@ def _int_list(value: str | None, option: str) -> list[int] | None:
     if not items:
         raise EdgeclError(f"{option}: expected at least one integer")
     return items
+
+
+def _interrupt_on_signals() -> None:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt in the driver, whatever handlers Ray installed
+    or the parent shell left (a background job starts with SIGINT ignored)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
 
 
 @click.command("grid", context_settings={"ignore_unknown_options": False})
@@ -109,6 +120,7 @@ def grid_command(spec: str, train_args: tuple[str, ...], data_root: str | None, 
                f"({executor}{' at ' + address if address else ''}), workspace {ws}", err=True)
     runner = GridRunner(trials, ws, runner_executor, spec_name=grid.name, retries=retries,
                         threads=threads, progress=progress)
+    _interrupt_on_signals()
     try:
         state = runner.run()
     except KeyboardInterrupt:

@@ -19,7 +19,9 @@ def progress_line(counts: dict[str, int], eta: float | None) -> str:
     finished = counts["done"] + counts["failed"] + counts["skipped"]
     return (f"grid: {finished}/{counts['total']} finished ({counts['done']} done, "
             f"{counts['skipped']} skipped, {counts['failed']} failed), {counts['running']} running, "
-            f"{counts['pending']} pending, ETA {format_duration(eta)}")
+            f"{counts['pending']} pending"
+            + (f", {counts['cancelled']} cancelled" if counts.get("cancelled") else "")
+            + f", ETA {format_duration(eta)}")
 
 
 class Progress:
