@@ -89,7 +89,8 @@ class RayExecutor:
             try:
                 if address:
                     ray.init(address=address, **kwargs)
-                else:
+                else:  # RAY_ADDRESS would make ray.init join a cluster instead
+                    os.environ.pop("RAY_ADDRESS", None)
                     ray.init(num_cpus=workers, **kwargs)
             except Exception as error:
                 raise EdgeclError(f"could not {'connect to Ray at ' + address if address else 'start a local Ray instance'}: "
