@@ -126,6 +126,8 @@ def test_spec_sweeps_and_overrides(tmp_path):
     ('seeds = "one"\n[[methods]]\nname = "x"\nmode = "finetune"\n', "seeds"),
     ('colour = 1\n[[methods]]\nname = "x"\nmode = "finetune"\n', "unknown key"),
     ('[common]\nepochs = 1\n', "[[methods]]"),
+    ('[[methods]]\nname = "a"\nmode = "finetune"\n[[methods]]\nname = "b"\nmode = "finetune"\n',
+     "identical options"),
 ])
 def test_bad_specs_are_one_line_errors(tmp_path, body, message):
     path = tmp_path / "bad.toml"

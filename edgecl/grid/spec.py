@@ -189,11 +189,13 @@ class GridSpec:
                     method = f"{label}-m{size}"
                 opts = {k: canonical_value(k, v) for k, v in opts.items() if v is not None}
                 trials.append(Trial(trial_name(method, opts), method, opts, seed, fold))
-        names = [t.name for t in trials]
-        if len(set(names)) != len(names):
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            raise EdgeclError(f"grid spec {self.name}: trials with identical options: "
-                              f"{', '.join(dupes[:5])}")
+        by_hash: dict[str, str] = {}
+        for trial in trials:  # the same options under two method names would run twice
+            digest = options_hash(trial.options)
+            if digest in by_hash:
+                raise EdgeclError(f"grid spec {self.name}: trials {by_hash[digest]} and "
+                                  f"{trial.name} have identical options")
+            by_hash[digest] = trial.name
         return trials
 
 
