@@ -262,3 +262,26 @@ def test_tiny_grid_on_local_ray_completes_skips_and_records_a_failure(tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "0 done, 4 skipped, 0 failed of 4" in result.output
+
+
+def test_progress_prints_one_line_per_change_and_a_bar_on_a_tty():
+    import io
+
+    from edgecl.grid.progress import Progress
+
+    counts = {"done": 1, "running": 2, "pending": 3, "failed": 1, "skipped": 2, "cancelled": 0,
+              "total": 9}
+    stream = io.StringIO()
+    progress = Progress(stream, tty=False)
+    progress(counts, 95.0)
+    progress(counts, 90.0)  # no change in counts: no new line
+    progress({**counts, "done": 2, "running": 1}, 60.0)
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "grid: 4/9 finished (1 done, 2 skipped, 1 failed), 2 running, 3 pending, ETA 0:01:35",
+        "grid: 5/9 finished (2 done, 2 skipped, 1 failed), 1 running, 3 pending, ETA 0:01:00"]
+    bar_stream = io.StringIO()
+    bar = Progress(bar_stream, tty=True)
+    bar(counts, None)
+    bar.close()
+    assert "4/9" in bar_stream.getvalue() and "fail 1" in bar_stream.getvalue()
