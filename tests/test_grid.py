@@ -201,6 +201,25 @@ def test_runner_runs_skips_retries_and_records_failures(tmp_path):
     assert sorted(set(calls)) == sorted(t.name for t in trials if t.method == "broken")
 
 
+def test_a_killed_trial_is_retried_and_its_signal_named(tmp_path):
+    trials = load_spec(_tiny(tmp_path)).trials()[:1]
+    attempts = []
+
+    def killed_once(args, run_dir):
+        attempts.append(run_dir)
+        if len(attempts) == 1:
+            return Outcome(-15, 0.01, "")
+        return _fake_train(set(), [])(args, run_dir)
+
+    runner = GridRunner(trials, tmp_path / "ws", LocalExecutor(1, killed_once))
+    state = runner.run()
+    entry = state["trials"][trials[0].name]
+    assert entry["status"] == "done" and entry["attempts"] == 2 and len(attempts) == 2
+    state = GridRunner(trials, tmp_path / "ws2", LocalExecutor(1, lambda a, d: Outcome(-15, 0.0)),
+                       retries=0).run()
+    assert state["trials"][trials[0].name]["error"] == "killed by signal SIGTERM"
+
+
 def test_runner_counts_an_incomplete_exit_zero_as_a_failure(tmp_path):
     trials = load_spec(_tiny(tmp_path)).trials()[:1]
 

@@ -90,6 +90,17 @@ def run_train_subprocess(train_args: Sequence[str], run_dir: str, python: str | 
     return Outcome(proc.returncode, time.monotonic() - start, tail, run_is_complete(run_dir))
 
 
+def _exit_description(returncode: int) -> str:
+    if returncode == 0:
+        return "exited 0 but results.json is not complete"
+    if returncode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            pass
+    return f"exit code {returncode}"
+
+
 class Executor(Protocol):
     """Runs trials concurrently. `capacity` trials at once; `wait` returns finished ones."""
 
@@ -194,9 +205,7 @@ class GridRunner:
         if outcome.ok:
             self._set(trial, status="done", error=None, **fields)
         else:
-            error = outcome.stderr_tail or (
-                f"exit code {outcome.returncode}" if outcome.returncode
-                else "exited 0 but results.json is not complete")
+            error = outcome.stderr_tail or _exit_description(outcome.returncode)
             if entry["attempts"] <= self.retries:
                 self._set(trial, status="pending", error=error, **fields)
                 queue.insert(0, trial)  # retry next
