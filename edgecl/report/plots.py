@@ -99,6 +99,8 @@ def efficiency(ws: Workspace, path: Path) -> Path:
     for j, (group, s) in enumerate(untimed):
         ax.axhline(s["A_last_mean"], color="0.4", linestyle=(":", "--", "-.")[j % 3],
                    linewidth=1.1, label=f"{group.label}: no memory update (n={len(group.runs)})")
+        ax.annotate(group.label, (0.01, s["A_last_mean"]), xycoords=("axes fraction", "data"),
+                    xytext=(0, 3), textcoords="offset points", fontsize=7, color="0.3")
     values = [s["mem_update_s_mean"] for _, s in timed]
     if values and min(values) > 0:  # samplers differ by orders of magnitude: log x, padded
         ax.set_xscale("log")
