@@ -11,8 +11,9 @@ import click
               help="Output folder [WORKSPACE/report].")
 @click.option("--no-plots", is_flag=True, help="Tables only.")
 def report_command(workspace: str, out: str | None, no_plots: bool) -> None:
-    """Per method (every option except seed and test fold): mean and std over seeds and folds of
-    A_avg, A_last, BWT, forgetting, memory-update seconds and train seconds, as report.md,
+    """Tables and plots per method from the runs under WORKSPACE.
+
+    Per method (every option except seed and test fold): mean and std over seeds and folds of A_avg, A_last, BWT, forgetting, memory-update seconds and train seconds, as report.md,
     report.csv and report.json, plus PNG plots. Incomplete and failed runs are listed apart."""
     from edgecl.report import write_report
 
