@@ -189,6 +189,7 @@ def _failed_trials(workspace: Path, seen: set[str]) -> list[dict[str, Any]]:
     for name, entry in state.get("trials", {}).items():
         if entry.get("status") in ("failed", "cancelled") and name not in seen:
             error = (entry.get("error") or "").strip().splitlines()
+            detail = error[-1] if error else ("not started" if not entry.get("attempts") else "")
             out.append({"run": name, "method": entry.get("method"),
-                        "reason": f"{entry['status']}: {error[-1] if error else '?'}"})
+                        "reason": f"{entry['status']}: {detail}" if detail else entry["status"]})
     return out

@@ -2,7 +2,8 @@
 
 - accuracy_per_phase.png: accuracy on all classes seen so far after each phase, one line per
   method (mean over its runs) with a band of ± one standard deviation over seeds and folds;
-  one-phase methods (joint) are a dashed horizontal line.
+  one-phase methods (joint) are a dashed horizontal line. When a few methods lie far below the
+  rest (finetune), a second panel zooms on the top cluster.
 - efficiency.png: A_last against mean seconds per memory update per method (log x), error bars;
   methods without a memory (finetune, joint) are horizontal reference lines.
 - matrix/<method>.png: the accuracy matrix R[i][j] (task j after phase i) of the method's first run.
@@ -53,13 +54,9 @@ def _mean_std_per_phase(group: MethodGroup):
     return data.mean(axis=0), std
 
 
-def accuracy_per_phase(ws: Workspace, path: Path) -> Path:
+def _draw_phase_curves(ax, groups, n_phases: int) -> None:
     import numpy as np
 
-    plt = _plt()
-    groups = [g for g in ws.groups if g.phase_accuracy() and min(map(len, g.phase_accuracy()))]
-    n_phases = max((len(c) for g in groups for c in g.phase_accuracy()), default=1)
-    fig, ax = plt.subplots(figsize=(7.5 + (2.5 if len(groups) > 12 else 0), 4.8))
     for i, group in enumerate(groups):
         color, style = _style(i, len(groups))
         mean, std = _mean_std_per_phase(group)
@@ -74,12 +71,37 @@ def accuracy_per_phase(ws: Workspace, path: Path) -> Path:
         ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
     ax.set_xticks(range(1, n_phases + 1))
     ax.set_xlabel("phase (task learned)")
+    ax.grid(True, alpha=0.3)
+
+
+def accuracy_per_phase(ws: Workspace, path: Path) -> Path:
+    plt = _plt()
+    groups = [g for g in ws.groups if g.phase_accuracy() and min(map(len, g.phase_accuracy()))]
+    n_phases = max((len(c) for g in groups for c in g.phase_accuracy()), default=1)
+    # When most methods sit close together near the top (replay) and a few far below (finetune),
+    # a second panel zooms on the top cluster so its lines can be told apart.
+    lows = sorted(float(_mean_std_per_phase(g)[0].min()) for g in groups)
+    upper = [v for v in lows if v >= lows[len(lows) // 2] - 0.1] if lows else []
+    zoom = len(groups) > 2 and upper and lows[0] < upper[0] - 0.2
+    fig, axes = plt.subplots(1, 2 if zoom else 1, figsize=(13 if zoom else 7.5, 4.8),
+                             squeeze=False)
+    ax = axes[0][0]
+    _draw_phase_curves(ax, groups, n_phases)
     ax.set_ylabel("accuracy on all classes seen so far")
     ax.set_ylim(0, 1.02)
-    ax.grid(True, alpha=0.3)
-    ax.set_title("Accuracy after each phase (mean ± std over seeds and folds)")
+    ax.set_title("Accuracy after each phase (mean ± std over runs)")
+    if zoom:
+        close = [g for g in groups if float(_mean_std_per_phase(g)[0].min()) >= upper[0]]
+        low = min(float((m - s).min()) for m, s in map(_mean_std_per_phase, close))
+        zax = axes[0][1]
+        _draw_phase_curves(zax, groups, n_phases)
+        zax.set_ylim(max(0.0, low - 0.02), 1.005)
+        zax.set_title("Zoom on the top methods")
+        handles, labels = zax.get_legend_handles_labels()
+        ax = zax
     ax.legend(fontsize=7 if len(groups) > 8 else 8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
               ncol=2 if len(groups) > 16 else 1, frameon=False)
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -93,7 +115,10 @@ def efficiency(ws: Workspace, path: Path) -> Path:
                and s["A_last_mean"] is not None]
     for i, (group, s) in enumerate(timed):
         color, _ = _style(i, len(timed))
-        ax.errorbar(s["mem_update_s_mean"], s["A_last_mean"], xerr=s["mem_update_s_std"] or 0,
+        x, xstd = s["mem_update_s_mean"], s["mem_update_s_std"] or 0.0
+        # on a log axis a bar below zero cannot be drawn: stop the left arm short of zero
+        xerr = [[min(xstd, 0.9 * x)], [xstd]]
+        ax.errorbar(x, s["A_last_mean"], xerr=xerr,
                     yerr=s["A_last_std"] or 0, fmt="o", color=color, markersize=6, capsize=3,
                     label=f"{group.label} (n={len(group.runs)})")
     for j, (group, s) in enumerate(untimed):
