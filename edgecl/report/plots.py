@@ -129,7 +129,10 @@ def efficiency(ws: Workspace, path: Path) -> Path:
     values = [s["mem_update_s_mean"] for _, s in timed]
     if values and min(values) > 0:  # samplers differ by orders of magnitude: log x, padded
         ax.set_xscale("log")
-        ax.set_xlim(min(values) / 3, max(values) * 3)
+        lefts = [s["mem_update_s_mean"] - min(s["mem_update_s_std"] or 0.0,
+                                               0.9 * s["mem_update_s_mean"]) for _, s in timed]
+        rights = [s["mem_update_s_mean"] + (s["mem_update_s_std"] or 0.0) for _, s in timed]
+        ax.set_xlim(min(lefts) / 2, max(rights) * 2)
     ax.set_xlabel("memory-update time (s per update, mean; log scale)")
     ax.set_ylabel("A_last (accuracy after the last phase)")
     ax.set_ylim(0, 1.02)
