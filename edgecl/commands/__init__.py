@@ -12,6 +12,8 @@ _COMMAND_MODULES: list[tuple[str, str]] = [
     ("edgecl.commands.data", "data"),
     ("edgecl.commands.export", "export_command"),
     ("edgecl.commands.infer", "infer_command"),
+    ("edgecl.commands.grid", "grid_command"),
+    ("edgecl.commands.report", "report_command"),
 ]
 
 COMMANDS = [getattr(importlib.import_module(module), name) for module, name in _COMMAND_MODULES]

@@ -1,0 +1,195 @@
+"""The paper's tables from a workspace of runs: per method, mean and std over seeds and folds.
+
+A method is every option of a run's config except the seed, the test fold and the options that do
+not change what a run computes (workspace, exp_name, threads, quiet). Per run:
+
+- A_avg, A_last, BWT, forgetting: as in results.json (edgecl.metrics);
+- mem_update_s: mean over the run's memory updates of memory_update_seconds (none without memory);
+- train_s: total training seconds over the run's phases.
+
+Each figure's mean and sample standard deviation (n - 1; null for a single run) are taken over the
+method's complete runs. Incomplete runs (results.json with "complete": false) and failed grid
+trials (WORKSPACE/grid.json) are listed apart and never averaged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecl.errors import EdgeclError
+from edgecl.results import RESULTS_NAME
+
+NOT_METHOD = ("seed", "test_fold", "workspace", "exp_name", "threads", "quiet")
+METRICS = ("A_avg", "A_last", "BWT", "forgetting", "mem_update_s", "train_s")
+
+
+@dataclass
+class Run:
+    name: str  # folder relative to the workspace
+    results: dict[str, Any]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.results.get("config", {})
+
+    def figures(self) -> dict[str, float | None]:
+        updates = [s for s in self.results.get("memory_update_seconds", []) if s is not None]
+        train = [s for s in self.results.get("train_seconds", []) if s is not None]
+        return {
+            "A_avg": self.results.get("A_avg"),
+            "A_last": self.results.get("A_last"),
+            "BWT": self.results.get("BWT"),
+            "forgetting": self.results.get("forgetting"),
+            "mem_update_s": sum(updates) / len(updates) if updates else None,
+            "train_s": sum(train) if train else None,
+        }
+
+
+@dataclass
+class MethodGroup:
+    label: str
+    key: dict[str, Any]  # the config options that define the method
+    runs: list[Run] = field(default_factory=list)
+
+    def stats(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"method": self.label, "runs": len(self.runs),
+                               "seeds": sorted({r.config.get("seed") for r in self.runs}),
+                               "folds": sorted({r.config.get("test_fold") for r in self.runs})
+                               if self.key.get("dataset") == "ESC-50" else None}
+        for metric in METRICS:
+            values = [v for v in (r.figures()[metric] for r in self.runs) if v is not None]
+            row[f"{metric}_mean"], row[f"{metric}_std"] = mean_std(values)
+        return row
+
+    def phase_accuracy(self) -> list[list[float]]:
+        return [list(r.results.get("phase_accuracy", [])) for r in self.runs]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1); (None, None) for no values, std None for one."""
+    n = len(values)
+    if n == 0:
+        return None, None
+    mean = sum(values) / n
+    if n == 1:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def method_key(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in sorted(config.items()) if k not in NOT_METHOD}
+
+
+def method_label(config: dict[str, Any]) -> str:
+    """finetune, joint, random-m500, uncertainty-noisytune-k6-m500, ... ."""
+    mode = config.get("mode", "?")
+    if mode != "replay":
+        return str(mode)
+    parts = [str(config.get("mem_manage"))]
+    if config.get("mem_manage") == "uncertainty":
+        parts += [str(config.get("uncert_metric")), f"k{config.get('metric_k')}"]
+    if config.get("memory_bytes") is not None:
+        parts.append(f"b{config['memory_bytes']}")
+    else:
+        parts.append(f"m{config.get('memory_size')}")
+    if config.get("memory_format", "float32") != "float32":
+        parts.append(str(config["memory_format"]))
+    return "-".join(parts)
+
+
+@dataclass
+class Workspace:
+    groups: list[MethodGroup]
+    incomplete: list[dict[str, Any]]  # {"run", "method", "reason"}
+    varying: list[str]  # options that differ between groups besides the label's
+
+
+def load_workspace(workspace: str | Path, exclude: Path | None = None) -> Workspace:
+    """Every run under `workspace` grouped by method; incomplete and failed runs apart."""
+    workspace = Path(workspace)
+    if not workspace.is_dir():
+        raise EdgeclError(f"{workspace}: expected a workspace folder with runs in it")
+    complete: list[Run] = []
+    incomplete: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for path in sorted(workspace.rglob(RESULTS_NAME)):
+        if exclude is not None and exclude.resolve() in path.resolve().parents:
+            continue
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise EdgeclError(f"{path}: not a readable results file ({error})") from None
+        run = Run(str(path.parent.relative_to(workspace)), results)
+        seen.add(run.name)
+        if results.get("complete"):
+            complete.append(run)
+        else:
+            incomplete.append({"run": run.name, "method": method_label(run.config),
+                               "reason": f"incomplete: {len(results.get('phase_accuracy', []))} "
+                                         f"of {len(results.get('tasks', [])) or '?'} phases"})
+    incomplete += _failed_trials(workspace, seen)
+    groups: dict[str, MethodGroup] = {}
+    for run in complete:
+        key = method_key(run.config)
+        blob = json.dumps(key, sort_keys=True, default=str)
+        if blob not in groups:
+            groups[blob] = MethodGroup(method_label(run.config), key)
+        groups[blob].runs.append(run)
+    ordered = sorted(groups.values(), key=lambda g: _sort_key(g.key, g.label))
+    varying = _varying_options(ordered)
+    if varying:  # two groups share a label: tell them apart by the options that differ
+        for group in ordered:
+            extra = [f"{k}={group.key.get(k)}" for k in varying]
+            group.label = f"{group.label} ({', '.join(extra)})"
+    return Workspace(ordered, sorted(incomplete, key=lambda r: r["run"]), varying)
+
+
+_MODE_ORDER = {"finetune": 0, "joint": 1, "replay": 2}
+_SAMPLER_ORDER = {"random": 0, "reservoir": 1, "prototype": 2, "uncertainty": 3}
+_METRIC_ORDER = {"shift": 0, "noise": 1, "noisytune": 2}
+
+
+def _sort_key(key: dict[str, Any], label: str) -> tuple:
+    return (_MODE_ORDER.get(key.get("mode"), 9), -(key.get("memory_size") or 0),
+            _SAMPLER_ORDER.get(key.get("mem_manage"), 9) if key.get("mode") == "replay" else 0,
+            _METRIC_ORDER.get(key.get("uncert_metric"), 9)
+            if key.get("mem_manage") == "uncertainty" else 0,
+            key.get("metric_k") or 0, label)
+
+
+def _varying_options(groups: list[MethodGroup]) -> list[str]:
+    """Options that differ between groups whose labels are equal."""
+    by_label: dict[str, list[MethodGroup]] = {}
+    for g in groups:
+        by_label.setdefault(g.label, []).append(g)
+    varying: set[str] = set()
+    for same in by_label.values():
+        if len(same) < 2:
+            continue
+        keys = set().union(*(g.key for g in same))
+        varying |= {k for k in keys if len({json.dumps(g.key.get(k), default=str) for g in same}) > 1}
+    return sorted(varying)
+
+
+def _failed_trials(workspace: Path, seen: set[str]) -> list[dict[str, Any]]:
+    """Failed or cancelled trials recorded in grid.json whose run left no results.json."""
+    path = workspace / "grid.json"
+    if not path.is_file():
+        return []
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return []
+    out = []
+    for name, entry in state.get("trials", {}).items():
+        if entry.get("status") in ("failed", "cancelled") and name not in seen:
+            error = (entry.get("error") or "").strip().splitlines()
+            detail = error[-1] if error else ("not started" if not entry.get("attempts") else "")
+            out.append({"run": name, "method": entry.get("method"),
+                        "reason": f"{entry['status']}: {detail}" if detail else entry["status"]})
+    return out
