@@ -49,7 +49,7 @@ def export_seen_tasks(model, phase_dir: str | os.PathLike, *, phase: int, classe
 
 def recover_run_folder(run_dir: Path) -> None:
     """Put back any phase folder that an interrupted bundle swap left aside (see bundle.py)."""
-    from firmware_export.bundle import recover_interrupted_swap
+    from firmware_export.bundle_folder import recover_interrupted_swap
 
     for retired in run_dir.glob(f".{PHASE_PREFIX}*.old"):
         name = retired.name[1:].split(".", 1)[0]

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from edgecl.audio import audio_info, fit_length, load_audio, read_audio
 from edgecl.errors import EdgeclError

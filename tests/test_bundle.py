@@ -153,7 +153,7 @@ def test_reexport_replaces_the_bundle_atomically_and_keeps_other_files(tmp_path,
 
 def test_a_swap_killed_between_its_renames_is_rolled_back_on_next_open(tmp_path,
                                                                        reuse_fp32_export):
-    from firmware_export.bundle import recover_interrupted_swap
+    from firmware_export.bundle_folder import recover_interrupted_swap
     from firmware_export.run_export import recover_run_folder
 
     phase_dir = tmp_path / "phase_0"

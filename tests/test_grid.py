@@ -7,7 +7,6 @@ import json
 import time
 from pathlib import Path
 
-import click
 import pytest
 from click.testing import CliRunner
 

@@ -18,12 +18,15 @@ from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgecl.budget.macs import ModelMacs
 from edgecl.errors import EdgeclError
+
+if TYPE_CHECKING:  # annotations only: reading the registry must not import torch
+    import torch
 
 
 @dataclass(frozen=True)
