@@ -77,9 +77,11 @@ class RunLog:
 
 
 def build_results(config: dict[str, Any], classes: Sequence[str], tasks: Sequence[Sequence[str]],
-                  phases: Sequence[dict[str, Any]], complete: bool) -> dict[str, Any]:
+                  phases: Sequence[dict[str, Any]], complete: bool,
+                  provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """The results.json document from per-phase records (each with accuracy, task_accuracy,
-    train_seconds, memory_update_seconds, memory_balance and training details)."""
+    train_seconds, memory_update_seconds, memory_balance and training details), with how the run
+    was made (edgecl.provenance) when given."""
     phase_accuracy = [p["accuracy"] for p in phases]
     matrix = [p["task_accuracy"] for p in phases]
     metrics = summarize(phase_accuracy, matrix)  # joint mode: one phase, one row over all tasks
@@ -96,6 +98,7 @@ def build_results(config: dict[str, Any], classes: Sequence[str], tasks: Sequenc
         "phases": [{k: v for k, v in p.items() if k not in ("accuracy", "task_accuracy")}
                    for p in phases],
         "complete": complete,
+        "provenance": provenance,
     }
 
 

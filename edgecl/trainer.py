@@ -26,6 +26,7 @@ from edgecl.config import RunConfig
 from edgecl.features import FeatureCache
 from edgecl.items import ClipItems
 from edgecl.memory_update import build_memory, update_memory
+from edgecl.provenance import provenance, utc_now
 from edgecl.results import PhaseRecord, RunLog, build_results, phase_table, write_results
 from edgecl.run_folder import LOG_NAME, checkpoint_path, load_plan, phase_dir, save_checkpoint
 from edgecl.training import PhaseData, PhaseMeter, StopCondition, fit, task_accuracy
@@ -109,6 +110,7 @@ class ContinualRun:
     def run(self) -> dict[str, Any]:
         """Train every phase; returns the results document (also written to results.json)."""
         config = self.config
+        self.started_utc = utc_now()
         self.log(f"run {config.name}: {config.mode}"
                  + (f" with {config.mem_manage} memory of {self.memory.capacity} "
                     f"{self.memory.format.name} exemplars"
@@ -271,9 +273,12 @@ class ContinualRun:
                 "int8": int8["status"], "int8_reason": int8["reason"]}
 
     def _results(self, complete: bool) -> dict[str, Any]:
+        made_by = provenance(started=getattr(self, "started_utc", None),
+                             ended=utc_now() if complete else None,
+                             threads=torch.get_num_threads())
         return build_results(self.config.to_dict(), self.plan.class_order,
                              [t.classes for t in self.plan.tasks],
-                             [r.as_dict() for r in self.records], complete)
+                             [r.as_dict() for r in self.records], complete, provenance=made_by)
 
 
 def _pct(value: float | None) -> str:

@@ -25,6 +25,7 @@ from torch import nn
 
 from edgecl import __version__
 from edgecl.errors import EdgeclError
+from edgecl.provenance import provenance
 from edgecl.samplers.base import evenly_spaced
 from firmware_export import parity
 from firmware_export.bundle_folder import write_bundle
@@ -189,6 +190,8 @@ def _manifest(model: nn.Module, *, phase: int, classes: list[str], sample_rate: 
                    "bounds": parity.bounds()},
         "versions": {"edgecl": __version__, "torch": torch.__version__,
                      "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+        # The CPU matters: parity was measured with this machine's ONNX Runtime kernels.
+        "provenance": provenance(threads=torch.get_num_threads()),
     }
 
 

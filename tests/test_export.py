@@ -321,6 +321,7 @@ def test_export_command_rebuilds_bundles_from_checkpoints(tmp_path, fp32_bytes, 
     first_manifest, second_manifest = (json.loads(m["manifest.json"]) for m in (first, second))
     for manifest_copy in (first_manifest, second_manifest):
         manifest_copy["artifacts"]["fp32"].pop("parity_vs_torch")
+        manifest_copy.pop("provenance")  # how each export was made (its command line differs)
     assert first_manifest == second_manifest
 
     monkeypatch.setattr("firmware_export.parity.FP32_MAX_ABS_DIFF", -1.0)  # unmeetable
