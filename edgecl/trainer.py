@@ -26,6 +26,7 @@ from edgecl.config import RunConfig
 from edgecl.features import FeatureCache
 from edgecl.items import ClipItems
 from edgecl.memory_update import build_memory, update_memory
+from edgecl.config_file import write_config_file
 from edgecl.provenance import provenance, utc_now
 from edgecl.results import PhaseRecord, RunLog, build_results, phase_table, write_results
 from edgecl.run_folder import LOG_NAME, checkpoint_path, load_plan, phase_dir, save_checkpoint
@@ -111,6 +112,7 @@ class ContinualRun:
         """Train every phase; returns the results document (also written to results.json)."""
         config = self.config
         self.started_utc = utc_now()
+        write_config_file(self.run_dir, config)
         self.log(f"run {config.name}: {config.mode}"
                  + (f" with {config.mem_manage} memory of {self.memory.capacity} "
                     f"{self.memory.format.name} exemplars"

@@ -97,3 +97,37 @@ def test_bench_memory_update_times_every_sampler(manifest, tmp_path):
     noisytune = rows[labels.index("uncertainty-noisytune")]
     assert noisytune["ratio_to_noisytune"] == 1.0
     assert all(r["seconds"] > 0 for r in rows)
+
+
+def test_a_config_file_sets_options_flags_override_it_and_every_run_saves_its_own(tiny_manifest,
+                                                                               tmp_path):
+    config = tmp_path / "exp.toml"
+    config.write_text(f'dataset = "manifest"\ndata-root = "{tiny_manifest}"\nwidth = 8\n'
+                      f'epochs = 1\nbatch_size = 8\npatience = 0\nn-tasks = 2\nmode = "replay"\n'
+                      f'mem-manage = "reservoir"\nmemory-size = 4\nexport = false\n'
+                      f'threads = 1\nquiet = true\nseed = 2\n')
+    runner = CliRunner()
+    first = runner.invoke(main, ["train", "--config", str(config), "--workspace",
+                                 str(tmp_path / "ws"), "--seed", "5", "--exp-name", "one"])
+    assert first.exit_code == 0, first.output
+    results = json.loads((tmp_path / "ws" / "one" / "results.json").read_text())
+    assert results["config"]["seed"] == 5  # the flag won
+    assert results["config"]["mem_manage"] == "reservoir" and results["config"]["width"] == 8
+    saved = tmp_path / "ws" / "one" / "config.toml"
+    text = saved.read_text()
+    assert 'mem-manage = "reservoir"' in text and "seed = 5" in text and "uncert-metric" not in text
+    # The saved file runs the same experiment again (into another folder, by flag).
+    again = runner.invoke(main, ["train", "--config", str(saved), "--exp-name", "two"])
+    assert again.exit_code == 0, again.output
+    rerun = json.loads((tmp_path / "ws" / "two" / "results.json").read_text())
+    assert rerun["accuracy_matrix"] == results["accuracy_matrix"]
+    assert {k: v for k, v in rerun["config"].items() if k != "exp_name"} == \
+        {k: v for k, v in results["config"].items() if k != "exp_name"}
+
+    config.write_text('epochs = 1\nlearning-rate = 0.1\n')
+    bad = runner.invoke(main, ["train", "--config", str(config)])
+    assert bad.exit_code == 2 and "unknown key 'learning-rate'" in bad.output
+    assert bad.output.count("\n") == 1
+    config.write_text('epochs = [1, 2\n')
+    broken = runner.invoke(main, ["train", "--config", str(config)])
+    assert broken.exit_code == 2 and "not valid TOML" in broken.output

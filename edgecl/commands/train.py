@@ -39,7 +39,22 @@ def check_option_combination(ctx: click.Context, mode: str, mem_manage: str) -> 
                               f"--mem-manage {' or '.join(owners)} (this run uses {mem_manage})")
 
 
+def _load_config(ctx: click.Context, _param, path: str | None) -> None:
+    """--config: the file's options become this invocation's defaults, so flags still win."""
+    if path is None:
+        return
+    from edgecl.config_file import read_config_file
+
+    known = {param.name for param in ctx.command.params if param.name != "config"}
+    ctx.default_map = {**(ctx.default_map or {}), **read_config_file(path, known)}
+
+
 @click.command("train")
+@click.option("--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+              callback=_load_config,
+              help="TOML file of these options (keys as option names: mem-manage = "
+                   "\"uncertainty\"); flags given here override it. Every run writes its own as "
+                   "RUN/config.toml.")
 @registry_options.dataset_option(_DEFAULTS.dataset)
 @click.option("--data-root", type=click.Path(), default=None,
               help="Dataset folder (ESC-50, TAU-ASC) or manifest CSV (manifest).")

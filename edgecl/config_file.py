@@ -1,0 +1,81 @@
+"""`edgecl train --config FILE.toml`: options from a TOML file, flags on the command line win.
+
+Every run writes its resolved options to RUN/config.toml, so `edgecl train --config
+RUN/config.toml` runs the same experiment again. Keys are `edgecl train` option names, with
+dashes or underscores (`mem-manage` or `mem_manage`); an unknown key is a one-line error naming
+it. Read with the standard library's tomllib; written by hand, since the values are flat scalars.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Iterable
+
+from edgecl.errors import EdgeclError
+from edgecl.fileio import atomic_write_text
+
+CONFIG_NAME = "config.toml"
+
+
+def read_config_file(path: str | Path, known: Iterable[str]) -> dict[str, Any]:
+    """{option name: value} from a TOML file of `edgecl train` options."""
+    path = Path(path)
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EdgeclError(f"--config: {path} not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise EdgeclError(f"--config: {path}: unreadable ({error})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise EdgeclError(f"--config: {path}: not valid TOML ({error})") from None
+    known = set(known)
+    values = {}
+    for key, value in document.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise EdgeclError(f"--config: {path}: unknown key {key!r}; expected `edgecl train` "
+                              f"option names such as mem-manage or epochs")
+        if isinstance(value, (dict, list)):
+            raise EdgeclError(f"--config: {path}: key {key!r} must be a single value")
+        values[name] = value
+    return values
+
+
+def resolved_options(config) -> dict[str, Any]:
+    """The options of a RunConfig that reproduce it: unset ones, options of samplers other than
+    the run's, memory options of a run without memory, and the exemplar count that a byte budget
+    replaces are left out (giving them would be an error), and the run's folder name is fixed."""
+    from edgecl.config import memory_options
+    from edgecl.samplers import option_owners, sampler_options
+
+    values = dict(config.to_dict(), exp_name=config.name)
+    for name in sampler_options():
+        if not config.uses_memory or config.mem_manage not in option_owners(name):
+            values.pop(name, None)
+    if not config.uses_memory:
+        for name in memory_options():
+            values.pop(name, None)
+    elif values.get("memory_bytes") is not None:
+        values.pop("memory_size", None)
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def write_config_file(run_dir: str | Path, config) -> Path:
+    """RUN/config.toml with the run's resolved options, written atomically."""
+    lines = ["# edgecl train options of this run: edgecl train --config config.toml"]
+    for name, value in resolved_options(config).items():
+        lines.append(f"{name.replace('_', '-')} = {_toml_value(value)}")
+    return atomic_write_text(Path(run_dir) / CONFIG_NAME, "\n".join(lines) + "\n")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
