@@ -8,7 +8,7 @@ memory_balance (exemplars per class after each update), plus per-phase training 
 
 Each entry of `phases` also carries the device-budget figures: memory_bytes ({used, budget,
 per_exemplar}), memory_exemplars, memory_capacity, memory_format and memory_update_macs
-(edgecl.memory_update), train_steps, train_macs, stopped_for_budget and stop_reason
+(edgecl.memory_update), train_steps, train_macs, stopped_for_budget and stopped_by
 (edgecl.training.stop), peak_rss_bytes and device_train_ram_bytes (with its parts in
 device_train_ram; edgecl.budget.ram).
 """
@@ -108,10 +108,11 @@ def write_results(run_dir: Path, results: dict[str, Any]) -> Path:
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
+    """Floats to `digits` significant digits (0.9833, 343.9, 0.0951): what the figures mean."""
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        return f"{value:.{digits}g}"
     return str(value)
 
 
@@ -136,15 +137,17 @@ def phase_table(results: dict[str, Any]) -> str:
             "phase": i,
             "classes": len(phase.get("seen_classes", [])),
             "accuracy": results["phase_accuracy"][i],
+            "chance": 1 / max(1, len(phase.get("seen_classes", []))),
             "per_task": " ".join(f"{a:.2f}" for a in results["accuracy_matrix"][i]),
             "epochs": phase.get("epochs_run"),
             "steps": phase.get("train_steps"),
-            "stop": phase.get("stop_reason"),
+            "stop": phase.get("stopped_by") or phase.get("stop_reason"),
             "train_s": results["train_seconds"][i],
             "mem_update_s": results["memory_update_seconds"][i],
             "memory": _total(results["memory_balance"][i]),
         })
-    table = format_table(rows, ("phase", "classes", "accuracy", "per_task", "epochs", "steps",
+    table = format_table(rows, ("phase", "classes", "accuracy", "chance", "per_task", "epochs",
+                                "steps",
                                 "stop", "train_s", "mem_update_s", "memory"))
     footer = "  ".join(f"{k} {_fmt(results.get(k))}" for k in
                        ("A_avg", "A_last", "BWT", "forgetting", "published_bwt"))

@@ -129,7 +129,7 @@ class ContinualRun:
             write_results(self.run_dir, results)
         results = self._results(complete=True)
         write_results(self.run_dir, results)
-        self.log("summary\n" + phase_table(results))
+        self.log.write_only("summary\n" + phase_table(results))  # the command prints it once
         exports = [r.details.get("export") or {} for r in self.records]
         unshipped = [i for i, e in enumerate(exports) if e.get("shipped") is False]
         if unshipped:
@@ -203,7 +203,9 @@ class ContinualRun:
             "feature_cache": {"enabled": self.features.enabled, "entries": len(self.features),
                               "computed": self.features.computed,
                               "seconds": self.features.seconds},
-            **costs, "device_train_ram_bytes": ram.total, "device_train_ram": ram.as_dict(),
+            # One stop-reason field: stopped_by names patience or the budget limit reached.
+            **{k: v for k, v in costs.items() if k != "stop_reason"},
+            "device_train_ram_bytes": ram.total, "device_train_ram": ram.as_dict(),
         }
         return TrainedPhase(record, new_clips, seen_tasks, macs)
 
@@ -246,7 +248,7 @@ class ContinualRun:
         record.memory_balance = self.memory.class_balance(self.plan.class_order)
         self.log(f"  memory update by {self.sampler.name}: {len(self.memory)}/"
                  f"{self.memory.capacity} exemplars in {record.memory_update_seconds:.2f} s; "
-                 f"per class {record.memory_balance}")
+                 f"per class {_count_range(record.memory_balance)}")
 
     def _export_phase(self, phase_dir: Path, phase: int, seen: list[str],
                       new_clips: list) -> dict[str, Any] | None:
@@ -281,6 +283,15 @@ class ContinualRun:
         return build_results(self.config.to_dict(), self.plan.class_order,
                              [t.classes for t in self.plan.tasks],
                              [r.as_dict() for r in self.records], complete, provenance=made_by)
+
+
+def _count_range(balance: dict[str, int]) -> str:
+    """Exemplars per class as a range ("62-63 for 8 classes"): a 50-entry dict reads badly."""
+    counts = [n for n in balance.values() if n]
+    if not counts:
+        return "none"
+    low, high = min(counts), max(counts)
+    return f"{low if low == high else f'{low}-{high}'} for {len(counts)} classes"
 
 
 def _pct(value: float | None) -> str:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import click
 
+from edgecl.config import RunConfig
+
+_DEFAULTS = RunConfig()
+
 
 @click.group("data")
 def data() -> None:
@@ -15,10 +19,12 @@ def data() -> None:
 
 
 @data.command("generate")
-@click.option("--workspace", required=True, type=click.Path(file_okay=False),
+@click.option("--workspace", default=_DEFAULTS.workspace, show_default=True,
+              type=click.Path(file_okay=False),
               help="Workspace folder; the set goes to WORKSPACE/data/synthetic-<hash>/.")
-@click.option("--seed", default=0, show_default=True, type=int,
-              help="Generator seed; the same seed gives byte-identical files.")
+@click.option("--seed", default=_DEFAULTS.seed, show_default=True, type=int,
+              help="Generator seed (the same default as edgecl train); the same seed gives "
+                   "byte-identical files.")
 @click.option("--clips-per-class", default=None, type=click.IntRange(min=2),
               help="Clips per class, train and test together (20% test). [default: 100]")
 def generate(workspace: str, seed: int, clips_per_class: int | None) -> None:
@@ -39,11 +45,14 @@ def generate(workspace: str, seed: int, clips_per_class: int | None) -> None:
 @click.argument("name")
 @click.option("--data-root", type=click.Path(), default=None,
               help="Dataset folder (ESC-50, TAU-ASC) or manifest CSV or its folder.")
-@click.option("--workspace", type=click.Path(file_okay=False), default=None,
-              help="Workspace of the synthetic dataset (generated there if absent).")
-@click.option("--test-fold", default=1, show_default=True, type=int, help="ESC-50 test fold.")
-@click.option("--seed", default=0, show_default=True, type=int,
-              help="Seed of the stratified test split of a manifest without a split column.")
+@click.option("--workspace", type=click.Path(file_okay=False), default=_DEFAULTS.workspace,
+              show_default=True, help="Workspace of the synthetic dataset (generated there if "
+                                      "absent).")
+@click.option("--test-fold", default=_DEFAULTS.test_fold, show_default=True, type=int,
+              help="ESC-50 test fold.")
+@click.option("--seed", default=_DEFAULTS.seed, show_default=True, type=int,
+              help="Seed of the stratified test split of a manifest without a split column (the "
+                   "same default as edgecl train, so both describe the same split).")
 def info(name: str, data_root: str | None, workspace: str | None, test_fold: int,
          seed: int) -> None:
     """Print a dataset's classes, clips per class and split, sample rate and clip length.
