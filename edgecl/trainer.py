@@ -23,6 +23,7 @@ from edgecl.audio import ClipAudio
 from edgecl.budget.macs import ModelMacs, train_step_macs
 from edgecl.budget.ram import device_train_ram, peak_rss_bytes
 from edgecl.config import RunConfig
+from edgecl.errors import EdgeclError
 from edgecl.features import FeatureCache
 from edgecl.items import ClipItems
 from edgecl.memory_update import build_memory, update_memory
@@ -76,6 +77,7 @@ class ContinualRun:
         self.features = FeatureCache(self.model.frontend, enabled=config.feature_cache)
         self.items = ClipItems(self.audio, self.features)
         self.memory, self.sampler = self._build_memory()
+        self._check_compute_budget()
         self.records: list[PhaseRecord] = []
 
     def _build_model(self):
@@ -228,6 +230,21 @@ class ContinualRun:
                        stop=stop, progress=progress)
         finally:
             bar.close()
+
+    def _check_compute_budget(self) -> None:
+        """A MAC budget too small for the first optimizer step would train nothing and end at
+        chance with exit 0: refuse it before training, naming the minimum."""
+        limit = self.config.max_train_macs
+        if limit is None:
+            return
+        first = self._phases()[0]
+        batch = min(self.config.batch_size, sum(len(task.train) for task in first))
+        macs = ModelMacs.of_model(self.model, self.split.clip_samples)
+        needed = batch * train_step_macs(macs, 1, features_cached=self.config.feature_cache)
+        if limit < needed:
+            raise EdgeclError(f"--max-train-macs: {limit:,} allows no optimizer step; one step on "
+                              f"a batch of {batch} clips costs {needed:,} MACs, so give at least "
+                              f"that")
 
     def _phase_meter(self, phase: int, macs: ModelMacs) -> PhaseMeter:
         """Default stop condition: the config's compute budget, counting MACs per step."""

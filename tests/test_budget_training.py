@@ -214,3 +214,11 @@ def test_new_clips_are_coded_like_the_exemplars(manifest, tmp_path, format_name)
     coded = [FeatureItem(str(lc.clip.path), "coded", None)
              for task in run.plan.tasks for lc in task.train]
     assert not [item for item in coded if item in run.features]  # freed after each phase
+
+
+def test_a_mac_budget_below_one_step_is_refused_before_training(manifest, tmp_path):
+    """A budget that allows no optimizer step used to train nothing and exit 0 at chance."""
+    with pytest.raises(EdgeclError, match=r"--max-train-macs: 10 allows no optimizer step; one "
+                                          r"step on a batch of \d+ clips costs [\d,]+ MACs"):
+        ContinualRun(_config(manifest, tmp_path, max_train_macs=10))
+    assert not list(tmp_path.rglob("results.json"))
