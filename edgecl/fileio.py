@@ -1,7 +1,9 @@
 """Atomic file writes: a reader never sees a half-written result, model or manifest.
 
 Each writer writes to a temporary file in the target's folder, flushes and fsyncs it, then renames
-it over the target (rename is atomic within one filesystem).
+it over the target (rename is atomic within one filesystem). Temporary files and folders are
+created private (0600 / 0700); what is renamed into place gets the modes the user's umask gives a
+new file or folder, so collaborators on a shared server can read a run like any other file.
 """
 
 from __future__ import annotations
@@ -11,6 +13,22 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+def umask_mode(folder: bool = False) -> int:
+    """The mode a newly created file (0666) or folder (0777) gets under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if folder else 0o666) & ~umask
+
+
+def staging_folder(target: str | os.PathLike, suffix: str = ".tmp") -> Path:
+    """A hidden sibling folder `.NAME.*SUFFIX` of `target` to build it in before a rename, with
+    the umask's folder mode (mkdtemp alone makes it 0700, which the rename would keep)."""
+    target = Path(target)
+    folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent))
+    folder.chmod(umask_mode(folder=True))
+    return folder
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -23,6 +41,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, umask_mode())
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -53,6 +72,7 @@ def atomic_write_with(path: str | os.PathLike, write) -> Path:
     os.close(fd)
     try:
         write(Path(tmp_name))
+        os.chmod(tmp_name, umask_mode())
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgecl.fileio import atomic_write_bytes, atomic_write_json
+from edgecl.fileio import atomic_write_bytes, atomic_write_json, staging_folder
 from firmware_export.device.layout import BUNDLE_FILES, MANIFEST
 from firmware_export.device.manifest import file_entries
 
@@ -27,13 +27,12 @@ def write_bundle(out_dir: Path, files: dict[str, bytes],
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     recover_interrupted_swap(out_dir)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    staging = staging_folder(out_dir)
     try:
         for name, data in files.items():
             atomic_write_bytes(staging / name, data)
         manifest = dict(manifest, files=file_entries(staging, files))
         atomic_write_json(staging / MANIFEST, manifest)
-        _publish_permissions(staging, [*files, MANIFEST])
         if out_dir.exists():
             _carry_over(out_dir, staging, keep=set(files) | {MANIFEST})
         _swap_in(staging, out_dir)
@@ -41,15 +40,6 @@ def write_bundle(out_dir: Path, files: dict[str, bytes],
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
-
-
-def _publish_permissions(folder: Path, names: list[str]) -> None:
-    """Temp files and folders are private (0600/0700); give the bundle the usual umask modes."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for name in names:
-        (folder / name).chmod(0o666 & ~umask)
 
 
 def _carry_over(old: Path, staging: Path, keep: set[str]) -> None:

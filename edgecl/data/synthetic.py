@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from edgecl.data.manifest import load_manifest
 from edgecl.data.records import DatasetSplit
 from edgecl.data.sounds import FAMILIES, coloured_noise
 from edgecl.errors import EdgeclError
+from edgecl.fileio import staging_folder
 
 NAME = "synthetic"
 SAMPLE_RATE = 16000
@@ -124,7 +124,7 @@ def generate_synthetic(workspace: str | Path, seed: int = 0,
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Build under a temporary name in the same folder, then rename: the final folder appears
     # only when complete, and a concurrent generator that loses the race just discards its copy.
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    staging = staging_folder(folder, suffix="")
     try:
         _write_dataset(staging, seed, clips_per_class - n_test, n_test,
                        _params(seed, clips_per_class, test_fraction))
