@@ -219,7 +219,7 @@ class ContinualRun:
         try:
             return fit(self.model, train, val, epochs=config.epochs, batch_size=config.batch_size,
                        lr=config.lr, patience=config.patience, generator=generator,
-                       stop=stop, progress=progress)
+                       stop=stop, progress=progress, name=f"phase {phase}")
         finally:
             bar.close()
 
