@@ -50,15 +50,19 @@ def generate(workspace: str, seed: int, clips_per_class: int | None) -> None:
               help="Seed of the stratified test split of a manifest without a split column.")
 def info(name: str, data_root: str | None, workspace: str | None, test_fold: int,
          seed: int) -> None:
-    """Print a dataset's classes, clips per class and split, sample rate and clip length.
+    """Check a dataset and print its classes, clips per class and split, sample rate and clip
+    length. The check is the one `edgecl train` makes before training: every clip decodes, every
+    class has test clips, no clip is listed twice (duplicate, two labels, train and test).
 
     NAME is one of synthetic, ESC-50, TAU-ASC, manifest (case-insensitive; esc50, tau).
     """
     from edgecl.data import load_dataset
+    from edgecl.data.validate import validate_dataset
     from edgecl.limits import check_seed
 
     check_seed(seed)
     split = load_dataset(name, data_root, test_fold=test_fold, seed=seed, workspace=workspace)
+    validate_dataset(split)
     click.echo(f"dataset: {split.name} ({split.source})")
     click.echo(f"model sample rate: {split.sample_rate} Hz, clip: {split.clip_seconds:g} s "
                f"({split.clip_samples} samples)")
