@@ -27,7 +27,7 @@ from edgecl.errors import EdgeclError
 from edgecl.fileio import atomic_write_json
 from edgecl.metrics import summarize
 from edgecl.run_folder import RESULTS_NAME
-SUMMARY_COLUMNS = ("run", "method", "k", "memory", "A_avg", "A_last", "BWT", "mem_update_s",
+SUMMARY_COLUMNS = ("run", "status", "method", "k", "memory", "A_avg", "A_last", "BWT", "mem_update_s",
                    # device budgets: totals over the run's phases
                    "format", "mem_bytes", "steps", "train_GMAC", "update_GMAC", "device_RAM",
                    "budget_stops")
@@ -218,18 +218,3 @@ def _summary_budget_columns(results: dict[str, Any]) -> dict[str, Any]:
         "device_RAM": format_bytes(max(ram)) if ram else None,
         "budget_stops": sum(1 for p in phases if p.get("stopped_for_budget")) if phases else None,
     }
-
-
-def collect_runs(workspace: Path) -> list[dict[str, Any]]:
-    """Summary rows of every results.json under `workspace` (any depth), sorted by run name."""
-    workspace = Path(workspace)
-    if not workspace.is_dir():
-        raise EdgeclError(f"{workspace}: expected a workspace folder with runs in it")
-    rows = []
-    for path in sorted(workspace.rglob(RESULTS_NAME)):
-        try:
-            results = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise EdgeclError(f"{path}: not a readable results file ({error})") from None
-        rows.append(summary_row(str(path.parent.relative_to(workspace)), results))
-    return rows
