@@ -77,3 +77,18 @@ def check_float(option: str, value, low: float, high: float, *, low_inclusive: b
 def check_seed(value, option: str = "--seed") -> int:
     """A seed numpy, torch and Python all accept: an integer in [0, 2**32)."""
     return check_int(option, value, *SEED_RANGE)
+
+
+def option_range(low: float, high: float, *, integer: bool = True):
+    """A click callback holding an option to [low, high] (finite): an out-of-range value is the
+    usual one-line EdgeclError naming the option, raised while the command line is parsed."""
+
+    def callback(ctx, param, value):
+        if value is None:
+            return value
+        option = max(param.opts, key=len)
+        if integer:
+            return check_int(option, value, int(low), int(high))
+        return check_float(option, value, low, high, low_inclusive=True)
+
+    return callback

@@ -405,3 +405,18 @@ def test_manifest_loader_on_random_text(text):
             assert "\n" not in str(error)
         else:
             assert split.train
+
+
+@pytest.mark.parametrize("args, option", [
+    (["export", "RUN", "--threads", str(2**40)], "--threads"),
+    (["infer", "model.onnx", "a.wav", "--threads", str(2**40)], "--threads"),
+    (["infer", "model.onnx", "a.wav", "--top-k", str(2**70)], "--top-k"),
+    (["bench", "export", "RUN", "--runs", str(2**70)], "--runs"),
+    (["grid", "spec.toml", "--executor", "local", "--gpus-per-trial", "inf"], "--gpus-per-trial"),
+    (["grid", "spec.toml", "--executor", "local", "--workers", str(2**70)], "--workers"),
+])
+def test_other_commands_numeric_options(tmp_path, args, option):
+    args = [str(tmp_path / a) if a in ("RUN", "model.onnx", "a.wav", "spec.toml") else a
+            for a in args]
+    result = CliRunner().invoke(main, args)
+    _one_line_error(result, option, "expected")

@@ -8,6 +8,7 @@ import statistics
 import click
 
 from edgecl.commands import options as registry_options
+from edgecl.limits import option_range
 
 REFERENCE = "uncertainty-noisytune"  # the ratio column divides by this row's time
 
@@ -120,8 +121,10 @@ def memory_update(repeats, as_json, **options) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--phase", type=click.IntRange(min=0), default=None, help="Only this phase.")
 @click.option("--runs", type=click.IntRange(min=1), default=200, show_default=True,
+              callback=option_range(1, 1_000_000),
               help="Timed runs per measurement (the median is reported).")
-@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True,
+              callback=option_range(0, 1_000_000))
 @click.option("--no-stft-compare", is_flag=True,
               help="Skip the conv-DFT vs torch.stft front-end comparison (one extra export).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
