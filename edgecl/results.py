@@ -63,8 +63,11 @@ class RunLog:
 
     def write_only(self, message: str) -> None:
         """Write to train.log without echoing (per-epoch detail)."""
-        self._handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
-        self._handle.flush()
+        try:
+            self._handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+            self._handle.flush()
+        except OSError as error:  # e.g. no space left: name the log, not just the reason
+            raise EdgeclError(f"{self.path}: could not write ({error.strerror or error})") from None
 
     def __call__(self, message: str) -> None:
         self.write_only(message)

@@ -420,3 +420,18 @@ def test_other_commands_numeric_options(tmp_path, args, option):
             for a in args]
     result = CliRunner().invoke(main, args)
     _one_line_error(result, option, "expected")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this platform")
+def test_train_log_on_a_full_device_names_the_log():
+    from edgecl.results import RunLog
+
+    log = RunLog(Path("/dev/full"), echo=False)
+    try:
+        with pytest.raises(EdgeclError, match="^/dev/full: could not write .No space left"):
+            log("phase 0: new classes")
+    finally:
+        try:
+            log.close()
+        except OSError:
+            pass
