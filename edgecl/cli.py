@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -13,6 +14,8 @@ from edgecl.errors import EdgeclError
 def os_error_message(error: OSError) -> str:
     """`PATH: reason` of a failed file operation (no space, read-only, not a folder, ...)."""
     reason = error.strerror or " ".join(str(error).split())
+    if isinstance(error, FileExistsError) and os.path.isfile(error.filename or ""):
+        reason = "a file is in the way (expected a folder)"
     return f"{error.filename}: {reason}" if error.filename is not None else reason
 
 

@@ -435,3 +435,12 @@ def test_train_log_on_a_full_device_names_the_log():
             log.close()
         except OSError:
             pass
+
+
+def test_run_folder_name_taken_by_a_file(dataset, tmp_path):
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "run").write_text("someone's notes")
+    result = CliRunner().invoke(main, _train(dataset, workspace, "--exp-name", "run"))
+    _one_line_error(result, str(workspace / "run"), "a file is in the way")
+    assert (workspace / "run").read_text() == "someone's notes"
