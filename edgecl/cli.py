@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -10,14 +11,26 @@ from edgecl import __version__
 from edgecl.errors import EdgeclError
 
 
+def os_error_message(error: OSError) -> str:
+    """`PATH: reason` of a failed file operation (no space, read-only, not a folder, ...)."""
+    reason = error.strerror or " ".join(str(error).split())
+    if isinstance(error, FileExistsError) and os.path.isfile(error.filename or ""):
+        reason = "a file is in the way (expected a folder)"
+    return f"{error.filename}: {reason}" if error.filename is not None else reason
+
+
 class _Group(click.Group):
-    """Turns EdgeclError into a one-line message and exit code 2, never a traceback."""
+    """Turns EdgeclError, and any file-system failure (OSError), into a one-line message and exit
+    code 2, never a traceback. The writers (edgecl.fileio) have removed their temporary files."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except EdgeclError as error:
-            click.echo(f"edgecl: error: {error}", err=True)
+            click.echo(f"edgecl: error: {' '.join(str(error).split())}", err=True)
+            sys.exit(2)
+        except OSError as error:
+            click.echo(f"edgecl: error: {os_error_message(error)}", err=True)
             sys.exit(2)
 
 

@@ -8,11 +8,14 @@ to prototype), and `noise_lambda` is 0.2 as in the paper's description (the publ
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from edgecl.errors import EdgeclError
+from edgecl.limits import (INT_RANGES, MAX_CLIP_SECONDS, MAX_MEMORY_BYTES, MAX_STEPS,
+                           MAX_TRAIN_MACS, MAX_TRAIN_SECONDS, check_float, check_int)
 
 MODES = ("finetune", "replay", "joint")
 
@@ -121,24 +124,14 @@ class RunConfig:
         get_format(self.memory_format)
         for name, option in sampler_options().items():
             option.check(self.sampler_options[name])
-        for name in ("width", "epochs", "batch_size", "threads", "clips_per_class"):
-            if getattr(self, name) < 1:
-                raise EdgeclError(f"{option_name(name)}: expected a positive integer, "
-                                  f"got {getattr(self, name)}")
-        for name in ("memory_size", "patience"):
-            if getattr(self, name) < 0:
-                raise EdgeclError(f"{option_name(name)}: expected an integer >= 0, "
-                                  f"got {getattr(self, name)}")
-        for name in ("n_tasks", "n_init_cls", "n_cls_a_task"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise EdgeclError(f"{option_name(name)}: expected a positive integer, got {value}")
-        if self.sample_rate is not None and self.sample_rate < 1:
-            raise EdgeclError(f"--sample-rate: expected a positive rate in Hz, got {self.sample_rate}")
-        if self.clip_seconds is not None and not self.clip_seconds > 0:
-            raise EdgeclError(f"--clip-seconds: expected a positive length, got {self.clip_seconds}")
-        if not self.lr > 0:
-            raise EdgeclError(f"--lr: expected a positive learning rate, got {self.lr}")
+        for name, (low, high) in INT_RANGES.items():
+            value = getattr(self, name, None)
+            if value is not None:
+                check_int(option_name(name), value, low, high)
+        if self.clip_seconds is not None:
+            check_float("--clip-seconds", self.clip_seconds, 0.0, MAX_CLIP_SECONDS,
+                        what="a clip length in seconds")
+        check_float("--lr", self.lr, 0.0, math.inf, what="a finite learning rate")
         self._check_budgets()
         if self.dataset != "synthetic" and not self.data_root:
             raise EdgeclError(f"--data-root: required for --dataset {self.dataset}")
@@ -151,7 +144,16 @@ class RunConfig:
         if self.max_train_macs is not None:
             object.__setattr__(self, "max_train_macs",
                                parse_count(self.max_train_macs, "--max-train-macs"))
-        self.compute_budget()  # validates the limits
+        self.compute_budget()  # validates the limits are positive
+        if self.memory_bytes is not None:
+            check_int("--memory-bytes", self.memory_bytes, 1, MAX_MEMORY_BYTES)
+        if self.max_steps is not None:
+            check_int("--max-steps", self.max_steps, 1, MAX_STEPS)
+        if self.max_train_macs is not None:
+            check_int("--max-train-macs", self.max_train_macs, 1, MAX_TRAIN_MACS)
+        if self.max_train_seconds is not None:
+            check_float("--max-train-seconds", self.max_train_seconds, 0.0, MAX_TRAIN_SECONDS,
+                        what="a time in seconds")
 
     def compute_budget(self):
         """The per-phase edgecl.training.stop.ComputeBudget of this run."""

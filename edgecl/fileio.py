@@ -1,9 +1,11 @@
 """Atomic file writes: a reader never sees a half-written result, model or manifest.
 
 Each writer writes to a temporary file in the target's folder, flushes and fsyncs it, then renames
-it over the target (rename is atomic within one filesystem). Temporary files and folders are
-created private (0600 / 0700); what is renamed into place gets the modes the user's umask gives a
-new file or folder, so collaborators on a shared server can read a run like any other file.
+it over the target (rename is atomic within one filesystem). Any failure (no space, read-only
+folder, a parent that is a file) removes the temporary file and raises EdgeclError naming the
+target and the reason, so nothing half-written is ever left behind. Temporary files and folders
+are created private (0600 / 0700); what is renamed into place gets the modes the user's umask
+gives a new file or folder, so collaborators on a shared server can read a run like any other.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from edgecl.errors import EdgeclError
 
 
 def umask_mode(folder: bool = False) -> int:
@@ -26,27 +30,51 @@ def staging_folder(target: str | os.PathLike, suffix: str = ".tmp") -> Path:
     """A hidden sibling folder `.NAME.*SUFFIX` of `target` to build it in before a rename, with
     the umask's folder mode (mkdtemp alone makes it 0700, which the rename would keep)."""
     target = Path(target)
-    folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent))
+    _make_parent(target)
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=suffix,
+                                       dir=target.parent))
+    except OSError as error:
+        raise _failed(target, error) from None
     folder.chmod(umask_mode(folder=True))
     return folder
+
+
+def _failed(target: Path, error: BaseException) -> EdgeclError:
+    """The one-line error of a failed write of `target`."""
+    if isinstance(error, OSError):
+        reason = error.strerror or " ".join(str(error).split())
+    else:
+        reason = "No space left on device"
+    return EdgeclError(f"{target}: could not write ({reason})")
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _make_parent(target: Path) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EdgeclError(f"{target.parent}: cannot create the folder "
+                          f"({error.strerror or error})") from None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` atomically; creates the parent folder. Returns the path."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp_name, umask_mode())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return target
+
+    return _atomic(target, write, ".tmp")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -66,14 +94,30 @@ def atomic_write_with(path: str | os.PathLike, write) -> Path:
     torch.save): they write to a temporary path in the same folder, which is then renamed.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix or ".tmp",
-                                    dir=target.parent)
-    os.close(fd)
+    return _atomic(target, write, target.suffix or ".tmp")
+
+
+def _atomic(target: Path, write, suffix: str) -> Path:
+    """Run `write(tmp)` on a temporary file next to `target`, then rename it over `target`."""
+    _make_parent(target)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix,
+                                        dir=target.parent)
+        os.close(fd)
+    except OSError as error:
+        raise _failed(target, error) from None
     try:
         write(Path(tmp_name))
         os.chmod(tmp_name, umask_mode())
         os.replace(tmp_name, target)
+    except OSError as error:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise _failed(target, error) from None
+    except Exception as error:
+        Path(tmp_name).unlink(missing_ok=True)
+        if _disk_full(target.parent):  # e.g. torch.save reports a short write as RuntimeError
+            raise _failed(target, error) from None
+        raise
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise

@@ -27,7 +27,7 @@ from edgecl.errors import EdgeclError
 from edgecl.fileio import atomic_write_json
 from edgecl.metrics import summarize
 from edgecl.run_folder import RESULTS_NAME
-SUMMARY_COLUMNS = ("run", "method", "k", "memory", "A_avg", "A_last", "BWT", "mem_update_s",
+SUMMARY_COLUMNS = ("run", "status", "method", "k", "memory", "A_avg", "A_last", "BWT", "mem_update_s",
                    # device budgets: totals over the run's phases
                    "format", "mem_bytes", "steps", "train_GMAC", "update_GMAC", "device_RAM",
                    "budget_stops")
@@ -63,8 +63,11 @@ class RunLog:
 
     def write_only(self, message: str) -> None:
         """Write to train.log without echoing (per-epoch detail)."""
-        self._handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
-        self._handle.flush()
+        try:
+            self._handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+            self._handle.flush()
+        except OSError as error:  # e.g. no space left: name the log, not just the reason
+            raise EdgeclError(f"{self.path}: could not write ({error.strerror or error})") from None
 
     def __call__(self, message: str) -> None:
         self.write_only(message)
@@ -224,18 +227,3 @@ def _summary_budget_columns(results: dict[str, Any]) -> dict[str, Any]:
         "device_RAM": format_bytes(max(ram)) if ram else None,
         "budget_stops": sum(1 for p in phases if p.get("stopped_for_budget")) if phases else None,
     }
-
-
-def collect_runs(workspace: Path) -> list[dict[str, Any]]:
-    """Summary rows of every results.json under `workspace` (any depth), sorted by run name."""
-    workspace = Path(workspace)
-    if not workspace.is_dir():
-        raise EdgeclError(f"{workspace}: expected a workspace folder with runs in it")
-    rows = []
-    for path in sorted(workspace.rglob(RESULTS_NAME)):
-        try:
-            results = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise EdgeclError(f"{path}: not a readable results file ({error})") from None
-        rows.append(summary_row(str(path.parent.relative_to(workspace)), results))
-    return rows

@@ -23,6 +23,7 @@ from edgecl.audio import ClipAudio
 from edgecl.budget.macs import ModelMacs, train_step_macs
 from edgecl.budget.ram import device_train_ram, peak_rss_bytes
 from edgecl.config import RunConfig
+from edgecl.data.validate import validate_dataset
 from edgecl.errors import EdgeclError
 from edgecl.features import FeatureCache
 from edgecl.items import ClipItems
@@ -65,6 +66,7 @@ class ContinualRun:
                  stop_factory: Callable[[int, ModelMacs], StopCondition] | None = None) -> None:
         set_determinism(config.seed, config.threads)
         self.config, self.split, self.plan = load_plan(config)
+        validate_dataset(self.split, self.plan.class_order, progress=not config.quiet)
         config = self.config
         self.run_dir = Path(config.workspace) / config.name
         self.log = RunLog(self.run_dir / LOG_NAME, echo=not config.quiet)
@@ -227,7 +229,7 @@ class ContinualRun:
         try:
             return fit(self.model, train, val, epochs=config.epochs, batch_size=config.batch_size,
                        lr=config.lr, patience=config.patience, generator=generator,
-                       stop=stop, progress=progress)
+                       stop=stop, progress=progress, name=f"phase {phase}")
         finally:
             bar.close()
 

@@ -7,6 +7,7 @@ import stat
 
 import pytest
 
+from edgecl.errors import EdgeclError
 from edgecl.fileio import atomic_write_bytes, atomic_write_json, atomic_write_with, staging_folder
 
 
@@ -36,6 +37,6 @@ def test_a_failed_write_leaves_neither_the_target_nor_a_temp_file(tmp_path):
         path.write_bytes(b"half")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError):
+    with pytest.raises(EdgeclError, match=r"model\.pt: could not write \(No space left"):
         atomic_write_with(tmp_path / "model.pt", fail)
     assert list(tmp_path.iterdir()) == []

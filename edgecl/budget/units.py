@@ -11,6 +11,7 @@ import math
 import re
 
 from edgecl.errors import EdgeclError
+from edgecl.limits import shown
 
 _UNITS = {
     "": 1, "b": 1,
@@ -39,7 +40,11 @@ def parse_bytes(text: str | int, option: str = "--memory-bytes") -> int:
                               f"(units B, KB, MB, GB = x1000; KiB, MiB, GiB = x1024), got {text!r}")
         number = match.group(1)
         # Integers stay exact; decimals go through float (more than enough for byte budgets).
-        size = int(number) * _UNITS[unit] if number.isdigit() else math.floor(float(number) * _UNITS[unit])
+        scaled = float(number) * _UNITS[unit] if not number.isdigit() else None
+        if scaled is not None and not math.isfinite(scaled):
+            raise EdgeclError(f"{option}: expected a byte size within float range, "
+                              f"got {shown(text)}")
+        size = int(number) * _UNITS[unit] if scaled is None else math.floor(scaled)
     if size < 1:
         raise EdgeclError(f"{option}: expected at least 1 byte, got {text!r}")
     return size
@@ -58,7 +63,10 @@ def parse_count(text: str | int, option: str) -> int:
         if match is None:
             raise EdgeclError(f"{option}: expected a positive count like 500M, 2G or 2e9, "
                               f"got {text!r}")
-        count = math.floor(float(match.group(1)) * _COUNT_SUFFIX[match.group(2).lower()])
+        scaled = float(match.group(1)) * _COUNT_SUFFIX[match.group(2).lower()]
+        if not math.isfinite(scaled):
+            raise EdgeclError(f"{option}: expected a count within float range, got {shown(text)}")
+        count = math.floor(scaled)
     if count < 1:
         raise EdgeclError(f"{option}: expected a positive count like 500M, 2G or 2e9, got {text!r}")
     return count

@@ -8,6 +8,7 @@ import statistics
 import click
 
 from edgecl.commands import options as registry_options
+from edgecl.limits import option_range
 
 REFERENCE = "uncertainty-noisytune"  # the ratio column divides by this row's time
 
@@ -77,7 +78,7 @@ def time_memory_updates(run, sampler_values: dict, repeats: int) -> list[dict]:
 @click.option("--seed", type=int, default=3, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--repeats", type=int, default=1, show_default=True,
-              help="Timings per sampler (the median is reported).")
+              help="Timings per sampler, 1 to 10000 (the median is reported).")
 @click.option("--workspace", type=click.Path(file_okay=False), default="workspace",
               show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
@@ -91,15 +92,24 @@ def memory_update(repeats, as_json, **options) -> None:
     uncertainty-noisytune.
     """
     from edgecl.config import RunConfig
+    from edgecl.errors import EdgeclError
+    from edgecl.limits import INT_RANGES, check_int
     from edgecl.results import format_table
     from edgecl.samplers import sampler_options
     from edgecl.trainer import ContinualRun
 
     config = RunConfig(mode="replay", mem_manage="random", export=False,
                        exp_name="bench-memory-update", patience=0, **options)
+    check_int("--repeats", repeats, *INT_RANGES["repeats"])
+    if options.get("n_tasks") is not None and options["n_tasks"] < 2:
+        raise EdgeclError(f"--n-tasks: bench memory-update trains two phases and times the second "
+                          f"one's memory update; needs at least 2 tasks, got {options['n_tasks']}")
     values = {name: options[name] for name in sampler_options() if name in options}
-    rows = time_memory_updates(ContinualRun(config), {**config.sampler_options, **values},
-                               max(1, repeats))
+    run = ContinualRun(config)
+    if len(run.plan.tasks) < 2:
+        raise EdgeclError(f"--n-tasks: bench memory-update trains two phases and times the second "
+                          f"one's memory update; needs at least 2 tasks, got {len(run.plan.tasks)}")
+    rows = time_memory_updates(run, {**config.sampler_options, **values}, repeats)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
@@ -111,8 +121,10 @@ def memory_update(repeats, as_json, **options) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--phase", type=click.IntRange(min=0), default=None, help="Only this phase.")
 @click.option("--runs", type=click.IntRange(min=1), default=200, show_default=True,
+              callback=option_range(1, 1_000_000),
               help="Timed runs per measurement (the median is reported).")
-@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True,
+              callback=option_range(0, 1_000_000))
 @click.option("--no-stft-compare", is_flag=True,
               help="Skip the conv-DFT vs torch.stft front-end comparison (one extra export).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")

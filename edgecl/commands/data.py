@@ -33,7 +33,11 @@ def generate(workspace: str, seed: int, clips_per_class: int | None) -> None:
     An existing complete copy with the same parameters is reused, not rewritten.
     """
     from edgecl.data import synthetic
+    from edgecl.limits import INT_RANGES, check_int, check_seed
 
+    check_seed(seed)
+    if clips_per_class is not None:
+        check_int("--clips-per-class", clips_per_class, 2, INT_RANGES["clips_per_class"][1])
     count = clips_per_class or synthetic.CLIPS_PER_CLASS
     existed = synthetic.dataset_folder(workspace, seed, count).joinpath("manifest.csv").is_file()
     folder = synthetic.generate_synthetic(workspace, seed=seed, clips_per_class=count)
@@ -55,13 +59,19 @@ def generate(workspace: str, seed: int, clips_per_class: int | None) -> None:
                    "same default as edgecl train, so both describe the same split).")
 def info(name: str, data_root: str | None, workspace: str | None, test_fold: int,
          seed: int) -> None:
-    """Print a dataset's classes, clips per class and split, sample rate and clip length.
+    """Check a dataset and print its classes, clips per class and split, sample rate and clip
+    length. The check is the one `edgecl train` makes before training: every clip decodes, every
+    class has test clips, no clip is listed twice (duplicate, two labels, train and test).
 
     NAME is one of synthetic, ESC-50, TAU-ASC, manifest (case-insensitive; esc50, tau).
     """
     from edgecl.data import load_dataset
+    from edgecl.data.validate import validate_dataset
+    from edgecl.limits import check_seed
 
+    check_seed(seed)
     split = load_dataset(name, data_root, test_fold=test_fold, seed=seed, workspace=workspace)
+    validate_dataset(split)
     click.echo(f"dataset: {split.name} ({split.source})")
     click.echo(f"model sample rate: {split.sample_rate} Hz, clip: {split.clip_seconds:g} s "
                f"({split.clip_samples} samples)")

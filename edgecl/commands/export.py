@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import click
 
+from edgecl.limits import INT_RANGES, option_range
+
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--phase", type=click.IntRange(min=0), default=None,
               help="Export only this phase [every phase with a checkpoint].")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              callback=option_range(*INT_RANGES["threads"]),
               help="PyTorch CPU threads.")
 def export_command(run_dir: str, phase: int | None, threads: int) -> None:
     """Re-export WORKSPACE/EXP_NAME/phase_<i>/ bundles from the saved checkpoints.

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from edgecl.errors import EdgeclError
+from edgecl.limits import INT_RANGES, option_range
 
 
 def _int_list(value: str | None, option: str) -> list[int] | None:
@@ -47,17 +48,21 @@ def _interrupt_on_signals() -> None:
               help="Connect to this running Ray cluster (e.g. auto, or HOST:6379) instead of "
                    "starting a local Ray instance.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
+              callback=option_range(1, 100_000),
               help="Trials at once [local: CPU count; cluster: its CPUs].")
 @click.option("--executor", type=click.Choice(["ray", "local"]), default="ray", show_default=True,
               help="ray: Ray tasks; local: threads of this process (no Ray).")
 @click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
+              callback=option_range(0, 1000),
               help="Extra attempts for a failed trial before it is recorded as failed.")
 @click.option("--seeds", default=None, help="Override the spec's seeds, e.g. '1,2'.")
 @click.option("--folds", default=None, help="Override the spec's test folds, e.g. '1'.")
 @click.option("--memory-sizes", default=None, help="Override the spec's memory sizes, e.g. '500'.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              callback=option_range(*INT_RANGES["threads"]),
               help="torch threads per trial (each trial takes that many CPUs from Ray).")
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              callback=option_range(0.0, 1024.0, integer=False),
               help="GPUs Ray reserves per trial (a scheduling resource; edgecl train has no "
                    "--device option yet).")
 @click.option("--dry-run", is_flag=True, help="List the trials and their commands; run nothing.")

@@ -6,13 +6,17 @@ import json
 
 import click
 
+from edgecl.limits import INT_RANGES, option_range
+
 
 @click.command("infer")
 @click.argument("model", type=click.Path())
 @click.argument("clips", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
+              callback=option_range(1, 100_000),
               help="Labels printed per clip.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              callback=option_range(*INT_RANGES["threads"]),
               help="ONNX Runtime intra-op threads.")
 @click.option("--bare", is_flag=True,
               help="Run a model file on its own, without its bundle's manifest.json: nothing is "

@@ -6,23 +6,28 @@ import json
 
 import click
 
-from edgecl.results import SUMMARY_COLUMNS, collect_runs, format_table
+from edgecl.results import SUMMARY_COLUMNS, format_table
+from edgecl.run_list import collect_runs
 
 
 @click.command("summarize")
 @click.argument("workspace", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def summarize_command(workspace: str, as_json: bool) -> None:
-    """Table of every run under WORKSPACE: method, k, memory, A_avg, A_last, BWT and the mean
-    memory-update time in seconds."""
+    """Table of every run folder under WORKSPACE: status (complete, unfinished, failed, no results,
+    unreadable), method, k, memory, A_avg, A_last, BWT and the mean memory-update time in
+    seconds. An unreadable results.json is shown as such, with the reason below the table."""
     rows = collect_runs(workspace)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo(f"no results.json under {workspace}")
+        click.echo(f"no run folders under {workspace}")
         return
     click.echo(format_table(rows, SUMMARY_COLUMNS))
-    unfinished = [r["run"] for r in rows if not r["complete"]]
+    unfinished = [r["run"] for r in rows if r["status"] in ("unfinished", "no results")]
     if unfinished:
-        click.echo(f"unfinished runs (partial results): {', '.join(unfinished)}")
+        click.echo(f"unfinished runs (partial or no results): {', '.join(unfinished)}")
+    for row in rows:
+        if row["status"] == "unreadable":
+            click.echo(f"unreadable: {row['error']}")

@@ -2,6 +2,7 @@
 
 Paths are relative to the CSV's folder and may not leave it. With a `split` column every row says
 `train` or `test`; without one a stratified test split is drawn by seed. Extra columns are ignored.
+Each audio file may be listed once (no duplicate rows, no clip with two labels or in both splits).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from edgecl.audio import audio_info
 from edgecl.data.records import (SPLITS, Clip, DatasetSplit, build_split, path_inside, read_table,
                                  require_files)
+from edgecl.data.validate import check_unique_clips
 from edgecl.errors import EdgeclError
 
 NAME = "manifest"
@@ -80,6 +82,8 @@ def load_manifest(root: str | Path, seed: int = 0, test_fraction: float = TEST_F
     splits = given_splits if has_split else stratified_test_split(labels, test_fraction, seed)
     clips = [Clip(path=path, label=label, split=split)
              for path, label, split in zip(paths, labels, splits)]
+    check_unique_clips(((f"line {line}", clip) for line, clip in enumerate(clips, start=2)),
+                       str(csv_path))
     require_files(clips, str(csv_path))
     if sample_rate is None:
         sample_rate = audio_info(clips[0].path).sample_rate

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,31 @@ def _write_dataset(folder: Path, seed: int, n_train: int, n_test: int, params: d
     (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
 
 
+STALE_STAGING_SECONDS = 3600  # a staging folder untouched this long belongs to a killed generator
+
+
+def remove_stale_staging(data_folder: Path, now: float | None = None) -> list[Path]:
+    """Delete the hidden staging folders (`.synthetic-*`) a killed generator left in
+    `data_folder`. Only folders untouched for STALE_STAGING_SECONDS go (the newest modification
+    time of the folder and its subfolders: a generator still writing touches one with every
+    file), so a concurrent generator keeps its own. Returns what was removed."""
+    now = time.time() if now is None else now
+    removed = []
+    for staging in data_folder.glob(f".{NAME}-*"):
+        try:
+            stale = staging.is_dir() and now - _last_touched(staging) > STALE_STAGING_SECONDS
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(staging, ignore_errors=True)
+            removed.append(staging)
+    return removed
+
+
+def _last_touched(folder: Path) -> float:
+    return max(os.stat(root).st_mtime for root, _, _ in os.walk(folder))
+
+
 def generate_synthetic(workspace: str | Path, seed: int = 0,
                        clips_per_class: int = CLIPS_PER_CLASS,
                        test_fraction: float = TEST_FRACTION) -> Path:
@@ -119,6 +145,8 @@ def generate_synthetic(workspace: str | Path, seed: int = 0,
         raise EdgeclError(f"test fraction: expected a value in (0, 1), got {test_fraction}")
     n_test = min(max(1, int(round(clips_per_class * test_fraction))), clips_per_class - 1)
     folder = dataset_folder(workspace, seed, clips_per_class, test_fraction)
+    if folder.parent.is_dir():
+        remove_stale_staging(folder.parent)
     if (folder / "manifest.csv").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)

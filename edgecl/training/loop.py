@@ -8,6 +8,7 @@ schedule) and a StopCondition asked before every optimizer step (edgecl.training
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,12 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
+from edgecl.errors import EdgeclError
 from edgecl.training.stop import StopCondition
+
+
+class DivergedError(EdgeclError):
+    """Training produced a non-finite loss: the run stops, its later results would be invalid."""
 
 
 @dataclass
@@ -112,12 +118,13 @@ def evaluate(model, data: PhaseData, batch_size: int = 128) -> float | None:
 
 def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int, lr: float,
         patience: int, generator: torch.Generator, stop: StopCondition | None = None,
-        progress: Callable | None = None) -> FitReport:
+        progress: Callable | None = None, name: str = "training") -> FitReport:
     """Train `model` on `train`; keep the weights of the epoch with the best validation accuracy.
 
     Early stopping ends training after `patience` epochs without improvement (0 disables it).
     Without validation clips the last epoch's weights are kept. `progress(epoch, loss, val_acc)`
-    is called after each epoch.
+    is called after each epoch. A non-finite loss raises DivergedError naming `name` (e.g.
+    "phase 2"): the weights are unusable, so nothing trained after it may be reported.
     """
     stop = stop or StopCondition()
     report = FitReport()
@@ -135,6 +142,10 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
                 break
             logits, _ = model.forward_features(train.features(indices.tolist()))
             loss = F.cross_entropy(logits, train.targets[indices])
+            if not math.isfinite(loss.item()):
+                raise DivergedError(f"{name}: training diverged (loss {loss.item()} at epoch "
+                                    f"{epoch}, step {report.steps}); lower --lr (this run: {lr:g})"
+                                    f" or check the training clips")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

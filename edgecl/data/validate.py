@@ -1,0 +1,76 @@
+"""Checks a dataset passes before any training starts, so a bad file is found in seconds.
+
+`check_unique_clips` refuses a clip listed twice (a duplicate row, a clip with two labels, or a
+clip in both train and test: test leakage); `validate_dataset` adds that every class to be learnt
+has test clips and that every clip decodes (each file read once, with a progress bar for large
+sets on a terminal). Every failure is one EdgeclError naming the file and the row or clip.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+
+from edgecl.audio import read_audio
+from edgecl.data.records import Clip, DatasetSplit
+from edgecl.errors import EdgeclError
+
+PROGRESS_FROM = 200  # clips; smaller sets decode in well under a second
+
+
+def check_unique_clips(entries: Iterable[tuple[str, Clip]], source: str) -> None:
+    """Every audio file listed once. `entries` are (where, clip) pairs, `where` naming the row
+    (e.g. "line 7") for messages; `source` names the listing (the manifest CSV)."""
+    first: dict[str, tuple[str, Clip]] = {}
+    for where, clip in entries:
+        key = str(clip.path)
+        if key not in first:
+            first[key] = (where, clip)
+            continue
+        where0, clip0 = first[key]
+        if clip0.split != clip.split:
+            problem = (f"listed as {clip0.split} at {where0} and as {clip.split} at {where} "
+                       f"(test leakage: a clip may not be both trained and tested on)")
+        elif clip0.label != clip.label:
+            problem = (f"has two labels, {clip0.label!r} at {where0} and {clip.label!r} at "
+                       f"{where}")
+        else:
+            problem = f"listed twice, at {where0} and {where} (duplicate row)"
+        raise EdgeclError(f"{source}: {where}: clip {clip.path} {problem}")
+
+
+def check_test_clips(split: DatasetSplit, classes: Sequence[str] | None = None) -> None:
+    """At least one test clip for each of `classes` (default: every class of the split)."""
+    classes = list(split.classes if classes is None else classes)
+    if not split.test:
+        raise EdgeclError(f"{split.source or split.name}: no test clips; every class learnt "
+                          f"needs at least one to be measured")
+    counts = split.counts("test")
+    missing = [label for label in classes if not counts.get(label)]
+    if missing:
+        raise EdgeclError(f"{split.source or split.name}: class {missing[0]!r} has no test clips "
+                          f"({len(missing)} such class(es)); every class learnt needs at least "
+                          f"one to be measured")
+
+
+def check_decodable(clips: Sequence[Clip], progress: bool | None = None) -> None:
+    """Decode every clip once (soundfile); the first bad file raises its EdgeclError."""
+    from tqdm import tqdm
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    show = progress and len(clips) >= PROGRESS_FROM
+    for clip in tqdm(clips, desc="checking clips", unit="clip", file=sys.stderr,
+                     disable=not show, leave=False):
+        read_audio(clip.path)
+
+
+def validate_dataset(split: DatasetSplit, classes: Sequence[str] | None = None,
+                     progress: bool | None = None) -> None:
+    """Every check above on `split`; `classes` are the classes a run will learn (default all)."""
+    source = split.source or split.name
+    entries = [(f"{clip.split} clip {i}", clip) for part in (split.train, split.test)
+               for i, clip in enumerate(part)]
+    check_unique_clips(entries, source)
+    check_test_clips(split, classes)
+    check_decodable([*split.train, *split.test], progress)
