@@ -15,7 +15,6 @@ device_train_ram; edgecl.budget.ram).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Sequence
