@@ -141,6 +141,11 @@ def make_tasks(split: DatasetSplit, n_tasks: int, n_init_cls: int, n_cls_a_task:
                      for clip in split.train if clip.label in members]
         test = [LabelledClip(clip, target_of[clip.label])
                 for clip in split.test if clip.label in members]
-        train, val = _hold_out(train_all, val_fraction, val_rng)
+        if split.val:  # the dataset fixes the validation clips
+            train = train_all
+            val = [LabelledClip(clip, target_of[clip.label])
+                   for clip in split.val if clip.label in members]
+        else:
+            train, val = _hold_out(train_all, val_fraction, val_rng)
         tasks.append(Task(index=index, classes=list(names), train=train, val=val, test=test))
     return TaskPlan(class_order=order, tasks=tasks)

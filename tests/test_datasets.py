@@ -180,10 +180,10 @@ def _rewrite(csv_path, replace_from, replace_to):
 @pytest.mark.parametrize("change, expected", [
     (("clips/a/1.wav", "../outside.wav"), r"line 3: path '\.\./outside.wav' leaves the dataset"),
     (("clips/a/1.wav", "clips/../../x.wav"), r"leaves the dataset folder"),
-    (("clips/a/1.wav", "/etc/passwd"), r"'/etc/passwd' leaves the dataset folder"),
+    (("clips/a/1.wav", "/nowhere/1.wav"), r"/nowhere/1.wav not found"),  # absolute: as given
     (("path,label,split", "path,class,split"), r"header must have column\(s\) path, label"),
     (("clips/a/1.wav,a,train", "clips/a/1.wav,a,valid"),
-     r"split must be 'train' or 'test', got 'valid'"),
+     r"split must be 'train', 'val' or 'test', got 'valid'"),
     (("clips/a/1.wav,a,train", "clips/a/1.wav,,train"), r"line 3: empty path or label"),
     (("clips/a/1.wav", "clips/a/99.wav"), r"99.wav not found \(1 missing"),
 ])
@@ -192,6 +192,33 @@ def test_manifest_bad_rows_are_clear_errors(tmp_path, change, expected):
     _rewrite(csv_path, *change)
     with pytest.raises(EdgeclError, match=expected):
         load_manifest(csv_path)
+
+
+def test_manifest_takes_absolute_paths_as_given(tmp_path):
+    csv_path = write_manifest_dataset(tmp_path / "mine", clips_per_class=3)
+    absolute = (csv_path.parent / "clips" / "a" / "1.wav").resolve()
+    _rewrite(csv_path, "clips/a/1.wav", str(absolute))
+    split = load_manifest(csv_path)
+    assert absolute in [clip.path for clip in split.train + split.test]
+
+
+def test_manifest_val_rows_are_the_validation_clips(tmp_path):
+    from edgecl.tasks import make_tasks
+
+    csv_path = write_manifest_dataset(tmp_path / "mine", labels=("a", "b"), clips_per_class=4)
+    _rewrite(csv_path, "clips/a/1.wav,a,train", "clips/a/1.wav,a,val")
+    _rewrite(csv_path, "clips/b/1.wav,b,train", "clips/b/1.wav,b,val")
+    split = load_manifest(csv_path)
+    assert sorted(clip.path.name for clip in split.val) == ["1.wav", "1.wav"]
+    [task] = make_tasks(split, 1, 2, 2, seed=0).tasks
+    assert sorted(lc.clip.label for lc in task.val) == ["a", "b"]
+    assert {lc.clip.path for lc in task.val}.isdisjoint(lc.clip.path for lc in task.train)
+    assert len(task.train) == len(split.train)  # nothing carved from train
+    # Without val rows a share of train is carved out as before.
+    plain = load_manifest(write_manifest_dataset(tmp_path / "plain", labels=("a", "b"),
+                                                 clips_per_class=4))
+    [carved] = make_tasks(plain, 1, 2, 2, seed=0).tasks
+    assert carved.val and len(carved.train) < len(plain.train)
 
 
 def test_manifest_class_without_training_clips_is_an_error(tmp_path):

@@ -1,7 +1,9 @@
 """A user's own data as a CSV manifest: header `path,label` and an optional `split` column.
 
-Paths are relative to the CSV's folder and may not leave it. With a `split` column every row says
-`train` or `test`; without one a stratified test split is drawn by seed. Extra columns are ignored.
+Relative paths are relative to the CSV's folder and may not leave it; absolute paths are taken as
+given. With a `split` column every row says `train`, `val` or `test` (`val` rows, when any, are the
+validation clips of their class's task instead of a share carved from train); without one a
+stratified test split is drawn by seed. Extra columns are ignored.
 Each audio file may be listed once (no duplicate rows, no clip with two labels or in both splits).
 """
 
@@ -14,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from edgecl.audio import audio_info
-from edgecl.data.records import (SPLITS, Clip, DatasetSplit, build_split, path_inside, read_table,
-                                 require_files)
+from edgecl.data.records import (MANIFEST_SPLITS, Clip, DatasetSplit, build_split, listed_path,
+                                 read_table, require_files)
 from edgecl.data.validate import check_unique_clips
 from edgecl.errors import EdgeclError
 
@@ -72,10 +74,10 @@ def load_manifest(root: str | Path, seed: int = 0, test_fraction: float = TEST_F
     for line, row in enumerate(rows, start=2):
         if not row["path"] or not row["label"]:
             raise EdgeclError(f"{csv_path}: line {line}: empty path or label")
-        if has_split and row["split"] not in SPLITS:
-            raise EdgeclError(f"{csv_path}: line {line}: split must be 'train' or 'test', "
+        if has_split and row["split"] not in MANIFEST_SPLITS:
+            raise EdgeclError(f"{csv_path}: line {line}: split must be 'train', 'val' or 'test', "
                               f"got {row['split']!r}")
-        paths.append(path_inside(base, row["path"], f"{csv_path}: line {line}"))
+        paths.append(listed_path(base, row["path"], f"{csv_path}: line {line}"))
         labels.append(row["label"])
         given_splits.append(row["split"] if has_split else None)
 
@@ -89,6 +91,7 @@ def load_manifest(root: str | Path, seed: int = 0, test_fraction: float = TEST_F
         sample_rate = audio_info(clips[0].path).sample_rate
     train = [clip for clip in clips if clip.split == "train"]
     test = [clip for clip in clips if clip.split == "test"]
+    val = [clip for clip in clips if clip.split == "val"]
     return build_split(name, train, test, sample_rate,
                        CLIP_SECONDS if clip_seconds is None else clip_seconds,
-                       source=str(csv_path))
+                       source=str(csv_path), val=val)

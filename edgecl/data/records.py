@@ -12,6 +12,7 @@ from typing import Iterable
 from edgecl.errors import EdgeclError
 
 SPLITS = ("train", "test")
+MANIFEST_SPLITS = ("train", "val", "test")  # a manifest may fix the validation clips too
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class DatasetSplit:
     sample_rate: int
     clip_seconds: float
     source: str = field(default="", compare=False)  # where it came from, for messages
+    # Validation clips fixed by the dataset (a manifest's `val` rows); empty: carved from train.
+    val: list[Clip] = field(default_factory=list)
 
     @property
     def clip_samples(self) -> int:
@@ -49,7 +52,7 @@ class DatasetSplit:
 
 
 def build_split(name: str, train: list[Clip], test: list[Clip], sample_rate: int,
-                clip_seconds: float, source: str) -> DatasetSplit:
+                clip_seconds: float, source: str, val: list[Clip] | None = None) -> DatasetSplit:
     """Assemble a DatasetSplit after the checks every dataset must pass.
 
     Every class must have training clips (a class seen only at test time cannot be learnt), and
@@ -62,13 +65,13 @@ def build_split(name: str, train: list[Clip], test: list[Clip], sample_rate: int
     if not train:
         raise EdgeclError(f"{source}: no training clips")
     train_classes = {clip.label for clip in train}
-    test_only = sorted({clip.label for clip in test} - train_classes)
+    test_only = sorted({clip.label for clip in [*test, *(val or [])]} - train_classes)
     if test_only:
         raise EdgeclError(f"{source}: class {test_only[0]!r} has no training clips "
                           f"({len(test_only)} such class(es))")
     return DatasetSplit(name=name, train=train, test=test, classes=sorted(train_classes),
                         sample_rate=int(sample_rate), clip_seconds=float(clip_seconds),
-                        source=source)
+                        source=source, val=list(val or []))
 
 
 def require_files(clips: Iterable[Clip], source: str) -> None:
@@ -83,11 +86,21 @@ def path_inside(root: Path, relative: str, where: str) -> Path:
     """`root / relative`, normalised; an error naming `where` if it leaves `root`.
 
     The check is lexical (symlinks are not resolved), so a dataset may link its files elsewhere.
+    Absolute paths are refused here (official layouts never use them); a manifest, whose absolute
+    paths are its author's choice, uses `listed_path`.
     """
     normal = Path(os.path.normpath(root / relative))
     if Path(relative).is_absolute() or not normal.is_relative_to(root):
         raise EdgeclError(f"{where}: path {relative!r} leaves the dataset folder {root}")
     return normal
+
+
+def listed_path(root: Path, listed: str, where: str) -> Path:
+    """A path as a manifest lists it: absolute ones as given (normalised), relative ones inside
+    `root` (path_inside)."""
+    if Path(listed).is_absolute():
+        return Path(os.path.normpath(listed))
+    return path_inside(root, listed, where)
 
 
 def read_table(path: Path, delimiter: str, required: tuple[str, ...]) -> list[dict[str, str]]:

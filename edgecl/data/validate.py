@@ -69,8 +69,8 @@ def validate_dataset(split: DatasetSplit, classes: Sequence[str] | None = None,
                      progress: bool | None = None) -> None:
     """Every check above on `split`; `classes` are the classes a run will learn (default all)."""
     source = split.source or split.name
-    entries = [(f"{clip.split} clip {i}", clip) for part in (split.train, split.test)
+    entries = [(f"{clip.split} clip {i}", clip) for part in (split.train, split.val, split.test)
                for i, clip in enumerate(part)]
     check_unique_clips(entries, source)
     check_test_clips(split, classes)
-    check_decodable([*split.train, *split.test], progress)
+    check_decodable([*split.train, *split.val, *split.test], progress)
