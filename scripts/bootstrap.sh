@@ -24,12 +24,20 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
 
+# The stamp records the dependencies' hash and the checkout the editable install points to: a venv
+# shared between checkouts (EDGECL_VENV) must run the code of the checkout that called it.
 stamp="$VENV/.edgecl-install-stamp"
-want="$(cat "$EDGECL_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "bootstrap: installing edgecl and its pinned dependencies into $VENV (first run takes a few minutes)" >&2
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-    "$VENV/bin/python" -m pip install --quiet -e "$EDGECL_ROOT[test]" >&2
+want="$(cat "$EDGECL_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1) $EDGECL_ROOT"
+have="$(cat "$stamp" 2>/dev/null || true)"
+if [ "$have" != "$want" ]; then
+    if [ "${have%% *}" = "${want%% *}" ]; then
+        echo "bootstrap: pointing $VENV's edgecl at this checkout ($EDGECL_ROOT)" >&2
+        "$VENV/bin/python" -m pip install --quiet --no-deps -e "$EDGECL_ROOT" >&2
+    else
+        echo "bootstrap: installing edgecl and its pinned dependencies into $VENV (first run takes a few minutes)" >&2
+        "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
+        "$VENV/bin/python" -m pip install --quiet -e "$EDGECL_ROOT[test]" >&2
+    fi
     echo "$want" > "$stamp"
 fi
 
