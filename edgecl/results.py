@@ -143,7 +143,7 @@ def phase_table(results: dict[str, Any]) -> str:
             "per_task": " ".join(f"{a:.2f}" for a in results["accuracy_matrix"][i]),
             "epochs": phase.get("epochs_run"),
             "steps": phase.get("train_steps"),
-            "stop": phase.get("stopped_by") or phase.get("stop_reason"),
+            "stop": phase.get("stopped_by") or ("epochs" if phase.get("epochs_run") else None),
             "train_s": results["train_seconds"][i],
             "mem_update_s": results["memory_update_seconds"][i],
             "memory": _total(results["memory_balance"][i]),

@@ -29,6 +29,7 @@ from edgecl.features import FeatureCache
 from edgecl.items import ClipItems
 from edgecl.memory_update import build_memory, update_memory
 from edgecl.config_file import write_config_file
+from edgecl.progress import MetricsLog, ProgressLines, RunEstimate
 from edgecl.provenance import provenance, utc_now
 from edgecl.results import PhaseRecord, RunLog, build_results, phase_table, write_results
 from edgecl.run_folder import LOG_NAME, checkpoint_path, load_plan, phase_dir, save_checkpoint
@@ -72,6 +73,9 @@ class ContinualRun:
         self.log = RunLog(self.run_dir / LOG_NAME, echo=not config.quiet)
         self.show_progress = (not config.quiet and sys.stderr.isatty()) if show_progress is None \
             else show_progress
+        # Without a terminal (pipes, nohup, CI): throttled progress lines instead of a bar.
+        self.lines = None if config.quiet or self.show_progress else ProgressLines()
+        self.estimate = RunEstimate(len(self._phases()), config.epochs)
         self.stop_factory = stop_factory or self._phase_meter
         self.rng = np.random.default_rng(config.seed)
         self.audio = ClipAudio(self.split.sample_rate, self.split.clip_samples)
@@ -219,19 +223,32 @@ class ContinualRun:
         config = self.config
         bar = tqdm(total=config.epochs, desc=f"phase {phase}", unit="epoch", file=sys.stderr,
                    disable=not self.show_progress, leave=False)
+        metrics = MetricsLog(self.run_dir)
+        started = last = time.perf_counter()
 
-        def progress(epoch, loss, accuracy):
+        def progress(epoch, loss, accuracy, steps=None):
+            nonlocal last
+            now = time.perf_counter()
+            self.estimate.epoch_done(now - last, len(train))
+            last = now
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", val=_pct(accuracy))
             self.log.write_only(f"    epoch {epoch}: loss {loss:.4f}, validation {_pct(accuracy)}")
+            metrics.add(phase, epoch, steps, loss, accuracy, now - started)
+            if self.lines is not None:
+                self.lines.epoch(phase, self.estimate.n_phases, epoch, loss, accuracy,
+                                 self.estimate.remaining_seconds(phase, epoch, len(train)))
 
         generator = torch.Generator().manual_seed(config.seed * 1000 + phase)
         try:
-            return fit(self.model, train, val, epochs=config.epochs, batch_size=config.batch_size,
-                       lr=config.lr, patience=config.patience, generator=generator,
-                       stop=stop, progress=progress, name=f"phase {phase}")
+            report = fit(self.model, train, val, epochs=config.epochs,
+                         batch_size=config.batch_size, lr=config.lr, patience=config.patience,
+                         generator=generator, stop=stop, progress=progress, name=f"phase {phase}")
         finally:
             bar.close()
+            metrics.close()
+        self.estimate.phase_done(report.epochs_run)
+        return report
 
     def _check_compute_budget(self) -> None:
         """A MAC budget too small for the first optimizer step would train nothing and end at

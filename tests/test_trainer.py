@@ -162,7 +162,7 @@ def test_early_stopping_restores_the_best_epoch():
     history = []
     report = fit(model, train_data, inverted, epochs=30, batch_size=8, lr=0.05, patience=3,
                  generator=torch.Generator().manual_seed(0),
-                 progress=lambda epoch, loss, accuracy: history.append(accuracy))
+                 progress=lambda epoch, loss, accuracy, steps: history.append(accuracy))
     assert report.stopped_by == "patience"
     assert report.epochs_run == report.best_epoch + 1 + 3 == len(history)
     assert history[-1] < max(history) == report.best_val_accuracy

@@ -122,8 +122,8 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
     """Train `model` on `train`; keep the weights of the epoch with the best validation accuracy.
 
     Early stopping ends training after `patience` epochs without improvement (0 disables it).
-    Without validation clips the last epoch's weights are kept. `progress(epoch, loss, val_acc)`
-    is called after each epoch. A non-finite loss raises DivergedError naming `name` (e.g.
+    Without validation clips the last epoch's weights are kept. `progress(epoch, loss, val_acc,
+    steps)` is called after each epoch. A non-finite loss raises DivergedError naming `name` (e.g.
     "phase 2"): the weights are unusable, so nothing trained after it may be reported.
     """
     stop = stop or StopCondition()
@@ -166,7 +166,7 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
         else:
             stale += 1
         if progress is not None:
-            progress(epoch, total_loss / seen, accuracy)
+            progress(epoch, total_loss / seen, accuracy, report.steps)
         if report.stopped_by is not None:
             break
         if patience and stale >= patience:
