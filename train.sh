@@ -15,6 +15,39 @@
 #   DRY_RUN=1 (list the trials and their commands only).
 set -euo pipefail
 cd "$(dirname "$0")"
+
+usage() {
+    cat <<'TEXT'
+Usage:
+  ./train.sh [EDGECL_TRAIN_OPTIONS...]
+      The default experiment: BC-ResNet-40 on the embedded synthetic dataset (10 classes, 16 kHz,
+      1 s), 5 phases of 2 classes, replay memory of 500 refilled by the noisytune uncertainty
+      sampler (k = 6), a device bundle per phase. Results go to ./workspace/<run>/ and a summary
+      table is printed. Options pass through to `edgecl train` (e.g. --seed 2, --threads 1).
+  ./train.sh paper TAU-ASC ROOT [EDGECL_TRAIN_OPTIONS...]
+  ./train.sh paper ESC-50 ROOT [EDGECL_TRAIN_OPTIONS...]
+      The published grid (finetune; random, reservoir, prototype; uncertainty with shift, noise
+      and noisytune at k = 2, 4, 6; memory 500 and 300; seeds 1-3; ESC-50 over its 5 test folds)
+      through `edgecl grid` on a local Ray instance, then `edgecl report`.
+
+Environment knobs for the grid:
+  WORKSPACE     runs go to WORKSPACE/paper-DATASET           (default ./workspace)
+  SEEDS         e.g. "1 2 3"                                  (default "1 2 3")
+  MEMORY_SIZES  e.g. "500 300"                                (default "500 300")
+  FOLDS         ESC-50 test folds                             (default "1 2 3 4 5")
+  WORKERS       trials at once                                (default: CPU count)
+  GRID_ADDRESS  an existing Ray cluster to run on
+  DRY_RUN=1     list the trials and their commands only
+
+The first run creates .venv and installs the pinned dependencies (a few minutes). See
+docs/GUIDE.md for data layouts, what a run folder holds and what to expect.
+TEXT
+}
+
+if [ "${1:-}" = "--help" ] || [ "${1:-}" = "-h" ]; then
+    usage
+    exit 0
+fi
 source scripts/bootstrap.sh
 
 WORKSPACE="${WORKSPACE:-./workspace}"
