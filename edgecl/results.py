@@ -26,10 +26,10 @@ from edgecl.errors import EdgeclError
 from edgecl.fileio import atomic_write_json
 from edgecl.metrics import summarize
 from edgecl.run_folder import RESULTS_NAME
-SUMMARY_COLUMNS = ("run", "status", "method", "k", "memory", "A_avg", "A_last", "BWT", "mem_update_s",
-                   # device budgets: totals over the run's phases
-                   "format", "mem_bytes", "steps", "train_GMAC", "update_GMAC", "device_RAM",
-                   "budget_stops")
+# The cross-run table in a terminal (fits 100 columns); `edgecl summarize --json` has every field.
+SUMMARY_COLUMNS = ("run", "status", "dataset", "seed", "ep", "method", "mem", "A_avg", "A_last",
+                   "BWT", "upd_s")
+RUN_NAME_WIDTH = 18  # longer names keep their start and their distinctive end: "manif~k2-m6-seed3"
 
 
 @dataclass
@@ -164,6 +164,9 @@ def summary_row(run_name: str, results: dict[str, Any]) -> dict[str, Any]:
     updates = [s for s in results.get("memory_update_seconds", []) if s is not None]
     row = {
         "run": run_name,
+        "dataset": config.get("dataset"),
+        "seed": config.get("seed"),
+        "epochs": config.get("epochs"),
         "method": method,
         "k": k,
         "memory": config.get("memory_size") if mode == "replay" else None,
@@ -174,6 +177,25 @@ def summary_row(run_name: str, results: dict[str, Any]) -> dict[str, Any]:
         "complete": results.get("complete", True),
     }
     return {**row, **_summary_budget_columns(results), **_summary_memory(results, config)}
+
+
+def summary_cells(row: dict[str, Any]) -> dict[str, Any]:
+    """A summary row as the terminal table shows it: short names, rounded figures."""
+    name = str(row.get("run", ""))
+    if len(name) > RUN_NAME_WIDTH:
+        name = name[:5] + "~" + name[-(RUN_NAME_WIDTH - 6):]
+    method = row.get("method") or "-"
+    method = method.replace("uncertainty-", "") + (f" k{row['k']}" if row.get("k") else "")
+
+    def rounded(key: str, digits: int) -> float | None:
+        value = row.get(key)
+        return None if value is None else round(float(value), digits)
+
+    return {"run": name, "status": row.get("status"), "dataset": row.get("dataset"),
+            "seed": row.get("seed"), "ep": row.get("epochs"), "method": method,
+            "mem": row.get("memory"), "A_avg": rounded("A_avg", 3),
+            "A_last": rounded("A_last", 3), "BWT": rounded("BWT", 3),
+            "upd_s": rounded("mem_update_s", 2)}
 
 
 def _replay_method(config: dict[str, Any]) -> tuple[str | None, int | None]:
@@ -201,9 +223,8 @@ def _summary_memory(results: dict[str, Any], config: dict[str, Any]) -> dict[str
 
 
 def _summary_budget_columns(results: dict[str, Any]) -> dict[str, Any]:
-    """Budget columns of the cross-run table, summed (or maxed) over the phases."""
-    from edgecl.budget.units import format_bytes
-
+    """Budget columns of the cross-run table, summed (or maxed) over the phases; numbers only
+    (bytes as integers), so programs reading --json need not parse '16 MB'."""
     config, phases = results.get("config", {}), results.get("phases", [])
 
     def total(key: str, scale: float | None = None):
@@ -218,11 +239,11 @@ def _summary_budget_columns(results: dict[str, Any]) -> dict[str, Any]:
     budget = config.get("memory_bytes")
     return {
         "format": config.get("memory_format") if replay else None,
-        "mem_bytes": (format_bytes(used[-1]) + (f"/{format_bytes(budget)}" if budget else "")
-                      if used else None),
+        "memory_bytes_used": used[-1] if used else None,
+        "memory_bytes_budget": budget,
         "steps": total("train_steps"),
         "train_GMAC": total("train_macs", 1e9),
         "update_GMAC": total("memory_update_macs", 1e9),
-        "device_RAM": format_bytes(max(ram)) if ram else None,
+        "device_train_ram_bytes": max(ram) if ram else None,
         "budget_stops": sum(1 for p in phases if p.get("stopped_for_budget")) if phases else None,
     }

@@ -66,7 +66,7 @@ def test_train_then_summarize(manifest, tmp_path):
 
     table = runner.invoke(main, ["summarize", str(tmp_path)])
     assert table.exit_code == 0, table.output
-    assert name in table.output and "uncertainty-noisytune" in table.output
+    assert name[-12:] in table.output and "noisytune k2" in table.output
     assert "finetune" in table.output
     rows = json.loads(runner.invoke(main, ["summarize", str(tmp_path), "--json"]).output)
     by_run = {row["run"]: row for row in rows}

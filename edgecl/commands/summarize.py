@@ -6,7 +6,7 @@ import json
 
 import click
 
-from edgecl.results import SUMMARY_COLUMNS, format_table
+from edgecl.results import SUMMARY_COLUMNS, format_table, summary_cells
 from edgecl.run_list import collect_runs
 
 
@@ -15,8 +15,10 @@ from edgecl.run_list import collect_runs
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def summarize_command(workspace: str, as_json: bool) -> None:
     """Table of every run folder under WORKSPACE: status (complete, unfinished, failed, no results,
-    unreadable), method, k, memory, A_avg, A_last, BWT and the mean memory-update time in
-    seconds. An unreadable results.json is shown as such, with the reason below the table."""
+    unreadable), dataset, seed, epochs, method (with k), memory size, A_avg, A_last, BWT and the
+    mean memory-update time in seconds; it fits 100 columns. --json adds the device budgets
+    (memory bytes, steps, training and update GMACs, device RAM), all as numbers. An unreadable
+    results.json is shown as such, with the reason below the table."""
     rows = collect_runs(workspace)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -24,7 +26,7 @@ def summarize_command(workspace: str, as_json: bool) -> None:
     if not rows:
         click.echo(f"no run folders under {workspace}")
         return
-    click.echo(format_table(rows, SUMMARY_COLUMNS))
+    click.echo(format_table([summary_cells(row) for row in rows], SUMMARY_COLUMNS))
     unfinished = [r["run"] for r in rows if r["status"] in ("unfinished", "no results")]
     if unfinished:
         click.echo(f"unfinished runs (partial or no results): {', '.join(unfinished)}")
