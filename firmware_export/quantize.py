@@ -89,11 +89,18 @@ class QuantizedModel:
 
 
 class WaveformReader(CalibrationDataReader):
-    """Feeds calibration waveforms [N, T] to the calibrator in fixed batches, in order."""
+    """Feeds calibration waveforms [N, T] to the calibrator in equal batches, in order.
+
+    Equal sizes matter: the histogram calibrators (Percentile, Entropy) stack every batch's
+    outputs into one array, which fails on a short last batch. The batch is the largest divisor
+    of N up to `batch_size` (MinMax ranges do not depend on it).
+    """
 
     def __init__(self, waveforms: np.ndarray, batch_size: int = CALIBRATION_BATCH) -> None:
-        self._batches = [np.ascontiguousarray(waveforms[i:i + batch_size], dtype=np.float32)
-                         for i in range(0, len(waveforms), batch_size)]
+        count = len(waveforms)
+        size = max(d for d in range(1, max(1, min(batch_size, count)) + 1) if count % d == 0)
+        self._batches = [np.ascontiguousarray(waveforms[i:i + size], dtype=np.float32)
+                         for i in range(0, count, size)]
         self._position = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:

@@ -197,6 +197,20 @@ def test_int8_quantization_is_deterministic(fp32_bytes):
     assert per_tensor.weight_granularity == "per-tensor"
 
 
+@pytest.mark.parametrize("method", ["Percentile", "Entropy"])
+def test_histogram_calibration_works_with_any_number_of_clips(fp32_bytes, method):
+    """21 clips do not split into batches of 16: the histogram calibrators need equal batches."""
+    from firmware_export.quantize import QuantRecipe, WaveformReader
+
+    calibration, _ = tones(21, seed=6)
+    candidate = quantize_candidate(onnx.load_from_string(fp32_bytes), calibration,
+                                   recipe=QuantRecipe(calibration=method))
+    assert candidate.recipe.calibration == method
+    assert any(node.op_type == "QuantizeLinear" for node in candidate.proto.graph.node)
+    batches = [batch["waveform"].shape for batch in iter(WaveformReader(calibration).get_next, None)]
+    assert len(set(batches)) == 1 and sum(shape[0] for shape in batches) == 21
+
+
 def test_quantizer_refuses_a_graph_without_a_log_front_end():
     graph = helper.make_graph(
         [helper.make_node("Relu", ["waveform"], ["logits"])], "no_front_end",
