@@ -9,10 +9,11 @@ run folder WORKSPACE/EXP_NAME (edgecl.run_folder).
 from __future__ import annotations
 
 import random
+import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ from edgecl.features import FeatureCache
 from edgecl.items import ClipItems
 from edgecl.memory_update import build_memory, update_memory
 from edgecl.results import PhaseRecord, RunLog, build_results, phase_table, write_results
-from edgecl.run_folder import LOG_NAME, checkpoint_path, load_plan, phase_dir, save_checkpoint
+from edgecl.run_folder import (LOG_NAME, PHASE_PREFIX, RESULTS_NAME, checkpoint_path, load_plan,
+                               phase_dir, save_checkpoint)
+from edgecl.run_owner import check_exp_name, open_run_folder
 from edgecl.training import PhaseData, PhaseMeter, StopCondition, fit, task_accuracy
 
 
@@ -56,13 +59,20 @@ class ContinualRun:
     `stop_factory(phase, macs) -> StopCondition` supplies each phase's stop condition; by default
     an edgecl.training.PhaseMeter that counts steps, MACs and time and enforces the config's
     compute budget (`macs`: the model's ModelMacs in that phase).
+
+    `run()` owns the run folder while it writes (edgecl.run_owner): it refuses a folder holding
+    another run; `overwrite=True` empties the folder first.
     """
 
     def __init__(self, config: RunConfig, *, show_progress: bool | None = None,
-                 stop_factory: Callable[[int, ModelMacs], StopCondition] | None = None) -> None:
+                 stop_factory: Callable[[int, ModelMacs], StopCondition] | None = None,
+                 overwrite: bool = False) -> None:
+        check_exp_name(config.name)
         set_determinism(config.seed, config.threads)
+        name = config.name  # the default name hashes the options as given, before resolving
         self.config, self.split, self.plan = load_plan(config)
-        config = self.config
+        self.config = config = replace(self.config, exp_name=name)
+        self.overwrite = overwrite
         self.run_dir = Path(config.workspace) / config.name
         self.log = RunLog(self.run_dir / LOG_NAME, echo=not config.quiet)
         self.show_progress = (not config.quiet and sys.stderr.isatty()) if show_progress is None \
@@ -107,7 +117,25 @@ class ContinualRun:
         return [list(tasks)] if self.config.mode == "joint" else [[t] for t in tasks]
 
     def run(self) -> dict[str, Any]:
-        """Train every phase; returns the results document (also written to results.json)."""
+        """Train every phase; returns the results document (also written to results.json).
+        Holds the run folder's lock throughout."""
+        folder = open_run_folder(self.run_dir, self.config.identity(), overwrite=self.overwrite)
+        try:
+            if folder.state != "new":
+                self._clear_earlier_attempt()
+            return self._run(0)
+        finally:
+            self.log.close()
+            folder.release()
+
+    def _clear_earlier_attempt(self) -> None:
+        """A run with the same options ran here before: its phases and results go (its log
+        stays, appended to), so nothing of it is mixed with this run."""
+        for leftover in self.run_dir.glob(f"{PHASE_PREFIX}*"):
+            shutil.rmtree(leftover)
+        (self.run_dir / RESULTS_NAME).unlink(missing_ok=True)
+
+    def _run(self, start: int) -> dict[str, Any]:
         config = self.config
         self.log(f"run {config.name}: {config.mode}"
                  + (f" with {config.mem_manage} memory of {self.memory.capacity} "
@@ -118,11 +146,11 @@ class ContinualRun:
         self.log(f"dataset {self.split.name}: {len(self.split.train)} train / "
                  f"{len(self.split.test)} test clips at {self.split.sample_rate} Hz, "
                  f"{self.split.clip_seconds} s")
-        results: dict[str, Any] = {}
         for phase, tasks in enumerate(self._phases()):
+            if phase < start:
+                continue
             self.records.append(self.run_phase(phase, tasks))
-            results = self._results(complete=False)
-            write_results(self.run_dir, results)
+            write_results(self.run_dir, self._results(complete=False))
         results = self._results(complete=True)
         write_results(self.run_dir, results)
         self.log("summary\n" + phase_table(results))

@@ -96,6 +96,9 @@ def check_option_combination(ctx: click.Context, mode: str, mem_manage: str) -> 
               show_default=True)
 @click.option("--exp-name", default=None,
               help="Run folder name under the workspace [derived from the options].")
+@click.option("--overwrite", is_flag=True,
+              help="Delete what the run folder holds before the run (by default a folder "
+                   "holding another run is an error).")
 @click.option("--export/--no-export", default=_DEFAULTS.export, show_default=True,
               help="Export each phase's model for the device.")
 @click.option("--feature-cache/--no-feature-cache", default=_DEFAULTS.feature_cache,
@@ -107,10 +110,12 @@ def check_option_combination(ctx: click.Context, mode: str, mem_manage: str) -> 
 def train_command(ctx: click.Context, **options) -> None:
     """Learn the dataset's classes task by task and write WORKSPACE/EXP_NAME/results.json."""
     check_option_combination(ctx, options["mode"], options["mem_manage"])
+    overwrite = options.pop("overwrite")
     config = cfg.RunConfig(**options)
     from edgecl.results import phase_table
-    from edgecl.trainer import train
+    from edgecl.trainer import ContinualRun
 
-    results = train(config)
-    click.echo(f"{config.name}  ->  {results['config']['workspace']}/{config.name}/results.json")
+    run = ContinualRun(config, overwrite=overwrite)
+    results = run.run()
+    click.echo(f"{config.name}  ->  {run.run_dir / 'results.json'}")
     click.echo(phase_table(results))
