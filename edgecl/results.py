@@ -51,6 +51,16 @@ class PhaseRecord:
                 "memory_update_seconds": self.memory_update_seconds,
                 "memory_balance": self.memory_balance, **self.details}
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "PhaseRecord":
+        """The record `as_dict()` gave (a resumed run's earlier phases)."""
+        values = dict(values)
+        return cls(seen_classes=values.pop("seen_classes"), accuracy=values.pop("accuracy"),
+                   task_accuracy=values.pop("task_accuracy"),
+                   train_seconds=values.pop("train_seconds"),
+                   memory_update_seconds=values.pop("memory_update_seconds"),
+                   memory_balance=values.pop("memory_balance"), details=values)
+
 
 class RunLog:
     """Appends timestamped lines to train.log and echoes them to stderr unless quiet.

@@ -31,6 +31,7 @@ from edgecl.results import PhaseRecord, RunLog, build_results, phase_table, writ
 from edgecl.run_folder import (LOG_NAME, PHASE_PREFIX, RESULTS_NAME, checkpoint_path, load_plan,
                                phase_dir, save_checkpoint)
 from edgecl.run_owner import check_exp_name, open_run_folder
+from edgecl.run_state import last_state_phase, load_state, restore_state, save_state
 from edgecl.training import PhaseData, PhaseMeter, StopCondition, fit, task_accuracy
 
 
@@ -60,8 +61,9 @@ class ContinualRun:
     an edgecl.training.PhaseMeter that counts steps, MACs and time and enforces the config's
     compute budget (`macs`: the model's ModelMacs in that phase).
 
-    `run()` owns the run folder while it writes (edgecl.run_owner): it refuses a folder holding
-    another run; `overwrite=True` empties the folder first.
+    `run()` owns the run folder while it writes (edgecl.run_owner): it continues an interrupted
+    run with the same options from its last completed phase, returns a complete one as it is, and
+    refuses a folder holding another run; `overwrite=True` empties the folder first.
     """
 
     def __init__(self, config: RunConfig, *, show_progress: bool | None = None,
@@ -73,6 +75,7 @@ class ContinualRun:
         self.config, self.split, self.plan = load_plan(config)
         self.config = config = replace(self.config, exp_name=name)
         self.overwrite = overwrite
+        self.skipped = False  # run() found the run complete and did nothing
         self.run_dir = Path(config.workspace) / config.name
         self.log = RunLog(self.run_dir / LOG_NAME, echo=not config.quiet)
         self.show_progress = (not config.quiet and sys.stderr.isatty()) if show_progress is None \
@@ -117,23 +120,42 @@ class ContinualRun:
         return [list(tasks)] if self.config.mode == "joint" else [[t] for t in tasks]
 
     def run(self) -> dict[str, Any]:
-        """Train every phase; returns the results document (also written to results.json).
-        Holds the run folder's lock throughout."""
+        """Train every phase not done yet; returns the results document (also written to
+        results.json). Holds the run folder's lock throughout."""
         folder = open_run_folder(self.run_dir, self.config.identity(), overwrite=self.overwrite)
         try:
-            if folder.state != "new":
-                self._clear_earlier_attempt()
-            return self._run(0)
+            if folder.state == "complete":
+                self.skipped = True
+                return folder.results
+            return self._run(self._resume() if folder.state == "started" else 0)
         finally:
             self.log.close()
             folder.release()
 
-    def _clear_earlier_attempt(self) -> None:
-        """A run with the same options ran here before: its phases and results go (its log
-        stays, appended to), so nothing of it is mixed with this run."""
+    def _resume(self) -> int:
+        """Restore the state after the last completed phase; returns the phase to start at.
+        Whatever an interrupted phase left (its folder, results of phases not committed) goes."""
+        done = last_state_phase(self.run_dir)
         for leftover in self.run_dir.glob(f"{PHASE_PREFIX}*"):
-            shutil.rmtree(leftover)
-        (self.run_dir / RESULTS_NAME).unlink(missing_ok=True)
+            suffix = leftover.name[len(PHASE_PREFIX):]
+            if suffix.isdigit() and (done is None or int(suffix) > done):
+                shutil.rmtree(leftover)
+        if done is None:
+            (self.run_dir / RESULTS_NAME).unlink(missing_ok=True)
+            self.log("resuming at phase 0: no phase of the interrupted run had completed")
+            return 0
+        payload = load_state(self.run_dir, done)
+        checkpoint = torch.load(checkpoint_path(self.run_dir, done), map_location="cpu",
+                                weights_only=True)
+        self.model.head.grow(int(checkpoint["model_config"]["n_classes"]))
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.records = [PhaseRecord.from_dict(r) for r in payload["records"]]
+        restore_state(payload, memory=self.memory, sampler=self.sampler, run_rng=self.rng)
+        write_results(self.run_dir, self._results(complete=False))
+        self.log(f"resuming at phase {done + 1}: phases 0-{done} of the interrupted run are "
+                 f"complete" if done + 1 < len(self._phases()) else
+                 f"resuming after phase {done}: every phase is complete, writing the results")
+        return done + 1
 
     def _run(self, start: int) -> dict[str, Any]:
         config = self.config
@@ -150,6 +172,8 @@ class ContinualRun:
             if phase < start:
                 continue
             self.records.append(self.run_phase(phase, tasks))
+            save_state(self.run_dir, phase, records=[r.as_dict() for r in self.records],
+                       memory=self.memory, sampler=self.sampler, run_rng=self.rng)
             write_results(self.run_dir, self._results(complete=False))
         results = self._results(complete=True)
         write_results(self.run_dir, results)
@@ -309,5 +333,6 @@ def _pct(value: float | None) -> str:
 
 
 def train(config: RunConfig, **kwargs) -> dict[str, Any]:
-    """Run `edgecl train` for `config`; returns the results document."""
+    """Run `edgecl train` for `config` (resuming or skipping it, see ContinualRun); returns the
+    results document."""
     return ContinualRun(config, **kwargs).run()

@@ -97,8 +97,9 @@ def check_option_combination(ctx: click.Context, mode: str, mem_manage: str) -> 
 @click.option("--exp-name", default=None,
               help="Run folder name under the workspace [derived from the options].")
 @click.option("--overwrite", is_flag=True,
-              help="Delete what the run folder holds before the run (by default a folder "
-                   "holding another run is an error).")
+              help="Delete what the run folder holds and run again (by default a rerun with the "
+                   "same options resumes or skips the run, and a folder holding another run is "
+                   "an error).")
 @click.option("--export/--no-export", default=_DEFAULTS.export, show_default=True,
               help="Export each phase's model for the device.")
 @click.option("--feature-cache/--no-feature-cache", default=_DEFAULTS.feature_cache,
@@ -117,5 +118,10 @@ def train_command(ctx: click.Context, **options) -> None:
 
     run = ContinualRun(config, overwrite=overwrite)
     results = run.run()
-    click.echo(f"{config.name}  ->  {run.run_dir / 'results.json'}")
+    where = run.run_dir / "results.json"
+    if run.skipped:
+        click.echo(f"{config.name}: already complete, skipped; its results are in {where} "
+                   f"(--overwrite runs it again)")
+    else:
+        click.echo(f"{config.name}  ->  {where}")
     click.echo(phase_table(results))

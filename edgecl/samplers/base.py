@@ -150,6 +150,15 @@ class Sampler(ABC):
                context: SelectionContext) -> list[int]:
         """Indices of the candidates to keep (at most `capacity`), in slot order."""
 
+    def get_state(self) -> dict[str, Any]:
+        """What this sampler carries from one phase to the next (a resumed run restores it with
+        `set_state`): plain ints, floats, strings, lists, dicts and numpy arrays. None by
+        default."""
+        return {}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what `get_state` returned."""
+
     def update_macs(self, n_candidates: int, macs: ModelMacs, *, clip_samples: int = 0,
                     sample_rate: int = 16000, features_cached: bool = True) -> int:
         """Estimated MACs of one update on `n_candidates`; rules that run no model: 0.
