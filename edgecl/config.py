@@ -23,7 +23,7 @@ _MEMORY_FIELDS = ("mem_manage", "memory_size", "memory_bytes", "memory_format", 
 DEFAULT_N_TASKS = 5
 # Options that never change what a run computes: left out of its identity (run.json, the hash in
 # its default name), so a run may be resumed with other values of them.
-NOT_IDENTITY = ("workspace", "exp_name", "threads", "quiet")
+NOT_IDENTITY = ("workspace", "exp_name", "threads", "quiet", "feature_store")
 
 
 def memory_options() -> tuple[str, ...]:
@@ -82,6 +82,8 @@ class RunConfig:
     exp_name: str | None = None
     export: bool = True
     feature_cache: bool = True
+    # Keep each clip's log-mel in WORKSPACE/features/ for later runs (edgecl.feature_store).
+    feature_store: bool = True
     threads: int = 2
     quiet: bool = False
 

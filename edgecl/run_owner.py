@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecl.errors import EdgeclError
+from edgecl.feature_store import STORE_FOLDER
 from edgecl.fileio import atomic_write_json
 from edgecl.run_folder import RESULTS_NAME
 
@@ -32,10 +33,11 @@ TRASH_PREFIX = ".overwritten-"
 
 def check_exp_name(name: str) -> str:
     """`name` if it is one folder name inside the workspace, else a one-line EdgeclError."""
-    if (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
-            or os.path.isabs(name)):
+    if (not name or name in (".", "..", STORE_FOLDER) or "/" in name or "\\" in name
+            or "\0" in name or os.path.isabs(name)):
         raise EdgeclError(f"--exp-name: expected a plain folder name inside the workspace (no "
-                          f"path separator, not '.' or '..'), got {name!r}")
+                          f"path separator, not '.', '..' or '{STORE_FOLDER}', the feature "
+                          f"store's), got {name!r}")
     return name
 
 

@@ -24,6 +24,7 @@ from edgecl.audio import ClipAudio
 from edgecl.budget.macs import ModelMacs, train_step_macs
 from edgecl.budget.ram import device_train_ram, peak_rss_bytes
 from edgecl.config import RunConfig
+from edgecl.feature_store import STORE_FOLDER, FeatureStore
 from edgecl.features import FeatureCache
 from edgecl.items import ClipItems
 from edgecl.memory_update import build_memory, update_memory
@@ -84,7 +85,8 @@ class ContinualRun:
         self.rng = np.random.default_rng(config.seed)
         self.audio = ClipAudio(self.split.sample_rate, self.split.clip_samples)
         self.model = self._build_model()
-        self.features = FeatureCache(self.model.frontend, enabled=config.feature_cache)
+        self.features = FeatureCache(self.model.frontend, enabled=config.feature_cache,
+                                     store=self._feature_store())
         self.items = ClipItems(self.audio, self.features)
         self.memory, self.sampler = self._build_memory()
         self.records: list[PhaseRecord] = []
@@ -98,6 +100,14 @@ class ContinualRun:
         return build_model(self.config.model, n_classes,
                            FrontEndConfig.for_sample_rate(self.split.sample_rate),
                            width=self.config.width)
+
+    def _feature_store(self) -> FeatureStore | None:
+        if not (self.config.feature_store and self.config.feature_cache):
+            return None
+        return FeatureStore(Path(self.config.workspace) / STORE_FOLDER,
+                            frontend=self.model.frontend.config.to_dict(),
+                            sample_rate=self.split.sample_rate,
+                            clip_samples=self.split.clip_samples)
 
     def _build_memory(self):
         if not self.config.uses_memory:
@@ -250,6 +260,7 @@ class ContinualRun:
             "n_train": len(train), "n_val": len(val),
             "feature_cache": {"enabled": self.features.enabled, "entries": len(self.features),
                               "computed": self.features.computed,
+                              "loaded": self.features.loaded,
                               "seconds": self.features.seconds},
             **costs, "device_train_ram_bytes": ram.total, "device_train_ram": ram.as_dict(),
         }

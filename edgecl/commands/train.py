@@ -104,6 +104,10 @@ def check_option_combination(ctx: click.Context, mode: str, mem_manage: str) -> 
               help="Export each phase's model for the device.")
 @click.option("--feature-cache/--no-feature-cache", default=_DEFAULTS.feature_cache,
               show_default=True, help="Compute each clip's log-mel once (off only to measure it).")
+@click.option("--feature-store/--no-feature-store", default=_DEFAULTS.feature_store,
+              show_default=True,
+              help="Keep each clip's log-mel features in WORKSPACE/features/, shared by every "
+                   "run of the workspace, so a later run over the same files computes none.")
 @click.option("--threads", type=int, default=_DEFAULTS.threads, show_default=True,
               help="CPU threads for torch.")
 @click.option("--quiet", is_flag=True, help="No progress bars or log lines on stderr.")
