@@ -116,6 +116,25 @@ def test_run_killed_in_phase_0_starts_again_from_phase_0(manifest, tmp_path, mon
     assert "resuming at phase 0" in (tmp_path / "resumed" / "run" / "train.log").read_text()
 
 
+def test_run_killed_after_its_last_phase_writes_its_results(manifest, tmp_path, monkeypatch):
+    config = RunConfig(**_options(manifest, mode="finetune", n_tasks=2), workspace=str(tmp_path))
+    real_write = trainer_module.write_results
+
+    def die_on_complete(run_dir, results):
+        if results["complete"]:
+            raise Interrupted
+        return real_write(run_dir, results)
+
+    monkeypatch.setattr(trainer_module, "write_results", die_on_complete)
+    with pytest.raises(Interrupted):
+        train(config)
+    monkeypatch.undo()
+    run = ContinualRun(config)
+    results = run.run()
+    assert results["complete"] and not run.skipped and len(results["phase_accuracy"]) == 2
+    assert "every phase is complete" in (tmp_path / "run" / "train.log").read_text()
+
+
 def test_complete_run_is_skipped_and_overwrite_runs_again(manifest, tmp_path):
     config = RunConfig(**_options(manifest, mode="finetune", n_tasks=2), workspace=str(tmp_path))
     first = train(config)
