@@ -135,6 +135,40 @@ def test_run_killed_after_its_last_phase_writes_its_results(manifest, tmp_path, 
     assert "every phase is complete" in (tmp_path / "run" / "train.log").read_text()
 
 
+@pytest.mark.slow
+def test_resumed_run_exports_the_same_bytes(manifest, tmp_path, monkeypatch):
+    from firmware_export import int8_search
+
+    # The histogram calibrators (Percentile, Entropy) crash in this onnxruntime on tiny runs
+    # (an upstream ValueError in collect_absolute_value); MinMax recipes do not.
+    monkeypatch.setitem(int8_search.search_int8.__kwdefaults__, "recipes",
+                        tuple(r for r in int8_search.BASE_RECIPES if r.calibration == "MinMax"))
+    options = _options(manifest, n_tasks=2, export=True, mem_manage="random")
+    train(RunConfig(**options, workspace=str(tmp_path / "straight")))
+    real_save = trainer_module.save_state
+
+    def save_then_die(run_dir, phase, **kwargs):
+        if phase == 1:
+            raise Interrupted
+        return real_save(run_dir, phase, **kwargs)
+
+    config = RunConfig(**options, workspace=str(tmp_path / "resumed"))
+    monkeypatch.setattr(trainer_module, "save_state", save_then_die)
+    with pytest.raises(Interrupted):
+        train(config)
+    monkeypatch.setattr(trainer_module, "save_state", real_save)
+    train(config)
+
+    def bundles(workspace):
+        run_dir = workspace / "run"
+        return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.glob("phase_*/*")
+                if p.name not in (STATE_NAME, "checkpoint.pt")}
+
+    expected = bundles(tmp_path / "straight")
+    assert any(name.endswith(".onnx") for name in expected)
+    assert bundles(tmp_path / "resumed") == expected
+
+
 def test_complete_run_is_skipped_and_overwrite_runs_again(manifest, tmp_path):
     config = RunConfig(**_options(manifest, mode="finetune", n_tasks=2), workspace=str(tmp_path))
     first = train(config)
