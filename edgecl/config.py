@@ -23,7 +23,7 @@ _MEMORY_FIELDS = ("mem_manage", "memory_size", "memory_bytes", "memory_format", 
 DEFAULT_N_TASKS = 5
 # Options that never change what a run computes: left out of its identity (run.json, the hash in
 # its default name), so a run may be resumed with other values of them.
-NOT_IDENTITY = ("workspace", "exp_name", "threads", "quiet", "feature_store")
+NOT_IDENTITY = ("workspace", "exp_name", "threads", "quiet", "feature_store", "device")
 
 
 def memory_options() -> tuple[str, ...]:
@@ -84,6 +84,7 @@ class RunConfig:
     feature_cache: bool = True
     # Keep each clip's log-mel in WORKSPACE/features/ for later runs (edgecl.feature_store).
     feature_store: bool = True
+    device: str = "auto"  # auto, cpu or cuda (edgecl.device)
     threads: int = 2
     quiet: bool = False
 
@@ -119,7 +120,9 @@ class RunConfig:
         from models import MODEL_NAMES
 
         object.__setattr__(self, "dataset", canonical_name(self.dataset))
-        for name, allowed in (("model", MODEL_NAMES), ("mode", MODES)):
+        from edgecl.device import DEVICES
+
+        for name, allowed in (("model", MODEL_NAMES), ("mode", MODES), ("device", DEVICES)):
             if getattr(self, name) not in allowed:
                 raise EdgeclError(f"{option_name(name)}: expected one of {', '.join(allowed)}, "
                                   f"got {getattr(self, name)!r}")

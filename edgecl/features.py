@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from edgecl.device import device_of
+
 Loader = Callable[[], np.ndarray]
 SOURCES = ("clip", "coded", "memory")
 
@@ -105,7 +107,7 @@ class FeatureCache:
             rows = waveform_rows[start_row:start_row + self.batch_size]
             waves = torch.from_numpy(np.stack([np.asarray(items[r].load(), dtype=np.float32)
                                                for r in rows]))
-            for r, feature in zip(rows, self.frontend(waves)):
+            for r, feature in zip(rows, self.frontend(waves.to(device_of(self.frontend))).cpu()):
                 out[r] = feature
         self.computed += len(items)
         self.seconds += time.perf_counter() - start

@@ -11,7 +11,7 @@ Contents (loads with torch.load(weights_only=True): tensors, lists, dicts, strin
   bytes, as a tensor of the format's dtype, with its shape, scale and offset), or None;
 - `sampler`: the sampler's `get_state()` (numpy arrays as tensors);
 - `rng`: JSON text of python's `random` state, numpy's global state and the run's Generator
-  state; `torch_rng`: torch's CPU generator state.
+  state; `torch_rng`: torch's CPU generator state (`cuda_rng`: the CUDA ones, when present).
 The model is the phase's checkpoint.pt (weights and head size); the optimizer is created anew each
 phase and the per-phase torch Generator is seeded from the seed and phase, so neither is saved.
 """
@@ -116,7 +116,8 @@ def save_state(run_dir: str | Path, phase: int, *, records: list[dict[str, Any]]
     payload = {"phase": phase, "records": json.dumps(records),
                "memory": memory_state(memory),
                "sampler": _tensors(sampler.get_state()) if sampler is not None else {},
-               "rng": rng_state(run_rng), "torch_rng": torch.get_rng_state()}
+               "rng": rng_state(run_rng), "torch_rng": torch.get_rng_state(),
+               "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
     path = atomic_write_with(state_path(run_dir, phase), lambda tmp: torch.save(payload, tmp))
     if phase > 0:
         state_path(run_dir, phase - 1).unlink(missing_ok=True)
@@ -149,3 +150,5 @@ def restore_state(payload: dict[str, Any], *, memory, sampler,
         sampler.set_state(payload["sampler"])
     set_rng_state(payload["rng"], run_rng)
     torch.set_rng_state(payload["torch_rng"])
+    if payload.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(payload["cuda_rng"])

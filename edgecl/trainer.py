@@ -8,6 +8,7 @@ run folder WORKSPACE/EXP_NAME (edgecl.run_folder).
 
 from __future__ import annotations
 
+import copy
 import random
 import shutil
 import sys
@@ -24,6 +25,7 @@ from edgecl.audio import ClipAudio
 from edgecl.budget.macs import ModelMacs, train_step_macs
 from edgecl.budget.ram import device_train_ram, peak_rss_bytes
 from edgecl.config import RunConfig
+from edgecl.device import resolve_device
 from edgecl.feature_store import STORE_FOLDER, FeatureStore
 from edgecl.features import FeatureCache
 from edgecl.items import ClipItems
@@ -71,6 +73,7 @@ class ContinualRun:
                  stop_factory: Callable[[int, ModelMacs], StopCondition] | None = None,
                  overwrite: bool = False) -> None:
         check_exp_name(config.name)
+        self.device = resolve_device(config.device)  # before any work: cuda may be missing
         set_determinism(config.seed, config.threads)
         name = config.name  # the default name hashes the options as given, before resolving
         self.config, self.split, self.plan = load_plan(config)
@@ -84,10 +87,10 @@ class ContinualRun:
         self.stop_factory = stop_factory or self._phase_meter
         self.rng = np.random.default_rng(config.seed)
         self.audio = ClipAudio(self.split.sample_rate, self.split.clip_samples)
-        self.model = self._build_model()
+        self.model = self._build_model().to(self.device)
         self.features = FeatureCache(self.model.frontend, enabled=config.feature_cache,
                                      store=self._feature_store())
-        self.items = ClipItems(self.audio, self.features)
+        self.items = ClipItems(self.audio, self.features, device=self.device)
         self.memory, self.sampler = self._build_memory()
         self.records: list[PhaseRecord] = []
 
@@ -117,7 +120,8 @@ class ContinualRun:
     def logmel_shape(self) -> tuple[int, ...]:
         """Shape [1, F, T'] of one clip's log-mel features."""
         with torch.no_grad():
-            return tuple(self.model.frontend(torch.zeros(1, self.split.clip_samples)).shape[1:])
+            return tuple(self.model.frontend(torch.zeros(1, self.split.clip_samples,
+                                                         device=self.device)).shape[1:])
 
     def exemplar_shape(self, fmt) -> tuple[int, ...]:
         return (self.split.clip_samples,) if fmt.domain == "waveform" else self.logmel_shape()
@@ -257,7 +261,7 @@ class ContinualRun:
             "epochs_run": report.epochs_run, "best_epoch": report.best_epoch,
             "best_val_accuracy": report.best_val_accuracy, "steps": report.steps,
             "stopped_by": report.stopped_by, "epoch_seconds": report.epoch_seconds,
-            "n_train": len(train), "n_val": len(val),
+            "n_train": len(train), "n_val": len(val), "device": str(self.device),
             "feature_cache": {"enabled": self.features.enabled, "entries": len(self.features),
                               "computed": self.features.computed,
                               "loaded": self.features.loaded,
@@ -322,8 +326,9 @@ class ContinualRun:
         from firmware_export.run_export import export_seen_tasks
 
         seen_tasks = self.plan.tasks_seen(self._phases()[phase][-1].index)
+        model = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).cpu()
         try:
-            manifest = export_seen_tasks(self.model, phase_dir, phase=phase, classes=seen,
+            manifest = export_seen_tasks(model, phase_dir, phase=phase, classes=seen,
                                          seen_tasks=seen_tasks, waveform=self.audio.waveform,
                                          log=self.log)
         except ParityError as error:

@@ -7,6 +7,7 @@ from click.core import ParameterSource
 
 from edgecl import config as cfg
 from edgecl.commands import options as registry_options
+from edgecl.device import DEVICES
 from edgecl.errors import EdgeclError
 
 _DEFAULTS = cfg.RunConfig()
@@ -108,6 +109,10 @@ def check_option_combination(ctx: click.Context, mode: str, mem_manage: str) -> 
               show_default=True,
               help="Keep each clip's log-mel features in WORKSPACE/features/, shared by every "
                    "run of the workspace, so a later run over the same files computes none.")
+@click.option("--device", type=click.Choice(DEVICES), default=_DEFAULTS.device,
+              show_default=True,
+              help="Where to train and update the memory: cuda when available (auto), cpu or "
+                   "cuda.")
 @click.option("--threads", type=int, default=_DEFAULTS.threads, show_default=True,
               help="CPU threads for torch.")
 @click.option("--quiet", is_flag=True, help="No progress bars or log lines on stderr.")

@@ -77,9 +77,13 @@ class SelectionContext:
         """Model embeddings [N, D] of the candidates' (cached) log-mel features, in eval mode."""
         import torch
 
+        from edgecl.device import device_of
+
         self.model.eval()
+        device = device_of(self.model)
         with torch.no_grad():
-            parts = [self.model.embed(self.features(batch)) for batch in self.batches(candidates)]
+            parts = [self.model.embed(self.features(batch).to(device)).cpu()
+                     for batch in self.batches(candidates)]
         return torch.cat(parts) if parts else torch.zeros(0, self.model.embedding_dim)
 
     def waveforms(self, candidates: Sequence[Candidate]) -> "torch.Tensor":
