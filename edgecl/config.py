@@ -8,6 +8,8 @@ to prototype), and `noise_lambda` is 0.2 as in the paper's description (the publ
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -23,6 +25,9 @@ MODES = ("finetune", "replay", "joint")
 # memory_options()).
 _MEMORY_FIELDS = ("mem_manage", "memory_size", "memory_bytes", "memory_format", "code_new_clips")
 DEFAULT_N_TASKS = 5
+# Options that never change what a run computes: left out of its identity (run.json, the hash in
+# its default name), so a run may be resumed with other values of them.
+NOT_IDENTITY = ("workspace", "exp_name", "threads", "quiet", "feature_store", "device")
 
 
 def memory_options() -> tuple[str, ...]:
@@ -81,6 +86,9 @@ class RunConfig:
     exp_name: str | None = None
     export: bool = True
     feature_cache: bool = True
+    # Keep each clip's log-mel in WORKSPACE/features/ for later runs (edgecl.feature_store).
+    feature_store: bool = True
+    device: str = "auto"  # auto, cpu or cuda (edgecl.device)
     threads: int = 2
     quiet: bool = False
 
@@ -116,7 +124,9 @@ class RunConfig:
         from models import MODEL_NAMES
 
         object.__setattr__(self, "dataset", canonical_name(self.dataset))
-        for name, allowed in (("model", MODEL_NAMES), ("mode", MODES)):
+        from edgecl.device import DEVICES
+
+        for name, allowed in (("model", MODEL_NAMES), ("mode", MODES), ("device", DEVICES)):
             if getattr(self, name) not in allowed:
                 raise EdgeclError(f"{option_name(name)}: expected one of {', '.join(allowed)}, "
                                   f"got {getattr(self, name)!r}")
@@ -214,8 +224,19 @@ class RunConfig:
                               f"{needed} classes of the run (need at least one per class)")
         return resolved
 
+    def identity(self) -> dict[str, Any]:
+        """Every option that can change what the run computes (`to_dict()` minus NOT_IDENTITY):
+        a run folder holds one run of one identity (edgecl.run_owner)."""
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
+
+    def identity_hash(self, length: int = 8) -> str:
+        """Short stable hash of `identity()`."""
+        blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:length]
+
     def default_exp_name(self) -> str:
-        """A name derived from the options that distinguish runs of the published grid."""
+        """A readable name from the options that distinguish runs of the published grid, then a
+        short hash of every option that changes results (so runs that differ never collide)."""
         parts = [self.dataset, self.model, self.mode]
         if self.mode == "replay":
             from edgecl.samplers import sampler_class
@@ -229,6 +250,7 @@ class RunConfig:
         if self.dataset == "ESC-50":
             parts.append(f"fold{self.test_fold}")
         parts.append(f"seed{self.seed}")
+        parts.append(self.identity_hash())
         return "-".join(parts)
 
     @property

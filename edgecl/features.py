@@ -7,6 +7,10 @@ disk), "coded" (a new clip passed through the memory's lossy format) and "memory
 exemplar, whose features come from the *decoded* exemplar: lossy formats change them). With the
 cache disabled (`enabled=False`, for measuring what it saves) every request recomputes the
 features from the audio.
+
+With a `store` (edgecl.feature_store.FeatureStore), the features of "clip" items (whose key is the
+audio file's path) are read from disk when stored, and stored when computed: a later run over the
+same files computes none of them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from edgecl.device import device_of
 
 Loader = Callable[[], np.ndarray]
 SOURCES = ("clip", "coded", "memory")
@@ -47,12 +53,15 @@ class FeatureItem:
 class FeatureCache:
     """Maps FeatureItems to log-mel tensors [1, F, T'] computed by `frontend`."""
 
-    def __init__(self, frontend: torch.nn.Module, enabled: bool = True, batch_size: int = 64) -> None:
+    def __init__(self, frontend: torch.nn.Module, enabled: bool = True, batch_size: int = 64,
+                 store=None) -> None:
         self.frontend = frontend
         self.enabled = enabled
         self.batch_size = batch_size
+        self.disk = store if enabled else None  # a FeatureStore, or None
         self._store: dict[tuple[str, str], torch.Tensor] = {}
         self.computed = 0  # clips whose features were computed (cache misses)
+        self.loaded = 0  # clips whose features came from the feature store
         self.seconds = 0.0  # time spent loading audio and running the front end
 
     def __len__(self) -> int:
@@ -71,6 +80,20 @@ class FeatureCache:
         for key in [key for key in self._store if key[0] == source]:
             del self._store[key]
 
+    def _load_stored(self, items: Sequence[FeatureItem]) -> list[FeatureItem]:
+        """Fill the cache from the feature store where it can; returns the items still missing."""
+        start = time.perf_counter()
+        missing = []
+        for item in items:
+            stored = self.disk.load(item.key) if item.source == "clip" else None
+            if stored is None:
+                missing.append(item)
+            else:
+                self._store[item.cache_key] = torch.from_numpy(stored)
+                self.loaded += 1
+        self.seconds += time.perf_counter() - start
+        return missing
+
     @torch.no_grad()
     def _compute(self, items: Sequence[FeatureItem]) -> list[torch.Tensor]:
         start = time.perf_counter()
@@ -84,7 +107,7 @@ class FeatureCache:
             rows = waveform_rows[start_row:start_row + self.batch_size]
             waves = torch.from_numpy(np.stack([np.asarray(items[r].load(), dtype=np.float32)
                                                for r in rows]))
-            for r, feature in zip(rows, self.frontend(waves)):
+            for r, feature in zip(rows, self.frontend(waves.to(device_of(self.frontend))).cpu()):
                 out[r] = feature
         self.computed += len(items)
         self.seconds += time.perf_counter() - start
@@ -95,7 +118,11 @@ class FeatureCache:
         if not self.enabled:
             return torch.stack(self._compute(items)) if items else torch.zeros(0)
         missing = [item for item in items if item.cache_key not in self._store]
+        if self.disk is not None:
+            missing = self._load_stored(missing)
         for item, feature in zip(missing, self._compute(missing)):
             self._store[item.cache_key] = feature
+            if self.disk is not None and item.source == "clip":
+                self.disk.save(item.key, feature.numpy())
         return torch.stack([self._store[item.cache_key] for item in items]) if items \
             else torch.zeros(0)

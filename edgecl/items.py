@@ -28,8 +28,9 @@ def clip_key(clip) -> str:
 class ClipItems:
     """Makes FeatureItems and PhaseData from clips and memory slots, with one feature cache."""
 
-    def __init__(self, audio: ClipAudio, features: FeatureCache) -> None:
+    def __init__(self, audio: ClipAudio, features: FeatureCache, device=None) -> None:
         self.audio, self.features = audio, features
+        self.device = device  # where PhaseData's features and targets go (None: stay on CPU)
 
     def clip(self, clip) -> FeatureItem:
         return FeatureItem(clip_key(clip), "clip", self.audio.loader(clip))
@@ -66,8 +67,11 @@ class ClipItems:
 
     def data(self, items: Sequence[FeatureItem], targets: Sequence[int]) -> PhaseData:
         items = list(items)
-        return PhaseData(lambda idx: self.features.get([items[i] for i in idx]),
-                         torch.as_tensor(list(targets), dtype=torch.long))
+        targets = torch.as_tensor(list(targets), dtype=torch.long)
+        if self.device is None:
+            return PhaseData(lambda idx: self.features.get([items[i] for i in idx]), targets)
+        return PhaseData(lambda idx: self.features.get([items[i] for i in idx]).to(self.device),
+                         targets.to(self.device))
 
     def clip_data(self, labelled: Sequence) -> PhaseData:
         """PhaseData of LabelledClips read from disk."""

@@ -79,6 +79,7 @@ def update_memory(memory, sampler, items: ClipItems, new_clips: list, *, phase: 
                   budget_bytes: int | None = None) -> MemoryUpdate:
     """Refill `memory` with `sampler`'s choice among it and `new_clips`; returns the figures."""
     started = time.perf_counter()
+    stored_before = items.features.loaded
     with ForwardMacCounter(model, model_macs) as counter:
         inputs = selection_inputs(memory, items, new_clips, phase=phase, rng=rng, model=model,
                                   sample_rate=sample_rate)
@@ -86,6 +87,8 @@ def update_memory(memory, sampler, items: ClipItems, new_clips: list, *, phase: 
         before = memory.keys()
         memory.update(chosen, [(c.key, c.target, c.load) for c in inputs.new])
     seconds = time.perf_counter() - started
+    # log-mels read from the feature store count as the front-end runs they replace
+    counter.count("frontend", items.features.loaded - stored_before)
     items.features.forget(items.stale_exemplars(before, memory.keys()))
     fmt = memory.format
     per_perturbation = sampler.perturbation_macs(clip_samples, sample_rate)

@@ -50,19 +50,33 @@ class PhaseRecord:
                 "memory_update_seconds": self.memory_update_seconds,
                 "memory_balance": self.memory_balance, **self.details}
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "PhaseRecord":
+        """The record `as_dict()` gave (a resumed run's earlier phases)."""
+        values = dict(values)
+        return cls(seen_classes=values.pop("seen_classes"), accuracy=values.pop("accuracy"),
+                   task_accuracy=values.pop("task_accuracy"),
+                   train_seconds=values.pop("train_seconds"),
+                   memory_update_seconds=values.pop("memory_update_seconds"),
+                   memory_balance=values.pop("memory_balance"), details=values)
+
 
 class RunLog:
-    """Appends timestamped lines to train.log and echoes them to stderr unless quiet."""
+    """Appends timestamped lines to train.log and echoes them to stderr unless quiet.
+
+    The file is opened (for appending: a resumed run continues its log) at the first line."""
 
     def __init__(self, path: Path, echo: bool = True) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = self.path.open("w", encoding="utf-8")
+        self._handle = None
         self.echo = echo
 
     def write_only(self, message: str) -> None:
         """Write to train.log without echoing (per-epoch detail)."""
         try:
+            if self._handle is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._handle = self.path.open("a", encoding="utf-8")
             self._handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
             self._handle.flush()
         except OSError as error:  # e.g. no space left: name the log, not just the reason
@@ -75,7 +89,9 @@ class RunLog:
             tqdm.write(message, file=sys.stderr)
 
     def close(self) -> None:
-        self._handle.close()
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 def build_results(config: dict[str, Any], classes: Sequence[str], tasks: Sequence[Sequence[str]],

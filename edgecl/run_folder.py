@@ -1,7 +1,9 @@
 """The run folder WORKSPACE/EXP_NAME: what `edgecl train` writes there and how to read it back.
 
-Layout: results.json (RESULTS_NAME), train.log (LOG_NAME) and, per phase, phase_<i>/ with the
-weights-only checkpoint checkpoint.pt (CHECKPOINT_NAME) and, when exported, the device bundle.
+Layout: results.json (RESULTS_NAME), train.log (LOG_NAME), run.json (the run's options) and .lock
+(edgecl.run_owner) and, per phase, phase_<i>/ with the weights-only checkpoint checkpoint.pt
+(CHECKPOINT_NAME), when exported the device bundle, and in the last completed phase state.pt,
+what a resumed run continues from (edgecl.run_state).
 A run is rebuilt from its folder by `run_plan`: the config recorded in results.json gives the same
 dataset split and task plan again (`load_plan`, which the trainer uses too).
 """

@@ -8,11 +8,13 @@ run folder WORKSPACE/EXP_NAME (edgecl.run_folder).
 
 from __future__ import annotations
 
+import copy
 import random
+import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,9 @@ from edgecl.budget.macs import ModelMacs, train_step_macs
 from edgecl.budget.ram import device_train_ram, peak_rss_bytes
 from edgecl.config import RunConfig
 from edgecl.data.validate import validate_dataset
+from edgecl.device import resolve_device
 from edgecl.errors import EdgeclError
+from edgecl.feature_store import STORE_FOLDER, FeatureStore
 from edgecl.features import FeatureCache
 from edgecl.items import ClipItems
 from edgecl.memory_update import build_memory, update_memory
@@ -32,7 +36,10 @@ from edgecl.config_file import write_config_file
 from edgecl.progress import MetricsLog, ProgressLines, RunEstimate
 from edgecl.provenance import provenance, utc_now
 from edgecl.results import PhaseRecord, RunLog, build_results, phase_table, write_results
-from edgecl.run_folder import LOG_NAME, checkpoint_path, load_plan, phase_dir, save_checkpoint
+from edgecl.run_folder import (LOG_NAME, PHASE_PREFIX, RESULTS_NAME, checkpoint_path, load_plan,
+                               phase_dir, save_checkpoint)
+from edgecl.run_owner import check_exp_name, open_run_folder
+from edgecl.run_state import last_state_phase, load_state, restore_state, save_state
 from edgecl.training import PhaseData, PhaseMeter, StopCondition, fit, task_accuracy
 
 
@@ -61,14 +68,24 @@ class ContinualRun:
     `stop_factory(phase, macs) -> StopCondition` supplies each phase's stop condition; by default
     an edgecl.training.PhaseMeter that counts steps, MACs and time and enforces the config's
     compute budget (`macs`: the model's ModelMacs in that phase).
+
+    `run()` owns the run folder while it writes (edgecl.run_owner): it continues an interrupted
+    run with the same options from its last completed phase, returns a complete one as it is, and
+    refuses a folder holding another run; `overwrite=True` empties the folder first.
     """
 
     def __init__(self, config: RunConfig, *, show_progress: bool | None = None,
-                 stop_factory: Callable[[int, ModelMacs], StopCondition] | None = None) -> None:
+                 stop_factory: Callable[[int, ModelMacs], StopCondition] | None = None,
+                 overwrite: bool = False) -> None:
+        check_exp_name(config.name)
+        self.device = resolve_device(config.device)  # before any work: cuda may be missing
         set_determinism(config.seed, config.threads)
+        name = config.name  # the default name hashes the options as given, before resolving
         self.config, self.split, self.plan = load_plan(config)
         validate_dataset(self.split, self.plan.class_order, progress=not config.quiet)
-        config = self.config
+        self.config = config = replace(self.config, exp_name=name)
+        self.overwrite = overwrite
+        self.skipped = False  # run() found the run complete and did nothing
         self.run_dir = Path(config.workspace) / config.name
         self.log = RunLog(self.run_dir / LOG_NAME, echo=not config.quiet)
         self.show_progress = (not config.quiet and sys.stderr.isatty()) if show_progress is None \
@@ -79,9 +96,10 @@ class ContinualRun:
         self.stop_factory = stop_factory or self._phase_meter
         self.rng = np.random.default_rng(config.seed)
         self.audio = ClipAudio(self.split.sample_rate, self.split.clip_samples)
-        self.model = self._build_model()
-        self.features = FeatureCache(self.model.frontend, enabled=config.feature_cache)
-        self.items = ClipItems(self.audio, self.features)
+        self.model = self._build_model().to(self.device)
+        self.features = FeatureCache(self.model.frontend, enabled=config.feature_cache,
+                                     store=self._feature_store())
+        self.items = ClipItems(self.audio, self.features, device=self.device)
         self.memory, self.sampler = self._build_memory()
         self._check_compute_budget()
         self.records: list[PhaseRecord] = []
@@ -96,6 +114,14 @@ class ContinualRun:
                            FrontEndConfig.for_sample_rate(self.split.sample_rate),
                            width=self.config.width)
 
+    def _feature_store(self) -> FeatureStore | None:
+        if not (self.config.feature_store and self.config.feature_cache):
+            return None
+        return FeatureStore(Path(self.config.workspace) / STORE_FOLDER,
+                            frontend=self.model.frontend.config.to_dict(),
+                            sample_rate=self.split.sample_rate,
+                            clip_samples=self.split.clip_samples)
+
     def _build_memory(self):
         if not self.config.uses_memory:
             return None, None
@@ -104,7 +130,8 @@ class ContinualRun:
     def logmel_shape(self) -> tuple[int, ...]:
         """Shape [1, F, T'] of one clip's log-mel features."""
         with torch.no_grad():
-            return tuple(self.model.frontend(torch.zeros(1, self.split.clip_samples)).shape[1:])
+            return tuple(self.model.frontend(torch.zeros(1, self.split.clip_samples,
+                                                         device=self.device)).shape[1:])
 
     def exemplar_shape(self, fmt) -> tuple[int, ...]:
         return (self.split.clip_samples,) if fmt.domain == "waveform" else self.logmel_shape()
@@ -117,7 +144,44 @@ class ContinualRun:
         return [list(tasks)] if self.config.mode == "joint" else [[t] for t in tasks]
 
     def run(self) -> dict[str, Any]:
-        """Train every phase; returns the results document (also written to results.json)."""
+        """Train every phase not done yet; returns the results document (also written to
+        results.json). Holds the run folder's lock throughout."""
+        folder = open_run_folder(self.run_dir, self.config.identity(), overwrite=self.overwrite)
+        try:
+            if folder.state == "complete":
+                self.skipped = True
+                return folder.results
+            return self._run(self._resume() if folder.state == "started" else 0)
+        finally:
+            self.log.close()
+            folder.release()
+
+    def _resume(self) -> int:
+        """Restore the state after the last completed phase; returns the phase to start at.
+        Whatever an interrupted phase left (its folder, results of phases not committed) goes."""
+        done = last_state_phase(self.run_dir)
+        for leftover in self.run_dir.glob(f"{PHASE_PREFIX}*"):
+            suffix = leftover.name[len(PHASE_PREFIX):]
+            if suffix.isdigit() and (done is None or int(suffix) > done):
+                shutil.rmtree(leftover)
+        if done is None:
+            (self.run_dir / RESULTS_NAME).unlink(missing_ok=True)
+            self.log("resuming at phase 0: no phase of the interrupted run had completed")
+            return 0
+        payload = load_state(self.run_dir, done)
+        checkpoint = torch.load(checkpoint_path(self.run_dir, done), map_location="cpu",
+                                weights_only=True)
+        self.model.head.grow(int(checkpoint["model_config"]["n_classes"]))
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.records = [PhaseRecord.from_dict(r) for r in payload["records"]]
+        restore_state(payload, memory=self.memory, sampler=self.sampler, run_rng=self.rng)
+        write_results(self.run_dir, self._results(complete=False))
+        self.log(f"resuming at phase {done + 1}: phases 0-{done} of the interrupted run are "
+                 f"complete" if done + 1 < len(self._phases()) else
+                 f"resuming after phase {done}: every phase is complete, writing the results")
+        return done + 1
+
+    def _run(self, start: int) -> dict[str, Any]:
         config = self.config
         self.started_utc = utc_now()
         write_config_file(self.run_dir, config)
@@ -130,11 +194,13 @@ class ContinualRun:
         self.log(f"dataset {self.split.name}: {len(self.split.train)} train / "
                  f"{len(self.split.test)} test clips at {self.split.sample_rate} Hz, "
                  f"{self.split.clip_seconds} s")
-        results: dict[str, Any] = {}
         for phase, tasks in enumerate(self._phases()):
+            if phase < start:
+                continue
             self.records.append(self.run_phase(phase, tasks))
-            results = self._results(complete=False)
-            write_results(self.run_dir, results)
+            save_state(self.run_dir, phase, records=[r.as_dict() for r in self.records],
+                       memory=self.memory, sampler=self.sampler, run_rng=self.rng)
+            write_results(self.run_dir, self._results(complete=False))
         results = self._results(complete=True)
         write_results(self.run_dir, results)
         self.log.write_only("summary\n" + phase_table(results))  # the command prints it once
@@ -207,9 +273,10 @@ class ContinualRun:
             "epochs_run": report.epochs_run, "best_epoch": report.best_epoch,
             "best_val_accuracy": report.best_val_accuracy, "steps": report.steps,
             "stopped_by": report.stopped_by, "epoch_seconds": report.epoch_seconds,
-            "n_train": len(train), "n_val": len(val),
+            "n_train": len(train), "n_val": len(val), "device": str(self.device),
             "feature_cache": {"enabled": self.features.enabled, "entries": len(self.features),
                               "computed": self.features.computed,
+                              "loaded": self.features.loaded,
                               "seconds": self.features.seconds},
             # One stop-reason field: stopped_by names patience or the budget limit reached.
             **{k: v for k, v in costs.items() if k != "stop_reason"},
@@ -301,8 +368,9 @@ class ContinualRun:
         from firmware_export.run_export import export_seen_tasks
 
         seen_tasks = self.plan.tasks_seen(self._phases()[phase][-1].index)
+        model = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).cpu()
         try:
-            manifest = export_seen_tasks(self.model, phase_dir, phase=phase, classes=seen,
+            manifest = export_seen_tasks(model, phase_dir, phase=phase, classes=seen,
                                          seen_tasks=seen_tasks, waveform=self.audio.waveform,
                                          log=self.log)
         except ParityError as error:
@@ -335,5 +403,6 @@ def _pct(value: float | None) -> str:
 
 
 def train(config: RunConfig, **kwargs) -> dict[str, Any]:
-    """Run `edgecl train` for `config`; returns the results document."""
+    """Run `edgecl train` for `config` (resuming or skipping it, see ContinualRun); returns the
+    results document."""
     return ContinualRun(config, **kwargs).run()

@@ -178,7 +178,8 @@ def test_cli_budget_run_and_summary_columns(manifest, tmp_path):
                                   "--memory-format", "pcm16", "--max-steps", "2",
                                   "--max-train-macs", "1G"])
     assert result.exit_code == 0, result.output
-    name = "manifest-bc-resnet-replay-random-b40000-pcm16-seed3"
+    [run_dir] = tmp_path.glob("manifest-bc-resnet-replay-random-b40000-pcm16-seed3-*")
+    name = run_dir.name
     results = json.loads((tmp_path / name / "results.json").read_text())
     assert results["config"]["memory_bytes"] == 40_000
     assert results["config"]["max_train_macs"] == 10 ** 9

@@ -46,7 +46,9 @@ def test_finetune_defaults_are_not_an_error(manifest, tmp_path):
     result = CliRunner().invoke(main, ["train", *_tiny(manifest, tmp_path), "--mode", "finetune",
                                        "--n-tasks", "2"])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "manifest-bc-resnet-finetune-seed3" / "results.json").is_file()
+    # the readable prefix, then a hash of every option that changes results
+    [run_dir] = tmp_path.glob("manifest-bc-resnet-finetune-seed3-*")
+    assert len(run_dir.name.rsplit("-", 1)[1]) == 8 and (run_dir / "results.json").is_file()
 
 
 def test_train_then_summarize(manifest, tmp_path):
@@ -56,7 +58,8 @@ def test_train_then_summarize(manifest, tmp_path):
             "noisytune", "--metric-k", "2"]
     result = runner.invoke(main, ["train", *args])
     assert result.exit_code == 0, result.output
-    name = "manifest-bc-resnet-replay-uncertainty-noisytune-k2-m6-seed3"
+    [run_dir] = tmp_path.glob("manifest-bc-resnet-replay-uncertainty-noisytune-k2-m6-seed3-*")
+    name = run_dir.name
     results = json.loads((tmp_path / name / "results.json").read_text())
     assert results["config"]["metric_k"] == 2 and results["config"]["n_init_cls"] == 2
     assert "A_avg" in result.output  # the per-phase summary table

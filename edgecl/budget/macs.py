@@ -96,6 +96,11 @@ class ForwardMacCounter:
             handle.remove()
         self._handles.clear()
 
+    def count(self, part: str, clips: int) -> None:
+        """Count `clips` rows through `part` that ran elsewhere (e.g. log-mels read from the
+        feature store stand for front-end runs a device would make)."""
+        self.clips[part] += int(clips)
+
     @property
     def macs(self) -> int:
         """Forward MACs counted so far."""

@@ -7,6 +7,7 @@ from click.core import ParameterSource
 
 from edgecl import config as cfg
 from edgecl.commands import options as registry_options
+from edgecl.device import DEVICES
 from edgecl.errors import EdgeclError
 
 _DEFAULTS = cfg.RunConfig()
@@ -111,10 +112,22 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
               show_default=True)
 @click.option("--exp-name", default=None,
               help="Run folder name under the workspace [derived from the options].")
+@click.option("--overwrite", is_flag=True,
+              help="Delete what the run folder holds and run again (by default a rerun with the "
+                   "same options resumes or skips the run, and a folder holding another run is "
+                   "an error).")
 @click.option("--export/--no-export", default=_DEFAULTS.export, show_default=True,
               help="Export each phase's model for the device.")
 @click.option("--feature-cache/--no-feature-cache", default=_DEFAULTS.feature_cache,
               show_default=True, help="Compute each clip's log-mel once (off only to measure it).")
+@click.option("--feature-store/--no-feature-store", default=_DEFAULTS.feature_store,
+              show_default=True,
+              help="Keep each clip's log-mel features in WORKSPACE/features/, shared by every "
+                   "run of the workspace, so a later run over the same files computes none.")
+@click.option("--device", type=click.Choice(DEVICES), default=_DEFAULTS.device,
+              show_default=True,
+              help="Where to train and update the memory: cuda when available (auto), cpu or "
+                   "cuda.")
 @click.option("--threads", type=int, default=_DEFAULTS.threads, show_default=True,
               help="CPU threads for torch.")
 @click.option("--quiet", is_flag=True, help="No progress bars or log lines on stderr.")
@@ -122,10 +135,17 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
 def train_command(ctx: click.Context, **options) -> None:
     """Learn the dataset's classes task by task and write WORKSPACE/EXP_NAME/results.json."""
     check_option_combination(ctx, options["mode"], options["mem_manage"])
+    overwrite = options.pop("overwrite")
     config = cfg.RunConfig(**options)
     from edgecl.results import phase_table
-    from edgecl.trainer import train
+    from edgecl.trainer import ContinualRun
 
-    results = train(config)
-    click.echo(f"{config.name}  ->  {results['config']['workspace']}/{config.name}/results.json")
+    run = ContinualRun(config, overwrite=overwrite)
+    results = run.run()
+    where = run.run_dir / "results.json"
+    if run.skipped:
+        click.echo(f"{config.name}: already complete, skipped; its results are in {where} "
+                   f"(--overwrite runs it again)")
+    else:
+        click.echo(f"{config.name}  ->  {where}")
     click.echo(phase_table(results))

@@ -49,7 +49,7 @@ from edgecl.errors import EdgeclError
 # Options the grid owns: set per trial by the runner, never by a spec.
 GRID_OWNED = ("workspace", "exp_name", "threads", "quiet")
 # Options that do not change what a run computes; left out of the run-folder hash.
-NOT_HASHED = GRID_OWNED
+NOT_HASHED = GRID_OWNED + ("feature_store", "device")
 # Built-in specs shipped as package data (edgecl/grid/specs/<name>.toml); aliases are lower-cased.
 BUILTIN_ALIASES = {"tau-asc": "tau-asc", "tau": "tau-asc", "esc-50": "esc-50", "esc50": "esc-50",
                    "fsdd": "fsdd"}

@@ -24,7 +24,8 @@ from typing import Any
 from edgecl.errors import EdgeclError
 from edgecl.results import RESULTS_NAME
 
-NOT_METHOD = ("seed", "test_fold", "workspace", "exp_name", "threads", "quiet")
+NOT_METHOD = ("seed", "test_fold", "workspace", "exp_name", "threads", "quiet", "feature_store",
+              "device")
 METRICS = ("A_avg", "A_last", "BWT", "forgetting", "mem_update_s", "train_s")
 
 

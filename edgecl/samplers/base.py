@@ -80,9 +80,13 @@ class SelectionContext:
         """Model embeddings [N, D] of the candidates' (cached) log-mel features, in eval mode."""
         import torch
 
+        from edgecl.device import device_of
+
         self.model.eval()
+        device = device_of(self.model)
         with torch.no_grad():
-            parts = [self.model.embed(self.features(batch)) for batch in self.batches(candidates)]
+            parts = [self.model.embed(self.features(batch).to(device)).cpu()
+                     for batch in self.batches(candidates)]
         return torch.cat(parts) if parts else torch.zeros(0, self.model.embedding_dim)
 
     def waveforms(self, candidates: Sequence[Candidate]) -> "torch.Tensor":
@@ -152,6 +156,15 @@ class Sampler(ABC):
     def select(self, candidates: Sequence[Candidate], capacity: int,
                context: SelectionContext) -> list[int]:
         """Indices of the candidates to keep (at most `capacity`), in slot order."""
+
+    def get_state(self) -> dict[str, Any]:
+        """What this sampler carries from one phase to the next (a resumed run restores it with
+        `set_state`): plain ints, floats, strings, lists, dicts and numpy arrays. None by
+        default."""
+        return {}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what `get_state` returned."""
 
     def update_macs(self, n_candidates: int, macs: ModelMacs, *, clip_samples: int = 0,
                     sample_rate: int = 16000, features_cached: bool = True) -> int:

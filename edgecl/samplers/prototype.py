@@ -39,6 +39,12 @@ class PrototypeSampler(Sampler):
     def __init__(self) -> None:
         self.class_means: dict[int, np.ndarray] = {}  # target -> normalised mean when learnt
 
+    def get_state(self):
+        return {"class_means": {int(t): np.array(m) for t, m in self.class_means.items()}}
+
+    def set_state(self, state):
+        self.class_means = {int(t): np.asarray(m) for t, m in state["class_means"].items()}
+
     def select(self, candidates, capacity, context):
         groups = indices_by_class(candidates)
         quota = class_quota(capacity, len(groups))

@@ -19,6 +19,12 @@ class ReservoirSampler(Sampler):
     def __init__(self) -> None:
         self.seen = 0  # clips streamed so far, over all phases
 
+    def get_state(self):
+        return {"seen": self.seen}
+
+    def set_state(self, state):
+        self.seen = int(state["seen"])
+
     def select(self, candidates, capacity, context):
         slots = [i for i, c in enumerate(candidates) if c.in_memory][:capacity]
         for index, candidate in enumerate(candidates):

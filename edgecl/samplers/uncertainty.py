@@ -119,21 +119,25 @@ class UncertaintySampler(Sampler):
     def _predictions(self, candidates, context):
         import torch
 
+        from edgecl.device import device_of
+
         model = context.model
         model.eval()
-        generator = context.torch_generator()
+        device = device_of(model)
+        generator = context.torch_generator()  # on the CPU: the same draws on every device
         parts = []
         for batch in context.batches(candidates):
             if self.metric == "noisytune":
-                embedding = model.embed(context.features(batch))
+                embedding = model.embed(context.features(batch).to(device))
                 amplitude = self.noise_lambda * embedding.std(dim=1, keepdim=True)
                 draws = [model.head(embedding + (torch.rand(embedding.shape, generator=generator)
-                                                 - 0.5) * amplitude) for _ in range(self.k)]
+                                                 .to(device) - 0.5) * amplitude)
+                         for _ in range(self.k)]
             else:
                 waveforms = context.waveforms(batch)
-                draws = [model(self._perturb(waveforms, draw, context.sample_rate, generator))[0]
-                         for draw in range(self.k)]
-            parts.append(torch.stack([logits.argmax(dim=1) for logits in draws], dim=1))
+                draws = [model(self._perturb(waveforms, draw, context.sample_rate, generator)
+                               .to(device))[0] for draw in range(self.k)]
+            parts.append(torch.stack([logits.argmax(dim=1).cpu() for logits in draws], dim=1))
         return torch.cat(parts).numpy() if parts else np.zeros((0, self.k), dtype=np.int64)
 
     def uncertainty(self, candidates: Sequence[Candidate], context: SelectionContext) -> np.ndarray:

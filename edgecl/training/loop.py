@@ -100,7 +100,7 @@ def task_accuracy(model, clip_data: Callable[[list], PhaseData],
     the PhaseData of a list of LabelledClips."""
     labelled = [lc for task in tasks for lc in task.test]
     data = clip_data(labelled)
-    correct = (predict(model, data) == data.targets).numpy()
+    correct = (predict(model, data) == data.targets).cpu().numpy()
     per_task, start = [], 0
     for task in tasks:
         part = correct[start:start + len(task.test)]

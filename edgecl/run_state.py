@@ -1,0 +1,154 @@
+"""What a run needs to continue after its last completed phase: phase_<i>/state.pt.
+
+Written atomically at the very end of phase i (after its checkpoint and export), it is the
+phase's commit point: a phase whose state.pt exists is complete; a later phase folder without one
+is a leftover of an interrupted phase. The previous phase's state.pt is removed once the new one
+is written, so a run folder holds one (the memory can be large).
+
+Contents (loads with torch.load(weights_only=True): tensors, lists, dicts, strings, numbers):
+- `phase`, `records`: the PhaseRecords so far (JSON text, as in results.json's phases);
+- `memory`: capacity, format and each exemplar's key, target and encoded payload (the stored
+  bytes, as a tensor of the format's dtype, with its shape, scale and offset), or None;
+- `sampler`: the sampler's `get_state()` (numpy arrays as tensors);
+- `rng`: JSON text of python's `random` state, numpy's global state and the run's Generator
+  state; `torch_rng`: torch's CPU generator state (`cuda_rng`: the CUDA ones, when present).
+The model is the phase's checkpoint.pt (weights and head size); the optimizer is created anew each
+phase and the per-phase torch Generator is seeded from the seed and phase, so neither is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecl.errors import EdgeclError
+from edgecl.fileio import atomic_write_with
+from edgecl.run_folder import PHASE_PREFIX, phase_dir
+
+STATE_NAME = "state.pt"
+
+
+def state_path(run_dir: str | Path, phase: int) -> Path:
+    return phase_dir(run_dir, phase) / STATE_NAME
+
+
+def last_state_phase(run_dir: str | Path) -> int | None:
+    """The last phase with a state.pt (None when no phase completed)."""
+    phases = [int(p.parent.name[len(PHASE_PREFIX):])
+              for p in Path(run_dir).glob(f"{PHASE_PREFIX}*/{STATE_NAME}")
+              if p.parent.name[len(PHASE_PREFIX):].isdigit()]
+    return max(phases) if phases else None
+
+
+# --- state of each part -------------------------------------------------------------------
+
+def rng_state(run_rng: np.random.Generator) -> str:
+    """Python's, numpy's global and the run Generator's states as JSON text."""
+
+    version, internal, gauss = random.getstate()
+    legacy = np.random.get_state(legacy=False)
+    legacy["state"] = {"key": [int(v) for v in legacy["state"]["key"]],
+                       "pos": int(legacy["state"]["pos"])}
+    return json.dumps({"python": [version, list(internal), gauss], "numpy": legacy,
+                       "run": run_rng.bit_generator.state})
+
+
+def set_rng_state(text: str, run_rng: np.random.Generator) -> None:
+    states = json.loads(text)
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    legacy = states["numpy"]
+    legacy["state"]["key"] = np.asarray(legacy["state"]["key"], dtype=np.uint32)
+    np.random.set_state(legacy)
+    run_rng.bit_generator.state = states["run"]
+
+
+def memory_state(memory) -> dict[str, Any] | None:
+    import torch
+
+    if memory is None:
+        return None
+    return {"capacity": memory.capacity, "format": memory.format.name, "exemplars": [
+        {"key": e.key, "target": e.target, "payload": torch.from_numpy(e.encoded.payload.copy()),
+         "shape": list(e.encoded.shape), "scale": e.encoded.scale, "offset": e.encoded.offset}
+        for e in memory]}
+
+
+def set_memory_state(memory, state: dict[str, Any]) -> None:
+    from edgecl.memory.buffer import Exemplar
+    from edgecl.memory.formats import Encoded
+
+    if state["format"] != memory.format.name:
+        raise EdgeclError(f"saved memory holds {state['format']} exemplars, the run stores "
+                          f"{memory.format.name}")
+    memory.capacity = int(state["capacity"])
+    memory._exemplars = [
+        Exemplar(e["key"], int(e["target"]),
+                 Encoded(memory.format.name, e["payload"].numpy(), tuple(e["shape"]),
+                         e["scale"], e["offset"]))
+        for e in state["exemplars"]]
+
+
+def _tensors(value: Any) -> Any:
+    """numpy arrays inside dicts and lists as tensors (weights-only loadable)."""
+    import torch
+
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, dict):
+        return {k: _tensors(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_tensors(v) for v in value]
+    return value
+
+
+# --- the file -----------------------------------------------------------------------------
+
+def save_state(run_dir: str | Path, phase: int, *, records: list[dict[str, Any]], memory,
+               sampler, run_rng: np.random.Generator) -> Path:
+    """Write phase_<phase>/state.pt atomically, then drop the previous phase's."""
+    import torch
+
+    payload = {"phase": phase, "records": json.dumps(records),
+               "memory": memory_state(memory),
+               "sampler": _tensors(sampler.get_state()) if sampler is not None else {},
+               "rng": rng_state(run_rng), "torch_rng": torch.get_rng_state(),
+               "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    path = atomic_write_with(state_path(run_dir, phase), lambda tmp: torch.save(payload, tmp))
+    if phase > 0:
+        state_path(run_dir, phase - 1).unlink(missing_ok=True)
+    return path
+
+
+def load_state(run_dir: str | Path, phase: int) -> dict[str, Any]:
+    """The payload of phase_<phase>/state.pt (records parsed)."""
+    import torch
+
+    path = state_path(run_dir, phase)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload["records"] = json.loads(payload["records"])
+    except Exception as error:  # unpickling, truncated file, bad JSON
+        detail = " ".join(str(error).split())[:200]
+        raise EdgeclError(f"{path}: unreadable run state ({detail}); pass --overwrite to start "
+                          f"the run again") from None
+    return payload
+
+
+def restore_state(payload: dict[str, Any], *, memory, sampler,
+                  run_rng: np.random.Generator) -> None:
+    """Put the memory, the sampler and every random generator back as they were saved."""
+    import torch
+
+    if memory is not None:
+        set_memory_state(memory, payload["memory"])
+    if sampler is not None:
+        sampler.set_state(payload["sampler"])
+    set_rng_state(payload["rng"], run_rng)
+    torch.set_rng_state(payload["torch_rng"])
+    if payload.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(payload["cuda_rng"])
