@@ -95,7 +95,8 @@ def parity_columns(manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def bench_phase(folder: Path, clip: np.ndarray, runs: int, warmup: int) -> tuple[dict, Any]:
+def bench_phase(folder: Path, clip: np.ndarray, runs: int, warmup: int,
+                threads: int = 1) -> tuple[dict, Any]:
     """One row of the table for `folder`, and the PyTorch model (None without a checkpoint)."""
     from firmware_export.device.manifest import verify_bundle
     from edgecl.run_folder import CHECKPOINT_NAME, load_checkpoint
@@ -104,9 +105,10 @@ def bench_phase(folder: Path, clip: np.ndarray, runs: int, warmup: int) -> tuple
     fp32_bytes = (folder / MODEL_FP32).read_bytes()
     int8_shipped = MODEL_INT8 in manifest["files"]
     int8_bytes = (folder / MODEL_INT8).read_bytes() if int8_shipped else None
-    front_ms = ort_ms(cpu_session(front_end_graph(fp32_bytes)), clip, runs, warmup)
-    fp32_ms = ort_ms(cpu_session(fp32_bytes), clip, runs, warmup)
-    int8_ms = ort_ms(cpu_session(int8_bytes), clip, runs, warmup) if int8_shipped else None
+    front_ms = ort_ms(cpu_session(front_end_graph(fp32_bytes), threads), clip, runs, warmup)
+    fp32_ms = ort_ms(cpu_session(fp32_bytes, threads), clip, runs, warmup)
+    int8_ms = (ort_ms(cpu_session(int8_bytes, threads), clip, runs, warmup) if int8_shipped
+               else None)
     model = None
     eager_ms = None
     if (folder / CHECKPOINT_NAME).is_file():
@@ -128,7 +130,8 @@ def bench_phase(folder: Path, clip: np.ndarray, runs: int, warmup: int) -> tuple
     return row, model
 
 
-def compare_front_ends(model, clip: np.ndarray, runs: int, warmup: int) -> list[dict]:
+def compare_front_ends(model, clip: np.ndarray, runs: int, warmup: int,
+                       threads: int = 1) -> list[dict]:
     """fp32 ONNX latency with the conv-DFT front end against the torch.stft one (same weights)."""
     import torch
 
@@ -143,11 +146,12 @@ def compare_front_ends(model, clip: np.ndarray, runs: int, warmup: int) -> list[
         proto = export_onnx(variant.eval(), labels=[str(i) for i in range(model.head.n_classes)],
                             sample_rate=config.sample_rate, clip_samples=clip.shape[1])
         model_bytes = serialize(proto)
-        session = cpu_session(model_bytes)
+        session = cpu_session(model_bytes, threads)
         logits = session.run(None, {INPUT_NAME: clip})[0]
         with torch.no_grad():
             reference = model(torch.from_numpy(clip))[0].numpy() if reference is None else reference
-        front_ms = ort_ms(cpu_session(front_end_graph(model_bytes)), clip, runs, warmup)
+        front_ms = ort_ms(cpu_session(front_end_graph(model_bytes), threads), clip, runs,
+                          warmup)
         full_ms = ort_ms(session, clip, runs, warmup)
         rows.append({"frontend": label, "frontend_ms": _ms(front_ms), "ort_fp32_ms": _ms(full_ms),
                      "frontend_share": round(front_ms / full_ms, 3),
@@ -156,6 +160,7 @@ def compare_front_ends(model, clip: np.ndarray, runs: int, warmup: int) -> list[
 
 
 def bench_export(run_dir: str | Path, *, phase: int | None = None, runs: int = 200,
+                 threads: int = 1,
                  warmup: int = 20, compare_stft: bool = True) -> dict[str, Any]:
     """{"phases": rows, "frontends": rows} for the bundles under `run_dir` (see module doc)."""
     import torch
@@ -170,18 +175,19 @@ def bench_export(run_dir: str | Path, *, phase: int | None = None, runs: int = 2
                           + (f" for --phase {phase}" if phase is not None else "")
                           + "; run `edgecl train` (with export) or `edgecl export` first")
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     try:
         rows, model = [], None
         for folder in folders:
             manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
             clip = (np.random.default_rng(0).standard_normal((1, manifest["clip_samples"]))
                     * 0.1).astype(np.float32)
-            row, phase_model = bench_phase(folder, clip, runs, warmup)
+            row, phase_model = bench_phase(folder, clip, runs, warmup, threads)
             rows.append(row)
             model = phase_model or model
-        frontends = compare_front_ends(model, clip, runs, warmup) if compare_stft and model else []
+        frontends = (compare_front_ends(model, clip, runs, warmup, threads)
+                     if compare_stft and model else [])
     finally:
         torch.set_num_threads(previous_threads)
     return {"phases": rows, "frontends": frontends, "runs": runs, "warmup": warmup,
-            "threads": 1, "batch": 1}
+            "threads": threads, "batch": 1}

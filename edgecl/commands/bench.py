@@ -127,10 +127,14 @@ def memory_update(repeats, as_json, **options) -> None:
               callback=option_range(0, 1_000_000))
 @click.option("--no-stft-compare", is_flag=True,
               help="Skip the conv-DFT vs torch.stft front-end comparison (one extra export).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              callback=option_range(1, 1024),
+              help="ONNX Runtime intra-op and PyTorch threads (1: a device core).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_export_command(run_dir: str, phase: int | None, runs: int, warmup: int,
-                         no_stft_compare: bool, as_json: bool) -> None:
-    """Sizes, MACs, parameters and batch-1 single-thread latency of every exported phase.
+                         no_stft_compare: bool, threads: int, as_json: bool) -> None:
+    """Sizes, MACs, parameters and batch-1 latency (one thread unless --threads) of every
+    exported phase.
 
     Latency is the median per clip over --runs after --warmup runs for PyTorch eager (from the
     phase checkpoint), ONNX Runtime fp32 and int8, with the front end's share of the ONNX time.
@@ -139,12 +143,12 @@ def bench_export_command(run_dir: str, phase: int | None, runs: int, warmup: int
     from edgecl.results import format_table
     from firmware_export.bench import FRONTEND_COLUMNS, ROW_COLUMNS, bench_export
 
-    results = bench_export(run_dir, phase=phase, runs=runs, warmup=warmup,
+    results = bench_export(run_dir, phase=phase, runs=runs, warmup=warmup, threads=threads,
                            compare_stft=not no_stft_compare)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
-    click.echo(f"batch 1, 1 thread, median of {runs} runs after {warmup} warm-up runs")
+    click.echo(f"batch 1, {threads} thread(s), median of {runs} runs after {warmup} warm-up runs")
     click.echo(format_table(results["phases"], ROW_COLUMNS))
     if results["frontends"]:
         click.echo("\nfront end, last phase's model (fp32 ONNX Runtime):")
