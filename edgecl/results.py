@@ -125,6 +125,15 @@ def write_results(run_dir: Path, results: dict[str, Any]) -> Path:
     return atomic_write_json(Path(run_dir) / RESULTS_NAME, results)
 
 
+def count_range(balance: dict[str, int]) -> str:
+    """Exemplars per class as a range ("62-63 for 8 classes"): a 50-entry dict reads badly."""
+    counts = [n for n in balance.values() if n]
+    if not counts:
+        return "none"
+    low, high = min(counts), max(counts)
+    return f"{low if low == high else f'{low}-{high}'} for {len(counts)} classes"
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     """Floats to `digits` significant digits (0.9833, 343.9, 0.0951): what the figures mean."""
     if value is None:

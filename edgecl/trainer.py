@@ -35,7 +35,7 @@ from edgecl.memory_update import build_memory, update_memory
 from edgecl.config_file import write_config_file
 from edgecl.progress import MetricsLog, ProgressLines, RunEstimate
 from edgecl.provenance import provenance, utc_now
-from edgecl.results import PhaseRecord, RunLog, build_results, phase_table, write_results
+from edgecl.results import PhaseRecord, count_range, RunLog, build_results, phase_table, write_results
 from edgecl.run_folder import (LOG_NAME, PHASE_PREFIX, RESULTS_NAME, checkpoint_path, load_plan,
                                phase_dir, save_checkpoint)
 from edgecl.run_owner import check_exp_name, open_run_folder
@@ -351,34 +351,21 @@ class ContinualRun:
         record.memory_balance = self.memory.class_balance(self.plan.class_order)
         self.log(f"  memory update by {self.sampler.name}: {len(self.memory)}/"
                  f"{self.memory.capacity} exemplars in {record.memory_update_seconds:.2f} s; "
-                 f"per class {_count_range(record.memory_balance)}")
+                 f"per class {count_range(record.memory_balance)}")
 
     def _export_phase(self, phase_dir: Path, phase: int, seen: list[str],
                       new_clips: list) -> dict[str, Any] | None:
-        """Device bundle of this phase's model (firmware_export). Returns the export status.
-
-        The fp32 model ships whenever its parity holds; the int8 model ships when the int8 search
-        meets its rule and is otherwise withheld with the reason. A phase whose fp32 model misses
-        parity (a bug, not noise) ships nothing: the miss is logged loudly with its figures and
-        recorded in results.json, and the run goes on, because the learning results stay valid.
-        """
+        """Device bundle of this phase's model; returns its export status (see
+        firmware_export.run_export.export_with_status: a miss never stops the run)."""
         if not self.config.export:
             return None
-        from firmware_export.parity import ParityError
-        from firmware_export.run_export import export_seen_tasks
+        from firmware_export.run_export import export_with_status
 
         seen_tasks = self.plan.tasks_seen(self._phases()[phase][-1].index)
         model = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).cpu()
-        try:
-            manifest = export_seen_tasks(model, phase_dir, phase=phase, classes=seen,
-                                         seen_tasks=seen_tasks, waveform=self.audio.waveform,
-                                         log=self.log)
-        except ParityError as error:
-            self.log(f"  EXPORT NOT SHIPPED: {error}")
-            return {"shipped": False, "error": str(error), "parity": error.figures}
-        int8 = manifest["artifacts"]["int8"]
-        return {"shipped": True, "device_model": manifest["device_model"],
-                "int8": int8["status"], "int8_reason": int8["reason"]}
+        return export_with_status(model, phase_dir, phase=phase, classes=seen,
+                                  seen_tasks=seen_tasks, waveform=self.audio.waveform,
+                                  log=self.log)
 
     def _results(self, complete: bool) -> dict[str, Any]:
         made_by = provenance(started=getattr(self, "started_utc", None),
@@ -387,15 +374,6 @@ class ContinualRun:
         return build_results(self.config.to_dict(), self.plan.class_order,
                              [t.classes for t in self.plan.tasks],
                              [r.as_dict() for r in self.records], complete, provenance=made_by)
-
-
-def _count_range(balance: dict[str, int]) -> str:
-    """Exemplars per class as a range ("62-63 for 8 classes"): a 50-entry dict reads badly."""
-    counts = [n for n in balance.values() if n]
-    if not counts:
-        return "none"
-    low, high = min(counts), max(counts)
-    return f"{low if low == high else f'{low}-{high}'} for {len(counts)} classes"
 
 
 def _pct(value: float | None) -> str:

@@ -47,6 +47,28 @@ def export_seen_tasks(model, phase_dir: str | os.PathLike, *, phase: int, classe
         holdout_counts={"validation": len(validation), "test": len(test)}, log=log)
 
 
+def export_with_status(model, phase_dir: str | os.PathLike, **arguments) -> dict[str, Any]:
+    """export_seen_tasks for the trainer: the phase's export status for results.json.
+
+    The fp32 model ships whenever its parity holds; the int8 model ships when the int8 search
+    meets its rule and is otherwise withheld with the reason. A phase whose fp32 model misses
+    parity (a bug, not noise) ships nothing: the miss is logged loudly with its figures and
+    returned, and the run goes on, because the learning results stay valid.
+    """
+    from firmware_export.parity import ParityError
+
+    log = arguments.get("log")
+    try:
+        manifest = export_seen_tasks(model, phase_dir, **arguments)
+    except ParityError as error:
+        if log is not None:
+            log(f"  EXPORT NOT SHIPPED: {error}")
+        return {"shipped": False, "error": str(error), "parity": error.figures}
+    int8 = manifest["artifacts"]["int8"]
+    return {"shipped": True, "device_model": manifest["device_model"],
+            "int8": int8["status"], "int8_reason": int8["reason"]}
+
+
 def recover_run_folder(run_dir: Path) -> None:
     """Put back any phase folder that an interrupted bundle swap left aside (see bundle.py)."""
     from firmware_export.bundle_folder import recover_interrupted_swap
