@@ -21,6 +21,8 @@ saturation alone dropped per-channel top-1 agreement with fp32 from 99% to 96% (
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,16 +177,19 @@ def quantize_candidate(fp32: onnx.ModelProto, calibration_waveforms: np.ndarray,
     with tempfile.TemporaryDirectory(prefix="edgecl-quant-") as folder:
         output = Path(folder) / "model.int8.onnx"
         cache = None if cache_dir is None else Path(cache_dir) / f"ranges-{recipe.calibration}.json"
-        quantize_static(
-            pre_processed(source, Path(folder)), output, WaveformReader(calibration_waveforms),
-            quant_format=QuantFormat.QDQ, per_channel=recipe.per_channel,
-            reduce_range=REDUCE_RANGE, activation_type=ACTIVATION_TYPES[recipe.activations],
-            weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
-            calibrate_method=CALIBRATION_METHODS[recipe.calibration],
-            use_external_data_format=False, calibration_cache_path=cache,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
-                           # BatchNormalization scales are rank 1: their channel axis is 0.
-                           "QDQOpTypePerChannelSupportToAxis": {"BatchNormalization": 0}})
+        # The histogram calibrators print their progress to stdout: keep a run's output clean.
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(
+                pre_processed(source, Path(folder)), output, WaveformReader(calibration_waveforms),
+                quant_format=QuantFormat.QDQ, per_channel=recipe.per_channel,
+                reduce_range=REDUCE_RANGE, activation_type=ACTIVATION_TYPES[recipe.activations],
+                weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                calibrate_method=CALIBRATION_METHODS[recipe.calibration],
+                use_external_data_format=False, calibration_cache_path=cache,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                               # BatchNormalization scales are rank 1: their channel axis is 0.
+                               "QDQOpTypePerChannelSupportToAxis": {
+                                   "BatchNormalization": 0}})
         proto = onnx.load(str(output), load_external_data=False)
     store_front_end_matrices_as_int8(proto)
     del proto.graph.value_info[:]  # shape hints only: ONNX Runtime infers them again at load
