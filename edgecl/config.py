@@ -73,6 +73,8 @@ class RunConfig:
     max_train_macs: int | None = None
     # Train on new clips passed through a lossy memory_format too (edgecl.items.ClipItems.new_clip).
     code_new_clips: bool = True
+    # Bias correction after each phase (edgecl.training.weight_align).
+    weight_align: bool = False
     n_tasks: int | None = None
     n_init_cls: int | None = None
     n_cls_a_task: int | None = None

@@ -25,6 +25,7 @@ from edgecl.audio import ClipAudio
 from edgecl.budget.macs import ModelMacs, train_step_macs
 from edgecl.budget.ram import device_train_ram, peak_rss_bytes
 from edgecl.config import RunConfig
+from edgecl.config_file import write_config_file
 from edgecl.data.validate import validate_dataset
 from edgecl.device import resolve_device
 from edgecl.errors import EdgeclError
@@ -32,15 +33,16 @@ from edgecl.feature_store import STORE_FOLDER, FeatureStore
 from edgecl.features import FeatureCache
 from edgecl.items import ClipItems
 from edgecl.memory_update import build_memory, update_memory
-from edgecl.config_file import write_config_file
 from edgecl.progress import MetricsLog, ProgressLines, RunEstimate
 from edgecl.provenance import provenance, utc_now
-from edgecl.results import PhaseRecord, count_range, RunLog, build_results, phase_table, write_results
+from edgecl.results import (PhaseRecord, RunLog, build_results, count_range, phase_table,
+                            write_results)
 from edgecl.run_folder import (LOG_NAME, PHASE_PREFIX, RESULTS_NAME, checkpoint_path, load_plan,
                                phase_dir, save_checkpoint)
 from edgecl.run_owner import check_exp_name, open_run_folder
 from edgecl.run_state import last_state_phase, load_state, restore_state, save_state
 from edgecl.training import PhaseData, PhaseMeter, StopCondition, fit, task_accuracy
+from edgecl.training.weight_align import align_weights
 
 
 def set_determinism(seed: int, threads: int) -> None:
@@ -220,6 +222,9 @@ class ContinualRun:
         """Train, update the memory, test on every seen task, save and export one phase."""
         trained = self.train_phase(phase, tasks)
         record, seen = trained.record, trained.record.seen_classes
+        if self.config.weight_align:
+            n_old = len(seen) - sum(len(task.classes) for task in tasks)
+            record.details["weight_align_gamma"] = align_weights(self.model.head, n_old)
         if self.memory is not None:
             self.update_memory(phase, trained)
         else:

@@ -81,6 +81,10 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
               show_default=True,
               help="Train on new clips passed through a lossy --memory-format as well, so its "
                    "artefacts do not mark the replayed (old) classes.")
+@click.option("--weight-align/--no-weight-align", default=_DEFAULTS.weight_align,
+              show_default=True,
+              help="Bias correction: after each phase, rescale the new classes' classifier "
+                   "weights to the old classes' mean norm (weight aligning; no training cost).")
 @click.option("--max-steps", type=int, default=None,
               help="Compute budget: optimizer steps per phase.")
 @click.option("--max-train-seconds", type=float, default=None,
