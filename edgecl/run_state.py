@@ -27,7 +27,7 @@ import numpy as np
 
 from edgecl.errors import EdgeclError
 from edgecl.fileio import atomic_write_with
-from edgecl.run_folder import PHASE_PREFIX, phase_dir
+from edgecl.run_folder import PHASE_PREFIX, RESULTS_NAME, phase_dir
 
 STATE_NAME = "state.pt"
 
@@ -152,3 +152,31 @@ def restore_state(payload: dict[str, Any], *, memory, sampler,
     torch.set_rng_state(payload["torch_rng"])
     if payload.get("cuda_rng") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(payload["cuda_rng"])
+
+
+def drop_uncommitted(run_dir: str | Path) -> int | None:
+    """Remove what an interrupted run left after its last committed phase (later phase folders;
+    results.json too when no phase committed); returns that phase, or None."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    done = last_state_phase(run_dir)
+    for leftover in run_dir.glob(f"{PHASE_PREFIX}*"):
+        suffix = leftover.name[len(PHASE_PREFIX):]
+        if suffix.isdigit() and (done is None or int(suffix) > done):
+            shutil.rmtree(leftover)
+    if done is None:
+        (run_dir / RESULTS_NAME).unlink(missing_ok=True)
+    return done
+
+
+def load_phase_weights(model, run_dir: str | Path, phase: int) -> None:
+    """Grow `model`'s head to phase `phase`'s classes and load that phase's checkpoint weights."""
+    import torch
+
+    from edgecl.run_folder import checkpoint_path
+
+    checkpoint = torch.load(checkpoint_path(run_dir, phase), map_location="cpu",
+                            weights_only=True)
+    model.head.grow(int(checkpoint["model_config"]["n_classes"]))
+    model.load_state_dict(checkpoint["state_dict"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import random
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -37,10 +36,10 @@ from edgecl.progress import MetricsLog, ProgressLines, RunEstimate
 from edgecl.provenance import provenance, utc_now
 from edgecl.results import (PhaseRecord, RunLog, build_results, count_range, phase_table,
                             write_results)
-from edgecl.run_folder import (LOG_NAME, PHASE_PREFIX, RESULTS_NAME, checkpoint_path, load_plan,
-                               phase_dir, save_checkpoint)
+from edgecl.run_folder import LOG_NAME, checkpoint_path, load_plan, phase_dir, save_checkpoint
 from edgecl.run_owner import check_exp_name, open_run_folder
-from edgecl.run_state import last_state_phase, load_state, restore_state, save_state
+from edgecl.run_state import (drop_uncommitted, load_phase_weights, load_state, restore_state,
+                              save_state)
 from edgecl.training import PhaseData, PhaseMeter, StopCondition, fit, task_accuracy
 from edgecl.training.weight_align import align_weights
 
@@ -161,20 +160,12 @@ class ContinualRun:
     def _resume(self) -> int:
         """Restore the state after the last completed phase; returns the phase to start at.
         Whatever an interrupted phase left (its folder, results of phases not committed) goes."""
-        done = last_state_phase(self.run_dir)
-        for leftover in self.run_dir.glob(f"{PHASE_PREFIX}*"):
-            suffix = leftover.name[len(PHASE_PREFIX):]
-            if suffix.isdigit() and (done is None or int(suffix) > done):
-                shutil.rmtree(leftover)
+        done = drop_uncommitted(self.run_dir)
         if done is None:
-            (self.run_dir / RESULTS_NAME).unlink(missing_ok=True)
             self.log("resuming at phase 0: no phase of the interrupted run had completed")
             return 0
         payload = load_state(self.run_dir, done)
-        checkpoint = torch.load(checkpoint_path(self.run_dir, done), map_location="cpu",
-                                weights_only=True)
-        self.model.head.grow(int(checkpoint["model_config"]["n_classes"]))
-        self.model.load_state_dict(checkpoint["state_dict"])
+        load_phase_weights(self.model, self.run_dir, done)
         self.records = [PhaseRecord.from_dict(r) for r in payload["records"]]
         restore_state(payload, memory=self.memory, sampler=self.sampler, run_rng=self.rng)
         write_results(self.run_dir, self._results(complete=False))
