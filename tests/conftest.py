@@ -30,6 +30,17 @@ def tiny_manifest(tmp_path_factory) -> Path:
                                   sample_rate=8000)
 
 
+@pytest.fixture(scope="session")
+def six_class_manifest(tmp_path_factory) -> Path:
+    """A manifest dataset of six classes ("a"-"f"), eight 0.25-s clips each at 8 kHz (two of them
+    test clips): three tasks of two classes with room for a replay memory."""
+    from fixtures_audio import write_manifest_dataset
+
+    return write_manifest_dataset(tmp_path_factory.mktemp("six"),
+                                  labels=("a", "b", "c", "d", "e", "f"), clips_per_class=8,
+                                  test_per_class=2, seconds=0.25, sample_rate=8000)
+
+
 def pytest_configure(config):
     # One intra-op thread: CI has 2 cores, and pytest plus torch's thread pool fighting over
     # them makes small forward passes 10-100x slower than single-threaded.

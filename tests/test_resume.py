@@ -18,27 +18,11 @@ import edgecl.trainer as trainer_module
 from edgecl.config import RunConfig
 from edgecl.run_state import STATE_NAME, last_state_phase
 from edgecl.trainer import ContinualRun, train
-from fixtures_audio import write_manifest_dataset
+from run_helpers import Interrupted, dies_before_committing, small_run_options
 
-LABELS = ("a", "b", "c", "d", "e", "f")
 # Figures that measure time or the process, not what the run computed.
 UNTIMED = {"train_seconds", "memory_update_seconds", "peak_rss_bytes", "epoch_seconds", "seconds",
            "feature_cache", "provenance"}  # provenance: when and by which command
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume-data")
-    return write_manifest_dataset(root, labels=LABELS, clips_per_class=8, test_per_class=2,
-                                  seconds=0.25, sample_rate=8000)
-
-
-def _options(manifest, **overrides):
-    base = dict(dataset="manifest", data_root=str(manifest), width=8, epochs=2, batch_size=8,
-                patience=2, n_tasks=3, n_init_cls=2, n_cls_a_task=2, memory_size=7, export=False,
-                quiet=True, threads=1, seed=5, exp_name="run")
-    base.update(overrides)
-    return base
 
 
 def comparable(results: dict) -> dict:
@@ -54,33 +38,22 @@ def memory_contents(memory) -> list:
              e.encoded.offset) for e in memory]
 
 
-class Interrupted(Exception):
-    pass
-
-
 @pytest.mark.parametrize("mem_manage, memory_format, extra", [
     ("reservoir", "float32", {}),  # sampler state: the seen count
     ("prototype", "mulaw8", {}),  # class means kept across phases; coded new clips
     ("uncertainty", "logmel8", {"uncert_metric": "noisytune", "metric_k": 2}),  # rng-driven
 ])
-def test_interrupted_run_resumes_with_identical_results(manifest, tmp_path, monkeypatch,
+def test_interrupted_run_resumes_with_identical_results(six_class_manifest, tmp_path, monkeypatch,
                                                         mem_manage, memory_format, extra):
-    options = _options(manifest, mem_manage=mem_manage, memory_format=memory_format, **extra)
+    options = small_run_options(six_class_manifest, mem_manage=mem_manage,
+                                memory_format=memory_format, **extra)
     straight = ContinualRun(RunConfig(**options, workspace=str(tmp_path / "straight")))
     expected = straight.run()
 
-    real_save = trainer_module.save_state
-
-    def save_then_die(run_dir, phase, **kwargs):  # phase 1's checkpoint is on disk, its state not
-        if phase == 1:
-            raise Interrupted
-        return real_save(run_dir, phase, **kwargs)
-
     config = RunConfig(**options, workspace=str(tmp_path / "resumed"))
-    monkeypatch.setattr(trainer_module, "save_state", save_then_die)
-    with pytest.raises(Interrupted):
+    # Phase 1's checkpoint is on disk, its state not.
+    with dies_before_committing(monkeypatch, 1), pytest.raises(Interrupted):
         ContinualRun(config).run()
-    monkeypatch.setattr(trainer_module, "save_state", real_save)
     run_dir = tmp_path / "resumed" / "run"
     assert last_state_phase(run_dir) == 0 and (run_dir / "phase_1" / "checkpoint.pt").exists()
     assert json.loads((run_dir / "results.json").read_text())["complete"] is False
@@ -99,25 +72,22 @@ def test_interrupted_run_resumes_with_identical_results(manifest, tmp_path, monk
     assert last_state_phase(run_dir) == 2
 
 
-def test_run_killed_in_phase_0_starts_again_from_phase_0(manifest, tmp_path, monkeypatch):
-    options = _options(manifest, mode="finetune", n_tasks=2)
+def test_run_killed_in_phase_0_starts_again_from_phase_0(six_class_manifest, tmp_path, monkeypatch):
+    options = small_run_options(six_class_manifest, mode="finetune", n_tasks=2)
     expected = train(RunConfig(**options, workspace=str(tmp_path / "straight")))
     config = RunConfig(**options, workspace=str(tmp_path / "resumed"))
 
-    def die(*args, **kwargs):
-        raise Interrupted
-
-    monkeypatch.setattr(trainer_module, "save_state", die)
-    with pytest.raises(Interrupted):
+    with dies_before_committing(monkeypatch, 0), pytest.raises(Interrupted):
         train(config)
-    monkeypatch.undo()
     assert (tmp_path / "resumed" / "run" / "phase_0" / "checkpoint.pt").exists()
     assert comparable(train(config)) == comparable(expected)
     assert "resuming at phase 0" in (tmp_path / "resumed" / "run" / "train.log").read_text()
 
 
-def test_run_killed_after_its_last_phase_writes_its_results(manifest, tmp_path, monkeypatch):
-    config = RunConfig(**_options(manifest, mode="finetune", n_tasks=2), workspace=str(tmp_path))
+def test_run_killed_after_its_last_phase_writes_its_results(six_class_manifest, tmp_path,
+                                                            monkeypatch):
+    config = RunConfig(**small_run_options(six_class_manifest, mode="finetune", n_tasks=2),
+                       workspace=str(tmp_path))
     real_write = trainer_module.write_results
 
     def die_on_complete(run_dir, results):
@@ -136,27 +106,18 @@ def test_run_killed_after_its_last_phase_writes_its_results(manifest, tmp_path, 
 
 
 @pytest.mark.slow
-def test_resumed_run_exports_the_same_bytes(manifest, tmp_path, monkeypatch):
+def test_resumed_run_exports_the_same_bytes(six_class_manifest, tmp_path, monkeypatch):
     from firmware_export import int8_search
 
     # The histogram calibrators (Percentile, Entropy) crash in this onnxruntime on tiny runs
     # (an upstream ValueError in collect_absolute_value); MinMax recipes do not.
     monkeypatch.setitem(int8_search.search_int8.__kwdefaults__, "recipes",
                         tuple(r for r in int8_search.BASE_RECIPES if r.calibration == "MinMax"))
-    options = _options(manifest, n_tasks=2, export=True, mem_manage="random")
+    options = small_run_options(six_class_manifest, n_tasks=2, export=True, mem_manage="random")
     train(RunConfig(**options, workspace=str(tmp_path / "straight")))
-    real_save = trainer_module.save_state
-
-    def save_then_die(run_dir, phase, **kwargs):
-        if phase == 1:
-            raise Interrupted
-        return real_save(run_dir, phase, **kwargs)
-
     config = RunConfig(**options, workspace=str(tmp_path / "resumed"))
-    monkeypatch.setattr(trainer_module, "save_state", save_then_die)
-    with pytest.raises(Interrupted):
+    with dies_before_committing(monkeypatch, 1), pytest.raises(Interrupted):
         train(config)
-    monkeypatch.setattr(trainer_module, "save_state", real_save)
     train(config)
 
     def bundles(workspace):
@@ -169,8 +130,9 @@ def test_resumed_run_exports_the_same_bytes(manifest, tmp_path, monkeypatch):
     assert bundles(tmp_path / "resumed") == expected
 
 
-def test_complete_run_is_skipped_and_overwrite_runs_again(manifest, tmp_path):
-    config = RunConfig(**_options(manifest, mode="finetune", n_tasks=2), workspace=str(tmp_path))
+def test_complete_run_is_skipped_and_overwrite_runs_again(six_class_manifest, tmp_path):
+    config = RunConfig(**small_run_options(six_class_manifest, mode="finetune", n_tasks=2),
+                       workspace=str(tmp_path))
     first = train(config)
     log = (tmp_path / "run" / "train.log").read_text()
     run = ContinualRun(config)
@@ -202,12 +164,12 @@ def _final_state(run_dir: Path):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_with_identical_results(manifest, tmp_path):
+def test_killed_run_resumes_with_identical_results(six_class_manifest, tmp_path):
     repo = Path(__file__).parents[1]
-    subprocess.run(_cli(manifest, tmp_path / "straight"), check=True, cwd=repo)
+    subprocess.run(_cli(six_class_manifest, tmp_path / "straight"), check=True, cwd=repo)
 
     killed = tmp_path / "killed" / "run"
-    process = subprocess.Popen(_cli(manifest, tmp_path / "killed"), cwd=repo)
+    process = subprocess.Popen(_cli(six_class_manifest, tmp_path / "killed"), cwd=repo)
     try:
         deadline = time.monotonic() + 120
         while not (killed / "phase_0" / STATE_NAME).exists():  # phase 0 committed
@@ -218,7 +180,7 @@ def test_killed_run_resumes_with_identical_results(manifest, tmp_path):
         process.wait()
     assert last_state_phase(killed) == 0, "the run got past phase 1 before the kill"
 
-    resumed = subprocess.run(_cli(manifest, tmp_path / "killed"), cwd=repo, text=True,
+    resumed = subprocess.run(_cli(six_class_manifest, tmp_path / "killed"), cwd=repo, text=True,
                              capture_output=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming at phase 1" in (killed / "train.log").read_text()
@@ -232,6 +194,6 @@ def test_killed_run_resumes_with_identical_results(manifest, tmp_path):
                        weights_only=True)
         assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in b["state_dict"])
 
-    again = subprocess.run(_cli(manifest, tmp_path / "killed"), cwd=repo, text=True,
+    again = subprocess.run(_cli(six_class_manifest, tmp_path / "killed"), cwd=repo, text=True,
                            capture_output=True)
     assert again.returncode == 0 and "already complete, skipped" in again.stdout

@@ -14,40 +14,25 @@ from edgecl.config import RunConfig
 from edgecl.errors import EdgeclError
 from edgecl.run_owner import RunLock, open_run_folder
 from edgecl.trainer import ContinualRun, train
-from fixtures_audio import write_manifest_dataset
-
-LABELS = ("a", "b", "c", "d", "e", "f")
+from run_helpers import small_run_options
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    root = tmp_path_factory.mktemp("owner-data")
-    return write_manifest_dataset(root, labels=LABELS, clips_per_class=8, test_per_class=2,
-                                  seconds=0.25, sample_rate=8000)
-
-
-def _options(manifest, **overrides):
-    base = dict(dataset="manifest", data_root=str(manifest), width=8, epochs=2, batch_size=8,
-                patience=2, n_tasks=3, n_init_cls=2, n_cls_a_task=2, memory_size=7, export=False,
-                quiet=True, threads=1, seed=5, exp_name="run")
-    base.update(overrides)
-    return base
-
-
-def test_folder_holding_other_options_is_refused_and_kept(manifest, tmp_path):
-    train(RunConfig(**_options(manifest, mode="finetune", n_tasks=2, seed=3),
+def test_folder_holding_other_options_is_refused_and_kept(six_class_manifest, tmp_path):
+    train(RunConfig(**small_run_options(six_class_manifest, mode="finetune", n_tasks=2, seed=3),
                     workspace=str(tmp_path)))
     before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
     with pytest.raises(EdgeclError, match=r"holds a run with other options: seed 3 \(now 1\)"):
-        train(RunConfig(**_options(manifest, mode="finetune", n_tasks=2, seed=1),
+        train(RunConfig(**small_run_options(six_class_manifest, mode="finetune", n_tasks=2, seed=1),
                         workspace=str(tmp_path)))
     assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
 
 
-def test_overwrite_with_fewer_tasks_leaves_no_old_phase(manifest, tmp_path):
-    train(RunConfig(**_options(manifest, mode="finetune", n_tasks=3), workspace=str(tmp_path)))
+def test_overwrite_with_fewer_tasks_leaves_no_old_phase(six_class_manifest, tmp_path):
+    train(RunConfig(**small_run_options(six_class_manifest, mode="finetune", n_tasks=3),
+                    workspace=str(tmp_path)))
     assert (tmp_path / "run" / "phase_2").is_dir()
-    train(RunConfig(**_options(manifest, mode="finetune", n_tasks=2), workspace=str(tmp_path)),
+    train(RunConfig(**small_run_options(six_class_manifest, mode="finetune", n_tasks=2),
+                    workspace=str(tmp_path)),
           overwrite=True)
     assert sorted(p.name for p in (tmp_path / "run").glob("phase_*")) == ["phase_0", "phase_1"]
     assert not list((tmp_path / "run").glob(".overwritten-*"))
@@ -86,9 +71,10 @@ def test_lock_is_held_against_another_process_and_dies_with_it(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["../x", "/tmp/x", "a/b", "..", "."])
-def test_exp_name_must_stay_inside_the_workspace(manifest, tmp_path, name):
+def test_exp_name_must_stay_inside_the_workspace(six_class_manifest, tmp_path, name):
     with pytest.raises(EdgeclError, match="--exp-name") as error:
-        ContinualRun(RunConfig(**_options(manifest, exp_name=name), workspace=str(tmp_path)))
+        ContinualRun(RunConfig(**small_run_options(six_class_manifest, exp_name=name),
+                               workspace=str(tmp_path)))
     assert "\n" not in str(error.value)
     assert not (tmp_path.parent / "x").exists()
 
@@ -101,17 +87,17 @@ def test_default_names_differ_when_results_would():
         names.add(RunConfig(**change).default_exp_name())
     assert len(names) == 7
     assert RunConfig(threads=1, quiet=True).default_exp_name() == base.default_exp_name()
-    assert base.default_exp_name().startswith("synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-")
+    assert base.default_exp_name().startswith(
+        "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-")
 
 
-
-def test_cli_exp_name_outside_the_workspace_is_a_one_line_error(manifest, tmp_path):
+def test_cli_exp_name_outside_the_workspace_is_a_one_line_error(six_class_manifest, tmp_path):
     from click.testing import CliRunner
 
     from edgecl.cli import main
 
     result = CliRunner().invoke(main, ["train", "--dataset", "manifest", "--data-root",
-                                       str(manifest), "--workspace", str(tmp_path / "ws"),
+                                       str(six_class_manifest), "--workspace", str(tmp_path / "ws"),
                                        "--exp-name", "../x", "--no-export", "--quiet"])
     assert result.exit_code == 2, result.output
     assert result.output.strip().count("\n") == 0 and "--exp-name" in result.output

@@ -11,16 +11,6 @@ from torch import nn
 from edgecl.config import RunConfig
 from edgecl.trainer import ContinualRun, train
 from edgecl.training import PhaseData, StopCondition, evaluate, fit
-from fixtures_audio import write_manifest_dataset
-
-LABELS = ("a", "b", "c", "d", "e", "f")
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return write_manifest_dataset(root, labels=LABELS, clips_per_class=8, test_per_class=2,
-                                  seconds=0.25, sample_rate=8000)
 
 
 def _config(manifest, workspace, **overrides):
@@ -42,8 +32,9 @@ SAMPLER_RUNS = [pytest.param("random", "noisytune", marks=pytest.mark.slow),
 
 
 @pytest.mark.parametrize("mem_manage, metric", SAMPLER_RUNS)
-def test_replay_runs_three_phases_with_every_sampler(manifest, tmp_path, mem_manage, metric):
-    config = _config(manifest, tmp_path, mem_manage=mem_manage, uncert_metric=metric)
+def test_replay_runs_three_phases_with_every_sampler(six_class_manifest, tmp_path, mem_manage,
+                                                     metric):
+    config = _config(six_class_manifest, tmp_path, mem_manage=mem_manage, uncert_metric=metric)
     results = train(config)
     run_dir = tmp_path / config.name
     assert json.loads((run_dir / "results.json").read_text()) == json.loads(json.dumps(results))
@@ -60,10 +51,10 @@ def test_replay_runs_three_phases_with_every_sampler(manifest, tmp_path, mem_man
     assert (run_dir / "train.log").read_text().count("memory update by") == 3
 
 
-def test_checkpoint_is_weights_only_and_rebuilds_the_model(manifest, tmp_path):
+def test_checkpoint_is_weights_only_and_rebuilds_the_model(six_class_manifest, tmp_path):
     from models import rebuild
 
-    config = _config(manifest, tmp_path, mode="finetune", n_tasks=2)
+    config = _config(six_class_manifest, tmp_path, mode="finetune", n_tasks=2)
     run = ContinualRun(config)
     results = run.run()
     assert results["memory_update_seconds"] == [None, None]
@@ -81,29 +72,30 @@ def test_checkpoint_is_weights_only_and_rebuilds_the_model(manifest, tmp_path):
     assert phase0["model_config"]["n_classes"] == 2
 
 
-def test_joint_trains_every_class_in_one_phase(manifest, tmp_path):
-    results = train(_config(manifest, tmp_path, mode="joint"))
+def test_joint_trains_every_class_in_one_phase(six_class_manifest, tmp_path):
+    results = train(_config(six_class_manifest, tmp_path, mode="joint"))
     assert len(results["phase_accuracy"]) == 1
     assert len(results["accuracy_matrix"][0]) == 3  # accuracy on each task's classes
     assert results["BWT"] is None and results["memory_update_seconds"] == [None]
 
 
 @pytest.mark.slow  # four whole runs
-def test_same_seed_same_numbers_and_cache_changes_nothing(manifest, tmp_path):
+def test_same_seed_same_numbers_and_cache_changes_nothing(six_class_manifest, tmp_path):
     keys = ("phase_accuracy", "accuracy_matrix", "memory_balance", "classes")
-    first = train(_config(manifest, tmp_path / "one", mem_manage="prototype"))
-    second = train(_config(manifest, tmp_path / "two", mem_manage="prototype"))
-    uncached = train(_config(manifest, tmp_path / "three", mem_manage="prototype",
+    first = train(_config(six_class_manifest, tmp_path / "one", mem_manage="prototype"))
+    second = train(_config(six_class_manifest, tmp_path / "two", mem_manage="prototype"))
+    uncached = train(_config(six_class_manifest, tmp_path / "three", mem_manage="prototype",
                              feature_cache=False))
     assert {k: first[k] for k in keys} == {k: second[k] for k in keys}
     assert {k: first[k] for k in keys} == {k: uncached[k] for k in keys}
     assert [p["steps"] for p in first["phases"]] == [p["steps"] for p in uncached["phases"]]
-    other = train(_config(manifest, tmp_path / "four", mem_manage="prototype", seed=6))
+    other = train(_config(six_class_manifest, tmp_path / "four", mem_manage="prototype", seed=6))
     assert other["classes"] != first["classes"] or other["phase_accuracy"] != first["phase_accuracy"]
 
 
-def test_features_are_computed_once_per_clip_with_the_cache(manifest, tmp_path):
-    run = ContinualRun(_config(manifest, tmp_path, mem_manage="random", epochs=3, patience=0))
+def test_features_are_computed_once_per_clip_with_the_cache(six_class_manifest, tmp_path):
+    run = ContinualRun(_config(six_class_manifest, tmp_path, mem_manage="random", epochs=3,
+                               patience=0))
     run.run()
     # train + val + test clips of six classes, plus one entry per exemplar ever stored
     n_clips = 6 * 8
