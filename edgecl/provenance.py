@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
+import os
 import platform
 import subprocess
 import sys
@@ -77,8 +78,6 @@ def library_versions() -> dict[str, str | None]:
 @lru_cache(maxsize=1)
 def cpu_description() -> dict[str, Any]:
     """CPU model, architecture, core count and the numeric instruction-set flags it has."""
-    import os
-
     model, flags = platform.processor() or None, set()
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")

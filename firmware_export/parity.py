@@ -71,17 +71,18 @@ def compare(reference: np.ndarray, candidate: np.ndarray, targets: np.ndarray) -
     ranked = np.sort(reference, axis=1)
     margin = (ranked[:, -1] - ranked[:, -2] if reference.shape[1] > 1
               else np.full(len(targets), np.inf))
-    changed = reference.argmax(axis=1) != candidate.argmax(axis=1)
-    ref_right = reference.argmax(axis=1) == targets
-    cand_right = candidate.argmax(axis=1) == targets
+    ref_top1, cand_top1 = reference.argmax(axis=1), candidate.argmax(axis=1)
+    changed = ref_top1 != cand_top1
+    ref_right, cand_right = ref_top1 == targets, cand_top1 == targets
     n_clips, differ = len(targets), int(np.sum(changed))
     lost, gained = int(np.sum(ref_right & ~cand_right)), int(np.sum(~ref_right & cand_right))
     accuracy_ref = 100.0 * float(np.mean(ref_right))
     accuracy_cand = 100.0 * float(np.mean(cand_right))
+    error = np.abs(reference - candidate)
     return {
         "clips": n_clips,
-        "max_abs_logit_diff": float(np.max(np.abs(reference - candidate))),
-        "mean_abs_logit_diff": float(np.mean(np.abs(reference - candidate))),
+        "max_abs_logit_diff": float(np.max(error)),
+        "mean_abs_logit_diff": float(np.mean(error)),
         "top1_agreement": 1.0 - differ / n_clips,
         "top1_disagreements": differ,
         # Changed top-1 where the reference's top-2 margin exceeds what fp32 rounding may move.
