@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import soundfile as sf
 from click.testing import CliRunner
 
 from edgecl.audio import load_audio
@@ -115,3 +116,64 @@ def test_data_generate_command_writes_then_reuses(tmp_path):
     folder = dataset_folder(tmp_path, seed=3, clips_per_class=2)
     assert f"wrote {folder}" in first.output and (folder / "manifest.csv").is_file()
     assert f"reused {folder}" in runner.invoke(main, args).output
+
+
+# ---------------------------------------------------------------- ESC-50-layout generator
+
+def _generate_small_esc50(root, seed=0):
+    from edgecl.data.esc50_synthetic import generate_esc50_layout
+
+    return generate_esc50_layout(root, n_classes=4, clips_per_fold=2, sample_rate=8000,
+                                 clip_seconds=0.25, seed=seed)
+
+
+def test_esc50_layout_loads_with_the_esc50_loader(tmp_path):
+    from edgecl.data.esc50 import load_esc50
+
+    root = _generate_small_esc50(tmp_path / "esc")
+    split = load_esc50(root, test_fold=3, sample_rate=8000, clip_seconds=0.25)
+    assert split.classes == ["bell-x0.6", "bell-x0.8", "bell-x1", "bell-x1.25"]
+    assert len(split.train) == 4 * 4 * 2 and len(split.test) == 4 * 2
+    assert {clip.fold for clip in split.test} == {3}
+    info = sf.info(split.test[0].path)
+    assert (info.samplerate, info.frames, info.subtype) == (8000, 2000, "PCM_16")
+
+
+def test_esc50_layout_is_deterministic_and_seeded(tmp_path):
+    first = _generate_small_esc50(tmp_path / "a")
+    again = _generate_small_esc50(tmp_path / "b")
+    other = _generate_small_esc50(tmp_path / "c", seed=1)
+    names = sorted(p.name for p in (first / "audio").iterdir())
+    assert names == sorted(p.name for p in (again / "audio").iterdir())
+    assert all((first / "audio" / n).read_bytes() == (again / "audio" / n).read_bytes()
+               for n in names)
+    assert any((first / "audio" / n).read_bytes() != (other / "audio" / n).read_bytes()
+               for n in names)
+
+
+def test_esc50_layout_speeds_make_different_classes(tmp_path):
+    """The same family at two speeds has its spectral centroid moved by about the speed ratio."""
+    from edgecl.data.esc50_synthetic import _sources
+
+    n, rate = 8000, 16000
+    sources = _sources(n, rate, 5)  # bell at x0.6 ... x1.6
+
+    def centroid(index):
+        spectra = [np.abs(np.fft.rfft(sources[index](np.random.default_rng(s)))) for s in range(8)]
+        power = np.mean(spectra, axis=0) ** 2
+        return float(np.sum(np.fft.rfftfreq(n, 1 / rate) * power) / np.sum(power))
+
+    assert centroid(4) / centroid(0) == pytest.approx(1.6 / 0.6, rel=0.25)
+
+
+def test_esc50_layout_refuses_an_existing_folder_and_bad_counts(tmp_path):
+    from edgecl.data.esc50_synthetic import generate_esc50_layout
+    from edgecl.errors import EdgeclError
+
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(EdgeclError, match="already exists"):
+        generate_esc50_layout(tmp_path / "taken")
+    with pytest.raises(EdgeclError, match="--classes"):
+        generate_esc50_layout(tmp_path / "new", n_classes=51)
+    assert not (tmp_path / "new").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]

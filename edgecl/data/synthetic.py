@@ -64,11 +64,21 @@ def synthesise_clip(seed: int, class_index: int, split: str, index: int,
     """One float32 clip of class `CLASSES[class_index]`, in [-1, 1], deterministic for its key."""
     rng = np.random.default_rng([seed, class_index, _SPLIT_KEYS[split], index])
     n = int(round(sample_rate * clip_seconds))
-    foreground = FAMILIES[CLASSES[class_index]](rng, n, sample_rate)
+    sources = [lambda r, family=family: family(r, n, sample_rate) for family in
+               (FAMILIES[name] for name in CLASSES)]
+    return mix_scene(rng, sources, class_index, n, sample_rate)
+
+
+def mix_scene(rng: np.random.Generator, sources: list, class_index: int, n: int,
+              sample_rate: int) -> np.ndarray:
+    """One float32 scene in [-1, 1]: `sources[class_index](rng)` (a length-n waveform) as the
+    foreground, sometimes with a quieter other source, over coloured background noise at a random
+    SNR, scaled to a random peak level."""
+    foreground = sources[class_index](rng)
     foreground = foreground / max(_rms(foreground), 1e-9)
     if rng.random() < 0.25:
-        other = int(rng.choice([i for i in range(len(CLASSES)) if i != class_index]))
-        interferer = FAMILIES[CLASSES[other]](rng, n, sample_rate)
+        other = int(rng.choice([i for i in range(len(sources)) if i != class_index]))
+        interferer = sources[other](rng)
         foreground = foreground + interferer / max(_rms(interferer), 1e-9) * 10 ** (
             -rng.uniform(6, 15) / 20)
     snr_db = rng.uniform(0.0, 20.0)
