@@ -23,6 +23,30 @@ class _Group(click.Group):
     """Turns EdgeclError, and any file-system failure (OSError), into a one-line message and exit
     code 2, never a traceback. The writers (edgecl.fileio) have removed their temporary files."""
 
+    def main(self, *args, **kwargs):
+        """Click's own usage errors (a bad option value, an unknown command) as one line too:
+        `edgecl: error: edgecl train: Invalid value for '--epochs': ... (try --help)`, exit 2."""
+        kwargs.pop("standalone_mode", None)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as error:
+            click.echo(error.format_message(), err=True)  # the help text, as click prints it
+            sys.exit(error.exit_code)
+        except click.UsageError as error:
+            where = error.ctx.command_path if error.ctx is not None else "edgecl"
+            message = " ".join(error.format_message().split())
+            click.echo(f"edgecl: error: {where}: {message} (try '{where} --help')", err=True)
+            sys.exit(error.exit_code)
+        except click.ClickException as error:
+            click.echo(f"edgecl: error: {' '.join(error.format_message().split())}", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        # --help and --version end with ctx.exit(0), which returns its code without standalone
+        # mode; a command's own return value is not an exit code.
+        sys.exit(code if isinstance(code, int) else 0)
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)

@@ -30,3 +30,23 @@ def test_console_script_is_installed_and_runs():
                             text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "edgecl" in result.stdout
+
+
+def test_click_usage_errors_are_one_line_naming_the_command_and_exit_2():
+    runner = CliRunner()
+    cases = {("train", "--epochs", "abc"): "edgecl train: Invalid value for '--epochs'",
+             ("train", "--no-such-option"): "edgecl train: No such option",
+             ("no-such-command",): "edgecl: No such command",
+             ("data", "generate-esc50"): "edgecl data generate-esc50: Missing argument 'ROOT'"}
+    for args, expected in cases.items():
+        result = runner.invoke(main, list(args), prog_name="edgecl")
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("edgecl: error: "), (args, lines)
+        assert expected in lines[0] and "--help" in lines[0], (args, lines)
+
+
+def test_version_and_help_still_exit_0():
+    runner = CliRunner()
+    assert runner.invoke(main, ["--version"]).exit_code == 0
+    assert runner.invoke(main, ["train", "--help"]).exit_code == 0

@@ -63,8 +63,8 @@ def _interrupt_on_signals() -> None:
               help="torch threads per trial (each trial takes that many CPUs from Ray).")
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=0.0, show_default=True,
               callback=option_range(0.0, 1024.0, integer=False),
-              help="GPUs Ray reserves per trial (a scheduling resource; edgecl train has no "
-                   "--device option yet).")
+              help="GPUs Ray reserves per trial; a trial's `edgecl train --device auto` "
+                   "then uses the GPU Ray gives it (CUDA_VISIBLE_DEVICES).")
 @click.option("--dry-run", is_flag=True, help="List the trials and their commands; run nothing.")
 def grid_command(spec: str, train_args: tuple[str, ...], data_root: str | None, workspace: str,
                  address: str | None, workers: int | None, executor: str, retries: int,
