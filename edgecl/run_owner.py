@@ -59,7 +59,7 @@ class RunLock:
         except BlockingIOError:
             os.close(self._fd)
             self._fd = None
-            raise EdgeclError(f"{run_dir}: another edgecl train is writing this run folder "
+            raise EdgeclError(f"{run_dir}: another edgecl train or export is writing this run folder "
                               f"(it holds {self.path}); wait for it to end or choose another "
                               f"--exp-name") from None
 

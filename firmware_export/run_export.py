@@ -18,6 +18,7 @@ import numpy as np
 from edgecl.errors import EdgeclError
 from edgecl.run_folder import (CHECKPOINT_NAME, PHASE_PREFIX, load_checkpoint, phase_dirs,
                                run_plan)
+from edgecl.run_owner import RunLock
 from edgecl.samplers.base import evenly_spaced
 from firmware_export.bundle import MAX_CALIBRATION_CLIPS, export_phase
 
@@ -87,12 +88,21 @@ def reexport_run(run_dir: str | os.PathLike, phase: int | None = None,
     still export; then one EdgeclError lists every failed phase. A withheld int8 model is no
     failure: its bundle ships fp32 and says why in the manifest.
     """
-    from edgecl.audio import load_audio
-    from firmware_export.parity import ParityError
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise EdgeclError(f"{run_dir}: run folder not found")
+    # The run's lock: a train still writing this folder (or another export) must finish first.
+    lock = RunLock(run_dir)
+    try:
+        return _reexport_locked(run_dir, phase, log)
+    finally:
+        lock.release()
+
+
+def _reexport_locked(run_dir: Path, phase: int | None, log: Log | None) -> list[dict[str, Any]]:
+    from edgecl.audio import load_audio
+    from firmware_export.parity import ParityError
+
     recover_run_folder(run_dir)
     folders = phase_dirs(run_dir, phase)
     _, split, plan = run_plan(run_dir)

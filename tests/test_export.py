@@ -349,6 +349,14 @@ def test_export_command_rebuilds_bundles_from_checkpoints(tmp_path, fp32_bytes, 
     assert "phase(s) 1 missed the fp32 parity bound" in failed.output
     assert {p.name: p.read_bytes() for p in (run / "phase_1").iterdir()} == second  # untouched
 
+    from edgecl.run_owner import RunLock
+
+    lock = RunLock(run)  # as a train still writing the run would hold it
+    busy = runner.invoke(main, ["export", str(run)])
+    lock.release()
+    assert busy.exit_code == 2 and "another edgecl train or export is writing" in busy.output
+    assert {p.name: p.read_bytes() for p in (run / "phase_1").iterdir()} == second
+
     missing = runner.invoke(main, ["export", str(run), "--phase", "0"])
     assert missing.exit_code == 2 and "no phase_0/checkpoint.pt" in missing.output
     (run / "results.json").unlink()

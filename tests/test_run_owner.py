@@ -47,7 +47,7 @@ def test_foreign_files_in_the_folder_are_refused(tmp_path):
 
 def test_second_writer_gets_a_one_line_error(tmp_path):
     owned = open_run_folder(tmp_path / "run", {"seed": 1})
-    with pytest.raises(EdgeclError, match="another edgecl train is writing") as error:
+    with pytest.raises(EdgeclError, match="another edgecl train or export is writing") as error:
         open_run_folder(tmp_path / "run", {"seed": 1})
     assert "\n" not in str(error.value) and str(tmp_path / "run") in str(error.value)
     owned.release()
