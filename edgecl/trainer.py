@@ -361,7 +361,7 @@ class ContinualRun:
         model = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).cpu()
         return export_with_status(model, phase_dir, phase=phase, classes=seen,
                                   seen_tasks=seen_tasks, waveform=self.audio.waveform,
-                                  log=self.log)
+                                  log=self.log, target=self.config.target)
 
     def _results(self, complete: bool) -> dict[str, Any]:
         made_by = provenance(started=getattr(self, "started_utc", None),

@@ -21,8 +21,16 @@ def resolver_method(op: str) -> str:
                            for part in op.split("_"))
 
 
+def c_float(value: float) -> str:
+    """A C float literal that round-trips float32 (9 significant digits): 1 -> 1.0f."""
+    text = f"{float(np.float32(value)):.9g}"
+    if not any(mark in text for mark in ".en"):
+        text += ".0"
+    return text + "f"
+
+
 def float_rows(values: np.ndarray) -> list[str]:
-    flat = [f"{float(v):.9g}f" for v in np.asarray(values, dtype=np.float32).reshape(-1)]
+    flat = [c_float(v) for v in np.asarray(values, dtype=np.float32).reshape(-1)]
     return ["  " + ", ".join(flat[i:i + FLOATS_PER_LINE]) + ","
             for i in range(0, len(flat), FLOATS_PER_LINE)]
 
@@ -52,9 +60,9 @@ def render_model_header(model_bytes: bytes, labels: Sequence[str], section: dict
         f"#define {upper}_N_MELS {plan.n_mels}",
         f"#define {upper}_FRAMES {plan.n_frames}",
         f"#define {upper}_N_LABELS {len(labels)}",
-        f"#define {upper}_INPUT_SCALE {section['input']['scale']:.9g}f",
+        f"#define {upper}_INPUT_SCALE {c_float(section['input']['scale'])}",
         f"#define {upper}_INPUT_ZERO_POINT ({section['input']['zero_point']})",
-        f"#define {upper}_OUTPUT_SCALE {section['output']['scale']:.9g}f",
+        f"#define {upper}_OUTPUT_SCALE {c_float(section['output']['scale'])}",
         f"#define {upper}_OUTPUT_ZERO_POINT ({section['output']['zero_point']})",
         "/* Smallest tensor arena TFLM allocated this model in, rounded up to 16 bytes. */",
         f"#define {upper}_ARENA_SIZE {arena}",

@@ -73,7 +73,7 @@ def fold_subspectral_norms(module: nn.Module) -> int:
     BandedFrequencyConv, in place; returns how many were replaced."""
     replaced = 0
     for child in module.modules():
-        if isinstance(child, _FrequencyBranch):
+        if isinstance(child, _FrequencyBranch) and isinstance(child.norm, SubSpectralNorm):
             child.conv = BandedFrequencyConv(child.conv, child.norm)
             child.norm = nn.Identity()
             replaced += 1
