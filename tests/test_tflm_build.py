@@ -271,3 +271,28 @@ def test_infer_target_tflm_needs_no_torch(bundle, tmp_path):
     document = json.loads(result.stdout.rsplit("torch modules:", 1)[0])
     assert document["results"][0]["predictions"][0]["label"] == CLASSES[bundle.holdout_targets[2]]
     assert result.stdout.strip().endswith("torch modules: []")
+
+
+def test_the_table_reads_the_figures_from_the_manifests(bundle, capsys):
+    from firmware_export.tflm.table import main as table_main
+
+    assert table_main([str(bundle.folder.parent)]) == 0
+    header, separator, line = capsys.readouterr().out.strip().split("\n")
+    section = bundle.manifest["tflm"]
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[1:4] == ["0", "4", "64"]
+    assert cells[4] == f"{section['bytes'] / 1024:.0f} KiB" and cells[6] == "0"
+    assert cells[9] == "shipped"
+    assert table_main([str(bundle.folder / "missing")]) == 2
+
+
+def test_the_probe_sizes_an_untrained_network_at_an_input_shape():
+    from firmware_export.tflm.probe import probe
+
+    figures = probe(8000, 0.5, width=4, n_classes=3, calibration_clips=2)
+    assert figures["input"] == [1, 1, 64, 51] and figures["float_ops"] == 0
+    # The stem conv's output (2 * width channels at half the input's height and width) is the
+    # largest activation.
+    assert figures["largest_activations_bytes"][0] == 8 * 32 * 26
+    assert figures["arena_bytes"] >= sum(figures["largest_activations_bytes"][:2])
+    assert figures["flatbuffer_bytes"] > 0

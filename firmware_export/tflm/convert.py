@@ -14,11 +14,11 @@ from firmware_export.device.tflm_runtime import quiet_fds
 
 def float_tflite(graph: nn.Module, example: torch.Tensor) -> bytes:
     """Convert `graph` (eval mode) for one input shaped like `example` [1, 1, n_mels, frames]."""
-    import litert_torch
-
     try:
         with warnings.catch_warnings(), quiet_fds():
             warnings.simplefilter("ignore")
+            import litert_torch  # its import logs to fd 2 (absl, oneDNN)
+
             previous = logging.root.manager.disable
             logging.disable(logging.WARNING)
             try:

@@ -18,12 +18,12 @@ from firmware_export.device.tflm_runtime import quiet_fds
 def int8_tflite(float_model: bytes, calibration_logmels: np.ndarray) -> bytes:
     """Quantize `float_model` with calibration inputs [N, 1, n_mels, frames] float32, one clip
     per calibration step."""
-    from ai_edge_quantizer import calibrator, quantizer, recipe
-    from ai_edge_quantizer.utils import qsv_utils
-    from ai_edge_litert import interpreter as litert
-
     if len(calibration_logmels) == 0:
         raise EdgeclError("TFLM int8 quantization: no calibration clips were given")
+    with quiet_fds():  # their imports log to fd 2 (absl, oneDNN)
+        from ai_edge_litert import interpreter as litert
+        from ai_edge_quantizer import calibrator, quantizer, recipe
+        from ai_edge_quantizer.utils import qsv_utils
     signatures = litert.Interpreter(model_content=float_model).get_signature_list()
     (signature, io_names), = signatures.items()
     (input_name,) = io_names["inputs"]
