@@ -44,10 +44,11 @@ class TflmBuild:
         return self.section["status"] == "shipped"
 
 
-def convert_int8(model: nn.Module, plan: LogMelPlan, calibration_waveforms: np.ndarray) -> bytes:
+def convert_int8(model: nn.Module, plan: LogMelPlan, calibration_waveforms: np.ndarray,
+                 fold_norms: bool = True) -> bytes:
     """The finished int8 .tflite of `model` (a SoundClassifier, eval mode)."""
     calibration = np.stack([logmel(plan, clip) for clip in calibration_waveforms])[:, None]
-    graph = tflm_graph(model)
+    graph = tflm_graph(model, fold_norms)
     float_model = float_tflite(graph, torch.from_numpy(calibration[:1]))
     return flatbuffer.finish(int8_tflite(float_model, calibration))
 

@@ -80,8 +80,10 @@ def fold_subspectral_norms(module: nn.Module) -> int:
     return replaced
 
 
-def tflm_graph(model: nn.Module) -> nn.Module:
-    """A copy of `model` (a SoundClassifier) as the TFLM graph: no front end, norms folded, eval."""
+def tflm_graph(model: nn.Module, fold_norms: bool = True) -> nn.Module:
+    """A copy of `model` (a SoundClassifier) as the TFLM graph: no front end, norms folded (unless
+    `fold_norms` is False: the plain form, for measuring the difference), eval mode."""
     graph = LogmelClassifier(copy.deepcopy(model)).eval()
-    fold_subspectral_norms(graph)
+    if fold_norms:
+        fold_subspectral_norms(graph)
     return graph
