@@ -206,6 +206,10 @@ class ContinualRun:
         if withheld:
             self.log(f"note: phases {withheld} ship fp32 only: their int8 build missed its "
                      f"parity rule after the search; see 'export' in results.json")
+        no_tflm = [i for i, e in enumerate(exports) if e.get("tflm") == "withheld"]
+        if no_tflm:
+            self.log(f"note: phases {no_tflm} ship no TFLM build: it missed its parity rule; "
+                     f"see 'export' in results.json")
         self.log.close()
         return results
 
