@@ -77,3 +77,22 @@ def test_infer_target_tflm_needs_a_bundle_folder(tmp_path):
     result = CliRunner().invoke(main, ["infer", "--target", "tflm", str(model), "clip.wav"])
     assert result.exit_code == 2
     assert "--target tflm needs a bundle folder" in result.output
+
+
+def test_reexport_defaults_to_the_runs_own_target(tmp_path, monkeypatch):
+    import json
+
+    import firmware_export.run_export as run_export
+    from export_helpers import trained_model
+    from test_export import _write_tone_run
+
+    run, _ = _write_tone_run(tmp_path, trained_model())
+    results = json.loads((run / "results.json").read_text())
+    results["config"]["target"] = "tflm"
+    (run / "results.json").write_text(json.dumps(results))
+    asked = []
+    monkeypatch.setattr(run_export, "export_seen_tasks",
+                        lambda *args, target, **kwargs: asked.append(target) or {})
+    run_export.reexport_run(run)
+    run_export.reexport_run(run, target="onnx")
+    assert asked == ["tflm", "onnx"]
