@@ -87,6 +87,8 @@ class RunConfig:
     workspace: str = "workspace"
     exp_name: str | None = None
     export: bool = True
+    # Device targets of the export: onnx (fp32 + int8 ONNX), or tflm (those plus the TFLM build).
+    target: str = "onnx"
     feature_cache: bool = True
     # Keep each clip's log-mel in WORKSPACE/features/ for later runs (edgecl.feature_store).
     feature_store: bool = True
@@ -128,7 +130,10 @@ class RunConfig:
         object.__setattr__(self, "dataset", canonical_name(self.dataset))
         from edgecl.device import DEVICES
 
-        for name, allowed in (("model", MODEL_NAMES), ("mode", MODES), ("device", DEVICES)):
+        from firmware_export.device.layout import TARGETS
+
+        for name, allowed in (("model", MODEL_NAMES), ("mode", MODES), ("device", DEVICES),
+                              ("target", TARGETS)):
             if getattr(self, name) not in allowed:
                 raise EdgeclError(f"{option_name(name)}: expected one of {', '.join(allowed)}, "
                                   f"got {getattr(self, name)!r}")
@@ -228,8 +233,10 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         """Every option that can change what the run computes (`to_dict()` minus NOT_IDENTITY):
-        a run folder holds one run of one identity (edgecl.run_owner)."""
-        return {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
+        a run folder holds one run of one identity (edgecl.run_owner). The default --target is
+        left out, so runs from before the option keep their identity and name."""
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY
+                and not (k == "target" and v == "onnx")}
 
     def identity_hash(self, length: int = 8) -> str:
         """Short stable hash of `identity()`."""

@@ -206,6 +206,10 @@ class ContinualRun:
         if withheld:
             self.log(f"note: phases {withheld} ship fp32 only: their int8 build missed its "
                      f"parity rule after the search; see 'export' in results.json")
+        no_tflm = [i for i, e in enumerate(exports) if e.get("tflm") == "withheld"]
+        if no_tflm:
+            self.log(f"note: phases {no_tflm} ship no TFLM build: it missed its parity rule; "
+                     f"see 'export' in results.json")
         self.log.close()
         return results
 
@@ -361,7 +365,7 @@ class ContinualRun:
         model = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).cpu()
         return export_with_status(model, phase_dir, phase=phase, classes=seen,
                                   seen_tasks=seen_tasks, waveform=self.audio.waveform,
-                                  log=self.log)
+                                  log=self.log, target=self.config.target)
 
     def _results(self, complete: bool) -> dict[str, Any]:
         made_by = provenance(started=getattr(self, "started_utc", None),

@@ -31,7 +31,7 @@ from firmware_export import parity
 from firmware_export.bundle_folder import write_bundle
 from firmware_export.c_header import render_c_header
 from firmware_export.device.layout import (C_HEADER, INPUT_NAME, LABELS, MANIFEST_FORMAT,
-                                           MODEL_FP32, MODEL_INT8, OUTPUT_NAME)
+                                           MODEL_FP32, MODEL_INT8, OUTPUT_NAME, TARGETS)
 from firmware_export.device.runtime import cpu_session
 from firmware_export.export import OPSET, export_onnx, serialize
 from firmware_export.int8_search import SearchResult, search_int8
@@ -46,7 +46,7 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
                  holdout_waveforms: np.ndarray, holdout_targets: Sequence[int],
                  holdout_counts: dict[str, int] | None = None,
                  extra_manifest: dict[str, Any] | None = None,
-                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 log: Callable[[str], None] | None = None, target: str = "onnx") -> dict[str, Any]:
     """Export a SoundClassifier after `phase` to the bundle folder `out_dir`; returns the manifest.
 
     `classes` are the names of the model's outputs in order; `calibration_waveforms` [N, T] and
@@ -57,7 +57,17 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
     they are, for the manifest). An fp32 miss raises parity.ParityError naming the figures and
     leaves `out_dir` untouched; an int8 miss withholds model.int8.onnx only. `extra_manifest`
     entries (e.g. the run's dataset and method) are stored under "run"; `log` gets a summary.
+
+    `target` "tflm" adds the TFLM build (firmware_export.tflm.build: model.tflm.tflite, its C
+    header, the C front end and test vectors, and the manifest's "tflm" section), calibrated on
+    the same clips; a miss of its rule withholds those files only.
     """
+    if target not in TARGETS:
+        raise EdgeclError(f"--target: expected one of {', '.join(TARGETS)}, got {target!r}")
+    if target == "tflm":
+        from firmware_export.tflm import require_toolchain
+
+        require_toolchain()
     classes = [str(name) for name in classes]
     calibration = _waveforms(calibration_waveforms, "calibration_waveforms")
     calibration = calibration[evenly_spaced(len(calibration), MAX_CALIBRATION_CLIPS)]
@@ -95,6 +105,15 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
                              clip_samples=clip_samples, n_calibration=len(calibration),
                              n_holdout=len(holdout), holdout_counts=holdout_counts,
                              search=search, fp32_figures=fp32_figures)
+        tflm = None
+        if target == "tflm":
+            from firmware_export.tflm.build import build_tflm
+
+            tflm = build_tflm(model, classes=classes, sample_rate=sample_rate,
+                              clip_samples=clip_samples, calibration_waveforms=calibration,
+                              holdout_waveforms=holdout, holdout_targets=targets,
+                              fp32_runner=fp32_runner)
+            manifest["tflm"] = tflm.section
     finally:
         model.train(was_training)
     if extra_manifest:
@@ -107,6 +126,8 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
     files[C_HEADER] = render_c_header(files[device_name], classes, sample_rate=sample_rate,
                                       clip_samples=clip_samples,
                                       precision=_PRECISION[device_name]).encode("utf-8")
+    if tflm is not None:
+        files.update(tflm.files)
     manifest = write_bundle(Path(out_dir), files, manifest)
     if log is not None:
         log(summary_line(manifest, out_dir))
@@ -133,9 +154,22 @@ def summary_line(manifest: dict[str, Any], out_dir: str | os.PathLike) -> str:
     sizes = f"{manifest['files'][MODEL_FP32]['bytes'] / 1024:.0f} KiB fp32"
     if MODEL_INT8 in manifest["files"]:
         sizes += f", {manifest['files'][MODEL_INT8]['bytes'] / 1024:.0f} KiB int8"
-    return (f"  export phase {manifest['phase']} -> {out_dir} on "
+    line = (f"  export phase {manifest['phase']} -> {out_dir} on "
             f"{manifest['parity']['holdout_clips']} held-out clips: fp32 shipped, max |logit "
             f"diff| {fp32_figures['max_abs_logit_diff']:.2g}; {int8_text}; {sizes}")
+    if "tflm" in manifest:
+        line += "; " + tflm_summary(manifest["tflm"])
+    return line
+
+
+def tflm_summary(section: dict[str, Any]) -> str:
+    """The TFLM build's verdict and figures in one phrase."""
+    figures = section["parity_vs_fp32"]["batch_1"]
+    text = (f"TFLM int8 {section['status'].upper()}: top-1 agreement "
+            f"{100 * figures['top1_agreement']:.1f}%, accuracy {figures['accuracy']:.1f}% vs "
+            f"{figures['accuracy_reference']:.1f}%, {section['bytes'] / 1024:.0f} KiB, arena "
+            f"{section['arena_bytes'] / 1024:.0f} KiB, {section['float_ops']} float ops")
+    return text + (f" [{section['reason']}]" if section["reason"] else "")
 
 
 def _waveforms(array: np.ndarray, name: str) -> np.ndarray:

@@ -28,22 +28,29 @@ def c_string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+def byte_rows(data: bytes) -> list[str]:
+    """`data` as C initializer rows of BYTES_PER_LINE hex bytes each."""
+    return ["  " + ", ".join(f"0x{byte:02x}" for byte in data[start:start + BYTES_PER_LINE]) + ","
+            for start in range(0, len(data), BYTES_PER_LINE)]
+
+
+def check_prefix(prefix: str) -> None:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
+        raise ValueError(f"C identifier prefix must be a valid identifier, got {prefix!r}")
+
+
 PRECISIONS = {"int8": "int8 ONNX model (QDQ)", "fp32": "fp32 ONNX model"}
 
 
 def render_c_header(model_bytes: bytes, labels: Sequence[str], *, sample_rate: int,
                     clip_samples: int, prefix: str = "edgecl", precision: str = "int8") -> str:
     """C header text embedding `model_bytes` as `<prefix>_model[]` with its length and labels."""
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
-        raise ValueError(f"C identifier prefix must be a valid identifier, got {prefix!r}")
+    check_prefix(prefix)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     upper = prefix.upper()
     guard = f"{upper}_MODEL_H"
-    rows = []
-    for start in range(0, len(model_bytes), BYTES_PER_LINE):
-        chunk = model_bytes[start:start + BYTES_PER_LINE]
-        rows.append("  " + ", ".join(f"0x{byte:02x}" for byte in chunk) + ",")
+    rows = byte_rows(model_bytes)
     label_rows = [f"  {c_string(label)}," for label in labels]
     digest = hashlib.sha256(model_bytes).hexdigest()
     return "\n".join([

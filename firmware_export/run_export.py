@@ -27,10 +27,11 @@ Log = Callable[[str], None]
 
 def export_seen_tasks(model, phase_dir: str | os.PathLike, *, phase: int, classes: Sequence[str],
                       seen_tasks: Sequence, waveform: Callable[[Any], np.ndarray],
-                      log: Log | None = None) -> dict[str, Any]:
+                      log: Log | None = None, target: str = "onnx") -> dict[str, Any]:
     """Export `model` after `phase` given the tasks seen so far (edgecl.tasks.Task).
 
-    `waveform(clip)` returns a clip at the model's rate and length (the trainer's audio cache).
+    `waveform(clip)` returns a clip at the model's rate and length (the trainer's audio cache);
+    `target` "tflm" adds the TFLM build (export_phase).
     """
     train = [lc for task in seen_tasks for lc in task.train]
     validation = [lc for task in seen_tasks for lc in task.val]
@@ -45,7 +46,8 @@ def export_seen_tasks(model, phase_dir: str | os.PathLike, *, phase: int, classe
         calibration_waveforms=np.stack([waveform(lc.clip) for lc in calibration]),
         holdout_waveforms=np.stack([waveform(lc.clip) for lc in holdout]),
         holdout_targets=[lc.target for lc in holdout],
-        holdout_counts={"validation": len(validation), "test": len(test)}, log=log)
+        holdout_counts={"validation": len(validation), "test": len(test)}, log=log,
+        target=target)
 
 
 def export_with_status(model, phase_dir: str | os.PathLike, **arguments) -> dict[str, Any]:
@@ -66,8 +68,11 @@ def export_with_status(model, phase_dir: str | os.PathLike, **arguments) -> dict
             log(f"  EXPORT NOT SHIPPED: {error}")
         return {"shipped": False, "error": str(error), "parity": error.figures}
     int8 = manifest["artifacts"]["int8"]
-    return {"shipped": True, "device_model": manifest["device_model"],
-            "int8": int8["status"], "int8_reason": int8["reason"]}
+    status = {"shipped": True, "device_model": manifest["device_model"],
+              "int8": int8["status"], "int8_reason": int8["reason"]}
+    if "tflm" in manifest:
+        status.update(tflm=manifest["tflm"]["status"], tflm_reason=manifest["tflm"]["reason"])
+    return status
 
 
 def recover_run_folder(run_dir: Path) -> None:
@@ -81,8 +86,10 @@ def recover_run_folder(run_dir: Path) -> None:
 
 
 def reexport_run(run_dir: str | os.PathLike, phase: int | None = None,
-                 log: Log | None = None) -> list[dict[str, Any]]:
+                 log: Log | None = None, target: str | None = None) -> list[dict[str, Any]]:
     """Re-export every phase of `run_dir` (or one) from its checkpoint; returns the manifests.
+
+    `target` (onnx or tflm) defaults to the run's own --target.
 
     A phase whose fp32 model misses its parity bound is logged with its figures and the others
     still export; then one EdgeclError lists every failed phase. A withheld int8 model is no
@@ -105,7 +112,8 @@ def _reexport_locked(run_dir: Path, phase: int | None, log: Log | None) -> list[
 
     recover_run_folder(run_dir)
     folders = phase_dirs(run_dir, phase)
-    _, split, plan = run_plan(run_dir)
+    config, split, plan = run_plan(run_dir)
+    target = target or config.target
     manifests, failures = [], []
     for folder in folders:
         model, classes, phase_index = load_checkpoint(folder / CHECKPOINT_NAME)
@@ -117,7 +125,7 @@ def _reexport_locked(run_dir: Path, phase: int | None, log: Log | None) -> list[
             manifests.append(export_seen_tasks(
                 model, folder, phase=phase_index, classes=classes, seen_tasks=seen_tasks,
                 waveform=lambda clip: load_audio(clip.path, split.sample_rate, split.clip_samples),
-                log=log))
+                log=log, target=target))
         except ParityError as error:
             failures.append(phase_index)
             if log is not None:

@@ -1,5 +1,7 @@
 # Sourced by test.sh and train.sh: makes .venv with the project installed, and activates it.
 # Re-installs only when pyproject.toml changed since the last install (a stamp records its hash).
+# EDGECL_EXTRAS names optional extras to install as well, comma-separated (e.g. EDGECL_EXTRAS=tflm,
+# as .ci/run sets it); the stamp records them, so a change of extras re-installs.
 set -euo pipefail
 
 EDGECL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,7 +29,13 @@ fi
 # The stamp records the dependencies' hash and the checkout the editable install points to: a venv
 # shared between checkouts (EDGECL_VENV) must run the code of the checkout that called it.
 stamp="$VENV/.edgecl-install-stamp"
-want="$(cat "$EDGECL_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1) $EDGECL_ROOT"
+extras="test${EDGECL_EXTRAS:+,$EDGECL_EXTRAS}"
+case "$extras" in
+    *[!A-Za-z0-9,_-]*) echo "bootstrap: EDGECL_EXTRAS must be comma-separated extra names, got '$EDGECL_EXTRAS'" >&2; exit 1 ;;
+esac
+# Without extras the hash is pyproject.toml's alone (as before extras existed).
+want="$( (cat "$EDGECL_ROOT/pyproject.toml"; [ -z "${EDGECL_EXTRAS:-}" ] || echo "extras=$extras") \
+    | sha256sum | cut -d' ' -f1) $EDGECL_ROOT"
 have="$(cat "$stamp" 2>/dev/null || true)"
 if [ "$have" != "$want" ]; then
     if [ "${have%% *}" = "${want%% *}" ]; then
@@ -36,7 +44,7 @@ if [ "$have" != "$want" ]; then
     else
         echo "bootstrap: installing edgecl and its pinned dependencies into $VENV (first run takes a few minutes)" >&2
         "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-        "$VENV/bin/python" -m pip install --quiet -e "$EDGECL_ROOT[test]" >&2
+        "$VENV/bin/python" -m pip install --quiet -e "$EDGECL_ROOT[$extras]" >&2
     fi
     echo "$want" > "$stamp"
 fi

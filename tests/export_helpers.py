@@ -97,3 +97,18 @@ def exported_bundle() -> ExportedBundle:
                             calibration_waveforms=calibration, holdout_waveforms=holdout,
                             holdout_targets=targets)
     return ExportedBundle(root / "phase_0", manifest, holdout, targets)
+
+
+@functools.lru_cache(maxsize=1)
+def exported_tflm_bundle() -> ExportedBundle:
+    """The trained model exported once with --target tflm (needs the tflm extra)."""
+    from firmware_export import export_phase
+
+    root = Path(tempfile.mkdtemp(prefix="edgecl-test-tflm-bundle-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    calibration, _ = tones(48, seed=2)
+    holdout, targets = tones(64, seed=3)
+    manifest = export_phase(trained_model(), root / "phase_0", phase=0, classes=CLASSES,
+                            calibration_waveforms=calibration, holdout_waveforms=holdout,
+                            holdout_targets=targets, target="tflm")
+    return ExportedBundle(root / "phase_0", manifest, holdout, targets)

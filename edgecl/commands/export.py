@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgecl.limits import INT_RANGES, option_range
+from firmware_export.device.layout import TARGETS
 
 
 @click.command("export")
@@ -14,19 +15,29 @@ from edgecl.limits import INT_RANGES, option_range
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
               callback=option_range(*INT_RANGES["threads"]),
               help="PyTorch CPU threads.")
-def export_command(run_dir: str, phase: int | None, threads: int) -> None:
+@click.option("--target", type=click.Choice(TARGETS), default=None,
+              help="onnx: fp32 and int8 ONNX; tflm: those plus the int8 TFLM build (needs "
+                   "pip install 'edgecl[tflm]') [the run's own --target].")
+def export_command(run_dir: str, phase: int | None, threads: int, target: str | None) -> None:
     """Re-export WORKSPACE/EXP_NAME/phase_<i>/ bundles from the saved checkpoints.
 
     Each bundle gets model.onnx (fp32, waveform in, logits out), model.int8.onnx (static int8 QDQ,
     float front end), labels.json, model.h and manifest.json (sha256 of every file, parity
     figures). Checkpoints load weights-only; the dataset of the run (from its results.json) must
     be where it was: calibration uses training clips of the seen classes, parity their test clips.
-    A phase that misses a parity bound fails with the figures.
+    A phase that misses a parity bound fails with the figures. With --target tflm each bundle
+    also gets model.tflm.tflite (int8, log-mel in, verified in TFLM's interpreter), model_tflm.h,
+    the C front end (logmel.h, logmel.c) and tflm_test_vectors.h, unless the TFLM build misses
+    its parity rule (then withheld, the reason in the manifest's "tflm" section).
     """
+    if target == "tflm":
+        from firmware_export.tflm import require_toolchain
+
+        require_toolchain()
     import torch
 
     from firmware_export.run_export import reexport_run
 
     torch.set_num_threads(threads)
-    manifests = reexport_run(run_dir, phase, log=click.echo)
+    manifests = reexport_run(run_dir, phase, log=click.echo, target=target)
     click.echo(f"exported {len(manifests)} phase(s) under {run_dir}")

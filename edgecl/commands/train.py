@@ -9,6 +9,7 @@ from edgecl import config as cfg
 from edgecl.commands import options as registry_options
 from edgecl.device import DEVICES
 from edgecl.errors import EdgeclError
+from firmware_export.device.layout import TARGETS
 
 _DEFAULTS = cfg.RunConfig()
 
@@ -122,6 +123,11 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
                    "an error).")
 @click.option("--export/--no-export", default=_DEFAULTS.export, show_default=True,
               help="Export each phase's model for the device.")
+@click.option("--target", type=click.Choice(TARGETS), default=_DEFAULTS.target,
+              show_default=True,
+              help="Device export: onnx (fp32 and int8 ONNX per phase) or tflm (those plus an "
+                   "int8 TensorFlow Lite Micro build with a C front end; needs pip install "
+                   "'edgecl[tflm]').")
 @click.option("--feature-cache/--no-feature-cache", default=_DEFAULTS.feature_cache,
               show_default=True, help="Compute each clip's log-mel once (off only to measure it).")
 @click.option("--feature-store/--no-feature-store", default=_DEFAULTS.feature_store,
@@ -139,6 +145,12 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
 def train_command(ctx: click.Context, **options) -> None:
     """Learn the dataset's classes task by task and write WORKSPACE/EXP_NAME/results.json."""
     check_option_combination(ctx, options["mode"], options["mem_manage"])
+    if options["target"] == "tflm":
+        if not options["export"]:
+            raise EdgeclError("--target tflm: only used with --export (this run is --no-export)")
+        from firmware_export.tflm import require_toolchain
+
+        require_toolchain()
     overwrite = options.pop("overwrite")
     config = cfg.RunConfig(**options)
     from edgecl.results import phase_table

@@ -11,7 +11,18 @@ MODEL_INT8 = "model.int8.onnx"
 LABELS = "labels.json"
 C_HEADER = "model.h"
 MANIFEST = "manifest.json"
-BUNDLE_FILES = (MODEL_FP32, MODEL_INT8, LABELS, C_HEADER)  # model.int8.onnx only when it ships
+# The TFLM build (`--target tflm`, firmware_export.tflm), all five only when it ships.
+MODEL_TFLM = "model.tflm.tflite"
+TFLM_HEADER = "model_tflm.h"
+FRONTEND_HEADER = "logmel.h"
+FRONTEND_SOURCE = "logmel.c"
+TFLM_TEST_VECTORS = "tflm_test_vectors.h"
+TFLM_FILES = (MODEL_TFLM, TFLM_HEADER, FRONTEND_HEADER, FRONTEND_SOURCE, TFLM_TEST_VECTORS)
+# model.int8.onnx only when it ships
+BUNDLE_FILES = (MODEL_FP32, MODEL_INT8, LABELS, C_HEADER, *TFLM_FILES)
+
+# Device targets of an export: onnx (always built) and tflm (adds the TFLM build).
+TARGETS = ("onnx", "tflm")
 
 # Graph input and output names.
 INPUT_NAME = "waveform"

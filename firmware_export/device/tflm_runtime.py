@@ -1,0 +1,180 @@
+"""Run a bundle's TFLM model in TFLM's own interpreter (the `tflite-micro` package), torch-free.
+
+The model takes the int8 log-mel of one clip and returns int8 logits; the log-mel comes from the
+numpy front end that computes what the bundle's C front end computes
+(firmware_export.device.logmel). `load_tflm_bundle` verifies every bundle file against the
+manifest's sha256 before anything runs. `find_arena` finds the tensor arena the model needs by
+letting TFLM allocate it: the smallest size (a multiple of ARENA_STEP) that allocates.
+
+`tflite-micro` is an optional dependency (`pip install edgecl[tflm]`): imported on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from edgecl.errors import EdgeclError
+from firmware_export.device.layout import LABELS, MANIFEST, MODEL_TFLM
+from firmware_export.device.logmel import LogMelPlan, logmel, quantize
+from firmware_export.device.manifest import verify_bundle
+
+ARENA_STEP = 16
+MAX_ARENA = 64 << 20
+
+
+def micro_runtime():
+    """tflite_micro's Python runtime, or EdgeclError saying how to install it."""
+    try:
+        from tflite_micro.python.tflite_micro import runtime
+    except ImportError:
+        raise EdgeclError("--target tflm: the TFLM interpreter is not installed; install the "
+                          "optional extra with pip install 'edgecl[tflm]'") from None
+    return runtime
+
+
+@contextlib.contextmanager
+def quiet_fds() -> Iterator[None]:
+    """Send file descriptors 1 and 2 to /dev/null for the block: TFLM's C++ (and the converter's)
+    print allocation failures and progress there, past Python's sys.stdout/sys.stderr."""
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+
+
+def _allocates(model_bytes: bytes, arena: int) -> bool:
+    runtime = micro_runtime()
+    try:
+        runtime.Interpreter.from_bytes(model_bytes, arena_size=arena)
+    except RuntimeError:
+        return False
+    return True
+
+
+def find_arena(model_bytes: bytes) -> int:
+    """The smallest tensor arena (a multiple of ARENA_STEP bytes) in which TFLM allocates the
+    model, found by bisection over real allocations."""
+    with quiet_fds():
+        high = ARENA_STEP * 1024
+        while not _allocates(model_bytes, high):
+            if high >= MAX_ARENA:
+                raise EdgeclError(f"TFLM: the model does not allocate in {MAX_ARENA} bytes")
+            high *= 2
+        low = 0  # fails
+        while high - low > ARENA_STEP:
+            middle = (low + high) // 2 // ARENA_STEP * ARENA_STEP
+            if _allocates(model_bytes, middle):
+                high = middle
+            else:
+                low = middle
+    return high
+
+
+@dataclass(frozen=True)
+class Quantization:
+    scale: float
+    zero_point: int
+
+
+class MicroModel:
+    """One TFLM interpreter over an int8 model: int8 log-mel [1, 1, n_mels, frames] in, int8
+    logits [1, classes] out."""
+
+    def __init__(self, model_bytes: bytes, arena_bytes: int) -> None:
+        runtime = micro_runtime()
+        try:
+            with quiet_fds():
+                self._interpreter = runtime.Interpreter.from_bytes(model_bytes,
+                                                                   arena_size=int(arena_bytes))
+        except (RuntimeError, ValueError) as error:
+            raise EdgeclError(f"TFLM could not load the model in a {arena_bytes}-byte arena "
+                              f"({error})") from None
+        details_in = self._interpreter.get_input_details(0)
+        details_out = self._interpreter.get_output_details(0)
+        for details, what in ((details_in, "input"), (details_out, "output")):
+            if details["dtype"] is not np.int8:
+                raise EdgeclError(f"TFLM model: expected an int8 {what}, got {details['dtype']}")
+        self.input_shape = tuple(int(d) for d in details_in["shape"])
+        self.input = _quantization(details_in)
+        self.output = _quantization(details_out)
+
+    def run_codes(self, codes: np.ndarray) -> np.ndarray:
+        """int8 input codes -> int8 output codes [classes]."""
+        self._interpreter.set_input(np.asarray(codes, dtype=np.int8).reshape(self.input_shape), 0)
+        self._interpreter.invoke()
+        return np.asarray(self._interpreter.get_output(0)).reshape(-1)
+
+    def run_logmel(self, features: np.ndarray) -> np.ndarray:
+        """float log-mel [n_mels, frames] -> float logits [classes] (dequantized)."""
+        codes = self.run_codes(quantize(features, self.input.scale, self.input.zero_point))
+        return ((codes.astype(np.float32) - self.output.zero_point)
+                * np.float32(self.output.scale))
+
+
+def _quantization(details: dict[str, Any]) -> Quantization:
+    q = details["quantization_parameters"]
+    return Quantization(float(q["scales"][0]), int(q["zero_points"][0]))
+
+
+@dataclass
+class TflmBundle:
+    """A bundle's TFLM model with its front end: `logits(waveforms)` like runtime.LoadedModel."""
+
+    path: Path
+    model: MicroModel
+    plan: LogMelPlan
+    labels: list[str]
+    sample_rate: int
+    clip_samples: int
+    manifest: dict[str, Any] | None = field(default=None, repr=False)
+
+    def logits(self, waveforms: np.ndarray) -> np.ndarray:
+        """waveforms [B, clip_samples] -> logits [B, classes], one clip at a time."""
+        batch = np.asarray(waveforms, dtype=np.float32).reshape(-1, self.clip_samples)
+        return np.stack([self.model.run_logmel(logmel(self.plan, clip)) for clip in batch])
+
+
+def load_tflm_bundle(folder: str | os.PathLike) -> TflmBundle:
+    """A bundle folder's TFLM model, after checking every file against the manifest's sha256."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EdgeclError(f"{folder}: --target tflm needs a bundle folder (WORKSPACE/RUN/"
+                          f"phase_<i>)")
+    if not (folder / MANIFEST).is_file():
+        raise EdgeclError(f"{folder}: not a bundle (no {MANIFEST})")
+    manifest = verify_bundle(folder)
+    section = manifest.get("tflm")
+    if not isinstance(section, dict):
+        raise EdgeclError(f"{folder}: this bundle has no TFLM build; export it with "
+                          f"--target tflm")
+    if section.get("status") != "shipped" or MODEL_TFLM not in manifest["files"]:
+        raise EdgeclError(f"{folder}: the TFLM build was withheld ({section.get('reason')}); "
+                          f"the fp32 ONNX model still ships")
+    labels = manifest.get("classes")
+    from firmware_export.device.runtime import _read_labels
+
+    if _read_labels(folder / LABELS) != labels:
+        raise EdgeclError(f"{folder / MANIFEST}: classes do not match {LABELS}; re-export it")
+    clip_samples = int(manifest["clip_samples"])
+    plan = LogMelPlan.from_config(manifest["frontend"], clip_samples)
+    model = MicroModel((folder / MODEL_TFLM).read_bytes(), int(section["arena_bytes"]))
+    expected = (1, 1, plan.n_mels, plan.n_frames)
+    if model.input_shape != expected:
+        raise EdgeclError(f"{folder / MODEL_TFLM}: input shape {model.input_shape} does not "
+                          f"match the front end's {expected}")
+    return TflmBundle(path=folder / MODEL_TFLM, model=model, plan=plan, labels=labels,
+                      sample_rate=int(manifest["sample_rate"]), clip_samples=clip_samples,
+                      manifest=manifest)

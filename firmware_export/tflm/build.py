@@ -1,0 +1,113 @@
+"""One phase's TFLM build: convert, quantize, finish, then verify it in TFLM's own interpreter.
+
+Checks, in order: every operator int8 (a float operator withholds the build), the arena TFLM
+needs (found by allocating), and parity against the fp32 ONNX model on the phase's held-out clips
+through the int8 rule of firmware_export.parity (a miss withholds the build with its reason; the
+ONNX artifacts are unaffected). The model runs on the log-mel of the C-equivalent numpy front end,
+so parity covers the front end the device runs too. Calibration uses the clips the int8 ONNX
+build uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from firmware_export import parity
+from firmware_export.device.layout import (FRONTEND_HEADER, FRONTEND_SOURCE, MODEL_TFLM,
+                                           TFLM_HEADER, TFLM_TEST_VECTORS)
+from firmware_export.device.logmel import LogMelPlan, logmel
+from firmware_export.device.tflm_runtime import MicroModel, find_arena
+from firmware_export.tflm import flatbuffer, toolchain_versions
+from firmware_export.tflm.c_frontend import render_frontend
+from firmware_export.tflm.c_model import render_model_header, render_test_vectors
+from firmware_export.tflm.convert import float_tflite
+from firmware_export.tflm.quantize import int8_tflite
+from firmware_export.tflm.rewrite import tflm_graph
+
+
+@dataclass
+class TflmBuild:
+    """The build's bytes, its manifest section and the bundle files it adds (none if withheld)."""
+
+    model: bytes
+    section: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def shipped(self) -> bool:
+        return self.section["status"] == "shipped"
+
+
+def convert_int8(model: nn.Module, plan: LogMelPlan, calibration_waveforms: np.ndarray,
+                 fold_norms: bool = True) -> bytes:
+    """The finished int8 .tflite of `model` (a SoundClassifier, eval mode)."""
+    calibration = np.stack([logmel(plan, clip) for clip in calibration_waveforms])[:, None]
+    graph = tflm_graph(model, fold_norms)
+    float_model = float_tflite(graph, torch.from_numpy(calibration[:1]))
+    return flatbuffer.finish(int8_tflite(float_model, calibration))
+
+
+def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, clip_samples: int,
+               calibration_waveforms: np.ndarray, holdout_waveforms: np.ndarray,
+               holdout_targets: np.ndarray,
+               fp32_runner: Callable[[np.ndarray], np.ndarray]) -> TflmBuild:
+    """Build and verify; `fp32_runner` maps waveforms [B, T] to the fp32 ONNX model's logits."""
+    plan = LogMelPlan.from_config(model.frontend.config.to_dict(), clip_samples)
+    model_bytes = convert_int8(model, plan, calibration_waveforms)
+    ops = flatbuffer.operators(model_bytes)
+    float_ops = flatbuffer.float_operators(model_bytes)
+    arena = find_arena(model_bytes)
+    micro = MicroModel(model_bytes, arena)
+
+    def tflm_runner(batch: np.ndarray) -> np.ndarray:
+        return np.stack([micro.run_logmel(logmel(plan, clip)) for clip in batch])
+
+    figures = {"batch_1": parity.compare(parity.batched(fp32_runner, holdout_waveforms, 1),
+                                         parity.batched(tflm_runner, holdout_waveforms, 1),
+                                         np.asarray(holdout_targets))}
+    failures = [f"{len(float_ops)} float operator(s): {', '.join(sorted(set(float_ops)))}"
+                ] if float_ops else []
+    failures += [text.replace("int8 vs fp32", "TFLM int8 vs fp32 ONNX")
+                 for text in parity.int8_failures(figures)]
+    io = flatbuffer.io_tensors(model_bytes)
+    section = {
+        "file": MODEL_TFLM, "status": "withheld" if failures else "shipped",
+        "reason": "; ".join(failures) if failures else None,
+        "bytes": len(model_bytes), "sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "ops": sorted(set(ops)), "operators": len(ops), "float_ops": len(float_ops),
+        "arena_bytes": arena, "input": io["inputs"][0], "output": io["outputs"][0],
+        "input_layout": "[1, 1, n_mels, frames] log-mel, mel-major",
+        "calibration": {"clips": len(calibration_waveforms), "ranges": "global min/max"},
+        "front_end": {"language": "C99", "arithmetic": "float32", "files": [FRONTEND_HEADER,
+                                                                            FRONTEND_SOURCE],
+                      "frames": plan.n_frames, "first_bin": plan.first_bin,
+                      "bins": plan.n_bins},
+        "parity_vs_fp32": figures,
+        "interpreter": "tflite-micro (TFLM reference kernels)",
+        "toolchain": toolchain_versions(),
+    }
+    build = TflmBuild(model_bytes, section)
+    if not failures:
+        labels = [str(name) for name in classes]
+        clip = np.asarray(holdout_waveforms[0], dtype=np.float32)
+        features = logmel(plan, clip)
+        from firmware_export.device.logmel import quantize
+
+        codes = quantize(features, micro.input.scale, micro.input.zero_point)
+        header, source = render_frontend(plan)
+        build.files = {
+            MODEL_TFLM: model_bytes,
+            TFLM_HEADER: render_model_header(model_bytes, labels, section, plan,
+                                             sample_rate=sample_rate).encode("utf-8"),
+            FRONTEND_HEADER: header.encode("utf-8"),
+            FRONTEND_SOURCE: source.encode("utf-8"),
+            TFLM_TEST_VECTORS: render_test_vectors(clip, features, codes,
+                                                   micro.run_codes(codes)).encode("utf-8"),
+        }
+    return build

@@ -1,0 +1,62 @@
+"""`python -m firmware_export.tflm.table RUN_DIR...`: the TFLM figures of every phase bundle of
+runs exported with --target tflm, as a Markdown table (read from the manifests; no torch).
+
+Columns: flatbuffer and arena bytes, float-op count, TFLM top-1 agreement and accuracy against the
+fp32 ONNX model on the held-out clips, the verdict, and the network against the DCASE 2024 Task 1
+complexity limits (128 K parameters, counted as int8 bytes, and 30 MMAC per second of audio for
+the backbone and head, front end excluded).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+DCASE_MAX_PARAMETERS = 128 * 1024
+DCASE_MAX_MACS_PER_SECOND = 30e6
+HEADER = ("| run | phase | classes | held-out clips | flatbuffer | arena | float ops | TFLM top-1 "
+          "agreement | TFLM / fp32 accuracy | TFLM | parameters (DCASE <= 128 K) | backbone + "
+          "head MMAC/s (DCASE <= 30) |\n" + "| --- " * 12 + "|")
+
+
+def row(run: str, manifest: dict) -> str:
+    section = manifest["tflm"]
+    figures = section["parity_vs_fp32"]["batch_1"]
+    macs = manifest["model"]["macs_breakdown"]
+    per_second = (macs["backbone"] + macs["head"]) / manifest["clip_seconds"]
+    parameters = manifest["model"]["parameters"]
+    verdict = section["status"] + (f" ({section['reason']})" if section["reason"] else "")
+    return (f"| {run} | {manifest['phase']} | {manifest['n_classes']} | {figures['clips']} | "
+            f"{section['bytes'] / 1024:.0f} KiB | {section['arena_bytes'] / 1024:.0f} KiB | "
+            f"{section['float_ops']} | {100 * figures['top1_agreement']:.1f}% | "
+            f"{figures['accuracy']:.1f}% / {figures['accuracy_reference']:.1f}% | {verdict} | "
+            f"{parameters:,} ({100 * parameters / DCASE_MAX_PARAMETERS:.0f}%) | "
+            f"{per_second / 1e6:.1f} ({100 * per_second / DCASE_MAX_MACS_PER_SECOND:.0f}%) |")
+
+
+def table(run_dirs: list[Path]) -> str:
+    lines = [HEADER]
+    for run_dir in run_dirs:
+        for path in sorted(run_dir.glob("phase_*/manifest.json"),
+                           key=lambda p: int(p.parent.name.split("_")[1])):
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+            if "tflm" in manifest:
+                lines.append(row(run_dir.name, manifest))
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: python -m firmware_export.tflm.table RUN_DIR...", file=sys.stderr)
+        return 2
+    missing = [name for name in argv if not Path(name).is_dir()]
+    if missing:
+        print(f"{missing[0]}: run folder not found", file=sys.stderr)
+        return 2
+    print(table([Path(name) for name in argv]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

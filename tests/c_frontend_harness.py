@@ -1,0 +1,59 @@
+"""Compile the generated C99 log-mel front end with the system C compiler and run it on clips:
+shared by the front-end and TFLM bundle tests (they skip when no compiler is installed)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+MAIN = r"""
+#include <stdio.h>
+#include "logmel.h"
+
+static float waveform[EDGECL_LOGMEL_CLIP_SAMPLES];
+static float features[EDGECL_LOGMEL_SIZE];
+
+/* float32 clips on stdin, one after another; their log-mels on stdout. */
+int main(void) {
+  while (fread(waveform, sizeof(float), EDGECL_LOGMEL_CLIP_SAMPLES, stdin) ==
+         EDGECL_LOGMEL_CLIP_SAMPLES) {
+    edgecl_logmel(waveform, features);
+    fwrite(features, sizeof(float), EDGECL_LOGMEL_SIZE, stdout);
+  }
+  return 0;
+}
+"""
+
+
+def compiler() -> str:
+    """The system C compiler, or skip the test."""
+    for name in ("cc", "gcc", "clang"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("no C compiler (cc, gcc or clang) on this machine")
+
+
+def build(folder: Path, header: str, source: str) -> Path:
+    """Compile logmel.h/logmel.c (strict C99, warnings as errors) with a stdin/stdout main."""
+    (folder / "logmel.h").write_text(header)
+    (folder / "logmel.c").write_text(source)
+    (folder / "main.c").write_text(MAIN)
+    binary = folder / "logmel"
+    result = subprocess.run([compiler(), "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror",
+                             "-O2", "-o", str(binary), str(folder / "main.c"),
+                             str(folder / "logmel.c"), "-lm"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"the generated front end does not compile:\n{result.stderr}"
+    return binary
+
+
+def run(binary: Path, clips: np.ndarray, n_mels: int, frames: int) -> np.ndarray:
+    """Log-mels [clips, n_mels, frames] computed by the compiled front end."""
+    result = subprocess.run([str(binary)], input=np.ascontiguousarray(clips, np.float32).tobytes(),
+                            capture_output=True, check=True, timeout=120)
+    return np.frombuffer(result.stdout, dtype=np.float32).reshape(len(clips), n_mels, frames)

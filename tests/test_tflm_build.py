@@ -1,0 +1,301 @@
+"""--target tflm end to end on the shared width-8 fixture model: the bundle's int8 TFLM model runs
+in TFLM's own interpreter (every operator int8, the recorded arena is the one TFLM needs, parity
+recorded and reproducible, byte-identical conversions), its C files compile and agree with the
+model, a miss withholds it, a graph with over 256 KiB of constants round-trips, and `edgecl
+infer --target tflm` checks the sha256 first and needs no torch. Skipped without the tflm extra."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+for _package in ("litert_torch", "ai_edge_quantizer", "ai_edge_litert", "tflite_micro"):
+    pytest.importorskip(_package, reason="the tflm extra is not installed")
+
+from c_frontend_harness import compiler  # noqa: E402
+from edgecl.cli import main  # noqa: E402
+from export_helpers import one_thread  # noqa: E402, F401 (module-wide fixture)
+from export_helpers import CLASSES, exported_tflm_bundle, tones, trained_model  # noqa: E402
+from firmware_export.device.layout import TFLM_FILES  # noqa: E402
+from firmware_export.device.logmel import LogMelPlan  # noqa: E402
+from firmware_export.device.runtime import cpu_session  # noqa: E402
+from firmware_export.device.tflm_runtime import (ARENA_STEP, MicroModel,  # noqa: E402
+                                                 load_tflm_bundle, quiet_fds)
+from firmware_export.tflm import flatbuffer  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+INT8_OPS = {"ADD", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
+            "LOGISTIC", "MAX_POOL_2D", "MEAN", "MUL", "PAD", "RESHAPE", "SLICE", "TRANSPOSE"}
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return exported_tflm_bundle()
+
+
+def _tflite(bundle) -> bytes:
+    return (bundle.folder / "model.tflm.tflite").read_bytes()
+
+
+def test_the_bundle_ships_the_tflm_files_beside_the_onnx_ones(bundle):
+    names = {p.name for p in bundle.folder.iterdir()}
+    assert set(TFLM_FILES) <= names and {"model.onnx", "manifest.json"} <= names
+    section = bundle.manifest["tflm"]
+    assert section["status"] == "shipped" and section["reason"] is None
+    model = _tflite(bundle)
+    assert section["bytes"] == len(model) == bundle.manifest["files"]["model.tflm.tflite"]["bytes"]
+    assert section["sha256"] == hashlib.sha256(model).hexdigest()
+    assert set(section["toolchain"]) == {"litert-torch", "ai-edge-quantizer", "ai-edge-litert",
+                                         "tflite-micro"}
+
+
+def test_every_operator_is_int8_with_int8_input_and_output(bundle):
+    model = _tflite(bundle)
+    assert flatbuffer.float_operators(model) == []
+    assert bundle.manifest["tflm"]["float_ops"] == 0
+    ops = set(flatbuffer.operators(model))
+    assert ops <= INT8_OPS and bundle.manifest["tflm"]["ops"] == sorted(ops)
+    io = flatbuffer.io_tensors(model)
+    assert [t["type"] for t in io["inputs"] + io["outputs"]] == ["INT8", "INT8"]
+    assert io["inputs"][0]["shape"] == [1, 1, 64, 51] and io["outputs"][0]["shape"] == [1, 4]
+
+
+def test_constants_are_inline_and_tensors_unnamed(bundle):
+    parsed = flatbuffer.read(_tflite(bundle))
+    assert not any(buffer.offset for buffer in parsed.buffers)
+    assert not any(tensor.name for graph in parsed.subgraphs for tensor in graph.tensors)
+
+
+def test_the_recorded_arena_is_the_smallest_tflm_allocates(bundle):
+    model, arena = _tflite(bundle), bundle.manifest["tflm"]["arena_bytes"]
+    assert arena % ARENA_STEP == 0
+    micro = MicroModel(model, arena)
+    assert micro.run_codes(np.zeros(micro.input_shape, np.int8)).shape == (len(CLASSES),)
+    from firmware_export.device.tflm_runtime import _allocates
+
+    with quiet_fds():
+        assert not _allocates(model, arena - ARENA_STEP)
+
+
+def test_recorded_parity_is_reproduced_by_the_bundle_in_tflm(bundle):
+    figures = bundle.manifest["tflm"]["parity_vs_fp32"]["batch_1"]
+    assert figures["clips"] == len(bundle.holdout)
+    # The fixture model has clear margins: TFLM int8 keeps every top-1.
+    assert figures["top1_agreement"] == 1.0 and figures["accuracy"] == 100.0
+    loaded = load_tflm_bundle(bundle.folder)
+    fp32 = cpu_session(str(bundle.folder / "model.onnx"))
+    tflm_logits = loaded.logits(bundle.holdout)
+    fp32_logits = fp32.run(None, {"waveform": bundle.holdout})[0]
+    error = np.abs(tflm_logits - fp32_logits)
+    assert error.max() == pytest.approx(figures["max_abs_logit_diff"], rel=1e-4)
+    assert np.array_equal(tflm_logits.argmax(1), fp32_logits.argmax(1))
+
+
+def test_a_second_conversion_is_byte_identical(bundle):
+    from firmware_export.tflm.build import convert_int8
+
+    calibration, _ = tones(48, seed=2)
+    plan = LogMelPlan.from_config(bundle.manifest["frontend"], bundle.manifest["clip_samples"])
+    assert convert_int8(trained_model(), plan, calibration) == _tflite(bundle)
+
+
+def test_the_c_header_describes_the_model(bundle):
+    header = (bundle.folder / "model_tflm.h").read_text()
+    section = bundle.manifest["tflm"]
+    assert "edgecl_tflm_model[%d] EDGECL_TFLM_ALIGNED" % section["bytes"] in header
+    assert "__attribute__((aligned(16)))" in header
+    assert f"#define EDGECL_TFLM_ARENA_SIZE {section['arena_bytes']}" in header
+    assert f"#define EDGECL_TFLM_INPUT_ZERO_POINT ({section['input']['zero_point']})" in header
+    assert "X(AddConv2D)" in header and "X(AddDepthwiseConv2D)" in header
+    assert f"#define EDGECL_TFLM_OP_COUNT {len(section['ops'])}" in header
+    assert all(f'"{label}",' in header for label in CLASSES)
+
+
+VECTOR_CHECK = r"""
+#include <math.h>
+#include <stdio.h>
+#include "logmel.h"
+#include "model_tflm.h"
+#include "tflm_test_vectors.h"
+
+static float features[EDGECL_LOGMEL_SIZE];
+static int8_t codes[EDGECL_LOGMEL_SIZE];
+
+int main(void) {
+  int i, off = 0;
+  float worst = 0.0f;
+  edgecl_logmel(edgecl_tflm_test_waveform, features);
+  edgecl_logmel_quantize(features, codes, EDGECL_LOGMEL_SIZE, EDGECL_TFLM_INPUT_SCALE,
+                         EDGECL_TFLM_INPUT_ZERO_POINT);
+  for (i = 0; i < EDGECL_LOGMEL_SIZE; ++i) {
+    float d = fabsf(features[i] - edgecl_tflm_test_logmel[i]);
+    if (d > worst) worst = d;
+    if (codes[i] != edgecl_tflm_test_input[i]) ++off;
+  }
+  printf("%g %d %u\n", worst, off, edgecl_tflm_model_len);
+  return 0;
+}
+"""
+
+
+def test_the_c_files_compile_together_and_reproduce_the_test_vectors(bundle, tmp_path):
+    for name in ("logmel.h", "logmel.c", "model_tflm.h", "tflm_test_vectors.h"):
+        shutil.copy(bundle.folder / name, tmp_path / name)
+    (tmp_path / "check.c").write_text(VECTOR_CHECK)
+    binary = tmp_path / "check"
+    built = subprocess.run([compiler(), "-std=c99", "-Wall", "-Werror", "-Wno-unused-variable",
+                            "-Wno-unused-const-variable", "-O2", "-o", str(binary),
+                            str(tmp_path / "check.c"), str(tmp_path / "logmel.c"), "-lm"],
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    worst, off, length = subprocess.run([str(binary)], capture_output=True, text=True,
+                                        check=True, timeout=60).stdout.split()
+    assert float(worst) < 1e-3  # float32 rounding between C and numpy
+    assert int(off) <= 3  # a code may flip where a value sits on a rounding edge
+    assert int(length) == bundle.manifest["tflm"]["bytes"]
+    # The vectors' logits are TFLM's for the vectors' input.
+    micro = MicroModel(_tflite(bundle), bundle.manifest["tflm"]["arena_bytes"])
+    text = (bundle.folder / "tflm_test_vectors.h").read_text()
+    codes = _c_array(text, "edgecl_tflm_test_input")
+    assert micro.run_codes(codes).tolist() == _c_array(text, "edgecl_tflm_test_logits").tolist()
+
+
+def _c_array(text: str, name: str) -> np.ndarray:
+    body = text.split(name + "[", 1)[1].split("{", 1)[1].split("}", 1)[0]
+    return np.array([int(v) for v in body.replace("\n", " ").split(",") if v.strip()], np.int8)
+
+
+def test_a_tflm_miss_withholds_the_tflm_files_and_ships_onnx(bundle, tmp_path, monkeypatch):
+    import onnx
+
+    import firmware_export.bundle as bundle_module
+    import firmware_export.tflm.build as build_module
+
+    fp32 = onnx.load_from_string((bundle.folder / "model.onnx").read_bytes())
+    monkeypatch.setattr(bundle_module, "export_onnx", lambda *args, **kwargs: fp32)
+    model_bytes = _tflite(bundle)
+    monkeypatch.setattr(build_module, "convert_int8", lambda *args: model_bytes)
+    monkeypatch.setattr(build_module.parity, "int8_failures",
+                        lambda figures: ["int8 vs fp32 batch_1: top-1 agreement 50% < 98%"])
+    calibration, _ = tones(48, seed=2)
+    manifest = bundle_module.export_phase(
+        trained_model(), tmp_path / "phase_0", phase=0, classes=CLASSES,
+        calibration_waveforms=calibration, holdout_waveforms=bundle.holdout,
+        holdout_targets=bundle.holdout_targets, target="tflm")
+    section = manifest["tflm"]
+    assert section["status"] == "withheld"
+    assert section["reason"] == "TFLM int8 vs fp32 ONNX batch_1: top-1 agreement 50% < 98%"
+    assert not set(TFLM_FILES) & set(manifest["files"])
+    assert not any((tmp_path / "phase_0" / name).exists() for name in TFLM_FILES)
+    assert "model.onnx" in manifest["files"]
+    result = CliRunner().invoke(main, ["infer", "--target", "tflm", str(tmp_path / "phase_0"),
+                                       "x.wav"])
+    assert result.exit_code != 0 and "withheld" in result.output
+
+
+class _WideHead(torch.nn.Module):
+    """log-mel [1, 1, 64, 51] -> 100 logits through one fully connected layer of 326,400
+    weights: 319 KiB of int8 constants in one buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(64 * 51, 100)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.reshape(1, -1))
+
+
+def test_a_graph_with_over_256_kib_of_constants_round_trips_in_tflm():
+    from firmware_export.tflm.convert import float_tflite
+    from firmware_export.tflm.quantize import int8_tflite
+
+    graph = _WideHead().eval()
+    inputs = torch.randn(9, 1, 1, 64, 51, generator=torch.Generator().manual_seed(1))
+    quantized = int8_tflite(float_tflite(graph, inputs[0]), inputs[:8, 0].numpy())
+    # The quantizer stores the large weight after the flatbuffer, at an offset ...
+    assert any(buffer.offset for buffer in flatbuffer.read(quantized).buffers)
+    model = flatbuffer.finish(quantized)
+    parsed = flatbuffer.read(model)  # ... and finish() puts it back inline
+    biggest = max(len(b.data) if b.data is not None else 0 for b in parsed.buffers)
+    assert biggest >= 64 * 51 * 100 > 256 * 1024
+    assert not any(buffer.offset for buffer in parsed.buffers)
+    micro = MicroModel(model, 64 * 1024)
+    with torch.no_grad():
+        expected = graph(inputs[8]).numpy().reshape(-1)
+    got = micro.run_logmel(inputs[8, 0, 0].numpy())
+    # int8 rounding of weights and activations: within a few output steps of the float logits
+    assert np.abs(got - expected).max() < 8 * micro.output.scale
+    assert np.corrcoef(got, expected)[0, 1] > 0.99
+
+
+def test_infer_runs_the_bundle_in_tflm_and_refuses_an_edited_tflite(bundle, tmp_path):
+    from fixtures_audio import write_wav
+
+    clip = tmp_path / "clip.wav"
+    write_wav(clip, bundle.holdout[1], 8000, subtype="FLOAT")
+    result = CliRunner().invoke(main, ["infer", "--target", "tflm", str(bundle.folder),
+                                       str(clip), "--json"])
+    assert result.exit_code == 0, result.output
+    top = json.loads(result.output)["results"][0]["predictions"][0]["label"]
+    assert top == CLASSES[bundle.holdout_targets[1]]
+    edited = tmp_path / "edited"
+    shutil.copytree(bundle.folder, edited)
+    data = bytearray((edited / "model.tflm.tflite").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (edited / "model.tflm.tflite").write_bytes(bytes(data))
+    result = CliRunner().invoke(main, ["infer", "--target", "tflm", str(edited), str(clip)])
+    assert result.exit_code != 0
+    assert "model.tflm.tflite: sha256" in result.output and result.output.count("\n") == 1
+
+
+def test_infer_target_tflm_needs_no_torch(bundle, tmp_path):
+    from fixtures_audio import write_wav
+    from test_runtime import _run_without_torch
+
+    clip = tmp_path / "clip.wav"
+    write_wav(clip, bundle.holdout[2], 8000, subtype="FLOAT")
+    result = _run_without_torch(f"""
+        from edgecl.cli import main
+        try:
+            main(["infer", "--target", "tflm", {str(bundle.folder)!r}, {str(clip)!r}, "--json"])
+        finally:
+            loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchaudio"))
+            print("torch modules:", loaded)
+    """)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout.rsplit("torch modules:", 1)[0])
+    assert document["results"][0]["predictions"][0]["label"] == CLASSES[bundle.holdout_targets[2]]
+    assert result.stdout.strip().endswith("torch modules: []")
+
+
+def test_the_table_reads_the_figures_from_the_manifests(bundle, capsys):
+    from firmware_export.tflm.table import main as table_main
+
+    assert table_main([str(bundle.folder.parent)]) == 0
+    header, separator, line = capsys.readouterr().out.strip().split("\n")
+    section = bundle.manifest["tflm"]
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[1:4] == ["0", "4", "64"]
+    assert cells[4] == f"{section['bytes'] / 1024:.0f} KiB" and cells[6] == "0"
+    assert cells[9] == "shipped"
+    assert table_main([str(bundle.folder / "missing")]) == 2
+
+
+def test_the_probe_sizes_an_untrained_network_at_an_input_shape():
+    from firmware_export.tflm.probe import probe
+
+    figures = probe(8000, 0.5, width=4, n_classes=3, calibration_clips=2)
+    assert figures["input"] == [1, 1, 64, 51] and figures["float_ops"] == 0
+    # The stem conv's output (2 * width channels at half the input's height and width) is the
+    # largest activation.
+    assert figures["largest_activations_bytes"][0] == 8 * 32 * 26
+    assert figures["arena_bytes"] >= sum(figures["largest_activations_bytes"][:2])
+    assert figures["flatbuffer_bytes"] > 0
