@@ -38,6 +38,12 @@ class TrainRam:
                 "input_batch": self.input_batch, "teacher": self.teacher, "total": self.total}
 
 
+def weight_bytes(model) -> int:
+    """Every parameter and buffer (e.g. BatchNorm running statistics) in fp32: 4 bytes each."""
+    return 4 * (sum(p.numel() for p in model.parameters())
+                + sum(b.numel() for b in model.buffers()))
+
+
 def device_train_ram(model, batch_size: int, input_shape: tuple[int, ...],
                      forward: Callable | None = None) -> TrainRam:
     """Estimate the RAM a device needs to train `model` with Adam at `batch_size`, in fp32.
@@ -61,7 +67,7 @@ def device_train_ram(model, batch_size: int, input_shape: tuple[int, ...],
 
     params = list(model.parameters())
     trainable = sum(p.numel() for p in params if p.requires_grad)
-    weights = 4 * (sum(p.numel() for p in params) + sum(b.numel() for b in model.buffers()))
+    weights = weight_bytes(model)
     input_batch = 4 * batch_size * math.prod(input_shape)
 
     probe = copy.deepcopy(model).train()
@@ -126,8 +132,7 @@ def device_inference_ram(model, batch_size: int, input_shape: tuple[int, ...],
     """
     import torch
 
-    weights = 4 * (sum(p.numel() for p in model.parameters())
-                   + sum(b.numel() for b in model.buffers()))
+    weights = weight_bytes(model)
     probe = copy.deepcopy(model).eval()
     skip = {p.untyped_storage().data_ptr() for p in probe.parameters()}
     skip |= {b.untyped_storage().data_ptr() for b in probe.buffers()}

@@ -69,7 +69,7 @@ class FitReport:
         basis = {"val_accuracy": "highest accuracy",
                  "val_loss": "tie on accuracy broken by loss"}[self.selected_by]
         return (f"best epoch {self.best_epoch}: val acc {100 * self.best_val_accuracy:.1f}%, "
-                f"val loss {self.best_val_loss:.3f} ({basis})")
+                f"val loss {self.best_val_loss:.3g} ({basis})")
 
 
 def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
