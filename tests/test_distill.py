@@ -237,3 +237,21 @@ def test_results_record_the_selection_basis(six_class_manifest, tmp_path):
     assert "no validation clips" in log
     data = json.loads((tmp_path / "run" / "results.json").read_text())
     assert data["config"]["val_fraction"] == 0.0
+
+
+def test_grid_specs_and_the_report_know_the_distillation_options(tmp_path):
+    from edgecl.grid.spec import parse_spec
+    from edgecl.report.aggregate import method_label
+
+    spec = parse_spec({"common": {"epochs": 2, "val_fraction": 0.2},
+                       "methods": [{"name": "kd", "mode": "replay", "distill_output": [0, 1],
+                                    "distill_feature": 1, "distill_adaptive": True}]}, "a", "a")
+    trials = spec.trials()
+    assert {t.method for t in trials} == {"kd-kdo0", "kd-kdo1"}
+    args = trials[0].train_args(tmp_path)
+    assert "--distill-adaptive" in args and "--val-fraction" in args
+    config = {"mode": "replay", "mem_manage": "random", "memory_size": 50}
+    assert method_label(config) == "random-m50"
+    assert method_label({**config, "distill_output": 1.0, "distill_feature": 0.5,
+                         "distill_adaptive": True}) == "random-m50-kd1-0.5a"
+    assert method_label({"mode": "finetune", "distill_feature": 2.0}) == "finetune-kd0-2"
