@@ -22,7 +22,7 @@ import torch
 
 from edgecl.audio import ClipAudio
 from edgecl.budget.macs import ModelMacs, train_step_macs
-from edgecl.budget.ram import device_inference_ram, device_train_ram, peak_rss_bytes
+from edgecl.budget.ram import TrainRam, device_inference_ram, device_train_ram, peak_rss_bytes
 from edgecl.config import RunConfig
 from edgecl.config_file import write_config_file
 from edgecl.data.validate import validate_dataset
@@ -278,22 +278,8 @@ class ContinualRun:
         costs.pop("train_seconds", None)  # the record's own train_seconds covers the same span
         ram = device_train_ram(self.model, self.config.batch_size, self.logmel_shape(),
                                forward=lambda model, batch: model.forward_features(batch))
-        distill = self._distill_record(distiller, self._step_macs(macs, teacher_macs),
-                                       teacher_macs, costs.get("train_macs"))
-        if distiller is not None:
-            teacher_ram = device_inference_ram(
-                distiller.teacher, self.config.batch_size, self.logmel_shape(),
-                forward=lambda model, batch: model.forward_features(batch))
-            ram = replace(ram, teacher=teacher_ram.total)
-            distill.update(teacher_ram_bytes=teacher_ram.total,
-                           teacher_ram_weights_bytes=teacher_ram.weights,
-                           teacher_ram_activations_bytes=teacher_ram.activations,
-                           teacher_ram_share=teacher_ram.total / ram.total)
-            self.log(f"  distillation from phase {phase - 1}'s model on {distiller.n_old} old "
-                     f"classes (weights output {distiller.output_weight:g}, feature "
-                     f"{distiller.feature_weight:g}): teacher "
-                     f"{_share(distill['teacher_macs_share'])} of the training MACs, "
-                     f"{_share(distill['teacher_ram_share'])} of the training RAM")
+        distill, ram = self._distill_costs(phase, distiller, self._step_macs(macs, teacher_macs),
+                                           teacher_macs, costs.get("train_macs"), ram)
         record.details = {
             "epochs_run": report.epochs_run, "best_epoch": report.best_epoch,
             "best_val_accuracy": report.best_val_accuracy,
@@ -313,23 +299,38 @@ class ContinualRun:
             record.details["distill"] = distill
         return TrainedPhase(record, new_clips, seen_tasks, macs)
 
-    def _distill_record(self, distiller: Distiller | None, per_clip: int, teacher_macs: int,
-                        train_macs: int | None) -> dict[str, Any] | None:
-        """The phase's distillation settings and the teacher's share of the training MACs (RAM
-        is added by the caller); None when distillation is off."""
+    def _distill_costs(self, phase: int, distiller: Distiller | None, per_clip: int,
+                       teacher_macs: int, train_macs: int | None,
+                       ram: TrainRam) -> tuple[dict[str, Any] | None, TrainRam]:
+        """(the phase's `distill` record: settings and the teacher's MACs and RAM, or None when
+        distillation is off; the training RAM with the teacher's weights and activations)."""
         settings = DistillSettings.of(self.config)
         if not settings.on:
-            return None
+            return None, ram
         if distiller is None:
             return {**settings.as_dict(), "teacher": False, "teacher_train_macs": 0,
-                    "teacher_macs_share": 0.0, "teacher_ram_bytes": 0, "teacher_ram_share": 0.0}
+                    "teacher_macs_share": 0.0, "teacher_ram_bytes": 0,
+                    "teacher_ram_share": 0.0}, ram
         teacher_train_macs = share = None
         if train_macs is not None:
             # A step on B clips costs B x per_clip MACs, so train_macs / per_clip clips were trained.
             teacher_train_macs = train_macs // per_clip * teacher_macs
             share = teacher_train_macs / train_macs if train_macs else 0.0
-        return {**distiller.record(), "teacher_macs_per_clip": teacher_macs,
-                "teacher_train_macs": teacher_train_macs, "teacher_macs_share": share}
+        teacher_ram = device_inference_ram(distiller.teacher, self.config.batch_size,
+                                           self.logmel_shape(),
+                                           forward=lambda model, batch: model.forward_features(batch))
+        ram = replace(ram, teacher=teacher_ram.total)
+        record = {**distiller.record(), "teacher_macs_per_clip": teacher_macs,
+                  "teacher_train_macs": teacher_train_macs, "teacher_macs_share": share,
+                  "teacher_ram_bytes": teacher_ram.total,
+                  "teacher_ram_weights_bytes": teacher_ram.weights,
+                  "teacher_ram_activations_bytes": teacher_ram.activations,
+                  "teacher_ram_share": teacher_ram.total / ram.total}
+        self.log(f"  distillation from phase {phase - 1}'s model on {distiller.n_old} old classes "
+                 f"(weights output {distiller.output_weight:g}, feature "
+                 f"{distiller.feature_weight:g}): teacher {_share(share)} of the training MACs, "
+                 f"{_share(record['teacher_ram_share'])} of the training RAM")
+        return record, ram
 
     def _fit(self, phase: int, train: PhaseData, val: PhaseData, stop: StopCondition,
              distiller: Distiller | None = None):
