@@ -5,6 +5,7 @@ by validation loss, --val-fraction)."""
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ from edgecl.training.loop import evaluate_with_loss
 from run_helpers import Interrupted, dies_before_committing, small_run_options
 from test_resume import comparable
 
-DISTILL = dict(distill_output=1.0, distill_feature=1.0, distill_adaptive=True)
+DISTILL = {"distill_output": 1.0, "distill_feature": 1.0, "distill_adaptive": True}
 
 
 # --- the losses ---------------------------------------------------------------------------
@@ -38,7 +39,7 @@ def test_output_distillation_is_zero_on_agreement_and_grows_with_disagreement():
     assert float(output_distillation(teacher + 3.0, teacher, 2.0)) == pytest.approx(0, abs=1e-6)
     losses = [float(output_distillation(teacher + s * direction, teacher, 2.0))
               for s in (0.25, 0.5, 1.0, 2.0)]
-    assert all(b > a > 0 for a, b in zip(losses, losses[1:])), losses
+    assert all(b > a > 0 for a, b in pairwise(losses)), losses
 
 
 def test_feature_distillation_is_zero_on_agreement_and_grows_with_the_angle():
@@ -50,7 +51,7 @@ def test_feature_distillation_is_zero_on_agreement_and_grows_with_the_angle():
     direction = torch.randn(16, 8)
     losses = [float(feature_distillation(teacher + s * direction, teacher))
               for s in (0.1, 0.5, 1.0, 4.0)]
-    assert all(b > a > 0 for a, b in zip(losses, losses[1:])), losses
+    assert all(b > a > 0 for a, b in pairwise(losses)), losses
 
 
 def _model(n_classes=3):
@@ -212,8 +213,8 @@ def test_val_fraction_sets_the_validation_split(six_class_manifest, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--val-fraction", "0.95"], "--val-fraction: expected a fraction of each task's training "
-                                 "clips in [0, 0.9], got 0.95"),
+    (["--val-fraction", "0.95"], ("--val-fraction: expected a fraction of each task's training "
+                                  "clips in [0, 0.9], got 0.95")),
     (["--val-fraction", "-0.1"], "--val-fraction: expected"),
     (["--distill-output", "-1"], "--distill-output: expected a weight (0 = off) in [0, 1000]"),
     (["--distill-feature", "nan"], "--distill-feature: expected"),
