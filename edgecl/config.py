@@ -16,8 +16,9 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from edgecl.errors import EdgeclError
-from edgecl.limits import (INT_RANGES, MAX_CLIP_SECONDS, MAX_MEMORY_BYTES, MAX_STEPS,
-                           MAX_TRAIN_MACS, MAX_TRAIN_SECONDS, check_float, check_int)
+from edgecl.limits import (INT_RANGES, MAX_CLIP_SECONDS, MAX_DISTILL_TEMPERATURE,
+                           MAX_DISTILL_WEIGHT, MAX_MEMORY_BYTES, MAX_STEPS, MAX_TRAIN_MACS,
+                           MAX_TRAIN_SECONDS, MAX_VAL_FRACTION, check_float, check_int)
 
 MODES = ("finetune", "replay", "joint")
 
@@ -75,6 +76,13 @@ class RunConfig:
     code_new_clips: bool = True
     # Bias correction after each phase (edgecl.training.weight_align).
     weight_align: bool = False
+    # Distillation from the previous phase's model (edgecl.training.distill): weights 0 = off.
+    distill_output: float = 0.0
+    distill_feature: float = 0.0
+    distill_temperature: float = 2.0
+    distill_adaptive: bool = False
+    # Share of each task's training clips held out for model selection (edgecl.tasks).
+    val_fraction: float = 0.1
     n_tasks: int | None = None
     n_init_cls: int | None = None
     n_cls_a_task: int | None = None
@@ -149,6 +157,13 @@ class RunConfig:
             check_float("--clip-seconds", self.clip_seconds, 0.0, MAX_CLIP_SECONDS,
                         what="a clip length in seconds")
         check_float("--lr", self.lr, 0.0, math.inf, what="a finite learning rate")
+        for name in ("distill_output", "distill_feature"):
+            check_float(option_name(name), getattr(self, name), 0.0, MAX_DISTILL_WEIGHT,
+                        low_inclusive=True, what="a weight (0 = off)")
+        check_float("--distill-temperature", self.distill_temperature, 0.0,
+                    MAX_DISTILL_TEMPERATURE, what="a temperature")
+        check_float("--val-fraction", self.val_fraction, 0.0, MAX_VAL_FRACTION,
+                    low_inclusive=True, what="a fraction of each task's training clips")
         self._check_budgets()
         if self.dataset != "synthetic" and not self.data_root:
             raise EdgeclError(f"--data-root: required for --dataset {self.dataset}")

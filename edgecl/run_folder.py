@@ -86,7 +86,8 @@ def load_plan(config):
                          sample_rate=config.sample_rate, clip_seconds=config.clip_seconds,
                          clips_per_class=config.clips_per_class)
     config = config.with_tasks_for(len(split.classes))
-    plan = make_tasks(split, config.n_tasks, config.n_init_cls, config.n_cls_a_task, config.seed)
+    plan = make_tasks(split, config.n_tasks, config.n_init_cls, config.n_cls_a_task, config.seed,
+                      val_fraction=config.val_fraction)
     return config, split, plan
 
 

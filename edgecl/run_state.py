@@ -12,8 +12,8 @@ Contents (loads with torch.load(weights_only=True): tensors, lists, dicts, strin
 - `sampler`: the sampler's `get_state()` (numpy arrays as tensors);
 - `rng`: JSON text of python's `random` state, numpy's global state and the run's Generator
   state; `torch_rng`: torch's CPU generator state (`cuda_rng`: the CUDA ones, when present).
-The model is the phase's checkpoint.pt (weights and head size); the optimizer is created anew each
-phase and the per-phase torch Generator is seeded from the seed and phase, so neither is saved.
+The model is the phase's checkpoint.pt (weights and head size), which is also the next phase's
+distillation teacher (edgecl.training.distill); the optimizer is created anew each phase and the per-phase torch Generator is seeded from the seed and phase, so neither is saved.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import torch
 
 from edgecl.audio import ClipAudio
 from edgecl.budget.macs import ModelMacs, train_step_macs
-from edgecl.budget.ram import device_train_ram, peak_rss_bytes
+from edgecl.budget.ram import TrainRam, device_inference_ram, device_train_ram, peak_rss_bytes
 from edgecl.config import RunConfig
 from edgecl.config_file import write_config_file
 from edgecl.data.validate import validate_dataset
@@ -41,6 +41,7 @@ from edgecl.run_owner import check_exp_name, open_run_folder
 from edgecl.run_state import (drop_uncommitted, load_phase_weights, load_state, restore_state,
                               save_state)
 from edgecl.training import PhaseData, PhaseMeter, StopCondition, fit, task_accuracy
+from edgecl.training.distill import Distiller, DistillSettings, teacher_macs_per_clip
 from edgecl.training.weight_align import align_weights
 
 
@@ -66,9 +67,10 @@ class TrainedPhase:
 class ContinualRun:
     """One run of `edgecl train`. Build it, then call `run()`.
 
-    `stop_factory(phase, macs) -> StopCondition` supplies each phase's stop condition; by default
-    an edgecl.training.PhaseMeter that counts steps, MACs and time and enforces the config's
-    compute budget (`macs`: the model's ModelMacs in that phase).
+    `stop_factory(phase, macs, teacher_macs) -> StopCondition` supplies each phase's stop
+    condition; by default an edgecl.training.PhaseMeter that counts steps, MACs and time and
+    enforces the config's compute budget (`macs`: the model's ModelMacs in that phase;
+    `teacher_macs`: a distillation teacher's forward MACs per training clip, 0 without one).
 
     `run()` owns the run folder while it writes (edgecl.run_owner): it continues an interrupted
     run with the same options from its last completed phase, returns a complete one as it is, and
@@ -76,7 +78,7 @@ class ContinualRun:
     """
 
     def __init__(self, config: RunConfig, *, show_progress: bool | None = None,
-                 stop_factory: Callable[[int, ModelMacs], StopCondition] | None = None,
+                 stop_factory: Callable[[int, ModelMacs, int], StopCondition] | None = None,
                  overwrite: bool = False) -> None:
         check_exp_name(config.name)
         self.device = resolve_device(config.device)  # before any work: cuda may be missing
@@ -235,10 +237,19 @@ class ContinualRun:
                                                       trained.new_clips)
         return record
 
+    def _distiller(self, phase: int, n_seen: int) -> Distiller | None:
+        """The frozen copy of the model as it ended the previous phase (restored from its
+        checkpoint on resume), when distillation is on; none in phase 0 (joint has only that)."""
+        settings = DistillSettings.of(self.config)
+        if not settings.on or phase == 0:
+            return None
+        return Distiller(self.model, settings, n_seen)
+
     def train_phase(self, phase: int, tasks: list) -> TrainedPhase:
         """Grow the head and train on the new clips plus the memory."""
         seen_tasks = self.plan.tasks_seen(tasks[-1].index)
         seen = [name for task in seen_tasks for name in task.classes]
+        distiller = self._distiller(phase, len(seen))  # before the head grows: the old model
         self.model.head.grow(len(seen))
         macs = ModelMacs.of_model(self.model, self.split.clip_samples)
         record = PhaseRecord(seen_classes=seen)
@@ -257,21 +268,27 @@ class ContinualRun:
         self.log(f"  training on {len(new_clips)} new clips + "
                  f"{len(items) - len(new_clips)} from memory, validating on {len(val)}")
 
+        teacher_macs = 0 if distiller is None else teacher_macs_per_clip(
+            ModelMacs.of_model(distiller.teacher, self.split.clip_samples))
         started = time.perf_counter()
-        stop = self.stop_factory(phase, macs)
-        report = self._fit(phase, train, val, stop)
+        stop = self.stop_factory(phase, macs, teacher_macs)
+        report = self._fit(phase, train, val, stop, distiller)
         record.train_seconds = time.perf_counter() - started
         self.features.forget_source("coded")
         self.log(f"  trained {report.epochs_run} epochs ({report.steps} steps) in "
-                 f"{record.train_seconds:.1f} s; best epoch {report.best_epoch} with validation "
-                 f"accuracy {_pct(report.best_val_accuracy)}; stopped by {report.stopped_by or 'epochs'}")
+                 f"{record.train_seconds:.1f} s; {report.selection()}; stopped by "
+                 f"{report.stopped_by or 'epochs'}")
         costs = stop.results(report.steps)
         costs.pop("train_seconds", None)  # the record's own train_seconds covers the same span
         ram = device_train_ram(self.model, self.config.batch_size, self.logmel_shape(),
                                forward=lambda model, batch: model.forward_features(batch))
+        distill, ram = self._distill_costs(phase, distiller, self._step_macs(macs, teacher_macs),
+                                           teacher_macs, costs.get("train_macs"), ram)
         record.details = {
             "epochs_run": report.epochs_run, "best_epoch": report.best_epoch,
-            "best_val_accuracy": report.best_val_accuracy, "steps": report.steps,
+            "best_val_accuracy": report.best_val_accuracy,
+            "best_val_loss": report.best_val_loss, "selected_by": report.selected_by,
+            "steps": report.steps,
             "stopped_by": report.stopped_by, "epoch_seconds": report.epoch_seconds,
             "n_train": len(train), "n_val": len(val), "device": str(self.device),
             "feature_cache": {"enabled": self.features.enabled, "entries": len(self.features),
@@ -282,9 +299,45 @@ class ContinualRun:
             **{k: v for k, v in costs.items() if k != "stop_reason"},
             "device_train_ram_bytes": ram.total, "device_train_ram": ram.as_dict(),
         }
+        if distill is not None:
+            record.details["distill"] = distill
         return TrainedPhase(record, new_clips, seen_tasks, macs)
 
-    def _fit(self, phase: int, train: PhaseData, val: PhaseData, stop: StopCondition):
+    def _distill_costs(self, phase: int, distiller: Distiller | None, per_clip: int,
+                       teacher_macs: int, train_macs: int | None,
+                       ram: TrainRam) -> tuple[dict[str, Any] | None, TrainRam]:
+        """(the phase's `distill` record: settings and the teacher's MACs and RAM, or None when
+        distillation is off; the training RAM with the teacher's weights and activations)."""
+        settings = DistillSettings.of(self.config)
+        if not settings.on:
+            return None, ram
+        if distiller is None:
+            return {**settings.as_dict(), "teacher": False, "teacher_train_macs": 0,
+                    "teacher_macs_share": 0.0, "teacher_ram_bytes": 0,
+                    "teacher_ram_share": 0.0}, ram
+        teacher_train_macs = share = None
+        if train_macs is not None:
+            # A step on B clips costs B x per_clip MACs, so train_macs / per_clip clips were trained.
+            teacher_train_macs = train_macs // per_clip * teacher_macs
+            share = teacher_train_macs / train_macs if train_macs else 0.0
+        teacher_ram = device_inference_ram(distiller.teacher, self.config.batch_size,
+                                           self.logmel_shape(),
+                                           forward=lambda model, batch: model.forward_features(batch))
+        ram = replace(ram, teacher=teacher_ram.total)
+        record = {**distiller.record(), "teacher_macs_per_clip": teacher_macs,
+                  "teacher_train_macs": teacher_train_macs, "teacher_macs_share": share,
+                  "teacher_ram_bytes": teacher_ram.total,
+                  "teacher_ram_weights_bytes": teacher_ram.weights,
+                  "teacher_ram_activations_bytes": teacher_ram.activations,
+                  "teacher_ram_share": teacher_ram.total / ram.total}
+        self.log(f"  distillation from phase {phase - 1}'s model on {distiller.n_old} old classes "
+                 f"(weights output {distiller.output_weight:g}, feature "
+                 f"{distiller.feature_weight:g}): teacher {_share(share)} of the training MACs, "
+                 f"{_share(record['teacher_ram_share'])} of the training RAM")
+        return record, ram
+
+    def _fit(self, phase: int, train: PhaseData, val: PhaseData, stop: StopCondition,
+             distiller: Distiller | None = None):
         from tqdm import tqdm
 
         config = self.config
@@ -310,7 +363,8 @@ class ContinualRun:
         try:
             report = fit(self.model, train, val, epochs=config.epochs,
                          batch_size=config.batch_size, lr=config.lr, patience=config.patience,
-                         generator=generator, stop=stop, progress=progress, name=f"phase {phase}")
+                         generator=generator, stop=stop, progress=progress, name=f"phase {phase}",
+                         distill=distiller)
         finally:
             bar.close()
             metrics.close()
@@ -323,19 +377,31 @@ class ContinualRun:
         limit = self.config.max_train_macs
         if limit is None:
             return
-        first = self._phases()[0]
-        batch = min(self.config.batch_size, sum(len(task.train) for task in first))
+        phases = self._phases()
         macs = ModelMacs.of_model(self.model, self.split.clip_samples)
-        needed = batch * train_step_macs(macs, 1, features_cached=self.config.feature_cache)
+        batch = min(self.config.batch_size, sum(len(task.train) for task in phases[0]))
+        needed, detail = batch * self._step_macs(macs, 0), f"a batch of {batch} clips"
+        if DistillSettings.of(self.config).on and len(phases) > 1:
+            # From phase 1 the teacher's forward adds to every step (a lower bound: the heads
+            # grow a little each phase).
+            batch = min(self.config.batch_size, sum(len(task.train) for task in phases[1]))
+            with_teacher = batch * self._step_macs(macs, teacher_macs_per_clip(macs))
+            if with_teacher > needed:
+                needed = with_teacher
+                detail = f"a batch of {batch} clips with the distillation teacher's forward"
         if limit < needed:
             raise EdgeclError(f"--max-train-macs: {limit:,} allows no optimizer step; one step on "
-                              f"a batch of {batch} clips costs {needed:,} MACs, so give at least "
-                              f"that")
+                              f"{detail} costs {needed:,} MACs, so give at least that")
 
-    def _phase_meter(self, phase: int, macs: ModelMacs) -> PhaseMeter:
-        """Default stop condition: the config's compute budget, counting MACs per step."""
-        per_clip = train_step_macs(macs, 1, features_cached=self.config.feature_cache)
-        return PhaseMeter(self.config.compute_budget(), step_macs_per_clip=per_clip)
+    def _phase_meter(self, phase: int, macs: ModelMacs, teacher_macs: int = 0) -> PhaseMeter:
+        """Default stop condition: the config's compute budget, counting MACs per step (the
+        student's training step plus a distillation teacher's forward, per clip)."""
+        return PhaseMeter(self.config.compute_budget(),
+                          step_macs_per_clip=self._step_macs(macs, teacher_macs))
+
+    def _step_macs(self, macs: ModelMacs, teacher_macs: int) -> int:
+        """MACs of a training step per clip: the student's step and the teacher's forward."""
+        return train_step_macs(macs, 1, features_cached=self.config.feature_cache) + teacher_macs
 
     def update_memory(self, phase: int, trained: TrainedPhase) -> None:
         """Refill the memory after training (edgecl.memory_update) and record what it cost."""
@@ -378,6 +444,10 @@ class ContinualRun:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _share(value: float | None) -> str:
+    return "?" if value is None else f"{100 * value:.1f}%"
 
 
 def train(config: RunConfig, **kwargs) -> dict[str, Any]:

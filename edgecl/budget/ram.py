@@ -6,6 +6,7 @@ import copy
 import math
 import resource
 import sys
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,15 +25,23 @@ class TrainRam:
     optimizer_state: int
     activations: int
     input_batch: int
+    teacher: int = 0  # a distillation teacher's weights and inference activations (0: none)
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer_state + self.activations + self.input_batch
+        return (self.weights + self.gradients + self.optimizer_state + self.activations
+                + self.input_batch + self.teacher)
 
     def as_dict(self) -> dict[str, int]:
         return {"weights": self.weights, "gradients": self.gradients,
                 "optimizer_state": self.optimizer_state, "activations": self.activations,
-                "input_batch": self.input_batch, "total": self.total}
+                "input_batch": self.input_batch, "teacher": self.teacher, "total": self.total}
+
+
+def weight_bytes(model) -> int:
+    """Every parameter and buffer (e.g. BatchNorm running statistics) in fp32: 4 bytes each."""
+    return 4 * (sum(p.numel() for p in model.parameters())
+                + sum(b.numel() for b in model.buffers()))
 
 
 def device_train_ram(model, batch_size: int, input_shape: tuple[int, ...],
@@ -58,7 +67,7 @@ def device_train_ram(model, batch_size: int, input_shape: tuple[int, ...],
 
     params = list(model.parameters())
     trainable = sum(p.numel() for p in params if p.requires_grad)
-    weights = 4 * (sum(p.numel() for p in params) + sum(b.numel() for b in model.buffers()))
+    weights = weight_bytes(model)
     input_batch = 4 * batch_size * math.prod(input_shape)
 
     probe = copy.deepcopy(model).train()
@@ -95,3 +104,65 @@ def device_train_ram_bytes(model, batch_size: int, input_shape: tuple[int, ...],
                            forward: Callable | None = None) -> int:
     """Total of `device_train_ram` (bytes)."""
     return device_train_ram(model, batch_size, input_shape, forward).total
+
+
+@dataclass(frozen=True)
+class InferenceRam:
+    """Parts of the RAM a device needs to run a frozen model on a batch (see device_inference_ram)."""
+
+    weights: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.activations
+
+
+def device_inference_ram(model, batch_size: int, input_shape: tuple[int, ...],
+                         forward: Callable | None = None) -> InferenceRam:
+    """Estimate the RAM a device needs to run `model` (eval mode, no gradients) on a batch, fp32.
+
+    - weights: every parameter and buffer, 4 bytes each;
+    - activations: the peak, over one forward of a batch of `batch_size`, of the bytes held at
+      once by the tensors entering and leaving the model's modules, measured (not modelled): every
+      module input and output is tracked by a weak reference until it is freed, and the live total
+      is taken at each module boundary. The input batch itself is not counted (the caller has it).
+    Not counted: temporaries inside one module that never cross a module boundary, kernel
+    workspaces. The model and the global RNG are left untouched.
+    """
+    import torch
+
+    weights = weight_bytes(model)
+    probe = copy.deepcopy(model).eval()
+    skip = {p.untyped_storage().data_ptr() for p in probe.parameters()}
+    skip |= {b.untyped_storage().data_ptr() for b in probe.buffers()}
+    live: dict[int, tuple[weakref.ref, int]] = {}
+    peak = 0
+
+    def note(values) -> None:
+        nonlocal peak
+        values = values if isinstance(values, (tuple, list)) else (values,)
+        for value in values:
+            if isinstance(value, torch.Tensor):
+                storage = value.untyped_storage()
+                if storage.data_ptr() not in skip:
+                    live[storage.data_ptr()] = (weakref.ref(value), storage.nbytes())
+        for key in [key for key, (ref, _) in live.items() if ref() is None]:
+            del live[key]
+        peak = max(peak, sum(size for _, size in live.values()))
+
+    handles = [module.register_forward_pre_hook(lambda _m, inputs: note(inputs))
+               for module in probe.modules()]
+    handles += [module.register_forward_hook(lambda _m, _inputs, output: note(output))
+                for module in probe.modules()]
+    run = forward or (lambda m, x: m(x))
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            device = next(probe.parameters()).device
+            batch = torch.randn(batch_size, *input_shape, device=device)
+            skip.add(batch.untyped_storage().data_ptr())
+            run(probe, batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return InferenceRam(weights=weights, activations=peak)

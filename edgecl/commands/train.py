@@ -86,6 +86,24 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
               show_default=True,
               help="Bias correction: after each phase, rescale the new classes' classifier "
                    "weights to the old classes' mean norm (weight aligning; no training cost).")
+@click.option("--distill-output", type=float, default=_DEFAULTS.distill_output, metavar="W",
+              show_default=True,
+              help="Output distillation weight: KL divergence (x T^2) between the previous "
+                   "phase's frozen model and this one on the old classes' logits (0 = off).")
+@click.option("--distill-feature", type=float, default=_DEFAULTS.distill_feature, metavar="W",
+              show_default=True,
+              help="Feature distillation weight: 1 - cosine similarity of the previous phase's "
+                   "and this model's embeddings (0 = off).")
+@click.option("--distill-temperature", type=float, default=_DEFAULTS.distill_temperature,
+              metavar="T", show_default=True, help="Temperature of output distillation.")
+@click.option("--distill-adaptive/--no-distill-adaptive", default=_DEFAULTS.distill_adaptive,
+              show_default=True,
+              help="Scale the distillation weights by the share of old classes (old / seen).")
+@click.option("--val-fraction", type=float, default=_DEFAULTS.val_fraction, metavar="F",
+              show_default=True,
+              help="Share of each task's training clips held out for model selection, in "
+                   "[0, 0.9] (best epoch: highest validation accuracy, ties broken by lower "
+                   "validation loss).")
 @click.option("--max-steps", type=int, default=None,
               help="Compute budget: optimizer steps per phase.")
 @click.option("--max-train-seconds", type=float, default=None,

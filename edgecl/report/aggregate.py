@@ -87,7 +87,19 @@ def method_key(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def method_label(config: dict[str, Any]) -> str:
-    """finetune, joint, random-m500, uncertainty-noisytune-k6-m500, ... ."""
+    """finetune, joint, random-m500, uncertainty-noisytune-k6-m500, ...; with distillation a
+    suffix of its weights: -kd1-1 (output, feature), -kd1-1a (adaptive)."""
+    return _memory_label(config) + _distill_label(config)
+
+
+def _distill_label(config: dict[str, Any]) -> str:
+    output, feature = config.get("distill_output") or 0, config.get("distill_feature") or 0
+    if not (output or feature):
+        return ""
+    return f"-kd{output:g}-{feature:g}" + ("a" if config.get("distill_adaptive") else "")
+
+
+def _memory_label(config: dict[str, Any]) -> str:
     mode = config.get("mode", "?")
     if mode != "replay":
         return str(mode)

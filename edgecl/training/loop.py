@@ -1,6 +1,10 @@
 """Train one phase: Adam, mini-batches of cached log-mel features, early stopping on the held-out
 validation split with the best weights restored.
 
+Model selection: the best epoch is the one with the highest validation accuracy; among epochs with
+equal accuracy (a small split saturates at 100% within a few epochs) the lowest validation loss
+wins, not the earliest. `FitReport.selected_by` says which of the two decided.
+
 When training stops is decided in two places only: `fit`'s epoch/patience rule (the published
 schedule) and a StopCondition asked before every optimizer step (edgecl.training.stop).
 """
@@ -45,6 +49,27 @@ class FitReport:
     steps: int = 0
     epoch_seconds: list[float] = field(default_factory=list)
     stopped_by: str | None = None  # "patience", a StopCondition reason, or None (all epochs)
+    best_val_loss: float | None = None
+    val_accuracy: list[float | None] = field(default_factory=list)  # per epoch
+    val_loss: list[float | None] = field(default_factory=list)
+
+    @property
+    def selected_by(self) -> str:
+        """What chose the best epoch: "val_accuracy", "val_loss" (a tie on accuracy broken by
+        loss) or "last_epoch" (no validation clips)."""
+        if self.best_val_accuracy is None:
+            return "last_epoch"
+        ties = sum(1 for accuracy in self.val_accuracy if accuracy == self.best_val_accuracy)
+        return "val_loss" if ties > 1 else "val_accuracy"
+
+    def selection(self) -> str:
+        """One line on the chosen epoch and why, for the run log."""
+        if self.best_val_accuracy is None:
+            return f"kept the last epoch ({self.best_epoch}): no validation clips"
+        basis = {"val_accuracy": "highest accuracy",
+                 "val_loss": "tie on accuracy broken by loss"}[self.selected_by]
+        return (f"best epoch {self.best_epoch}: val acc {100 * self.best_val_accuracy:.1f}%, "
+                f"val loss {self.best_val_loss:.3g} ({basis})")
 
 
 def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
@@ -111,16 +136,38 @@ def task_accuracy(model, clip_data: Callable[[list], PhaseData],
 
 def evaluate(model, data: PhaseData, batch_size: int = 128) -> float | None:
     """Accuracy on `data` (None when it is empty)."""
+    return evaluate_with_loss(model, data, batch_size)[0]
+
+
+@torch.no_grad()
+def evaluate_with_loss(model, data: PhaseData,
+                       batch_size: int = 128) -> tuple[float | None, float | None]:
+    """(accuracy, mean cross-entropy) on `data`, in eval mode; (None, None) when it is empty."""
     if len(data) == 0:
-        return None
-    return float((predict(model, data, batch_size) == data.targets).float().mean())
+        return None, None
+    model.eval()
+    correct, loss = 0, 0.0
+    for idx in torch.split(torch.arange(len(data)), batch_size):
+        logits = model.forward_features(data.features(idx.tolist()))[0]
+        targets = data.targets[idx]
+        correct += int((logits.argmax(dim=1) == targets).sum())
+        loss += float(F.cross_entropy(logits, targets, reduction="sum"))
+    return correct / len(data), loss / len(data)
+
+
+def _better(accuracy: float, loss: float, best_accuracy: float, best_loss: float) -> bool:
+    """Higher validation accuracy wins; on equal accuracy, lower validation loss."""
+    return accuracy > best_accuracy or (accuracy == best_accuracy and loss < best_loss)
 
 
 def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int, lr: float,
         patience: int, generator: torch.Generator, stop: StopCondition | None = None,
-        progress: Callable | None = None, name: str = "training") -> FitReport:
-    """Train `model` on `train`; keep the weights of the epoch with the best validation accuracy.
+        progress: Callable | None = None, name: str = "training",
+        distill=None) -> FitReport:
+    """Train `model` on `train`; keep the weights of the best epoch on the validation split
+    (highest accuracy, ties broken by lower loss).
 
+    `distill` (an edgecl.training.distill.Distiller, or None) adds its loss on every batch.
     Early stopping ends training after `patience` epochs without improvement (0 disables it).
     Without validation clips the last epoch's weights are kept. `progress(epoch, loss, val_acc,
     steps)` is called after each epoch. A non-finite loss raises DivergedError naming `name` (e.g.
@@ -130,7 +177,7 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
     report = FitReport()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     best_state = copy.deepcopy(model.state_dict())
-    best_accuracy, stale = None, 0
+    best_accuracy, best_loss, stale = None, None, 0
     stop.start()
     for epoch in range(epochs):
         started = time.perf_counter()
@@ -140,8 +187,11 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
             if stop.should_stop(len(indices)):
                 report.stopped_by = stop.reason or "stop condition"
                 break
-            logits, _ = model.forward_features(train.features(indices.tolist()))
+            batch = train.features(indices.tolist())
+            logits, embedding = model.forward_features(batch)
             loss = F.cross_entropy(logits, train.targets[indices])
+            if distill is not None:
+                loss = loss + distill.loss(batch, logits, embedding)
             if not math.isfinite(loss.item()):
                 raise DivergedError(f"{name}: training diverged (loss {loss.item()} at epoch "
                                     f"{epoch}, step {report.steps}); lower --lr (this run: {lr:g})"
@@ -156,12 +206,16 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
         if seen == 0:  # stopped before any step of this epoch
             break
         recalibrate_batchnorm(model, train)
-        accuracy = evaluate(model, val)
+        accuracy, val_loss = evaluate_with_loss(model, val)
         report.epochs_run = epoch + 1
         report.epoch_seconds.append(time.perf_counter() - started)
-        if accuracy is None or best_accuracy is None or accuracy > best_accuracy:
-            best_accuracy, stale = accuracy, 0
+        report.val_accuracy.append(accuracy)
+        report.val_loss.append(val_loss)
+        if accuracy is None or best_accuracy is None or _better(accuracy, val_loss, best_accuracy,
+                                                                best_loss):
+            best_accuracy, best_loss, stale = accuracy, val_loss, 0
             report.best_epoch, report.best_val_accuracy = epoch, accuracy
+            report.best_val_loss = val_loss
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
