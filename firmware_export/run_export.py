@@ -101,12 +101,13 @@ def reexport_run(run_dir: str | os.PathLike, phase: int | None = None,
     # The run's lock: a train still writing this folder (or another export) must finish first.
     lock = RunLock(run_dir)
     try:
-        return _reexport_locked(run_dir, phase, log)
+        return _reexport_locked(run_dir, phase, log, target)
     finally:
         lock.release()
 
 
-def _reexport_locked(run_dir: Path, phase: int | None, log: Log | None) -> list[dict[str, Any]]:
+def _reexport_locked(run_dir: Path, phase: int | None, log: Log | None,
+                     target: str | None) -> list[dict[str, Any]]:
     from edgecl.audio import load_audio
     from firmware_export.parity import ParityError
 
