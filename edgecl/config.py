@@ -29,6 +29,9 @@ DEFAULT_N_TASKS = 5
 # Options that never change what a run computes: left out of its identity (run.json, the hash in
 # its default name), so a run may be resumed with other values of them.
 NOT_IDENTITY = ("workspace", "exp_name", "threads", "quiet", "feature_store", "device")
+# Options added after runs existed: at these defaults they are left out of a run's identity, so
+# older runs keep their identity and name.
+IDENTITY_DEFAULTS_LEFT_OUT = {"target": "onnx", "n_mels": 64}
 
 
 def memory_options() -> tuple[str, ...]:
@@ -61,6 +64,7 @@ class RunConfig:
     clips_per_class: int = 100  # synthetic dataset size
     model: str = "bc-resnet"
     width: int = 40
+    n_mels: int = 64  # log-mel bins (BC-ResNet needs a multiple of 32; 32 halves the activations)
     mode: str = "replay"
     mem_manage: str = "uncertainty"  # noisytune, k = 6: the method this project is built around
     sampler_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
@@ -164,6 +168,13 @@ class RunConfig:
                     MAX_DISTILL_TEMPERATURE, what="a temperature")
         check_float("--val-fraction", self.val_fraction, 0.0, MAX_VAL_FRACTION,
                     low_inclusive=True, what="a fraction of each task's training clips")
+        if self.model == "bc-resnet":
+            from models.bcresnet import N_MELS_MULTIPLE
+
+            if self.n_mels % N_MELS_MULTIPLE:
+                raise EdgeclError(f"--n-mels: bc-resnet needs a multiple of {N_MELS_MULTIPLE} "
+                                  f"(SubSpectralNorm's bands after the frequency strides), got "
+                                  f"{self.n_mels}")
         self._check_budgets()
         if self.dataset != "synthetic" and not self.data_root:
             raise EdgeclError(f"--data-root: required for --dataset {self.dataset}")
@@ -248,10 +259,11 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         """Every option that can change what the run computes (`to_dict()` minus NOT_IDENTITY):
-        a run folder holds one run of one identity (edgecl.run_owner). The default --target is
-        left out, so runs from before the option keep their identity and name."""
+        a run folder holds one run of one identity (edgecl.run_owner). Options at their
+        IDENTITY_DEFAULTS_LEFT_OUT value are left out, so runs from before them keep their
+        identity and name."""
         return {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY
-                and not (k == "target" and v == "onnx")}
+                and not (k in IDENTITY_DEFAULTS_LEFT_OUT and v == IDENTITY_DEFAULTS_LEFT_OUT[k])}
 
     def identity_hash(self, length: int = 8) -> str:
         """Short stable hash of `identity()`."""

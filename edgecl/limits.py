@@ -26,6 +26,7 @@ MAX_VAL_FRACTION = 0.9  # --val-fraction: at least a tenth of each task's clips 
 INT_RANGES: dict[str, tuple[int, int]] = {
     "seed": SEED_RANGE,
     "width": (1, 1024),
+    "n_mels": (8, 256),
     "epochs": (1, 100_000),
     "batch_size": (1, 65_536),
     "threads": (1, 1024),

@@ -114,7 +114,8 @@ class ContinualRun:
         first = self.plan.tasks[0] if self.config.mode != "joint" else None
         n_classes = len(first.classes) if first else len(self.plan.class_order)
         return build_model(self.config.model, n_classes,
-                           FrontEndConfig.for_sample_rate(self.split.sample_rate),
+                           FrontEndConfig.for_sample_rate(self.split.sample_rate,
+                                                          n_mels=self.config.n_mels),
                            width=self.config.width)
 
     def _feature_store(self) -> FeatureStore | None:

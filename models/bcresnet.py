@@ -32,6 +32,7 @@ SUB_BANDS = 4
 CHANNEL_DROPOUT = 0.1
 # Frequency is halved by the stem and by two max-pools before the last SubSpectralNorm.
 FREQ_DOWNSAMPLING = 8
+N_MELS_MULTIPLE = FREQ_DOWNSAMPLING * SUB_BANDS  # the input's bins split evenly at every stage
 
 
 class SubSpectralNorm(nn.Module):
@@ -126,9 +127,9 @@ class BCResNetMod(nn.Module):
         super().__init__()
         if width < 2:
             raise EdgeclError(f"bc-resnet: width must be an integer >= 2, got {width}")
-        if n_mels % (FREQ_DOWNSAMPLING * SUB_BANDS):
-            raise EdgeclError(f"bc-resnet: n_mels must be a multiple of "
-                              f"{FREQ_DOWNSAMPLING * SUB_BANDS} for SubSpectralNorm, got {n_mels}")
+        if n_mels % N_MELS_MULTIPLE:
+            raise EdgeclError(f"--n-mels: bc-resnet needs a multiple of {N_MELS_MULTIPLE} for "
+                              f"SubSpectralNorm, got {n_mels}")
         self.width = width
         stem, c1, c2, c3, c4 = stage_widths(width)
         self.embedding_dim = c4

@@ -134,3 +134,31 @@ def test_a_config_file_sets_options_flags_override_it_and_every_run_saves_its_ow
     config.write_text('epochs = [1, 2\n')
     broken = runner.invoke(main, ["train", "--config", str(config)])
     assert broken.exit_code == 2 and "not valid TOML" in broken.output
+
+
+def test_n_mels_sets_the_front_end_and_the_run_identity(manifest, tmp_path):
+    import torch
+
+    from edgecl.config import RunConfig
+
+    assert "n_mels" not in RunConfig().identity()  # runs from before the option keep their name
+    assert RunConfig(n_mels=32).identity_hash() != RunConfig().identity_hash()
+    result = CliRunner().invoke(main, ["train", *_tiny(manifest, tmp_path), "--mode", "finetune",
+                                       "--n-tasks", "2", "--n-mels", "32"])
+    assert result.exit_code == 0, result.output
+    [checkpoint] = tmp_path.glob("*/phase_0/checkpoint.pt")
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["model_config"]["frontend"]["n_mels"] == 32
+    from models import rebuild
+
+    model = rebuild(saved["model_config"])
+    assert model.frontend(torch.zeros(1, 8000)).shape[2] == 32
+
+
+@pytest.mark.parametrize("value, message", [("40", "--n-mels: bc-resnet needs a multiple of 32"),
+                                            ("4", "--n-mels: expected an integer in [8, 256]")])
+def test_bad_n_mels_is_a_one_line_error_that_writes_nothing(manifest, tmp_path, value, message):
+    result = CliRunner().invoke(main, ["train", *_tiny(manifest, tmp_path / "ws"),
+                                       "--n-mels", value])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "ws").exists()

@@ -122,7 +122,7 @@ def test_bad_model_options_raise_edgecl_errors():
     with pytest.raises(EdgeclError, match="--model"):
         _build("resnet50")
     config = FrontEndConfig.for_sample_rate(8000)
-    with pytest.raises(EdgeclError, match="n_mels"):
+    with pytest.raises(EdgeclError, match="--n-mels"):
         models.build_model("bc-resnet", 10, FrontEndConfig(**{**config.to_dict(), "n_mels": 40}))
     with pytest.raises(EdgeclError, match="model config"):
         models.rebuild({"name": "baseline"})

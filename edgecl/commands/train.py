@@ -63,6 +63,9 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
 @registry_options.model_option(_DEFAULTS.model)
 @click.option("--width", type=int, default=_DEFAULTS.width, show_default=True,
               help="BC-ResNet base width (40 = the published c = 4).")
+@click.option("--n-mels", type=int, default=_DEFAULTS.n_mels, show_default=True,
+              help="Log-mel bins of the front end (bc-resnet: a multiple of 32; 32 halves every "
+                   "activation, e.g. to fit a microcontroller's tensor arena).")
 @click.option("--mode", type=click.Choice(cfg.MODES), default=_DEFAULTS.mode, show_default=True,
               help="finetune: no memory; replay: memory refilled by --mem-manage; joint: every "
                    "class in one phase (upper bound).")
