@@ -105,3 +105,21 @@ def update_memory(memory, sampler, items: ClipItems, new_clips: list, *, phase: 
 def fresh_items(items: ClipItems) -> ClipItems:
     """The same clips with an empty feature cache (a cold start, for timing an update)."""
     return ClipItems(items.audio, FeatureCache(items.features.frontend, batch_size=64))
+
+
+def warm_items(items: ClipItems) -> ClipItems:
+    """The same clips with a copy of `items`' feature cache (features cached as they are inside a
+    run after training, for timing an update); the copy forgets without touching the original."""
+    return ClipItems(items.audio, items.features.snapshot())
+
+
+def embedding_pass_seconds(memory, items: ClipItems, new_clips: list, *, model,
+                           sample_rate: int) -> tuple[float, int]:
+    """(seconds, candidates) of one plain embedding pass (SelectionContext.embeddings) over the
+    candidates an update of `memory` with `new_clips` sees, features taken from `items`' cache:
+    the yardstick a model-based sampler's update is compared with."""
+    inputs = selection_inputs(memory, items, new_clips, phase=1, rng=np.random.default_rng(0),
+                              model=model, sample_rate=sample_rate)
+    started = time.perf_counter()
+    inputs.context.embeddings(inputs.candidates)
+    return time.perf_counter() - started, len(inputs.candidates)

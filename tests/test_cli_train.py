@@ -102,6 +102,27 @@ def test_bench_memory_update_times_every_sampler(manifest, tmp_path):
     assert all(r["seconds"] > 0 for r in rows)
 
 
+@pytest.mark.parametrize("warm", [False, True])
+def test_bench_memory_update_rows_carry_the_cache_state_and_the_embedding_ratio(manifest, tmp_path,
+                                                                                warm):
+    args = ["bench", "memory-update", "--dataset", "manifest", "--data-root", str(manifest),
+            "--workspace", str(tmp_path), "--width", "8", "--epochs", "1", "--memory-size", "6",
+            "--n-tasks", "2", "--n-init-cls", "2", "--n-cls-a-task", "2", "--metric-k", "2",
+            "--threads", "1", "--quiet"]
+    result = CliRunner().invoke(main, args + ["--json"] + (["--warm"] if warm else []))
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert {r["cache"] for r in rows} == {"warm" if warm else "cold"}
+    for row in rows:
+        assert row["ms_per_candidate"] == pytest.approx(1000 * row["seconds"] / row["candidates"])
+        assert row["ratio_to_embedding"] == pytest.approx(row["seconds"] / row["embedding_seconds"])
+    assert len({r["embedding_seconds"] for r in rows}) == 1  # one yardstick per run
+    table = CliRunner().invoke(main, args + ["--repeats", "2"] + (["--warm"] if warm else []))
+    assert table.exit_code == 0, table.output
+    assert f"{'warm' if warm else 'cold'} feature cache" in table.output
+    assert "ratio_to_embedding" in table.output and "uncertainty-noisytune" in table.output
+
+
 def test_a_config_file_sets_options_flags_override_it_and_every_run_saves_its_own(tiny_manifest,
                                                                                tmp_path):
     config = tmp_path / "exp.toml"

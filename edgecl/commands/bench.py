@@ -27,12 +27,17 @@ def bench_variants() -> list[tuple[str, str, dict]]:
             for label, options in sampler_class(name).variants()]
 
 
-def time_memory_updates(run, sampler_values: dict, repeats: int) -> list[dict]:
+def time_memory_updates(run, sampler_values: dict, repeats: int, warm: bool = False) -> list[dict]:
     """Train phases 0 and 1 of `run` (a replay run), then time every sampler's memory update on
-    the memory after phase 0 plus phase 1's clips, with the same model. Each timing starts from a
-    copy of that memory and a cold feature cache, so it includes the front end wherever the
-    sampler needs features."""
-    from edgecl.memory_update import fresh_items, update_memory
+    the memory after phase 0 plus phase 1's clips, with the same model, and one plain embedding
+    pass over the same candidates (the yardstick of `ratio_to_embedding`).
+
+    Each timing starts from a copy of that memory and either a cold feature cache (the front end
+    runs wherever the sampler needs features) or, with `warm`, a copy of the run's cache after
+    training (the memory's and the new clips' log-mels cached, as in a run). The embedding pass
+    starts from the same kind of cache."""
+    from edgecl.memory_update import (embedding_pass_seconds, fresh_items, update_memory,
+                                      warm_items)
     from edgecl.samplers import build_sampler
 
     tasks = run.plan.tasks
@@ -40,6 +45,11 @@ def time_memory_updates(run, sampler_values: dict, repeats: int) -> list[dict]:
     trained = run.train_phase(1, [tasks[1]])
     for lc in trained.new_clips:  # read the audio once, outside the timings
         run.audio.waveform(lc.clip)
+    items_for = warm_items if warm else fresh_items
+    embedding = statistics.median(
+        embedding_pass_seconds(run.memory, items_for(run.items), trained.new_clips,
+                               model=run.model, sample_rate=run.split.sample_rate)[0]
+        for _ in range(repeats))
     rows = []
     for label, name, variant in bench_variants():
         seconds = []
@@ -47,16 +57,20 @@ def time_memory_updates(run, sampler_values: dict, repeats: int) -> list[dict]:
             sampler = build_sampler(name, {**sampler_values, **variant})
             memory = run.memory.copy()  # the same starting memory for every sampler
             update = update_memory(
-                memory, sampler, fresh_items(run.items), trained.new_clips, phase=1, rng=run.rng,
+                memory, sampler, items_for(run.items), trained.new_clips, phase=1, rng=run.rng,
                 model=run.model, model_macs=trained.macs, sample_rate=run.split.sample_rate,
                 clip_samples=run.split.clip_samples, exemplar_shape=run.exemplar_shape(memory.format))
             seconds.append(update.seconds)
         uses_k = any(o.name == "metric_k" for o in sampler.options)
+        median = statistics.median(seconds)
         rows.append({"sampler": label, "k": sampler_values.get("metric_k") if uses_k else None,
-                     "candidates": update.n_candidates, "seconds": statistics.median(seconds)})
+                     "cache": "warm" if warm else "cold", "candidates": update.n_candidates,
+                     "seconds": median, "ms_per_candidate": 1000 * median / update.n_candidates,
+                     "embedding_seconds": embedding})
     reference = next((r["seconds"] for r in rows if r["sampler"] == REFERENCE), None)
     for row in rows:
         row["ratio_to_noisytune"] = row["seconds"] / reference if reference else None
+        row["ratio_to_embedding"] = row["seconds"] / embedding if embedding > 0 else None
     return rows
 
 
@@ -81,15 +95,19 @@ def time_memory_updates(run, sampler_values: dict, repeats: int) -> list[dict]:
               help="Timings per sampler, 1 to 10000 (the median is reported).")
 @click.option("--workspace", type=click.Path(file_okay=False), default="workspace",
               show_default=True)
+@click.option("--warm", is_flag=True,
+              help="Start each update with the log-mels cached, as inside a run after training "
+                   "(default: a cold cache, the front end included in the timing).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @click.option("--quiet", is_flag=True)
-def memory_update(repeats, as_json, **options) -> None:
+def memory_update(repeats, warm, as_json, **options) -> None:
     """Time every sampler's memory update on the same trained model and the same candidates.
 
     Trains a model on the first two tasks (memory filled at random after the first), then times
     every registered sampler (uncertainty with each of shift, noise and noisytune) with the same
     options on the memory plus the second task's clips, and prints each time and its ratio to
-    uncertainty-noisytune.
+    uncertainty-noisytune and to one plain embedding pass over the same candidates (timed in
+    the same run, from the same cache state).
     """
     from edgecl.config import RunConfig
     from edgecl.errors import EdgeclError
@@ -109,12 +127,16 @@ def memory_update(repeats, as_json, **options) -> None:
     if len(run.plan.tasks) < 2:
         raise EdgeclError(f"--n-tasks: bench memory-update trains two phases and times the second "
                           f"one's memory update; needs at least 2 tasks, got {len(run.plan.tasks)}")
-    rows = time_memory_updates(run, {**config.sampler_options, **values}, repeats)
+    rows = time_memory_updates(run, {**config.sampler_options, **values}, repeats, warm=warm)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
-    else:
-        click.echo(format_table(rows, ("sampler", "k", "candidates", "seconds",
-                                       "ratio_to_noisytune")))
+        return
+    first = rows[0]
+    click.echo(f"{first['cache']} feature cache, {first['candidates']} candidates; one embedding "
+               f"pass: {1000 * first['embedding_seconds'] / first['candidates']:.2f} ms per "
+               f"candidate")
+    click.echo(format_table(rows, ("sampler", "k", "candidates", "seconds", "ms_per_candidate",
+                                   "ratio_to_noisytune", "ratio_to_embedding")))
 
 
 @bench.command("export")
