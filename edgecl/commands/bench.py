@@ -139,6 +139,95 @@ def memory_update(repeats, warm, as_json, **options) -> None:
                                    "ratio_to_noisytune", "ratio_to_embedding")))
 
 
+def time_training_epoch(config) -> dict:
+    """One row of `bench train`: a finetune run of `config` trains its first task for
+    `config.epochs` epochs on log-mels cached beforehand; the median epoch time (training steps,
+    BatchNorm recalibration and validation, as `fit` times them) and the MACs per second of audio
+    of the front end and of the backbone (the DCASE complexity limit counts the backbone alone)."""
+    from edgecl.trainer import ContinualRun
+
+    run = ContinualRun(config)
+    task = run.plan.tasks[0]
+    run.items.features.get([run.items.clip(lc.clip) for lc in task.train + task.val])
+    trained = run.train_phase(0, [task])
+    seconds = statistics.median(trained.record.details["epoch_seconds"])
+    audio_seconds = run.split.clip_samples / run.split.sample_rate
+    return {"model": config.model, "sample_rate": run.split.sample_rate,
+            "clip_seconds": audio_seconds, "train_clips": len(task.train),
+            "val_clips": len(task.val), "epochs": len(trained.record.details["epoch_seconds"]),
+            "epoch_seconds": seconds, "ms_per_train_clip": 1000 * seconds / len(task.train),
+            "frontend_mmacs_per_second": trained.macs.frontend / audio_seconds / 1e6,
+            "backbone_mmacs_per_second": trained.macs.backbone / audio_seconds / 1e6}
+
+
+def _int_list(_ctx, param, value: str) -> list[int]:
+    from edgecl.errors import EdgeclError
+
+    try:
+        numbers = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        numbers = []
+    if not numbers or any(n < 1000 or n > 192_000 for n in numbers):
+        raise EdgeclError(f"--{param.name.replace('_', '-')}: expected comma-separated sample "
+                          f"rates from 1000 to 192000 Hz, got {value!r}")
+    return numbers
+
+
+@bench.command("train")
+@registry_options.dataset_option("synthetic")
+@click.option("--data-root", type=click.Path(), default=None)
+@click.option("--models", default="bc-resnet,baseline", show_default=True,
+              help="Comma-separated models to time.")
+@click.option("--sample-rates", default="8000,16000,44100,48000", show_default=True,
+              callback=_int_list, help="Comma-separated sample rates (Hz) to time each model at.")
+@click.option("--clip-seconds", type=float, default=None)
+@click.option("--width", type=int, default=40, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--n-init-cls", type=int, default=2, show_default=True,
+              help="Classes in the timed task (its training clips make one epoch).")
+@click.option("--clips-per-class", type=int, default=100, show_default=True)
+@click.option("--epochs", type=int, default=2, show_default=True,
+              help="Epochs timed per model and rate (the median is reported).")
+@click.option("--seed", type=int, default=3, show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--workspace", type=click.Path(file_okay=False), default="workspace",
+              show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def bench_train_command(models: str, sample_rates: list[int], epochs: int, as_json: bool,
+                        **options) -> None:
+    """Time one training epoch per model and sample rate, on cached log-mel features.
+
+    Each model and rate trains the first task of a finetune run (--n-init-cls classes) for
+    --epochs epochs after computing its features; prints the median epoch time, the time per
+    training clip and the front end's and backbone's MACs per second of audio.
+    """
+    from models import MODEL_NAMES
+
+    from edgecl.config import RunConfig
+    from edgecl.errors import EdgeclError
+    from edgecl.results import format_table
+
+    names = [name.strip() for name in models.split(",") if name.strip()]
+    unknown = [name for name in names if name not in MODEL_NAMES]
+    if not names or unknown:
+        raise EdgeclError(f"--models: expected comma-separated names from "
+                          f"{', '.join(MODEL_NAMES)}, got {models!r}")
+    rows = []
+    for name in names:
+        for rate in sample_rates:
+            config = RunConfig(mode="finetune", model=name, sample_rate=rate, epochs=epochs,
+                               patience=0, export=False, quiet=True, n_tasks=1,
+                               exp_name=f"bench-train-{name}-{rate}", **options)
+            rows.append(time_training_epoch(config))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"median of {epochs} epoch(s) on cached features, {options['threads']} thread(s)")
+    click.echo(format_table(rows, ("model", "sample_rate", "clip_seconds", "train_clips",
+                                   "epoch_seconds", "ms_per_train_clip",
+                                   "frontend_mmacs_per_second", "backbone_mmacs_per_second")))
+
+
 @bench.command("export")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--phase", type=click.IntRange(min=0), default=None, help="Only this phase.")
