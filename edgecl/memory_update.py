@@ -118,13 +118,17 @@ def warm_items(items: ClipItems) -> ClipItems:
 
 
 def embedding_pass_seconds(memory, items: ClipItems, new_clips: list, *, model,
-                           sample_rate: int) -> tuple[float, int]:
+                           sample_rate: int, reference: bool = False) -> tuple[float, int]:
     """(seconds, candidates) of one plain embedding pass (SelectionContext.embeddings, through
     the inference copy the samplers use) over the candidates an update of `memory` with
     `new_clips` sees, features taken from `items`' cache: the yardstick a model-based sampler's
-    update is compared with."""
+    update is compared with. `reference`: through the model's own backbone in batches of 64
+    instead (the path the samplers took before the inference copy)."""
     inputs = selection_inputs(memory, items, new_clips, phase=1, rng=np.random.default_rng(0),
-                              model=model, sample_rate=sample_rate, embed=InferenceEmbedder(model))
+                              model=model, sample_rate=sample_rate,
+                              embed=None if reference else InferenceEmbedder(model))
+    if reference:
+        inputs.context.embed_batch_size = inputs.context.batch_size
     started = time.perf_counter()
     inputs.context.embeddings(inputs.candidates)
     return time.perf_counter() - started, len(inputs.candidates)
