@@ -117,10 +117,14 @@ def test_bench_memory_update_rows_carry_the_cache_state_and_the_embedding_ratio(
         assert row["ms_per_candidate"] == pytest.approx(1000 * row["seconds"] / row["candidates"])
         assert row["ratio_to_embedding"] == pytest.approx(row["seconds"] / row["embedding_seconds"])
     assert len({(r["embedding_seconds"], r["reference_embedding_seconds"]) for r in rows}) == 1
-    table = CliRunner().invoke(main, args + ["--repeats", "2"] + (["--warm"] if warm else []))
+    table = CliRunner().invoke(main, args + ["--repeats", "2", "--only", "uncertainty-noisytune",
+                                             "--only", "random"] + (["--warm"] if warm else []))
     assert table.exit_code == 0, table.output
     assert f"{'warm' if warm else 'cold'} feature cache" in table.output
     assert "ratio_to_embedding" in table.output and "uncertainty-noisytune" in table.output
+    assert "kcenter" not in table.output and "reservoir" not in table.output
+    bad = CliRunner().invoke(main, args + ["--only", "noisy"])
+    assert bad.exit_code == 2 and "--only" in bad.output
 
 
 def test_bench_train_times_one_row_per_model_and_rate(manifest, tmp_path):

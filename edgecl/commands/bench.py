@@ -27,7 +27,8 @@ def bench_variants() -> list[tuple[str, str, dict]]:
             for label, options in sampler_class(name).variants()]
 
 
-def time_memory_updates(run, sampler_values: dict, repeats: int, warm: bool = False) -> list[dict]:
+def time_memory_updates(run, sampler_values: dict, repeats: int, warm: bool = False,
+                        only: tuple[str, ...] = ()) -> list[dict]:
     """Train phases 0 and 1 of `run` (a replay run), then time every sampler's memory update on
     the memory after phase 0 plus phase 1's clips, with the same model, and one plain embedding
     pass over the same candidates (the yardstick of `ratio_to_embedding`), plus one through the
@@ -37,7 +38,7 @@ def time_memory_updates(run, sampler_values: dict, repeats: int, warm: bool = Fa
     Each timing starts from a copy of that memory and either a cold feature cache (the front end
     runs wherever the sampler needs features) or, with `warm`, a copy of the run's cache after
     training (the memory's and the new clips' log-mels cached, as in a run). The embedding pass
-    starts from the same kind of cache."""
+    starts from the same kind of cache. `only`: the labels to time (default: every variant)."""
     from edgecl.memory_update import (embedding_pass_seconds, fresh_items, update_memory,
                                       warm_items)
     from edgecl.samplers import build_sampler
@@ -57,6 +58,8 @@ def time_memory_updates(run, sampler_values: dict, repeats: int, warm: bool = Fa
     reference_embedding, embedding = embedding(True), embedding(False)
     rows = []
     for label, name, variant in bench_variants():
+        if only and label not in only:
+            continue
         seconds = []
         for _ in range(repeats):
             sampler = build_sampler(name, {**sampler_values, **variant})
@@ -101,12 +104,14 @@ def time_memory_updates(run, sampler_values: dict, repeats: int, warm: bool = Fa
               help="Timings per sampler, 1 to 10000 (the median is reported).")
 @click.option("--workspace", type=click.Path(file_okay=False), default="workspace",
               show_default=True)
+@click.option("--only", multiple=True,
+              help="Time only this sampler label (e.g. uncertainty-noisytune); repeatable.")
 @click.option("--warm", is_flag=True,
               help="Start each update with the log-mels cached, as inside a run after training "
                    "(default: a cold cache, the front end included in the timing).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @click.option("--quiet", is_flag=True)
-def memory_update(repeats, warm, as_json, **options) -> None:
+def memory_update(repeats, only, warm, as_json, **options) -> None:
     """Time every sampler's memory update on the same trained model and the same candidates.
 
     Trains a model on the first two tasks (memory filled at random after the first), then times
@@ -129,11 +134,17 @@ def memory_update(repeats, warm, as_json, **options) -> None:
         raise EdgeclError(f"--n-tasks: bench memory-update trains two phases and times the second "
                           f"one's memory update; needs at least 2 tasks, got {options['n_tasks']}")
     values = {name: options[name] for name in sampler_options() if name in options}
+    labels = [label for label, _, _ in bench_variants()]
+    unknown = [label for label in only if label not in labels]
+    if unknown:
+        raise EdgeclError(f"--only: expected sampler labels from {', '.join(labels)}, got "
+                          f"{', '.join(unknown)}")
     run = ContinualRun(config)
     if len(run.plan.tasks) < 2:
         raise EdgeclError(f"--n-tasks: bench memory-update trains two phases and times the second "
                           f"one's memory update; needs at least 2 tasks, got {len(run.plan.tasks)}")
-    rows = time_memory_updates(run, {**config.sampler_options, **values}, repeats, warm=warm)
+    rows = time_memory_updates(run, {**config.sampler_options, **values}, repeats, warm=warm,
+                               only=tuple(only))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
