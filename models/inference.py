@@ -20,16 +20,13 @@ from torch import nn
 
 
 def fold_batchnorm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
-    """A convolution computing norm(conv(x)) with `norm`'s running statistics (eval mode)."""
-    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                      padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True,
-                      padding_mode=conv.padding_mode)
-    with torch.no_grad():
-        fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
-        fused.bias.copy_((bias - norm.running_mean) * scale + norm.bias)
-    return fused
+    """A convolution computing norm(conv(x)) with `norm`'s running statistics (eval mode).
+    Built by copying `conv` (torch.nn.utils.fusion), never by constructing a new layer: a new
+    layer's initialisation would draw from the global torch RNG and shift the dropout masks of
+    all later training."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    return fuse_conv_bn_eval(conv.eval(), norm.eval())
 
 
 class SubBandAffine(nn.Module):

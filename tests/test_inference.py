@@ -48,9 +48,12 @@ def test_the_copy_is_frozen_and_the_model_untouched():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     counted = []
     embedder = InferenceEmbedder(model, on_batch=counted.append)
-    embedder(torch.randn(3, 1, 64, 20))
-    embedder(torch.randn(2, 1, 64, 20))
+    inputs = torch.randn(3, 1, 64, 20), torch.randn(2, 1, 64, 20)
+    rng_state = torch.get_rng_state()  # the training's dropout draws must not shift
+    embedder(inputs[0])
+    embedder(inputs[1])
     assert counted == [3, 2]
+    assert torch.equal(torch.get_rng_state(), rng_state)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(not p.requires_grad for p in embedder._copy.parameters())
 
