@@ -70,6 +70,13 @@ class FeatureCache:
     def __contains__(self, item: FeatureItem) -> bool:
         return item.cache_key in self._store
 
+    def snapshot(self) -> FeatureCache:
+        """A cache holding the same entries (the tensors are shared, not copied) that forgets
+        and adds on its own; without the feature store (its entries are in memory already)."""
+        copy = FeatureCache(self.frontend, enabled=self.enabled, batch_size=self.batch_size)
+        copy._store = dict(self._store)
+        return copy
+
     def forget(self, items: Iterable[FeatureItem]) -> None:
         """Drop entries (e.g. exemplars that left the memory)."""
         for item in items:

@@ -19,6 +19,7 @@ from edgecl.features import FeatureCache
 from edgecl.items import ClipItems, clip_key
 from edgecl.memory import ReplayMemory
 from edgecl.samplers import Candidate, SelectionContext, build_sampler
+from models.inference import InferenceEmbedder
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,10 @@ def build_memory(config, exemplar_shape, n_classes: int):
 
 
 def selection_inputs(memory, items: ClipItems, new_clips: list, *, phase: int,
-                     rng: np.random.Generator, model, sample_rate: int) -> UpdateInputs:
-    """The candidates and context for a sampler; the new clips are shuffled by `rng` first."""
+                     rng: np.random.Generator, model, sample_rate: int,
+                     embed=None) -> UpdateInputs:
+    """The candidates and context for a sampler; the new clips are shuffled by `rng` first.
+    `embed`: the context's embedding backbone (None: the model's own)."""
     stream = [new_clips[i] for i in rng.permutation(len(new_clips))]
     in_memory = [Candidate(e.key, e.target, True, (lambda s=s: memory.decode(s)),
                            items.exemplar(memory, s)) for s, e in enumerate(memory)]
@@ -69,7 +72,7 @@ def selection_inputs(memory, items: ClipItems, new_clips: list, *, phase: int,
                      items.clip(lc.clip)) for lc in stream]
     context = SelectionContext(
         phase=phase, rng=rng, model=model, domain=memory.domain, sample_rate=sample_rate,
-        features=lambda batch: items.features.get([c.item for c in batch]))
+        features=lambda batch: items.features.get([c.item for c in batch]), embed=embed)
     return UpdateInputs(in_memory + new, new, context)
 
 
@@ -81,8 +84,9 @@ def update_memory(memory, sampler, items: ClipItems, new_clips: list, *, phase: 
     started = time.perf_counter()
     stored_before = items.features.loaded
     with ForwardMacCounter(model, model_macs) as counter:
+        embed = InferenceEmbedder(model, on_batch=lambda n: counter.count("backbone", n))
         inputs = selection_inputs(memory, items, new_clips, phase=phase, rng=rng, model=model,
-                                  sample_rate=sample_rate)
+                                  sample_rate=sample_rate, embed=embed)
         chosen = sampler.select(inputs.candidates, memory.capacity, inputs.context)
         before = memory.keys()
         memory.update(chosen, [(c.key, c.target, c.load) for c in inputs.new])
@@ -105,3 +109,26 @@ def update_memory(memory, sampler, items: ClipItems, new_clips: list, *, phase: 
 def fresh_items(items: ClipItems) -> ClipItems:
     """The same clips with an empty feature cache (a cold start, for timing an update)."""
     return ClipItems(items.audio, FeatureCache(items.features.frontend, batch_size=64))
+
+
+def warm_items(items: ClipItems) -> ClipItems:
+    """The same clips with a copy of `items`' feature cache (features cached as they are inside a
+    run after training, for timing an update); the copy forgets without touching the original."""
+    return ClipItems(items.audio, items.features.snapshot())
+
+
+def embedding_pass_seconds(memory, items: ClipItems, new_clips: list, *, model,
+                           sample_rate: int, reference: bool = False) -> tuple[float, int]:
+    """(seconds, candidates) of one plain embedding pass (SelectionContext.embeddings, through
+    the inference copy the samplers use) over the candidates an update of `memory` with
+    `new_clips` sees, features taken from `items`' cache: the yardstick a model-based sampler's
+    update is compared with. `reference`: through the model's own backbone in batches of 64
+    instead (the path the samplers took before the inference copy)."""
+    inputs = selection_inputs(memory, items, new_clips, phase=1, rng=np.random.default_rng(0),
+                              model=model, sample_rate=sample_rate,
+                              embed=None if reference else InferenceEmbedder(model))
+    if reference:
+        inputs.context.embed_batch_size = inputs.context.batch_size
+    started = time.perf_counter()
+    inputs.context.embeddings(inputs.candidates)
+    return time.perf_counter() - started, len(inputs.candidates)

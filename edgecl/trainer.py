@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgecl.allocator import keep_freed_memory
 from edgecl.audio import ClipAudio
 from edgecl.budget.macs import ModelMacs, train_step_macs
 from edgecl.budget.ram import TrainRam, device_inference_ram, device_train_ram, peak_rss_bytes
@@ -46,7 +47,9 @@ from edgecl.training.weight_align import align_weights
 
 
 def set_determinism(seed: int, threads: int) -> None:
-    """Seed every generator a run uses and fix the CPU thread count."""
+    """Seed every generator a run uses, fix the CPU thread count and keep freed memory in the
+    process (edgecl.allocator: large tensors stop page-faulting)."""
+    keep_freed_memory()
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -102,6 +102,63 @@ def test_bench_memory_update_times_every_sampler(manifest, tmp_path):
     assert all(r["seconds"] > 0 for r in rows)
 
 
+@pytest.mark.parametrize("warm", [False, True])
+def test_bench_memory_update_rows_carry_the_cache_state_and_the_embedding_ratio(manifest, tmp_path,
+                                                                                warm):
+    args = ["bench", "memory-update", "--dataset", "manifest", "--data-root", str(manifest),
+            "--workspace", str(tmp_path), "--width", "8", "--epochs", "1", "--memory-size", "6",
+            "--n-tasks", "2", "--n-init-cls", "2", "--n-cls-a-task", "2", "--metric-k", "2",
+            "--threads", "1", "--quiet"]
+    result = CliRunner().invoke(main, args + ["--json"] + (["--warm"] if warm else []))
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert {r["cache"] for r in rows} == {"warm" if warm else "cold"}
+    for row in rows:
+        assert row["ms_per_candidate"] == pytest.approx(1000 * row["seconds"] / row["candidates"])
+        assert row["ratio_to_embedding"] == pytest.approx(row["seconds"] / row["embedding_seconds"])
+    assert len({(r["embedding_seconds"], r["reference_embedding_seconds"]) for r in rows}) == 1
+    table = CliRunner().invoke(main, args + ["--repeats", "2", "--only", "uncertainty-noisytune",
+                                             "--only", "random"] + (["--warm"] if warm else []))
+    assert table.exit_code == 0, table.output
+    assert f"{'warm' if warm else 'cold'} feature cache" in table.output
+    assert "ratio_to_embedding" in table.output and "uncertainty-noisytune" in table.output
+    assert "kcenter" not in table.output and "reservoir" not in table.output
+    bad = CliRunner().invoke(main, args + ["--only", "noisy"])
+    assert bad.exit_code == 2 and "--only" in bad.output
+
+
+def test_bench_train_times_one_row_per_model_and_rate(manifest, tmp_path):
+    args = ["bench", "train", "--dataset", "manifest", "--data-root", str(manifest),
+            "--workspace", str(tmp_path), "--models", "bc-resnet,baseline",
+            "--sample-rates", "8000,16000", "--width", "8", "--epochs", "2", "--batch-size", "4",
+            "--threads", "1"]
+    result = CliRunner().invoke(main, args + ["--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [(r["model"], r["sample_rate"]) for r in rows] == [
+        ("bc-resnet", 8000), ("bc-resnet", 16000), ("baseline", 8000), ("baseline", 16000)]
+    for row in rows:
+        assert row["epochs"] == 2 and row["train_clips"] > 0 and row["epoch_seconds"] > 0
+        assert row["ms_per_train_clip"] == pytest.approx(
+            1000 * row["epoch_seconds"] / row["train_clips"])
+        assert row["frontend_mmacs_per_second"] > 0 and row["backbone_mmacs_per_second"] > 0
+    # the front end's DFT grows with the rate; the backbone's work per second grows with frames
+    by_rate = {r["sample_rate"]: r for r in rows if r["model"] == "bc-resnet"}
+    assert by_rate[16000]["frontend_mmacs_per_second"] > by_rate[8000]["frontend_mmacs_per_second"]
+    table = CliRunner().invoke(main, args[:8] + ["--sample-rates", "8000", "--models", "baseline",
+                                                 "--epochs", "1", "--threads", "1"])
+    assert table.exit_code == 0, table.output
+    assert "backbone_mmacs_per_second" in table.output and "baseline" in table.output
+
+
+@pytest.mark.parametrize("option, value", [("--sample-rates", "8000,fast"),
+                                           ("--sample-rates", "100"), ("--models", "resnet")])
+def test_bench_train_rejects_bad_lists_naming_the_option(manifest, tmp_path, option, value):
+    result = CliRunner().invoke(main, ["bench", "train", "--dataset", "manifest", "--data-root",
+                                       str(manifest), "--workspace", str(tmp_path), option, value])
+    assert result.exit_code != 0 and option in result.output
+
+
 def test_a_config_file_sets_options_flags_override_it_and_every_run_saves_its_own(tiny_manifest,
                                                                                tmp_path):
     config = tmp_path / "exp.toml"

@@ -123,3 +123,19 @@ def test_no_feature_store_writes_nothing_and_gives_the_same_figures(manifest, tm
 def test_the_store_folder_is_not_a_run_name(manifest, tmp_path):
     with pytest.raises(EdgeclError, match="--exp-name"):
         train(_config(manifest, tmp_path, exp_name="features"))
+
+
+def test_a_cache_snapshot_shares_entries_but_forgets_on_its_own():
+    import torch
+
+    from edgecl.features import FeatureCache, FeatureItem
+
+    frontend = torch.nn.Identity()
+    cache = FeatureCache(frontend)
+    items = [FeatureItem(f"k{i}", "memory", (lambda i=i: np.full((1, 2, 3), i, np.float32)),
+                         "logmel") for i in range(3)]
+    cache.get(items)
+    snapshot = cache.snapshot()
+    assert torch.equal(snapshot.get(items), cache.get(items)) and snapshot.computed == 0
+    snapshot.forget(items[:2])
+    assert len(snapshot) == 1 and len(cache) == 3

@@ -27,12 +27,20 @@ def bench_variants() -> list[tuple[str, str, dict]]:
             for label, options in sampler_class(name).variants()]
 
 
-def time_memory_updates(run, sampler_values: dict, repeats: int) -> list[dict]:
+def time_memory_updates(run, sampler_values: dict, repeats: int, warm: bool = False,
+                        only: tuple[str, ...] = ()) -> list[dict]:
     """Train phases 0 and 1 of `run` (a replay run), then time every sampler's memory update on
-    the memory after phase 0 plus phase 1's clips, with the same model. Each timing starts from a
-    copy of that memory and a cold feature cache, so it includes the front end wherever the
-    sampler needs features."""
-    from edgecl.memory_update import fresh_items, update_memory
+    the memory after phase 0 plus phase 1's clips, with the same model, and one plain embedding
+    pass over the same candidates (the yardstick of `ratio_to_embedding`), plus one through the
+    model's own backbone in batches of 64 (`reference_embedding_seconds`, the path before
+    models.inference).
+
+    Each timing starts from a copy of that memory and either a cold feature cache (the front end
+    runs wherever the sampler needs features) or, with `warm`, a copy of the run's cache after
+    training (the memory's and the new clips' log-mels cached, as in a run). The embedding pass
+    starts from the same kind of cache. `only`: the labels to time (default: every variant)."""
+    from edgecl.memory_update import (embedding_pass_seconds, fresh_items, update_memory,
+                                      warm_items)
     from edgecl.samplers import build_sampler
 
     tasks = run.plan.tasks
@@ -40,23 +48,38 @@ def time_memory_updates(run, sampler_values: dict, repeats: int) -> list[dict]:
     trained = run.train_phase(1, [tasks[1]])
     for lc in trained.new_clips:  # read the audio once, outside the timings
         run.audio.waveform(lc.clip)
+    items_for = warm_items if warm else fresh_items
+    def embedding(reference: bool) -> float:
+        return statistics.median(
+            embedding_pass_seconds(run.memory, items_for(run.items), trained.new_clips,
+                                   model=run.model, sample_rate=run.split.sample_rate,
+                                   reference=reference)[0] for _ in range(repeats))
+
+    reference_embedding, embedding = embedding(True), embedding(False)
     rows = []
     for label, name, variant in bench_variants():
+        if only and label not in only:
+            continue
         seconds = []
         for _ in range(repeats):
             sampler = build_sampler(name, {**sampler_values, **variant})
             memory = run.memory.copy()  # the same starting memory for every sampler
             update = update_memory(
-                memory, sampler, fresh_items(run.items), trained.new_clips, phase=1, rng=run.rng,
+                memory, sampler, items_for(run.items), trained.new_clips, phase=1, rng=run.rng,
                 model=run.model, model_macs=trained.macs, sample_rate=run.split.sample_rate,
                 clip_samples=run.split.clip_samples, exemplar_shape=run.exemplar_shape(memory.format))
             seconds.append(update.seconds)
         uses_k = any(o.name == "metric_k" for o in sampler.options)
+        median = statistics.median(seconds)
         rows.append({"sampler": label, "k": sampler_values.get("metric_k") if uses_k else None,
-                     "candidates": update.n_candidates, "seconds": statistics.median(seconds)})
+                     "cache": "warm" if warm else "cold", "candidates": update.n_candidates,
+                     "seconds": median, "ms_per_candidate": 1000 * median / update.n_candidates,
+                     "embedding_seconds": embedding,
+                     "reference_embedding_seconds": reference_embedding})
     reference = next((r["seconds"] for r in rows if r["sampler"] == REFERENCE), None)
     for row in rows:
         row["ratio_to_noisytune"] = row["seconds"] / reference if reference else None
+        row["ratio_to_embedding"] = row["seconds"] / embedding if embedding > 0 else None
     return rows
 
 
@@ -81,15 +104,21 @@ def time_memory_updates(run, sampler_values: dict, repeats: int) -> list[dict]:
               help="Timings per sampler, 1 to 10000 (the median is reported).")
 @click.option("--workspace", type=click.Path(file_okay=False), default="workspace",
               show_default=True)
+@click.option("--only", multiple=True,
+              help="Time only this sampler label (e.g. uncertainty-noisytune); repeatable.")
+@click.option("--warm", is_flag=True,
+              help="Start each update with the log-mels cached, as inside a run after training "
+                   "(default: a cold cache, the front end included in the timing).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @click.option("--quiet", is_flag=True)
-def memory_update(repeats, as_json, **options) -> None:
+def memory_update(repeats, only, warm, as_json, **options) -> None:
     """Time every sampler's memory update on the same trained model and the same candidates.
 
     Trains a model on the first two tasks (memory filled at random after the first), then times
     every registered sampler (uncertainty with each of shift, noise and noisytune) with the same
     options on the memory plus the second task's clips, and prints each time and its ratio to
-    uncertainty-noisytune.
+    uncertainty-noisytune and to one plain embedding pass over the same candidates (timed in
+    the same run, from the same cache state).
     """
     from edgecl.config import RunConfig
     from edgecl.errors import EdgeclError
@@ -105,16 +134,117 @@ def memory_update(repeats, as_json, **options) -> None:
         raise EdgeclError(f"--n-tasks: bench memory-update trains two phases and times the second "
                           f"one's memory update; needs at least 2 tasks, got {options['n_tasks']}")
     values = {name: options[name] for name in sampler_options() if name in options}
+    labels = [label for label, _, _ in bench_variants()]
+    unknown = [label for label in only if label not in labels]
+    if unknown:
+        raise EdgeclError(f"--only: expected sampler labels from {', '.join(labels)}, got "
+                          f"{', '.join(unknown)}")
     run = ContinualRun(config)
     if len(run.plan.tasks) < 2:
         raise EdgeclError(f"--n-tasks: bench memory-update trains two phases and times the second "
                           f"one's memory update; needs at least 2 tasks, got {len(run.plan.tasks)}")
-    rows = time_memory_updates(run, {**config.sampler_options, **values}, repeats)
+    rows = time_memory_updates(run, {**config.sampler_options, **values}, repeats, warm=warm,
+                               only=tuple(only))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
-    else:
-        click.echo(format_table(rows, ("sampler", "k", "candidates", "seconds",
-                                       "ratio_to_noisytune")))
+        return
+    first = rows[0]
+    per_candidate = 1000 / first["candidates"]
+    click.echo(f"{first['cache']} feature cache, {first['candidates']} candidates; one embedding "
+               f"pass: {per_candidate * first['embedding_seconds']:.2f} ms per candidate "
+               f"(the model's own backbone, batches of 64: "
+               f"{per_candidate * first['reference_embedding_seconds']:.2f})")
+    click.echo(format_table(rows, ("sampler", "k", "candidates", "seconds", "ms_per_candidate",
+                                   "ratio_to_noisytune", "ratio_to_embedding")))
+
+
+def time_training_epoch(config) -> dict:
+    """One row of `bench train`: a finetune run of `config` trains its first task for
+    `config.epochs` epochs on log-mels cached beforehand; the median epoch time (training steps,
+    BatchNorm recalibration and validation, as `fit` times them) and the MACs per second of audio
+    of the front end and of the backbone (the DCASE complexity limit counts the backbone alone)."""
+    from edgecl.trainer import ContinualRun
+
+    run = ContinualRun(config)
+    task = run.plan.tasks[0]
+    run.items.features.get([run.items.clip(lc.clip) for lc in task.train + task.val])
+    trained = run.train_phase(0, [task])
+    seconds = statistics.median(trained.record.details["epoch_seconds"])
+    audio_seconds = run.split.clip_samples / run.split.sample_rate
+    return {"model": config.model, "sample_rate": run.split.sample_rate,
+            "clip_seconds": audio_seconds, "train_clips": len(task.train),
+            "val_clips": len(task.val), "epochs": len(trained.record.details["epoch_seconds"]),
+            "epoch_seconds": seconds, "ms_per_train_clip": 1000 * seconds / len(task.train),
+            "frontend_mmacs_per_second": trained.macs.frontend / audio_seconds / 1e6,
+            "backbone_mmacs_per_second": trained.macs.backbone / audio_seconds / 1e6}
+
+
+def _int_list(_ctx, param, value: str) -> list[int]:
+    from edgecl.errors import EdgeclError
+
+    try:
+        numbers = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        numbers = []
+    if not numbers or any(n < 1000 or n > 192_000 for n in numbers):
+        raise EdgeclError(f"--{param.name.replace('_', '-')}: expected comma-separated sample "
+                          f"rates from 1000 to 192000 Hz, got {value!r}")
+    return numbers
+
+
+@bench.command("train")
+@registry_options.dataset_option("synthetic")
+@click.option("--data-root", type=click.Path(), default=None)
+@click.option("--models", default="bc-resnet,baseline", show_default=True,
+              help="Comma-separated models to time.")
+@click.option("--sample-rates", default="8000,16000,44100,48000", show_default=True,
+              callback=_int_list, help="Comma-separated sample rates (Hz) to time each model at.")
+@click.option("--clip-seconds", type=float, default=None)
+@click.option("--width", type=int, default=40, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--n-init-cls", type=int, default=2, show_default=True,
+              help="Classes in the timed task (its training clips make one epoch).")
+@click.option("--clips-per-class", type=int, default=100, show_default=True)
+@click.option("--epochs", type=int, default=2, show_default=True,
+              help="Epochs timed per model and rate (the median is reported).")
+@click.option("--seed", type=int, default=3, show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--workspace", type=click.Path(file_okay=False), default="workspace",
+              show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def bench_train_command(models: str, sample_rates: list[int], epochs: int, as_json: bool,
+                        **options) -> None:
+    """Time one training epoch per model and sample rate, on cached log-mel features.
+
+    Each model and rate trains the first task of a finetune run (--n-init-cls classes) for
+    --epochs epochs after computing its features; prints the median epoch time, the time per
+    training clip and the front end's and backbone's MACs per second of audio.
+    """
+    from models import MODEL_NAMES
+
+    from edgecl.config import RunConfig
+    from edgecl.errors import EdgeclError
+    from edgecl.results import format_table
+
+    names = [name.strip() for name in models.split(",") if name.strip()]
+    unknown = [name for name in names if name not in MODEL_NAMES]
+    if not names or unknown:
+        raise EdgeclError(f"--models: expected comma-separated names from "
+                          f"{', '.join(MODEL_NAMES)}, got {models!r}")
+    rows = []
+    for name in names:
+        for rate in sample_rates:
+            config = RunConfig(mode="finetune", model=name, sample_rate=rate, epochs=epochs,
+                               patience=0, export=False, quiet=True, n_tasks=1,
+                               exp_name=f"bench-train-{name}-{rate}", **options)
+            rows.append(time_training_epoch(config))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"median of {epochs} epoch(s) on cached features, {options['threads']} thread(s)")
+    click.echo(format_table(rows, ("model", "sample_rate", "clip_seconds", "train_clips",
+                                   "epoch_seconds", "ms_per_train_clip",
+                                   "frontend_mmacs_per_second", "backbone_mmacs_per_second")))
 
 
 @bench.command("export")

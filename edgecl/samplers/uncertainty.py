@@ -125,18 +125,29 @@ class UncertaintySampler(Sampler):
         model.eval()
         device = device_of(model)
         generator = context.torch_generator()  # on the CPU: the same draws on every device
+        if self.metric == "noisytune":
+            return self._noisytune_predictions(model, context.embeddings(candidates).to(device),
+                                               context, generator)
         parts = []
         for batch in context.batches(candidates):
-            if self.metric == "noisytune":
-                embedding = model.embed(context.features(batch).to(device))
-                amplitude = self.noise_lambda * embedding.std(dim=1, keepdim=True)
-                draws = [model.head(embedding + (torch.rand(embedding.shape, generator=generator)
-                                                 .to(device) - 0.5) * amplitude)
-                         for _ in range(self.k)]
-            else:
-                waveforms = context.waveforms(batch)
-                draws = [model(self._perturb(waveforms, draw, context.sample_rate, generator)
-                               .to(device))[0] for draw in range(self.k)]
+            waveforms = context.waveforms(batch)
+            draws = [model(self._perturb(waveforms, draw, context.sample_rate, generator)
+                           .to(device))[0] for draw in range(self.k)]
+            parts.append(torch.stack([logits.argmax(dim=1).cpu() for logits in draws], dim=1))
+        return torch.cat(parts).numpy() if parts else np.zeros((0, self.k), dtype=np.int64)
+
+    def _noisytune_predictions(self, model, embeddings, context, generator):
+        """The head's predictions on k noisy copies of each embedding. The draws are made per
+        batch of `context.batch_size` rows, k at a time, whatever batches the embeddings were
+        computed in (so a faster embedding pass leaves the draws, and the choice, unchanged)."""
+        import torch
+
+        parts = []
+        for embedding in context.batches(embeddings):
+            amplitude = self.noise_lambda * embedding.std(dim=1, keepdim=True)
+            draws = [model.head(embedding + (torch.rand(embedding.shape, generator=generator)
+                                             .to(embedding.device) - 0.5) * amplitude)
+                     for _ in range(self.k)]
             parts.append(torch.stack([logits.argmax(dim=1).cpu() for logits in draws], dim=1))
         return torch.cat(parts).numpy() if parts else np.zeros((0, self.k), dtype=np.int64)
 
