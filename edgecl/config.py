@@ -169,10 +169,10 @@ class RunConfig:
         check_float("--val-fraction", self.val_fraction, 0.0, MAX_VAL_FRACTION,
                     low_inclusive=True, what="a fraction of each task's training clips")
         if self.model == "bc-resnet":
-            from models.bcresnet import N_MELS_MULTIPLE
+            from models import BC_RESNET_N_MELS_MULTIPLE as multiple
 
-            if self.n_mels % N_MELS_MULTIPLE:
-                raise EdgeclError(f"--n-mels: bc-resnet needs a multiple of {N_MELS_MULTIPLE} "
+            if self.n_mels % multiple:
+                raise EdgeclError(f"--n-mels: bc-resnet needs a multiple of {multiple} "
                                   f"(SubSpectralNorm's bands after the frequency strides), got "
                                   f"{self.n_mels}")
         self._check_budgets()

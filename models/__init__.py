@@ -12,6 +12,9 @@ from typing import Any
 from edgecl.errors import EdgeclError
 
 DEFAULT_WIDTH = 40
+# BC-ResNet's log-mel bins must split evenly into SubSpectralNorm's 4 bands after the stem's and two
+# max-pools' halvings (models.bcresnet checks it too); here so that option checks need no torch.
+BC_RESNET_N_MELS_MULTIPLE = 32
 
 
 def _bc_resnet(frontend, width: int):

@@ -27,12 +27,14 @@ import torch
 from torch import nn
 
 from edgecl.errors import EdgeclError
+from models import BC_RESNET_N_MELS_MULTIPLE
 
 SUB_BANDS = 4
 CHANNEL_DROPOUT = 0.1
 # Frequency is halved by the stem and by two max-pools before the last SubSpectralNorm.
 FREQ_DOWNSAMPLING = 8
 N_MELS_MULTIPLE = FREQ_DOWNSAMPLING * SUB_BANDS  # the input's bins split evenly at every stage
+assert N_MELS_MULTIPLE == BC_RESNET_N_MELS_MULTIPLE  # the torch-free copy the option check uses
 
 
 class SubSpectralNorm(nn.Module):
