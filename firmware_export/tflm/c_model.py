@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from firmware_export.c_header import byte_rows, c_string
+from firmware_export.c_header import model_and_labels
 from firmware_export.device.logmel import LogMelPlan
 
 FLOATS_PER_LINE = 6
@@ -72,21 +72,7 @@ def render_model_header(model_bytes: bytes, labels: Sequence[str], section: dict
         f" * #define ADD_OP(method) r.method();  {upper}_OPS(ADD_OP) */",
         f"#define {upper}_OPS(X) " + " ".join(f"X({resolver_method(op)})" for op in ops),
         "",
-        "#if defined(__GNUC__)",
-        f"#define {upper}_ALIGNED __attribute__((aligned(16)))",
-        "#else",
-        f"#define {upper}_ALIGNED",
-        "#endif",
-        "",
-        f"static const unsigned int {prefix}_model_len = {len(model_bytes)}u;",
-        f"static const unsigned char {prefix}_model[{len(model_bytes)}] {upper}_ALIGNED = {{",
-        *byte_rows(model_bytes),
-        "};",
-        "",
-        "/* Class names in the order of the model's output logits. */",
-        f"static const char *const {prefix}_labels[{upper}_N_LABELS] = {{",
-        *[f"  {c_string(label)}," for label in labels],
-        "};",
+        *model_and_labels(prefix, model_bytes, labels),
         "",
         f"#endif /* {guard} */",
         "",
