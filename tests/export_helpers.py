@@ -84,31 +84,26 @@ class ExportedBundle:
     holdout_targets: np.ndarray
 
 
-@functools.lru_cache(maxsize=1)
 def exported_bundle() -> ExportedBundle:
     """The trained model exported once with firmware_export.export_phase into a temp folder."""
-    from firmware_export import export_phase
-
-    root = Path(tempfile.mkdtemp(prefix="edgecl-test-bundle-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    calibration, _ = tones(48, seed=2)
-    holdout, targets = tones(64, seed=3)
-    manifest = export_phase(trained_model(), root / "phase_0", phase=0, classes=CLASSES,
-                            calibration_waveforms=calibration, holdout_waveforms=holdout,
-                            holdout_targets=targets)
-    return ExportedBundle(root / "phase_0", manifest, holdout, targets)
+    return _exported("onnx")
 
 
-@functools.lru_cache(maxsize=1)
 def exported_tflm_bundle() -> ExportedBundle:
     """The trained model exported once with --target tflm (needs the tflm extra)."""
+    return _exported("tflm")
+
+
+@functools.lru_cache(maxsize=None)
+def _exported(target: str) -> ExportedBundle:
+    """export_phase of the trained model for `target`, once per target, into a temp folder."""
     from firmware_export import export_phase
 
-    root = Path(tempfile.mkdtemp(prefix="edgecl-test-tflm-bundle-"))
+    root = Path(tempfile.mkdtemp(prefix=f"edgecl-test-{target}-bundle-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     calibration, _ = tones(48, seed=2)
     holdout, targets = tones(64, seed=3)
     manifest = export_phase(trained_model(), root / "phase_0", phase=0, classes=CLASSES,
                             calibration_waveforms=calibration, holdout_waveforms=holdout,
-                            holdout_targets=targets, target="tflm")
+                            holdout_targets=targets, target=target)
     return ExportedBundle(root / "phase_0", manifest, holdout, targets)
