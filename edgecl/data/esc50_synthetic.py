@@ -31,9 +31,14 @@ FOLDS = 5
 MAX_CLASSES = len(FAMILIES) * len(SPEEDS)
 
 
+def _family_speeds(n_classes: int) -> list[tuple[str, float]]:
+    """The (family, speed) of each of the first `n_classes` classes, speeds varying fastest."""
+    return [(family, speed) for family in sorted(FAMILIES) for speed in SPEEDS][:n_classes]
+
+
 def class_names(n_classes: int = MAX_CLASSES) -> list[str]:
-    """`family-xSPEED` for the first `n_classes` (family, speed) pairs, speeds varying fastest."""
-    return [f"{family}-x{speed:g}" for family in sorted(FAMILIES) for speed in SPEEDS][:n_classes]
+    """`family-xSPEED` of each class."""
+    return [f"{family}-x{speed:g}" for family, speed in _family_speeds(n_classes)]
 
 
 def _sources(n: int, sample_rate: int, n_classes: int) -> list:
@@ -41,7 +46,7 @@ def _sources(n: int, sample_rate: int, n_classes: int) -> list:
     sample_rate (frequencies and tempo times `speed`)."""
     return [lambda rng, family=FAMILIES[family], speed=speed:
             family(rng, n, max(1, int(round(sample_rate / speed))))
-            for family in sorted(FAMILIES) for speed in SPEEDS][:n_classes]
+            for family, speed in _family_speeds(n_classes)]
 
 
 def generate_esc50_layout(root: str | Path, n_classes: int = MAX_CLASSES, clips_per_fold: int = 8,
