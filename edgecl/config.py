@@ -31,7 +31,7 @@ DEFAULT_N_TASKS = 5
 NOT_IDENTITY = ("workspace", "exp_name", "threads", "quiet", "feature_store", "device")
 # Options added after runs existed: at these defaults they are left out of a run's identity, so
 # older runs keep their identity and name.
-IDENTITY_DEFAULTS_LEFT_OUT = {"target": "onnx", "n_mels": 64}
+IDENTITY_DEFAULTS_LEFT_OUT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 1024}
 
 
 def memory_options() -> tuple[str, ...]:
@@ -95,6 +95,9 @@ class RunConfig:
     batch_size: int = 32
     lr: float = 1e-3
     patience: int = 7
+    # Clips whose forward pass re-estimates BatchNorm statistics after every epoch (0 = off);
+    # edgecl.training.loop.recalibrate_batchnorm.
+    bn_recal_clips: int = 1024
     test_fold: int = 1
     workspace: str = "workspace"
     exp_name: str | None = None

@@ -367,7 +367,7 @@ class ContinualRun:
         try:
             report = fit(self.model, train, val, epochs=config.epochs,
                          batch_size=config.batch_size, lr=config.lr, patience=config.patience,
-                         generator=generator, stop=stop, progress=progress, name=f"phase {phase}",
+                         bn_recal_clips=config.bn_recal_clips, generator=generator, stop=stop, progress=progress, name=f"phase {phase}",
                          distill=distiller)
         finally:
             bar.close()

@@ -219,3 +219,19 @@ def test_bad_n_mels_is_a_one_line_error_that_writes_nothing(manifest, tmp_path, 
                                        "--n-mels", value])
     assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "ws").exists()
+
+
+def test_bn_recal_clips_is_recorded_and_its_default_keeps_run_names(manifest, tmp_path):
+    from edgecl.config import RunConfig
+
+    assert "bn_recal_clips" not in RunConfig().identity()  # runs from before the option
+    assert RunConfig(bn_recal_clips=256).identity_hash() != RunConfig().identity_hash()
+    result = CliRunner().invoke(main, ["train", *_tiny(manifest, tmp_path), "--mode", "finetune",
+                                       "--n-tasks", "2", "--bn-recal-clips", "0"])
+    assert result.exit_code == 0, result.output
+    [results] = tmp_path.glob("*/results.json")
+    assert json.loads(results.read_text())["config"]["bn_recal_clips"] == 0
+    bad = CliRunner().invoke(main, ["train", *_tiny(manifest, tmp_path / "ws"),
+                                    "--bn-recal-clips", "-1"])
+    assert bad.exit_code == 2 and "--bn-recal-clips: expected an integer in [0, " in bad.output
+    assert not (tmp_path / "ws").exists()

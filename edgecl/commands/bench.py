@@ -202,6 +202,9 @@ def _int_list(_ctx, param, value: str) -> list[int]:
 @click.option("--clip-seconds", type=float, default=None)
 @click.option("--width", type=int, default=40, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--bn-recal-clips", type=int, default=1024, show_default=True,
+              help="Clips of the BatchNorm re-estimation after each epoch (0 = off), as in "
+                   "`edgecl train`.")
 @click.option("--n-init-cls", type=int, default=2, show_default=True,
               help="Classes in the timed task (its training clips make one epoch).")
 @click.option("--clips-per-class", type=int, default=100, show_default=True)

@@ -127,6 +127,9 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
 @click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True, help="Adam learning rate.")
 @click.option("--patience", type=int, default=_DEFAULTS.patience, show_default=True,
               help="Early-stopping patience in epochs on the validation split (0 = off).")
+@click.option("--bn-recal-clips", type=int, default=_DEFAULTS.bn_recal_clips, show_default=True,
+              help="Training clips (evenly spaced) whose forward pass re-estimates BatchNorm "
+                   "statistics after each epoch; fewer is faster (0 = off).")
 @click.option("--test-fold", type=click.IntRange(1, 5), default=_DEFAULTS.test_fold,
               show_default=True, help="ESC-50 test fold.")
 @click.option("--sample-rate", type=int, default=None,

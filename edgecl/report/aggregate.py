@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgecl.config import IDENTITY_DEFAULTS_LEFT_OUT
 from edgecl.errors import EdgeclError
 from edgecl.results import RESULTS_NAME
 
@@ -88,8 +89,14 @@ def method_key(config: dict[str, Any]) -> dict[str, Any]:
 
 def method_label(config: dict[str, Any]) -> str:
     """finetune, joint, random-m500, uncertainty-noisytune-k6-m500, ...; with distillation a
-    suffix of its weights: -kd1-1 (output, feature), -kd1-1a (adaptive)."""
-    return _memory_label(config) + _distill_label(config)
+    suffix of its weights: -kd1-1 (output, feature), -kd1-1a (adaptive); a BatchNorm
+    recalibration other than the default adds -bn256 (its clips)."""
+    return _memory_label(config) + _distill_label(config) + _recal_label(config)
+
+
+def _recal_label(config: dict[str, Any]) -> str:
+    clips = config.get("bn_recal_clips", IDENTITY_DEFAULTS_LEFT_OUT["bn_recal_clips"])
+    return "" if clips == IDENTITY_DEFAULTS_LEFT_OUT["bn_recal_clips"] else f"-bn{clips}"
 
 
 def _distill_label(config: dict[str, Any]) -> str:

@@ -161,7 +161,7 @@ def _better(accuracy: float, loss: float, best_accuracy: float, best_loss: float
 
 
 def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int, lr: float,
-        patience: int, generator: torch.Generator, stop: StopCondition | None = None,
+        patience: int, generator: torch.Generator, bn_recal_clips: int = 1024, stop: StopCondition | None = None,
         progress: Callable | None = None, name: str = "training",
         distill=None) -> FitReport:
     """Train `model` on `train`; keep the weights of the best epoch on the validation split
@@ -169,6 +169,8 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
 
     `distill` (an edgecl.training.distill.Distiller, or None) adds its loss on every batch.
     Early stopping ends training after `patience` epochs without improvement (0 disables it).
+    After each epoch, BatchNorm statistics are re-estimated on up to `bn_recal_clips` training
+    clips (0: kept as training left them).
     Without validation clips the last epoch's weights are kept. `progress(epoch, loss, val_acc,
     steps)` is called after each epoch. A non-finite loss raises DivergedError naming `name` (e.g.
     "phase 2"): the weights are unusable, so nothing trained after it may be reported.
@@ -205,7 +207,8 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
             seen += len(indices)
         if seen == 0:  # stopped before any step of this epoch
             break
-        recalibrate_batchnorm(model, train)
+        if bn_recal_clips:
+            recalibrate_batchnorm(model, train, max_clips=bn_recal_clips)
         accuracy, val_loss = evaluate_with_loss(model, val)
         report.epochs_run = epoch + 1
         report.epoch_seconds.append(time.perf_counter() - started)
