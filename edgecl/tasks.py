@@ -19,6 +19,7 @@ import numpy as np
 
 from edgecl.data.records import Clip, DatasetSplit
 from edgecl.errors import EdgeclError
+from edgecl.limits import MAX_VAL_FRACTION, check_float
 
 # Distinct random streams from one seed: the class order and the validation draw.
 _ORDER_STREAM, _VAL_STREAM = 0, 1
@@ -124,8 +125,9 @@ def make_tasks(split: DatasetSplit, n_tasks: int, n_init_cls: int, n_cls_a_task:
     Task 0 gets the first `n_init_cls` classes of the order, each later task the next
     `n_cls_a_task`. The result depends only on the dataset, the options and `seed`.
     """
-    if not 0.0 <= val_fraction < 1.0:
-        raise EdgeclError(f"--val-fraction: expected a value in [0, 1), got {val_fraction}")
+    # The same rule as RunConfig's, for callers that build tasks without a config.
+    check_float("--val-fraction", val_fraction, 0.0, MAX_VAL_FRACTION, low_inclusive=True,
+                what="a fraction of each task's training clips")
     needed = _check_counts(n_tasks, n_init_cls, n_cls_a_task, len(split.classes), split.name)
     order = _resolve_order(list(split.classes), class_order, needed, seed, split.name)
     target_of = {name: index for index, name in enumerate(order)}

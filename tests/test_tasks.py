@@ -105,6 +105,8 @@ def test_fewer_classes_than_the_dataset_uses_a_subset():
     (dict(n_tasks=2, n_init_cls=2, n_cls_a_task=2, class_order=["class01", "class02"]),
      r"--class-order: the tasks need 4 classes, the order lists 2"),
     (dict(n_tasks=2, n_init_cls=2, n_cls_a_task=2, val_fraction=1.0), r"--val-fraction"),
+    (dict(n_tasks=2, n_init_cls=2, n_cls_a_task=2, val_fraction=0.95),
+     r"--val-fraction: expected a fraction of each task's training clips in \[0, 0.9\]"),
 ])
 def test_bad_options_are_clear_errors(options, expected):
     with pytest.raises(EdgeclError, match=expected):
