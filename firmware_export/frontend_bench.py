@@ -1,7 +1,8 @@
 """`edgecl bench frontend`: the log-mel front end alone, per STFT implementation, sample rate and
 clip length, exported to ONNX as the models are (firmware_export.export.export_onnx) and timed in
 ONNX Runtime at batch 1. The implementations of one rate and clip length are timed in
-interleaved rounds (interleaved_ms), so their ratios hold on a shared machine.
+interleaved rounds (interleaved_ms), so their ratios hold on a shared machine. Optionally also
+in PyTorch eager at a batch size (how the trainer computes features), one thread.
 
 Per implementation: what its graph computes with (ONNX op types), MACs per clip and per second of
 audio, the graph's size, the median ms per clip at each thread count and its ratio to the conv
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -102,41 +103,67 @@ def exported_row(config, impl: str, clip: np.ndarray, reference: np.ndarray
             }, model_bytes
 
 
-def interleaved_ms(sessions: dict[str, Any], clip: np.ndarray, runs: int,
-                   warmup: int) -> dict[str, float]:
-    """Median ms per call of each session, timed in rounds that call every session once, so a
-    change in the machine's load falls on all of them alike (the ratios are what count)."""
-    from firmware_export.device.layout import INPUT_NAME
-
-    feed = {INPUT_NAME: clip}
-    times: dict[str, list[float]] = {name: [] for name in sessions}
+def interleaved_ms(calls: dict[str, Callable[[], Any]], runs: int, warmup: int
+                   ) -> dict[str, float]:
+    """Median ms of each call, timed in rounds that make every call once, so a change in the
+    machine's load falls on all of them alike (the ratios are what count)."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for round_index in range(warmup + runs):
-        for name, session in sessions.items():
+        for name, call in calls.items():
             started = time.perf_counter()
-            session.run(None, feed)
+            call()
             if round_index >= warmup:
                 times[name].append(time.perf_counter() - started)
-    return {name: round(1000 * statistics.median(values), 3) for name, values in times.items()}
+    return {name: 1000 * statistics.median(values) for name, values in times.items()}
+
+
+def eager_calls(config, impls: Sequence[str], clip: np.ndarray, batch: int
+                ) -> dict[str, Callable[[], Any]]:
+    """PyTorch eager forward passes of each implementation on `batch` copies of `clip`."""
+    from dataclasses import replace
+
+    import torch
+
+    from models.frontend import LogMelFrontEnd
+
+    waves = torch.from_numpy(np.repeat(clip, batch, axis=0))
+
+    def call(front_end):
+        def run():
+            with torch.no_grad():
+                front_end(waves)
+        return run
+    return {impl: call(LogMelFrontEnd(replace(config, stft_impl=impl)).eval()) for impl in impls}
 
 
 def bench_group(config, impls: Sequence[str], n_samples: int, threads: Sequence[int],
-                runs: int, warmup: int) -> list[dict[str, Any]]:
-    """The rows of every implementation at one rate and clip length, timed interleaved."""
+                runs: int, warmup: int, eager_batch: int = 0) -> list[dict[str, Any]]:
+    """The rows of every implementation at one rate and clip length, timed interleaved; with
+    `eager_batch`, also PyTorch eager on one thread at that batch size (ms per clip)."""
+    from firmware_export.device.layout import INPUT_NAME
     from firmware_export.device.runtime import cpu_session
 
     clip = test_clip(n_samples)
     reference = reference_logmel(config, clip)
     exported = {impl: exported_row(config, impl, clip, reference) for impl in impls}
     rows = {impl: row for impl, (row, _) in exported.items()}
+    columns = {f"ms_{count}t": f"{count}t_vs_conv" for count in threads}  # ms -> ratio
     for count in threads:
         sessions = {impl: cpu_session(model_bytes, count)
                     for impl, (_, model_bytes) in exported.items()}
-        for impl, ms in interleaved_ms(sessions, clip, runs, warmup).items():
-            rows[impl][f"ms_{count}t"] = ms
-        conv = rows.get("conv")
-        for row in rows.values():
-            row[f"{count}t_vs_conv"] = (round(row[f"ms_{count}t"] / conv[f"ms_{count}t"], 3)
-                                        if conv else None)
+        calls = {impl: (lambda s=session: s.run(None, {INPUT_NAME: clip}))
+                 for impl, session in sessions.items()}
+        for impl, ms in interleaved_ms(calls, runs, warmup).items():
+            rows[impl][f"ms_{count}t"] = round(ms, 3)
+    if eager_batch:
+        columns["eager_ms"] = "eager_vs_conv"
+        calls = eager_calls(config, impls, clip, eager_batch)
+        for impl, ms in interleaved_ms(calls, max(1, runs // 5), min(warmup, 1)).items():
+            rows[impl]["eager_ms"] = round(ms / eager_batch, 3)
+    conv = rows.get("conv")
+    for row in rows.values():
+        for column, ratio in columns.items():
+            row[ratio] = round(row[column] / conv[column], 3) if conv else None
     return list(rows.values())
 
 
@@ -168,7 +195,8 @@ def check_clip_lengths(sample_rates: Sequence[int], clip_seconds: Sequence[float
 
 def bench_frontend(sample_rates: Sequence[int], clip_seconds: Sequence[float],
                    impls: Sequence[str] = IMPLS, threads: Sequence[int] = (1, 2),
-                   runs: int = 50, warmup: int = 5, width: int = 40) -> dict[str, Any]:
+                   runs: int = 50, warmup: int = 5, width: int = 40,
+                   eager_batch: int = 0) -> dict[str, Any]:
     """{"rows": one per rate, clip length and implementation, "models": one per rate and clip
     length} (see the module doc). Each row's `<n>t_vs_conv` is its ms over conv's at the same
     rate, clip length and thread count, timed in the same rounds (None without conv)."""
@@ -189,15 +217,18 @@ def bench_frontend(sample_rates: Sequence[int], clip_seconds: Sequence[float],
             config = FrontEndConfig.for_sample_rate(rate)
             for seconds in clip_seconds:
                 n_samples = round(seconds * rate)
-                rows.extend(bench_group(config, impls, n_samples, threads, runs, warmup))
+                rows.extend(bench_group(config, impls, n_samples, threads, runs, warmup,
+                                        eager_batch))
                 models.append(backbone_row(config, n_samples, width))
     finally:
         torch.set_num_threads(previous)
     return {"rows": rows, "models": models, "threads": list(threads), "runs": runs,
-            "warmup": warmup, "batch": 1, "width": width}
+            "warmup": warmup, "batch": 1, "width": width, "eager_batch": eager_batch}
 
 
-def table_columns(threads: Sequence[int]) -> tuple[str, ...]:
-    """COLUMNS with each thread count's ms and ratio to conv."""
+def table_columns(threads: Sequence[int], eager: bool = False) -> tuple[str, ...]:
+    """COLUMNS with each thread count's ms and ratio to conv (and PyTorch eager's)."""
     timing = tuple(name for count in threads for name in (f"ms_{count}t", f"{count}t_vs_conv"))
+    if eager:
+        timing += ("eager_ms", "eager_vs_conv")
     return COLUMNS[:-1] + timing + COLUMNS[-1:]

@@ -17,7 +17,7 @@ TINY = ["bench", "frontend", "--sample-rates", "8000", "--clip-seconds", "0.1",
 
 
 def test_bench_frontend_prints_one_row_per_impl_with_parity_and_ratios():
-    result = CliRunner().invoke(main, TINY + ["--threads", "1,2", "--json"])
+    result = CliRunner().invoke(main, TINY + ["--threads", "1,2", "--eager-batch", "2", "--json"])
     assert result.exit_code == 0, result.output
     results = json.loads(result.output)
     rows = results["rows"]
@@ -26,12 +26,13 @@ def test_bench_frontend_prints_one_row_per_impl_with_parity_and_ratios():
     by_impl = {row["impl"]: row for row in rows}
     for row in rows:
         assert (row["sample_rate"], row["clip_seconds"]) == (8000, 0.1)
-        assert row["ms_1t"] > 0 and row["ms_2t"] > 0 and row["kib"] > 0
+        assert row["ms_1t"] > 0 and row["ms_2t"] > 0 and row["eager_ms"] > 0 and row["kib"] > 0
         assert row["1t_vs_conv"] == pytest.approx(row["ms_1t"] / by_impl["conv"]["ms_1t"],
                                                   rel=1e-2, abs=1e-3)
         # every implementation is the same transform: far inside what whole-model parity allows
         assert row["max_abs_diff"] < 1e-3
-    assert by_impl["conv"]["1t_vs_conv"] == 1 and by_impl["conv"]["2t_vs_conv"] == 1
+    assert by_impl["conv"]["1t_vs_conv"] == by_impl["conv"]["2t_vs_conv"] == 1
+    assert by_impl["conv"]["eager_vs_conv"] == 1
     # what each graph computes with: the op that names the implementation is there
     assert "STFT" in by_impl["torch"]["onnx_ops"] and "DFT" in by_impl["rfft"]["onnx_ops"]
     assert "STFT" not in by_impl["factored"]["onnx_ops"]
@@ -49,8 +50,10 @@ def test_bench_frontend_table_and_bad_input():
     table = CliRunner().invoke(main, TINY + ["--threads", "1", "--impls", "conv,factored"])
     assert table.exit_code == 0, table.output
     assert "1t_vs_conv" in table.output and "backbone_mmacs_per_second" in table.output
+    assert "eager_ms" not in table.output  # only with --eager-batch
     assert "factored" in table.output and "rfft" not in table.output
     for option, value in (("--impls", "conv,fft"), ("--threads", "0"),
-                          ("--clip-seconds", "0.01"), ("--sample-rates", "8k")):
+                          ("--clip-seconds", "0.01"), ("--sample-rates", "8k"),
+                          ("--eager-batch", "-1")):
         bad = CliRunner().invoke(main, TINY + [option, value])
         assert bad.exit_code == 2 and option in bad.output, bad.output

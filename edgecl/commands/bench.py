@@ -290,30 +290,35 @@ def _thread_list(_ctx, param, value: str) -> list[int]:
 @click.option("--width", type=int, default=40, show_default=True,
               callback=option_range(1, 1024),
               help="BC-ResNet width for the backbone's MACs per second of audio.")
+@click.option("--eager-batch", type=int, default=0, show_default=True,
+              callback=option_range(0, 4096),
+              help="Also time PyTorch eager (one thread) at this batch size, ms per clip "
+                   "(0: skip; the trainer computes features in batches of 64).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench_frontend_command(sample_rates: list[int], clip_seconds: list[float], impls: str,
                            threads: list[int], runs: int, warmup: int, width: int,
-                           as_json: bool) -> None:
+                           eager_batch: int, as_json: bool) -> None:
     """Time the log-mel front end alone per STFT implementation and sample rate in ONNX Runtime.
 
     Each implementation (conv: direct DFT as one Conv; factored: two-stage Cooley-Tukey as
     grouped Convs; torch: torch.stft, the ONNX STFT op; rfft: the ONNX DFT op) is exported as
     the models are and run at batch 1: prints its MACs per second of audio, graph size, median
-    ms per clip and ratio to conv at each thread count, and its max |log-mel difference| from a
-    float64 torch.stft reference. Then the backbone's MACs per second of audio per rate.
+    ms per clip and ratio to conv at each thread count (all implementations timed in the same
+    rounds), and its max |log-mel difference| from a float64 torch.stft reference. Then the
+    backbone's MACs per second of audio per rate.
     """
     from edgecl.results import format_table
     from firmware_export.frontend_bench import MODEL_COLUMNS, bench_frontend, table_columns
 
     names = [name.strip() for name in impls.split(",") if name.strip()]
     results = bench_frontend(sample_rates, clip_seconds, names, threads, runs=runs,
-                             warmup=warmup, width=width)
+                             warmup=warmup, width=width, eager_batch=eager_batch)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     click.echo(f"front end alone, ONNX Runtime, batch 1, median of {runs} runs after {warmup} "
                f"warm-up runs; max_abs_diff: log-mel vs float64 torch.stft")
-    click.echo(format_table(results["rows"], table_columns(threads)))
+    click.echo(format_table(results["rows"], table_columns(threads, eager=eager_batch > 0)))
     click.echo(f"\nMACs per second of audio: the default front end and BC-ResNet-{width}'s "
                f"backbone (the DCASE limit counts the backbone)")
     click.echo(format_table(results["models"], MODEL_COLUMNS))
