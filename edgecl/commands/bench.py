@@ -345,7 +345,7 @@ def bench_export_command(run_dir: str, phase: int | None, runs: int, warmup: int
 
     Latency is the median per clip over --runs after --warmup runs for PyTorch eager (from the
     phase checkpoint), ONNX Runtime fp32 and int8, with the front end's share of the ONNX time.
-    Then the conv-DFT front end against torch.stft, alone and in the full fp32 model.
+    Then the front end as torch.stft, conv DFT and factored DFT, alone and in the full fp32 model.
     """
     from edgecl.results import format_table
     from firmware_export.bench import FRONTEND_COLUMNS, ROW_COLUMNS, bench_export
