@@ -9,7 +9,7 @@ chosen by ``FrontEndConfig.stft_impl``:
   filter uses are computed (at 44.1 kHz with f_max 14 kHz that drops about a third of them). In
   ONNX this becomes one Conv + Mul + MatMul.
 - ``"factored"``: a two-stage Cooley-Tukey DFT as two grouped Conv1d's (models.factored_dft),
-  5 to 6x fewer MACs than "conv" and faster in ONNX Runtime at 8, 16, 44.1 and 48 kHz
+  3 to 6x fewer MACs than "conv" and faster in ONNX Runtime at 8, 16, 44.1 and 48 kHz
   (`edgecl bench frontend`), so ``FrontEndConfig.for_sample_rate`` picks it at those rates.
 - ``"torch"``: torchaudio.transforms.MelSpectrogram (torch.stft; the ONNX STFT op). The reference.
 - ``"rfft"``: frames (unfold) and torch.fft.rfft (the ONNX DFT op), for the benchmark.
