@@ -170,13 +170,24 @@ def drop_uncommitted(run_dir: str | Path) -> int | None:
     return done
 
 
-def load_phase_weights(model, run_dir: str | Path, phase: int) -> None:
-    """Grow `model`'s head to phase `phase`'s classes and load that phase's checkpoint weights."""
+def load_phase_weights(model, run_dir: str | Path, phase: int) -> bool:
+    """Grow `model`'s head to phase `phase`'s classes and load that phase's checkpoint weights.
+
+    A run keeps the front end it started with: when the checkpoint's front end differs from
+    `model`'s (a run begun before the STFT implementation was chosen by sample rate has the conv
+    DFT), `model.frontend` is replaced by the checkpoint's. Returns True if it was."""
     import torch
 
     from edgecl.run_folder import checkpoint_path
+    from models.frontend import FrontEndConfig, LogMelFrontEnd
 
     checkpoint = torch.load(checkpoint_path(run_dir, phase), map_location="cpu",
                             weights_only=True)
+    saved = FrontEndConfig.from_dict(checkpoint["model_config"]["frontend"])
+    replaced = saved != model.frontend.config
+    if replaced:
+        device = next(iter(model.frontend.buffers())).device
+        model.frontend = LogMelFrontEnd(saved).to(device)
     model.head.grow(int(checkpoint["model_config"]["n_classes"]))
     model.load_state_dict(checkpoint["state_dict"])
+    return replaced

@@ -171,7 +171,13 @@ class ContinualRun:
             self.log("resuming at phase 0: no phase of the interrupted run had completed")
             return 0
         payload = load_state(self.run_dir, done)
-        load_phase_weights(self.model, self.run_dir, done)
+        if load_phase_weights(self.model, self.run_dir, done):
+            # the run's own front end (see load_phase_weights): features and their store follow
+            self.features = FeatureCache(self.model.frontend, enabled=self.config.feature_cache,
+                                         store=self._feature_store())
+            self.items = ClipItems(self.audio, self.features, device=self.device)
+            self.log(f"resuming with the front end the run started with (stft_impl "
+                     f"{self.model.frontend.stft_impl!r})")
         self.records = [PhaseRecord.from_dict(r) for r in payload["records"]]
         restore_state(payload, memory=self.memory, sampler=self.sampler, run_rng=self.rng)
         write_results(self.run_dir, self._results(complete=False))

@@ -5,8 +5,8 @@ int8 shipped or withheld, its top-1 agreement and accuracy drop, the float share
 MACs), fp32 and int8 file sizes and their ratio, MACs and parameters per clip, the median latency
 per clip for PyTorch eager, ONNX Runtime fp32 and int8, and the
 front end's share of the ONNX Runtime time (the front-end subgraph, waveform to log-mel, cut out of
-model.onnx and timed alone). Then the front end itself: the fixed-convolution DFT the models use
-against the torch.stft one (ONNX STFT op), alone and inside the full fp32 model.
+model.onnx and timed alone). Then the front end itself: the torch.stft one (ONNX STFT op), the
+conv DFT and the factored DFT, alone and inside the full fp32 model.
 """
 
 from __future__ import annotations
@@ -132,15 +132,20 @@ def bench_phase(folder: Path, clip: np.ndarray, runs: int, warmup: int,
 
 def compare_front_ends(model, clip: np.ndarray, runs: int, warmup: int,
                        threads: int = 1) -> list[dict]:
-    """fp32 ONNX latency with the conv-DFT front end against the torch.stft one (same weights)."""
+    """fp32 ONNX latency with the torch.stft front end, the conv DFT and (where the hop allows it)
+    the factored DFT, same weights."""
     import torch
 
     from firmware_export.export import export_onnx, serialize
+    from models.factored_dft import factorization
     from models.frontend import LogMelFrontEnd
 
     rows, reference = [], None
     config = model.frontend.config
-    for impl, label in (("torch", "torch.stft (ONNX STFT)"), ("conv", "conv DFT (Conv+MatMul)")):
+    variants = [("torch", "torch.stft (ONNX STFT)"), ("conv", "conv DFT (Conv+MatMul)")]
+    if factorization(config.n_fft, config.hop_length, config.n_freqs) is not None:
+        variants.append(("factored", "factored DFT (2 grouped Conv)"))
+    for impl, label in variants:
         variant = copy.deepcopy(model)
         variant.frontend = LogMelFrontEnd(config, stft_impl=impl)  # buffers only: no weights lost
         proto = export_onnx(variant.eval(), labels=[str(i) for i in range(model.head.n_classes)],

@@ -187,7 +187,7 @@ def _manifest(model: nn.Module, *, phase: int, classes: list[str], sample_rate: 
     """Everything but the file table (added when the files exist)."""
     from models.profile import count_parameters, macs_breakdown
 
-    frontend = dict(model.frontend.config.to_dict(), stft_impl=model.frontend.stft_impl)
+    frontend = model.frontend.config.to_dict()  # stft_impl included
     config = model.model_config() if hasattr(model, "model_config") else {}
     macs = macs_breakdown(model, clip_samples)
     int8_shipped = search.meets_bound

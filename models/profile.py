@@ -4,11 +4,12 @@ MACs (multiply-accumulates) are counted with forward hooks during one forward pa
 (batch 1, eval mode):
 - Conv1d/Conv2d: output elements x (in_channels / groups) x kernel size;
 - Linear: output elements x in_features;
-- front-end modules with a `count_macs(output)` method: the DFT conv (output elements x n_fft) and
-  the mel MatMul (output elements x STFT bins).
+- front-end modules with a `count_macs(output)` method: the DFT conv (output elements x n_fft),
+  the factored DFT's two grouped convs, and the mel MatMul (output elements x STFT bins).
 Not counted: BatchNorm (folded into convolutions at export), activations, pooling, residual adds,
 the power spectrum, the log, and the reductions (mean over frequency, global pooling). With the
-torch.stft front end only the mel MatMul is counted (the FFT is not a module).
+torch.stft front end nothing is counted, with the rfft one only the mel MatMul (an FFT is not a
+module; `edgecl bench frontend` adds an estimate).
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
     return int(counter(output)) if callable(counter) else 0
 
 
-def macs_breakdown(model: SoundClassifier, clip_samples: int) -> dict[str, int]:
-    """MACs per clip of `clip_samples` samples: {frontend, backbone, head, total}."""
-    parts = {"frontend": model.frontend, "backbone": model.backbone, "head": model.head}
+def hooked_macs(parts: dict[str, nn.Module], run: Callable[[], object]) -> dict[str, int]:
+    """MACs per example of each part's modules (layer_macs) during `run()`, which must call them
+    once at batch 1 in eval mode under no_grad: {part: MACs}."""
     totals = dict.fromkeys(parts, 0)
     handles = []
 
@@ -56,15 +57,36 @@ def macs_breakdown(model: SoundClassifier, clip_samples: int) -> dict[str, int]:
     for part, root in parts.items():
         for module in root.modules():
             handles.append(module.register_forward_hook(make_hook(part)))
+    try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return totals
+
+
+def module_macs(module: nn.Module, n_samples: int) -> int:
+    """MACs of `module` (e.g. a front end) on one silent clip of `n_samples` samples."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            return hooked_macs({"module": module},
+                               lambda: module(torch.zeros(1, n_samples)))["module"]
+    finally:
+        module.train(was_training)
+
+
+def macs_breakdown(model: SoundClassifier, clip_samples: int) -> dict[str, int]:
+    """MACs per clip of `clip_samples` samples: {frontend, backbone, head, total}."""
+    parts = {"frontend": model.frontend, "backbone": model.backbone, "head": model.head}
     was_training = model.training
     model.eval()
     try:
         device = next(iter(model.buffers())).device
         with torch.no_grad():
-            model(torch.zeros(1, clip_samples, device=device))
+            totals = hooked_macs(parts, lambda: model(torch.zeros(1, clip_samples, device=device)))
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
     totals["total"] = sum(totals.values())
     return totals

@@ -113,6 +113,27 @@ def test_dft_rewrite_leaves_other_convolutions_alone():
     assert model.SerializeToString() == before
 
 
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_factored_dft_weights_are_computed_by_the_graph_and_match_pytorch(rate):
+    """Both stages of the factored DFT are rebuilt by nodes: no stored weight of either stage's
+    shape is left, and ONNX Runtime still gives PyTorch's log-mel (short clip, two of them)."""
+    from models.frontend import FrontEndConfig, LogMelFrontEnd
+
+    front_end = LogMelFrontEnd(FrontEndConfig.for_sample_rate(rate), stft_impl="factored").eval()
+    samples = rate // 10
+    proto = export_onnx(front_end, labels=[], sample_rate=rate, clip_samples=samples)
+    stored = {tuple(t.dims) for t in proto.graph.initializer}
+    assert tuple(front_end.dft.stage1.shape) not in stored
+    assert tuple(front_end.dft.stage2.shape) not in stored
+    assert sum(node.op_type == "Cos" for node in proto.graph.node) >= 3  # window + 2 stages
+    waves = (np.random.default_rng(2).standard_normal((2, samples)) * 0.1).astype(np.float32)
+    session = ort.InferenceSession(serialize(proto), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = front_end(torch.from_numpy(waves)).numpy()
+    got = session.run(None, {"waveform": waves})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
 def test_fp32_model_carries_labels_rate_and_clip_length(fp32_bytes):
     meta = {p.key: p.value for p in onnx.load_from_string(fp32_bytes).metadata_props}
     assert meta["edgecl.sample_rate"] == str(SAMPLE_RATE)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
 import models
 from models.frontend import FrontEndConfig
-from models.profile import count_macs, count_parameters, layer_macs, macs_breakdown
+from models.profile import count_macs, count_parameters, layer_macs, macs_breakdown, module_macs
 
 # One thread: on a shared 2-core machine OpenMP spin-waiting makes 2 threads 10x slower.
 
@@ -31,8 +33,16 @@ def test_count_parameters_skips_frozen_weights_and_buffers():
     assert count_parameters(front_end) == 0
 
 
+def test_factored_front_end_macs_match_a_hand_count():
+    config = FrontEndConfig.for_sample_rate(8000)  # factored: N1 = N2 = 16, used bins 1 to 127
+    front_end = models.LogMelFrontEnd(config)
+    n1, n2, k2 = 16, 16, 8  # k2: ceil(128 / 16)
+    per_frame = n2 * 2 * n1 * n1 + n1 * 2 * k2 * 2 * n2 + config.n_mels * n1 * k2
+    assert module_macs(front_end, 8000) == config.n_frames(8000) * per_frame
+
+
 def test_baseline_macs_match_a_hand_count():
-    config = FrontEndConfig.for_sample_rate(8000)
+    config = replace(FrontEndConfig.for_sample_rate(8000), stft_impl="conv")
     model = models.build_model("baseline", 10, config)
     model.train()
     parts = macs_breakdown(model, 8000)

@@ -105,6 +105,37 @@ def test_run_killed_after_its_last_phase_writes_its_results(six_class_manifest, 
     assert "every phase is complete" in (tmp_path / "run" / "train.log").read_text()
 
 
+def test_run_begun_with_the_conv_front_end_resumes_with_it(six_class_manifest, tmp_path,
+                                                            monkeypatch):
+    """A run interrupted before the STFT implementation was chosen by rate (its checkpoints hold
+    the conv DFT and no stft_impl) keeps its conv front end when resumed, instead of failing to
+    load the checkpoint into today's 8 kHz default (the factored DFT)."""
+    from models.frontend import FrontEndConfig, LogMelFrontEnd
+
+    config = RunConfig(**small_run_options(six_class_manifest, n_tasks=2, mode="replay",
+                                           mem_manage="random"), workspace=str(tmp_path))
+    with dies_before_committing(monkeypatch, 1), pytest.raises(Interrupted):
+        train(config)
+    monkeypatch.undo()
+    checkpoint_file = tmp_path / "run" / "phase_0" / "checkpoint.pt"
+    checkpoint = torch.load(checkpoint_file, weights_only=True)
+    old = {k: v for k, v in checkpoint["model_config"]["frontend"].items() if k != "stft_impl"}
+    conv = LogMelFrontEnd(FrontEndConfig.from_dict(old))  # what such a checkpoint holds
+    state = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("frontend.")}
+    state.update({f"frontend.{k}": v for k, v in conv.state_dict().items()})
+    checkpoint["state_dict"], checkpoint["model_config"]["frontend"] = state, old
+    torch.save(checkpoint, checkpoint_file)
+
+    run = ContinualRun(config)
+    assert run.model.frontend.stft_impl == "factored"  # today's default at 8 kHz
+    results = run.run()
+    assert results["complete"] and len(results["phase_accuracy"]) == 2
+    assert run.model.frontend.stft_impl == "conv" and run.features.frontend is run.model.frontend
+    saved = torch.load(tmp_path / "run" / "phase_1" / "checkpoint.pt", weights_only=True)
+    assert saved["model_config"]["frontend"]["stft_impl"] == "conv"
+    assert "front end the run started with" in (tmp_path / "run" / "train.log").read_text()
+
+
 @pytest.mark.slow
 def test_resumed_run_exports_the_same_bytes(six_class_manifest, tmp_path, monkeypatch):
     from firmware_export import int8_search

@@ -250,6 +250,83 @@ def bench_train_command(models: str, sample_rates: list[int], epochs: int, as_js
                                    "frontend_mmacs_per_second", "backbone_mmacs_per_second")))
 
 
+def _float_list(_ctx, param, value: str) -> list[float]:
+    from edgecl.errors import EdgeclError
+
+    try:
+        numbers = [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        numbers = []
+    if not numbers or any(not 0 < n <= 600 for n in numbers):
+        raise EdgeclError(f"--{param.name.replace('_', '-')}: expected comma-separated seconds "
+                          f"above 0 and at most 600, got {value!r}")
+    return numbers
+
+
+def _thread_list(_ctx, param, value: str) -> list[int]:
+    from edgecl.errors import EdgeclError
+
+    try:
+        numbers = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        numbers = []
+    if not numbers or any(not 1 <= n <= 1024 for n in numbers):
+        raise EdgeclError(f"--{param.name.replace('_', '-')}: expected comma-separated thread "
+                          f"counts from 1 to 1024, got {value!r}")
+    return list(dict.fromkeys(numbers))
+
+
+@bench.command("frontend")
+@click.option("--sample-rates", default="8000,16000,44100,48000", show_default=True,
+              callback=_int_list, help="Comma-separated sample rates (Hz).")
+@click.option("--clip-seconds", default="5", show_default=True, callback=_float_list,
+              help="Comma-separated clip lengths (s); the graph is exported per length.")
+@click.option("--impls", default="conv,factored,torch,rfft", show_default=True,
+              help="Comma-separated STFT implementations to compare.")
+@click.option("--threads", default="1,2", show_default=True, callback=_thread_list,
+              help="Comma-separated ONNX Runtime intra-op thread counts to time.")
+@click.option("--runs", type=int, default=50, show_default=True,
+              callback=option_range(1, 1_000_000),
+              help="Timed runs per measurement (the median is reported).")
+@click.option("--warmup", type=int, default=5, show_default=True,
+              callback=option_range(0, 1_000_000))
+@click.option("--width", type=int, default=40, show_default=True,
+              callback=option_range(1, 1024),
+              help="BC-ResNet width for the backbone's MACs per second of audio.")
+@click.option("--eager-batch", type=int, default=0, show_default=True,
+              callback=option_range(0, 4096),
+              help="Also time PyTorch eager (one thread) at this batch size, ms per clip "
+                   "(0: skip; the trainer computes features in batches of 64).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def bench_frontend_command(sample_rates: list[int], clip_seconds: list[float], impls: str,
+                           threads: list[int], runs: int, warmup: int, width: int,
+                           eager_batch: int, as_json: bool) -> None:
+    """Time the log-mel front end alone per STFT implementation and sample rate in ONNX Runtime.
+
+    Each implementation (conv: direct DFT as one Conv; factored: two-stage Cooley-Tukey as
+    grouped Convs; torch: torch.stft, the ONNX STFT op; rfft: the ONNX DFT op) is exported as
+    the models are and run at batch 1: prints its MACs per second of audio, graph size, median
+    ms per clip and ratio to conv at each thread count (all implementations timed in the same
+    rounds), and its max |log-mel difference| from a float64 torch.stft reference. Then the
+    backbone's MACs per second of audio per rate.
+    """
+    from edgecl.results import format_table
+    from firmware_export.frontend_bench import MODEL_COLUMNS, bench_frontend, table_columns
+
+    names = [name.strip() for name in impls.split(",") if name.strip()]
+    results = bench_frontend(sample_rates, clip_seconds, names, threads, runs=runs,
+                             warmup=warmup, width=width, eager_batch=eager_batch)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    click.echo(f"front end alone, ONNX Runtime, batch 1, median of {runs} runs after {warmup} "
+               f"warm-up runs; max_abs_diff: log-mel vs float64 torch.stft")
+    click.echo(format_table(results["rows"], table_columns(threads, eager=eager_batch > 0)))
+    click.echo(f"\nMACs per second of audio: the default front end and BC-ResNet-{width}'s "
+               f"backbone (the DCASE limit counts the backbone)")
+    click.echo(format_table(results["models"], MODEL_COLUMNS))
+
+
 @bench.command("export")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--phase", type=click.IntRange(min=0), default=None, help="Only this phase.")
@@ -271,7 +348,7 @@ def bench_export_command(run_dir: str, phase: int | None, runs: int, warmup: int
 
     Latency is the median per clip over --runs after --warmup runs for PyTorch eager (from the
     phase checkpoint), ONNX Runtime fp32 and int8, with the front end's share of the ONNX time.
-    Then the conv-DFT front end against torch.stft, alone and in the full fp32 model.
+    Then the front end as torch.stft, conv DFT and factored DFT, alone and in the full fp32 model.
     """
     from edgecl.results import format_table
     from firmware_export.bench import FRONTEND_COLUMNS, ROW_COLUMNS, bench_export
