@@ -80,3 +80,27 @@ def test_the_option_is_in_a_runs_identity_only_when_set_and_needs_target_tflm():
         RunConfig(tflm_window_seconds=1.0)
     with pytest.raises(EdgeclError, match="--tflm-window-seconds: expected a window length"):
         RunConfig(target="tflm", tflm_window_seconds=-1.0)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "--tflm-window-seconds: only used with --target tflm (the export's target is onnx)"),
+    (["--target", "tflm", "--tflm-window-seconds", "-1"],
+     "--tflm-window-seconds: expected a window length in seconds (0 = whole clip) in [0, 600]"),
+])
+def test_export_window_errors_are_one_line_and_write_nothing(tmp_path, extra, message):
+    from click.testing import CliRunner
+
+    from edgecl.cli import main
+    from export_helpers import trained_model
+    from test_export import _write_tone_run
+
+    run, _ = _write_tone_run(tmp_path, trained_model())
+    def files():  # the run's lock file is bookkeeping, left by every export
+        return sorted(p.name for p in run.rglob("*") if p.name != ".lock")
+
+    before = files()
+    arguments = ["export", str(run), *(extra or ["--tflm-window-seconds", "1"])]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 2
+    assert message in result.output and result.output.count("\n") == 1
+    assert files() == before
