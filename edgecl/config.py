@@ -31,7 +31,8 @@ DEFAULT_N_TASKS = 5
 NOT_IDENTITY = ("workspace", "exp_name", "threads", "quiet", "feature_store", "device")
 # Options added after runs existed: at these defaults they are left out of a run's identity, so
 # older runs keep their identity and name.
-IDENTITY_DEFAULTS_LEFT_OUT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 1024}
+IDENTITY_DEFAULTS_LEFT_OUT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 1024,
+                             "tflm_window_seconds": None}
 
 
 def memory_options() -> tuple[str, ...]:
@@ -104,6 +105,9 @@ class RunConfig:
     export: bool = True
     # Device targets of the export: onnx (fp32 + int8 ONNX), or tflm (those plus the TFLM build).
     target: str = "onnx"
+    # Window of the TFLM build in seconds (firmware_export.device.windows): None = auto (1 s
+    # windows for clips longer than 1 s), 0 = the whole clip.
+    tflm_window_seconds: float | None = None
     feature_cache: bool = True
     # Keep each clip's log-mel in WORKSPACE/features/ for later runs (edgecl.feature_store).
     feature_store: bool = True
@@ -163,6 +167,11 @@ class RunConfig:
         if self.clip_seconds is not None:
             check_float("--clip-seconds", self.clip_seconds, 0.0, MAX_CLIP_SECONDS,
                         what="a clip length in seconds")
+        if self.tflm_window_seconds is not None:
+            check_float("--tflm-window-seconds", self.tflm_window_seconds, 0.0, MAX_CLIP_SECONDS,
+                        low_inclusive=True, what="a window length in seconds (0 = whole clip)")
+            if self.target != "tflm":
+                raise EdgeclError("--tflm-window-seconds: only used with --target tflm")
         check_float("--lr", self.lr, 0.0, math.inf, what="a finite learning rate")
         for name in ("distill_output", "distill_feature"):
             check_float(option_name(name), getattr(self, name), 0.0, MAX_DISTILL_WEIGHT,

@@ -441,7 +441,8 @@ class ContinualRun:
         model = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).cpu()
         return export_with_status(model, phase_dir, phase=phase, classes=seen,
                                   seen_tasks=seen_tasks, waveform=self.audio.waveform,
-                                  log=self.log, target=self.config.target)
+                                  log=self.log, target=self.config.target,
+                                  tflm_window_seconds=self.config.tflm_window_seconds)
 
     def _results(self, complete: bool) -> dict[str, Any]:
         made_by = provenance(started=getattr(self, "started_utc", None),

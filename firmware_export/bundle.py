@@ -46,7 +46,8 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
                  holdout_waveforms: np.ndarray, holdout_targets: Sequence[int],
                  holdout_counts: dict[str, int] | None = None,
                  extra_manifest: dict[str, Any] | None = None,
-                 log: Callable[[str], None] | None = None, target: str = "onnx") -> dict[str, Any]:
+                 log: Callable[[str], None] | None = None, target: str = "onnx",
+                 tflm_window_seconds: float | None = None) -> dict[str, Any]:
     """Export a SoundClassifier after `phase` to the bundle folder `out_dir`; returns the manifest.
 
     `classes` are the names of the model's outputs in order; `calibration_waveforms` [N, T] and
@@ -60,7 +61,8 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
 
     `target` "tflm" adds the TFLM build (firmware_export.tflm.build: model.tflm.tflite, its C
     header, the C front end and test vectors, and the manifest's "tflm" section), calibrated on
-    the same clips; a miss of its rule withholds those files only.
+    the same clips; a miss of its rule withholds those files only. `tflm_window_seconds` is its
+    window (None: auto, 0: the whole clip; firmware_export.device.windows).
     """
     if target not in TARGETS:
         raise EdgeclError(f"--target: expected one of {', '.join(TARGETS)}, got {target!r}")
@@ -112,7 +114,7 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
             tflm = build_tflm(model, classes=classes, sample_rate=sample_rate,
                               clip_samples=clip_samples, calibration_waveforms=calibration,
                               holdout_waveforms=holdout, holdout_targets=targets,
-                              fp32_runner=fp32_runner)
+                              fp32_runner=fp32_runner, window_seconds=tflm_window_seconds)
             manifest["tflm"] = tflm.section
     finally:
         model.train(was_training)
@@ -165,7 +167,10 @@ def summary_line(manifest: dict[str, Any], out_dir: str | os.PathLike) -> str:
 def tflm_summary(section: dict[str, Any]) -> str:
     """The TFLM build's verdict and figures in one phrase."""
     figures = section["parity_vs_fp32"]["batch_1"]
-    text = (f"TFLM int8 {section['status'].upper()}: top-1 agreement "
+    window = section.get("window", {})
+    windows = (f" ({window['per_clip']} windows of {window['seconds']:g} s, pooled)"
+               if window.get("per_clip", 1) > 1 else "")
+    text = (f"TFLM int8 {section['status'].upper()}{windows}: top-1 agreement "
             f"{100 * figures['top1_agreement']:.1f}%, accuracy {figures['accuracy']:.1f}% vs "
             f"{figures['accuracy_reference']:.1f}%, {section['bytes'] / 1024:.0f} KiB, arena "
             f"{section['arena_bytes'] / 1024:.0f} KiB, {section['float_ops']} float ops")

@@ -27,11 +27,12 @@ Log = Callable[[str], None]
 
 def export_seen_tasks(model, phase_dir: str | os.PathLike, *, phase: int, classes: Sequence[str],
                       seen_tasks: Sequence, waveform: Callable[[Any], np.ndarray],
-                      log: Log | None = None, target: str = "onnx") -> dict[str, Any]:
+                      log: Log | None = None, target: str = "onnx",
+                      tflm_window_seconds: float | None = None) -> dict[str, Any]:
     """Export `model` after `phase` given the tasks seen so far (edgecl.tasks.Task).
 
     `waveform(clip)` returns a clip at the model's rate and length (the trainer's audio cache);
-    `target` "tflm" adds the TFLM build (export_phase).
+    `target` "tflm" adds the TFLM build (export_phase), windowed by `tflm_window_seconds`.
     """
     train = [lc for task in seen_tasks for lc in task.train]
     validation = [lc for task in seen_tasks for lc in task.val]
@@ -47,7 +48,7 @@ def export_seen_tasks(model, phase_dir: str | os.PathLike, *, phase: int, classe
         holdout_waveforms=np.stack([waveform(lc.clip) for lc in holdout]),
         holdout_targets=[lc.target for lc in holdout],
         holdout_counts={"validation": len(validation), "test": len(test)}, log=log,
-        target=target)
+        target=target, tflm_window_seconds=tflm_window_seconds)
 
 
 def export_with_status(model, phase_dir: str | os.PathLike, **arguments) -> dict[str, Any]:
@@ -86,10 +87,12 @@ def recover_run_folder(run_dir: Path) -> None:
 
 
 def reexport_run(run_dir: str | os.PathLike, phase: int | None = None,
-                 log: Log | None = None, target: str | None = None) -> list[dict[str, Any]]:
+                 log: Log | None = None, target: str | None = None,
+                 tflm_window_seconds: float | None = None) -> list[dict[str, Any]]:
     """Re-export every phase of `run_dir` (or one) from its checkpoint; returns the manifests.
 
-    `target` (onnx or tflm) defaults to the run's own --target.
+    `target` (onnx or tflm) defaults to the run's own --target, `tflm_window_seconds` to the
+    run's own --tflm-window-seconds (None there too: auto).
 
     A phase whose fp32 model misses its parity bound is logged with its figures and the others
     still export; then one EdgeclError lists every failed phase. A withheld int8 model is no
@@ -101,13 +104,13 @@ def reexport_run(run_dir: str | os.PathLike, phase: int | None = None,
     # The run's lock: a train still writing this folder (or another export) must finish first.
     lock = RunLock(run_dir)
     try:
-        return _reexport_locked(run_dir, phase, log, target)
+        return _reexport_locked(run_dir, phase, log, target, tflm_window_seconds)
     finally:
         lock.release()
 
 
 def _reexport_locked(run_dir: Path, phase: int | None, log: Log | None,
-                     target: str | None) -> list[dict[str, Any]]:
+                     target: str | None, window: float | None) -> list[dict[str, Any]]:
     from edgecl.audio import load_audio
     from firmware_export.parity import ParityError
 
@@ -115,6 +118,10 @@ def _reexport_locked(run_dir: Path, phase: int | None, log: Log | None,
     folders = phase_dirs(run_dir, phase)
     config, split, plan = run_plan(run_dir)
     target = target or config.target
+    window = window if window is not None else config.tflm_window_seconds
+    if window is not None and target != "tflm":
+        raise EdgeclError(f"--tflm-window-seconds: only used with --target tflm (the export's "
+                          f"target is {target})")
     manifests, failures = [], []
     for folder in folders:
         model, classes, phase_index = load_checkpoint(folder / CHECKPOINT_NAME)
@@ -126,7 +133,7 @@ def _reexport_locked(run_dir: Path, phase: int | None, log: Log | None,
             manifests.append(export_seen_tasks(
                 model, folder, phase=phase_index, classes=classes, seen_tasks=seen_tasks,
                 waveform=lambda clip: load_audio(clip.path, split.sample_rate, split.clip_samples),
-                log=log, target=target))
+                log=log, target=target, tflm_window_seconds=window))
         except ParityError as error:
             failures.append(phase_index)
             if log is not None:

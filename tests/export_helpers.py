@@ -89,8 +89,14 @@ def exported_bundle() -> ExportedBundle:
     return _exported("onnx")
 
 
+# The TFLM export is windowed: 0.25 s windows, two per 0.5 s clip, pooled (the whole-clip build is
+# the one-window case of the same code).
+TFLM_WINDOW_SECONDS = 0.25
+
+
 def exported_tflm_bundle() -> ExportedBundle:
-    """The trained model exported once with --target tflm (needs the tflm extra)."""
+    """The trained model exported once with --target tflm and TFLM_WINDOW_SECONDS (needs the
+    tflm extra)."""
     return _exported("tflm")
 
 
@@ -105,5 +111,7 @@ def _exported(target: str) -> ExportedBundle:
     holdout, targets = tones(64, seed=3)
     manifest = export_phase(trained_model(), root / "phase_0", phase=0, classes=CLASSES,
                             calibration_waveforms=calibration, holdout_waveforms=holdout,
-                            holdout_targets=targets, target=target)
+                            holdout_targets=targets, target=target,
+                            **({"tflm_window_seconds": TFLM_WINDOW_SECONDS}
+                               if target == "tflm" else {}))
     return ExportedBundle(root / "phase_0", manifest, holdout, targets)

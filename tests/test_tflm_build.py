@@ -22,7 +22,8 @@ for _package in ("litert_torch", "ai_edge_quantizer", "ai_edge_litert", "tflite_
 from c_frontend_harness import compiler  # noqa: E402
 from edgecl.cli import main  # noqa: E402
 from export_helpers import one_thread  # noqa: E402, F401 (module-wide fixture)
-from export_helpers import CLASSES, exported_tflm_bundle, tones, trained_model  # noqa: E402
+from export_helpers import (CLASSES, TFLM_WINDOW_SECONDS, exported_tflm_bundle,  # noqa: E402
+                            tones, trained_model)
 from firmware_export.device.layout import TFLM_FILES  # noqa: E402
 from firmware_export.device.logmel import LogMelPlan  # noqa: E402
 from firmware_export.device.runtime import cpu_session  # noqa: E402
@@ -64,7 +65,8 @@ def test_every_operator_is_int8_with_int8_input_and_output(bundle):
     assert ops <= INT8_OPS and bundle.manifest["tflm"]["ops"] == sorted(ops)
     io = flatbuffer.io_tensors(model)
     assert [t["type"] for t in io["inputs"] + io["outputs"]] == ["INT8", "INT8"]
-    assert io["inputs"][0]["shape"] == [1, 1, 64, 51] and io["outputs"][0]["shape"] == [1, 4]
+    # One 0.25 s window (2000 samples at 8 kHz, hop 80: 26 frames), not the 0.5 s clip's 51.
+    assert io["inputs"][0]["shape"] == [1, 1, 64, 26] and io["outputs"][0]["shape"] == [1, 4]
 
 
 def test_constants_are_inline_and_tensors_unnamed(bundle):
@@ -98,12 +100,41 @@ def test_recorded_parity_is_reproduced_by_the_bundle_in_tflm(bundle):
     assert np.array_equal(tflm_logits.argmax(1), fp32_logits.argmax(1))
 
 
+def test_the_manifest_records_the_window_and_its_own_cost(bundle):
+    window = bundle.manifest["tflm"]["window"]
+    assert window["samples"] == 2000 and window["seconds"] == TFLM_WINDOW_SECONDS
+    assert window["per_clip"] == 2 and window["starts"] == [0, 2000]
+    assert window["rule"] == f"--tflm-window-seconds {TFLM_WINDOW_SECONDS:g}"
+    assert "mean" in window["pooling"]
+    for name in ("fp32_windowed_vs_whole", "tflm_vs_fp32_windowed"):
+        assert window[name]["clips"] == len(bundle.holdout)
+    # Tones are stationary: the windows alone keep every top-1 of the whole clip.
+    assert window["fp32_windowed_vs_whole"]["top1_agreement"] == 1.0
+
+
+def test_infer_pools_the_windows_as_the_exporters_parity_did(bundle):
+    from firmware_export.device.logmel import logmel
+
+    loaded = load_tflm_bundle(bundle.folder)
+    clip = bundle.holdout[5]
+    by_hand = [loaded.model.run_logmel(logmel(loaded.plan, clip[start:start + 2000]))
+               for start in (0, 2000)]
+    assert np.array_equal(loaded.logits(clip[None])[0], np.mean(by_hand, axis=0))
+    assert not np.array_equal(by_hand[0], by_hand[1])  # two windows, two different scores
+    # The recorded device-vs-fp32 figures come back from the bundle's pooled scores.
+    fp32 = cpu_session(str(bundle.folder / "model.onnx")).run(None, {"waveform":
+                                                                    bundle.holdout})[0]
+    recorded = bundle.manifest["tflm"]["parity_vs_fp32"]["batch_1"]["mean_abs_logit_diff"]
+    assert np.abs(loaded.logits(bundle.holdout) - fp32).mean() == pytest.approx(recorded,
+                                                                                  rel=1e-4)
+
+
 def test_a_second_conversion_is_byte_identical(bundle):
-    from firmware_export.tflm.build import convert_int8
+    from firmware_export.tflm.build import all_windows, convert_int8
 
     calibration, _ = tones(48, seed=2)
-    plan = LogMelPlan.from_config(bundle.manifest["frontend"], bundle.manifest["clip_samples"])
-    assert convert_int8(trained_model(), plan, calibration) == _tflite(bundle)
+    plan = LogMelPlan.from_config(bundle.manifest["frontend"], 2000)
+    assert convert_int8(trained_model(), plan, all_windows(calibration, 2000)) == _tflite(bundle)
 
 
 def test_the_c_header_describes_the_model(bundle):
@@ -115,6 +146,10 @@ def test_the_c_header_describes_the_model(bundle):
     assert f"#define EDGECL_TFLM_INPUT_ZERO_POINT ({section['input']['zero_point']})" in header
     assert "X(AddConv2D)" in header and "X(AddDepthwiseConv2D)" in header
     assert f"#define EDGECL_TFLM_OP_COUNT {len(section['ops'])}" in header
+    assert "#define EDGECL_TFLM_CLIP_SAMPLES 4000" in header
+    assert "#define EDGECL_TFLM_WINDOW_SAMPLES 2000" in header
+    assert "#define EDGECL_TFLM_WINDOWS 2" in header
+    assert "#define EDGECL_TFLM_WINDOW_STARTS {0, 2000}" in header
     assert all(f'"{label}",' in header for label in CLASSES)
 
 
@@ -188,7 +223,8 @@ def test_a_tflm_miss_withholds_the_tflm_files_and_ships_onnx(bundle, tmp_path, m
     manifest = bundle_module.export_phase(
         trained_model(), tmp_path / "phase_0", phase=0, classes=CLASSES,
         calibration_waveforms=calibration, holdout_waveforms=bundle.holdout,
-        holdout_targets=bundle.holdout_targets, target="tflm")
+        holdout_targets=bundle.holdout_targets, target="tflm",
+        tflm_window_seconds=TFLM_WINDOW_SECONDS)
     section = manifest["tflm"]
     assert section["status"] == "withheld"
     assert section["reason"] == "TFLM int8 vs fp32 ONNX batch_1: top-1 agreement 50% < 98%"
@@ -281,11 +317,13 @@ def test_the_table_reads_the_figures_from_the_manifests(bundle, capsys):
 
     assert table_main([str(bundle.folder.parent)]) == 0
     header, separator, line = capsys.readouterr().out.strip().split("\n")
+    assert header.count("|") == separator.count("|") == line.count("|")
     section = bundle.manifest["tflm"]
     cells = [cell.strip() for cell in line.strip("|").split("|")]
     assert cells[1:4] == ["0", "4", "64"]
     assert cells[4] == f"{section['bytes'] / 1024:.0f} KiB" and cells[6] == "0"
     assert cells[9] == "shipped"
+    assert cells[12:15] == [f"{TFLM_WINDOW_SECONDS:g} s x 2", "100.0%", "100.0%"]
     assert table_main([str(bundle.folder / "missing")]) == 2
 
 

@@ -18,7 +18,12 @@ from firmware_export.device.layout import TARGETS
 @click.option("--target", type=click.Choice(TARGETS), default=None,
               help="onnx: fp32 and int8 ONNX; tflm: those plus the int8 TFLM build (needs "
                    "pip install 'edgecl[tflm]') [the run's own --target].")
-def export_command(run_dir: str, phase: int | None, threads: int, target: str | None) -> None:
+@click.option("--tflm-window-seconds", type=float, default=None, metavar="SECONDS",
+              help="Window of the TFLM build: the device runs the model on windows of this "
+                   "length and averages their logits over the clip; 0 = the whole clip. [the "
+                   "run's own; else auto: 1 s windows for clips longer than 1 s]")
+def export_command(run_dir: str, phase: int | None, threads: int, target: str | None,
+                   tflm_window_seconds: float | None) -> None:
     """Re-export WORKSPACE/EXP_NAME/phase_<i>/ bundles from the saved checkpoints.
 
     Each bundle gets model.onnx (fp32, waveform in, logits out), model.int8.onnx (static int8 QDQ,
@@ -28,7 +33,8 @@ def export_command(run_dir: str, phase: int | None, threads: int, target: str | 
     A phase that misses a parity bound fails with the figures. With --target tflm each bundle
     also gets model.tflm.tflite (int8, log-mel in, verified in TFLM's interpreter), model_tflm.h,
     the C front end (logmel.h, logmel.c) and tflm_test_vectors.h, unless the TFLM build misses
-    its parity rule (then withheld, the reason in the manifest's "tflm" section).
+    its parity rule (then withheld, the reason in the manifest's "tflm" section). A clip longer
+    than the window is scored as the mean of its windows' logits, in the device and in parity.
     """
     if target == "tflm":
         from firmware_export.tflm import require_toolchain
@@ -39,5 +45,11 @@ def export_command(run_dir: str, phase: int | None, threads: int, target: str | 
     from firmware_export.run_export import reexport_run
 
     torch.set_num_threads(threads)
-    manifests = reexport_run(run_dir, phase, log=click.echo, target=target)
+    if tflm_window_seconds is not None:
+        from edgecl.limits import MAX_CLIP_SECONDS, check_float
+
+        check_float("--tflm-window-seconds", tflm_window_seconds, 0.0, MAX_CLIP_SECONDS,
+                    low_inclusive=True, what="a window length in seconds (0 = whole clip)")
+    manifests = reexport_run(run_dir, phase, log=click.echo, target=target,
+                             tflm_window_seconds=tflm_window_seconds)
     click.echo(f"exported {len(manifests)} phase(s) under {run_dir}")

@@ -152,6 +152,11 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
               help="Device export: onnx (fp32 and int8 ONNX per phase) or tflm (those plus an "
                    "int8 TensorFlow Lite Micro build with a C front end; needs pip install "
                    "'edgecl[tflm]').")
+@click.option("--tflm-window-seconds", type=float, default=None, metavar="SECONDS",
+              help="Window of the TFLM build: the device runs the model on windows of this "
+                   "length and averages their logits over the clip; 0 = the whole clip. "
+                   "[auto: 1 s windows for clips longer than 1 s, else the whole clip] "
+                   "(--target tflm)")
 @click.option("--feature-cache/--no-feature-cache", default=_DEFAULTS.feature_cache,
               show_default=True, help="Compute each clip's log-mel once (off only to measure it).")
 @click.option("--feature-store/--no-feature-store", default=_DEFAULTS.feature_store,

@@ -1,8 +1,10 @@
 """Run a bundle's TFLM model in TFLM's own interpreter (the `tflite-micro` package), torch-free.
 
-The model takes the int8 log-mel of one clip and returns int8 logits; the log-mel comes from the
-numpy front end that computes what the bundle's C front end computes
-(firmware_export.device.logmel). `load_tflm_bundle` verifies every bundle file against the
+The model takes the int8 log-mel of one window of the clip (the whole clip when the build is not
+windowed) and returns int8 logits; the log-mel comes from the numpy front end that computes what
+the bundle's C front end computes (firmware_export.device.logmel), and a clip's score is the mean
+of its windows' dequantized logits (`clip_logits`, firmware_export.device.windows), as the
+exporter's parity check computes it. `load_tflm_bundle` verifies every bundle file against the
 manifest's sha256 before anything runs. `find_arena` finds the tensor arena the model needs by
 letting TFLM allocate it: the smallest size (a multiple of ARENA_STEP) that allocates.
 
@@ -23,6 +25,7 @@ from edgecl.errors import EdgeclError
 from firmware_export.device.layout import LABELS, MANIFEST, MODEL_TFLM
 from firmware_export.device.logmel import LogMelPlan, logmel, quantize
 from firmware_export.device.manifest import verify_bundle
+from firmware_export.device.windows import pool, split_windows
 
 ARENA_STEP = 16
 MAX_ARENA = 64 << 20
@@ -124,6 +127,13 @@ class MicroModel:
                 * np.float32(self.output.scale))
 
 
+def clip_logits(model: MicroModel, plan: LogMelPlan, clip: np.ndarray) -> np.ndarray:
+    """One clip -> its scores [classes]: the front end and the model on each window of
+    plan.clip_samples samples (split_windows), the dequantized logits averaged (pool)."""
+    return pool(np.stack([model.run_logmel(logmel(plan, window))
+                          for window in split_windows(clip, plan.clip_samples)]))
+
+
 def _quantization(details: dict[str, Any]) -> Quantization:
     q = details["quantization_parameters"]
     return Quantization(float(q["scales"][0]), int(q["zero_points"][0]))
@@ -131,7 +141,8 @@ def _quantization(details: dict[str, Any]) -> Quantization:
 
 @dataclass
 class TflmBundle:
-    """A bundle's TFLM model with its front end: `logits(waveforms)` like runtime.LoadedModel."""
+    """A bundle's TFLM model with its front end: `logits(waveforms)` like runtime.LoadedModel.
+    `plan` is the front end of one window (plan.clip_samples = the window's samples)."""
 
     path: Path
     model: MicroModel
@@ -142,9 +153,10 @@ class TflmBundle:
     manifest: dict[str, Any] | None = field(default=None, repr=False)
 
     def logits(self, waveforms: np.ndarray) -> np.ndarray:
-        """waveforms [B, clip_samples] -> logits [B, classes], one clip at a time."""
+        """waveforms [B, clip_samples] -> scores [B, classes], one clip at a time, pooled over
+        each clip's windows (clip_logits)."""
         batch = np.asarray(waveforms, dtype=np.float32).reshape(-1, self.clip_samples)
-        return np.stack([self.model.run_logmel(logmel(self.plan, clip)) for clip in batch])
+        return np.stack([clip_logits(self.model, self.plan, clip) for clip in batch])
 
 
 def load_tflm_bundle(folder: str | os.PathLike) -> TflmBundle:
@@ -169,7 +181,9 @@ def load_tflm_bundle(folder: str | os.PathLike) -> TflmBundle:
     if _read_labels(folder / LABELS) != labels:
         raise EdgeclError(f"{folder / MANIFEST}: classes do not match {LABELS}; re-export it")
     clip_samples = int(manifest["clip_samples"])
-    plan = LogMelPlan.from_config(manifest["frontend"], clip_samples)
+    # Bundles from before windowing have no "window": the model takes the whole clip.
+    window = int(section.get("window", {}).get("samples", clip_samples))
+    plan = LogMelPlan.from_config(manifest["frontend"], window)
     model = MicroModel((folder / MODEL_TFLM).read_bytes(), int(section["arena_bytes"]))
     expected = (1, 1, plan.n_mels, plan.n_frames)
     if model.input_shape != expected:

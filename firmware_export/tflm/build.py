@@ -5,7 +5,15 @@ needs (found by allocating), and parity against the fp32 ONNX model on the phase
 through the int8 rule of firmware_export.parity (a miss withholds the build with its reason; the
 ONNX artifacts are unaffected). The model runs on the log-mel of the C-equivalent numpy front end,
 so parity covers the front end the device runs too. Calibration uses the clips the int8 ONNX
-build uses.
+build uses (every window of them).
+
+Windowed builds (firmware_export.device.windows: by default 1 s windows for clips longer than
+1 s): the model takes one window; the device runs the front end and the model per window and
+averages the dequantized logits over the clip's windows. Parity compares that pooled score with
+the fp32 ONNX model on the whole clip, so it covers the window and int8 together; the manifest
+also records the fp32 network run the same way on the windows (PyTorch, which matches the fp32
+ONNX model to 1e-3) against the whole clip, the window's own cost, and TFLM against that, int8's
+own cost.
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ from firmware_export import parity
 from firmware_export.device.layout import (FRONTEND_HEADER, FRONTEND_SOURCE, MODEL_TFLM,
                                            TFLM_HEADER, TFLM_TEST_VECTORS)
 from firmware_export.device.logmel import LogMelPlan, logmel
-from firmware_export.device.tflm_runtime import MicroModel, find_arena
+from firmware_export.device.tflm_runtime import MicroModel, clip_logits, find_arena
+from firmware_export.device.windows import describe, pool, split_windows, window_samples
 from firmware_export.tflm import flatbuffer, toolchain_versions
 from firmware_export.tflm.c_frontend import render_frontend
 from firmware_export.tflm.c_model import render_model_header, render_test_vectors
@@ -53,24 +62,49 @@ def convert_int8(model: nn.Module, plan: LogMelPlan, calibration_waveforms: np.n
     return flatbuffer.finish(int8_tflite(float_model, calibration))
 
 
+def all_windows(waveforms: np.ndarray, window: int) -> np.ndarray:
+    """Every window of every clip [clips * windows, window], clip by clip."""
+    return np.concatenate([split_windows(clip, window) for clip in waveforms])
+
+
+def windowed_fp32(model: nn.Module, waveforms: np.ndarray, window: int) -> np.ndarray:
+    """The fp32 network (PyTorch) on each clip's windows, logits pooled per clip [clips, C]."""
+    per_clip = len(split_windows(waveforms[0], window))
+    logits = parity.batched(parity.torch_runner(model), all_windows(waveforms, window),
+                            parity.LARGE_BATCH)
+    return np.stack([pool(part) for part in logits.reshape(len(waveforms), per_clip, -1)])
+
+
 def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, clip_samples: int,
                calibration_waveforms: np.ndarray, holdout_waveforms: np.ndarray,
                holdout_targets: np.ndarray,
-               fp32_runner: Callable[[np.ndarray], np.ndarray]) -> TflmBuild:
-    """Build and verify; `fp32_runner` maps waveforms [B, T] to the fp32 ONNX model's logits."""
-    plan = LogMelPlan.from_config(model.frontend.config.to_dict(), clip_samples)
-    model_bytes = convert_int8(model, plan, calibration_waveforms)
+               fp32_runner: Callable[[np.ndarray], np.ndarray],
+               window_seconds: float | None = None) -> TflmBuild:
+    """Build and verify; `fp32_runner` maps waveforms [B, T] to the fp32 ONNX model's logits;
+    `window_seconds` is --tflm-window-seconds (None: auto, 0: whole clip; see
+    firmware_export.device.windows)."""
+    config = model.frontend.config.to_dict()
+    window = window_samples(clip_samples, sample_rate, window_seconds,
+                            min_samples=int(config["n_fft"]))
+    plan = LogMelPlan.from_config(config, window)
+    model_bytes = convert_int8(model, plan, all_windows(calibration_waveforms, window))
     ops = flatbuffer.operators(model_bytes)
     float_ops = flatbuffer.float_operators(model_bytes)
     arena = find_arena(model_bytes)
     micro = MicroModel(model_bytes, arena)
 
     def tflm_runner(batch: np.ndarray) -> np.ndarray:
-        return np.stack([micro.run_logmel(logmel(plan, clip)) for clip in batch])
+        return np.stack([clip_logits(micro, plan, clip) for clip in batch])
 
-    figures = {"batch_1": parity.compare(parity.batched(fp32_runner, holdout_waveforms, 1),
-                                         parity.batched(tflm_runner, holdout_waveforms, 1),
-                                         np.asarray(holdout_targets))}
+    targets = np.asarray(holdout_targets)
+    whole = parity.batched(fp32_runner, holdout_waveforms, 1)
+    device = parity.batched(tflm_runner, holdout_waveforms, 1)
+    figures = {"batch_1": parity.compare(whole, device, targets)}
+    window_record = describe(window, clip_samples, sample_rate, window_seconds)
+    if window < clip_samples:
+        fp32_windows = windowed_fp32(model, holdout_waveforms, window)
+        window_record["fp32_windowed_vs_whole"] = parity.compare(whole, fp32_windows, targets)
+        window_record["tflm_vs_fp32_windowed"] = parity.compare(fp32_windows, device, targets)
     failures = [f"{len(float_ops)} float operator(s): {', '.join(sorted(set(float_ops)))}"
                 ] if float_ops else []
     failures += [text.replace("int8 vs fp32", "TFLM int8 vs fp32 ONNX")
@@ -82,7 +116,8 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
         "bytes": len(model_bytes), "sha256": hashlib.sha256(model_bytes).hexdigest(),
         "ops": sorted(set(ops)), "operators": len(ops), "float_ops": len(float_ops),
         "arena_bytes": arena, "input": io["inputs"][0], "output": io["outputs"][0],
-        "input_layout": "[1, 1, n_mels, frames] log-mel, mel-major",
+        "input_layout": "[1, 1, n_mels, frames] log-mel of one window, mel-major",
+        "window": window_record,
         "calibration": {"clips": len(calibration_waveforms), "ranges": "global min/max"},
         "front_end": {"language": "C99", "arithmetic": "float32", "files": [FRONTEND_HEADER,
                                                                             FRONTEND_SOURCE],
@@ -95,7 +130,7 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
     build = TflmBuild(model_bytes, section)
     if not failures:
         labels = [str(name) for name in classes]
-        clip = np.asarray(holdout_waveforms[0], dtype=np.float32)
+        clip = split_windows(holdout_waveforms[0], window)[0]
         features = logmel(plan, clip)
         from firmware_export.device.logmel import quantize
 
@@ -104,7 +139,8 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
         build.files = {
             MODEL_TFLM: model_bytes,
             TFLM_HEADER: render_model_header(model_bytes, labels, section, plan,
-                                             sample_rate=sample_rate).encode("utf-8"),
+                                             sample_rate=sample_rate,
+                                             clip_samples=clip_samples).encode("utf-8"),
             FRONTEND_HEADER: header.encode("utf-8"),
             FRONTEND_SOURCE: source.encode("utf-8"),
             TFLM_TEST_VECTORS: render_test_vectors(clip, features, codes,

@@ -4,7 +4,9 @@ runs exported with --target tflm, as a Markdown table (read from the manifests; 
 Columns: flatbuffer and arena bytes, float-op count, TFLM top-1 agreement and accuracy against the
 fp32 ONNX model on the held-out clips, the verdict, and the network against the DCASE 2024 Task 1
 complexity limits (128 K parameters, counted as int8 bytes, and 30 MMAC per second of audio for
-the backbone and head, front end excluded).
+the backbone and head, front end excluded), then the window: its length and count per clip, and
+for a windowed build the top-1 agreement of the fp32 network on the windows (pooled) with the
+fp32 ONNX model on the whole clip (the window's own cost) and of TFLM with that (int8's own).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ DCASE_MAX_PARAMETERS = 128 * 1024
 DCASE_MAX_MACS_PER_SECOND = 30e6
 HEADER = ("| run | phase | classes | held-out clips | flatbuffer | arena | float ops | TFLM top-1 "
           "agreement | TFLM / fp32 accuracy | TFLM | parameters (DCASE <= 128 K) | backbone + "
-          "head MMAC/s (DCASE <= 30) |\n" + "| --- " * 12 + "|")
+          "head MMAC/s (DCASE <= 30) | window | fp32 windowed / whole agreement | TFLM / fp32 "
+          "windowed agreement |\n" + "| --- " * 15 + "|")
 
 
 def row(run: str, manifest: dict) -> str:
@@ -32,7 +35,17 @@ def row(run: str, manifest: dict) -> str:
             f"{section['float_ops']} | {100 * figures['top1_agreement']:.1f}% | "
             f"{figures['accuracy']:.1f}% / {figures['accuracy_reference']:.1f}% | {verdict} | "
             f"{parameters:,} ({100 * parameters / DCASE_MAX_PARAMETERS:.0f}%) | "
-            f"{per_second / 1e6:.1f} ({100 * per_second / DCASE_MAX_MACS_PER_SECOND:.0f}%) |")
+            f"{per_second / 1e6:.1f} ({100 * per_second / DCASE_MAX_MACS_PER_SECOND:.0f}%) | "
+            f"{window_cells(section.get('window'))} |")
+
+
+def window_cells(window: dict | None) -> str:
+    """The window columns: "1 s x 5 | 97.0% | 98.2%", or "whole clip | - | -"."""
+    if not window or window["per_clip"] == 1:
+        return "whole clip | - | -"
+    return (f"{window['seconds']:g} s x {window['per_clip']} | "
+            f"{100 * window['fp32_windowed_vs_whole']['top1_agreement']:.1f}% | "
+            f"{100 * window['tflm_vs_fp32_windowed']['top1_agreement']:.1f}%")
 
 
 def table(run_dirs: list[Path]) -> str:
