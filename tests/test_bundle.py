@@ -315,3 +315,22 @@ def test_bad_arguments_are_one_line_errors(tmp_path, overrides, message, reuse_f
     with pytest.raises(EdgeclError, match=message):
         _export(tmp_path / "phase_0", **overrides)
     assert not (tmp_path / "phase_0").exists()
+
+
+def test_the_accuracy_half_of_the_rule_ignores_agreement():
+    cancelling = _figures(100, differ=10, lost=5, gained=5)
+    assert len(parity.int8_failures({"batch_1": cancelling})) == 1  # agreement 90% misses
+    assert parity.accuracy_failures({"batch_1": cancelling}) == []
+    worse = _figures(200, differ=12, lost=12)
+    [failure] = parity.accuracy_failures({"batch_1": worse})
+    assert "drop 6.00 points > 1" in failure
+
+
+def test_a_windowed_build_answers_for_int8_on_its_windows_and_for_accuracy_on_the_clip():
+    flips_ties = _figures(100, differ=10, lost=5, gained=5)  # vs the whole clip: no accuracy lost
+    faithful = _figures(100, differ=0)  # vs fp32 on the same windows
+    assert parity.windowed_failures(flips_ties, faithful) == []
+    [int8_miss] = parity.windowed_failures(faithful, flips_ties)
+    assert int8_miss.startswith("int8 vs fp32 on the same windows: top-1 agreement 90.00%")
+    [window_miss] = parity.windowed_failures(_figures(200, differ=12, lost=12), faithful)
+    assert window_miss.startswith("int8 on windows vs fp32 on the whole clip: accuracy")

@@ -9,11 +9,13 @@ build uses (every window of them).
 
 Windowed builds (firmware_export.device.windows: by default 1 s windows for clips longer than
 1 s): the model takes one window; the device runs the front end and the model per window and
-averages the dequantized logits over the clip's windows. Parity compares that pooled score with
-the fp32 ONNX model on the whole clip, so it covers the window and int8 together; the manifest
-also records the fp32 network run the same way on the windows (PyTorch, which matches the fp32
-ONNX model to 1e-3) against the whole clip, the window's own cost, and TFLM against that, int8's
-own cost.
+averages the dequantized logits over the clip's windows. The verdict keeps the two costs apart:
+int8's own cost is TFLM against the fp32 network run the same way on the windows (PyTorch, which
+matches the fp32 ONNX model to 1e-3), under the whole int8 rule; the window's cost is the pooled
+TFLM score against the fp32 ONNX model on the whole clip, under the rule's accuracy half only (a
+significant drop of more than a point), since windows flip near-tied clips either way without
+losing accuracy. The manifest records all three comparisons (`parity_vs_fp32` is the device
+against the whole clip).
 """
 
 from __future__ import annotations
@@ -101,14 +103,17 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
     device = parity.batched(tflm_runner, holdout_waveforms, 1)
     figures = {"batch_1": parity.compare(whole, device, targets)}
     window_record = describe(window, clip_samples, sample_rate, window_seconds)
+    failures = [f"{len(float_ops)} float operator(s): {', '.join(sorted(set(float_ops)))}"
+                ] if float_ops else []
     if window < clip_samples:
         fp32_windows = windowed_fp32(model, holdout_waveforms, window)
         window_record["fp32_windowed_vs_whole"] = parity.compare(whole, fp32_windows, targets)
         window_record["tflm_vs_fp32_windowed"] = parity.compare(fp32_windows, device, targets)
-    failures = [f"{len(float_ops)} float operator(s): {', '.join(sorted(set(float_ops)))}"
-                ] if float_ops else []
-    failures += [text.replace("int8 vs fp32", "TFLM int8 vs fp32 ONNX")
-                 for text in parity.int8_failures(figures)]
+        failures += [f"TFLM {text}" for text in parity.windowed_failures(
+            figures["batch_1"], window_record["tflm_vs_fp32_windowed"])]
+    else:
+        failures += [text.replace("int8 vs fp32", "TFLM int8 vs fp32 ONNX")
+                     for text in parity.int8_failures(figures)]
     io = flatbuffer.io_tensors(model_bytes)
     section = {
         "file": MODEL_TFLM, "status": "withheld" if failures else "shipped",
