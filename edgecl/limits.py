@@ -33,6 +33,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "clips_per_class": (1, 100_000),
     "memory_size": (0, 10**8),
     "patience": (0, 100_000),
+    "balanced_epochs": (0, 100_000),
     "n_tasks": (1, 100_000),
     "n_init_cls": (1, 100_000),
     "n_cls_a_task": (1, 100_000),
