@@ -56,7 +56,7 @@ BUILTIN_ALIASES = {"tau-asc": "tau-asc", "tau": "tau-asc", "esc-50": "esc-50", "
 # Short spellings of swept values in method labels: metric_k 6 -> "k6".
 _LABEL_PREFIX = {"metric_k": "k", "memory_size": "m", "memory_bytes": "b", "width": "w",
                  "epochs": "e", "distill_output": "kdo", "distill_feature": "kdf",
-                 "val_fraction": "val", "balanced_epochs": "bft"}
+                 "val_fraction": "val", "balanced_epochs": "bft", "uncert_trim": "trim"}
 
 
 def _train_params() -> dict[str, Any]:

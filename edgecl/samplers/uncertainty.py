@@ -3,7 +3,10 @@
 Each candidate gets k predictions under perturbation; its uncertainty is 1 - (votes for the most
 voted class) / k. Per seen class the candidates are sorted by uncertainty and `capacity // classes`
 evenly spaced ones are kept (from the most certain to the most uncertain); leftover slots are
-filled at random. Perturbations (`uncert_metric`):
+filled at random. `uncert_trim` F > 0 first drops the most uncertain fraction F of each class's
+candidates (keeping at least its quota), so the spread runs from the most certain to the (1 - F)
+quantile: at a few exemplars per class the full spread spends one of them on the single most
+uncertain clip, often an outlier (issue 14); F = 0, the default, is the full spread. Perturbations (`uncert_metric`):
 
 - shift: k/2 pitch shifts and k/2 time shifts of the waveform;
 - noise: k coloured-noise draws added to the waveform;
@@ -47,27 +50,36 @@ class UncertaintySampler(Sampler):
         SamplerOption("metric_k", 6, "Perturbed predictions per clip.", choices=METRIC_KS),
         SamplerOption("noise_lambda", 0.2, "noisytune noise amplitude, times the embedding's std.",
                       minimum=0),
+        SamplerOption("uncert_trim", 0.0, "Drop this most uncertain fraction of each class's "
+                      "candidates before the evenly spaced picks (0 = the full spread).",
+                      minimum=0, maximum=0.9),
     )
 
-    def __init__(self, metric: str = "noisytune", k: int = 6, noise_lambda: float = 0.2) -> None:
+    def __init__(self, metric: str = "noisytune", k: int = 6, noise_lambda: float = 0.2,
+                 trim: float = 0.0) -> None:
         if metric not in UNCERT_METRICS:
             raise EdgeclError(f"--uncert-metric: expected one of {', '.join(UNCERT_METRICS)}, "
                               f"got {metric!r}")
         if k < 1 or (metric == "shift" and k % 2):
             raise EdgeclError(f"--metric-k: expected a positive number of perturbations (even "
                               f"for shift), got {k}")
-        self.metric, self.k, self.noise_lambda = metric, k, noise_lambda
+        if not 0.0 <= trim <= 0.9:
+            raise EdgeclError(f"--uncert-trim: expected a fraction in [0, 0.9], got {trim}")
+        self.metric, self.k, self.noise_lambda, self.trim = metric, k, noise_lambda, trim
         self.needs_waveform = metric != "noisytune"
 
     @classmethod
     def from_options(cls, values: SamplerOptions) -> "UncertaintySampler":
         defaults = {o.name: o.default for o in cls.options}
         values = {**defaults, **values}
-        return cls(values["uncert_metric"], values["metric_k"], values["noise_lambda"])
+        return cls(values["uncert_metric"], values["metric_k"], values["noise_lambda"],
+                   values["uncert_trim"])
 
     @classmethod
     def run_name_parts(cls, values: SamplerOptions) -> list[str]:
-        return [values["uncert_metric"], f"k{values['metric_k']}"]
+        trim = values.get("uncert_trim") or 0
+        return [values["uncert_metric"], f"k{values['metric_k']}"] + (
+            [f"trim{trim:g}"] if trim else [])
 
     @classmethod
     def variants(cls) -> list[tuple[str, dict]]:
@@ -93,20 +105,24 @@ class UncertaintySampler(Sampler):
         if context.phase == 0:
             return balanced_random(candidates, capacity, context)
         uncertainty = self.uncertainty(candidates, context)
-        return self.spread_by_uncertainty(candidates, uncertainty, capacity, context.rng)
+        return self.spread_by_uncertainty(candidates, uncertainty, capacity, context.rng,
+                                          trim=self.trim)
 
     @staticmethod
     def spread_by_uncertainty(candidates: Sequence[Candidate], uncertainty: np.ndarray,
-                              capacity: int, rng: np.random.Generator) -> list[int]:
-        """Per class, evenly spaced picks along the uncertainty order; random leftovers.
-        Ties are broken at random (a shuffle before a stable sort)."""
+                              capacity: int, rng: np.random.Generator,
+                              trim: float = 0.0) -> list[int]:
+        """Per class, evenly spaced picks along the uncertainty order (over its most certain
+        1 - `trim` share, at least the quota); random leftovers. Ties are broken at random (a
+        shuffle before a stable sort)."""
         groups = indices_by_class(candidates)
         quota = class_quota(capacity, len(groups))
         chosen: list[int] = []
         for target in sorted(groups):
             members = np.asarray(groups[target])[rng.permutation(len(groups[target]))]
             ordered = members[np.argsort(uncertainty[members], kind="stable")]
-            chosen += [int(ordered[p]) for p in evenly_spaced(len(ordered), quota)]
+            span = max(min(quota, len(ordered)), int(np.ceil(len(ordered) * (1.0 - trim))))
+            chosen += [int(ordered[p]) for p in evenly_spaced(span, quota)]
         return fill_at_random(chosen, len(candidates), capacity, rng)
 
     def predictions(self, candidates: Sequence[Candidate], context: SelectionContext) -> np.ndarray:
