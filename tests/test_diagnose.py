@@ -13,7 +13,8 @@ from edgecl.cli import main
 from edgecl.config import RunConfig
 from edgecl.errors import EdgeclError
 from edgecl.report.forgetting import (batchnorm_input_means, diagnose, drift_share,
-                                      errors_toward_newest, head_rows_by_task)
+                                      errors_toward_newest, head_rows_by_task,
+                                      percentile_ranks)
 from edgecl.trainer import train
 from run_helpers import small_run_options
 
@@ -31,6 +32,10 @@ def test_drift_share_places_the_running_mean_between_the_groups():
     assert drift_share(new, old, new) == 1.0
     assert drift_share(torch.full((3,), 0.5), old, new) == pytest.approx(0.5)
     assert drift_share(torch.full((3,), 0.9), old, new) == pytest.approx(0.9)
+
+
+def test_percentile_ranks():
+    np.testing.assert_allclose(percentile_ranks(np.array([0.3, 0.1, 0.2])), [1.0, 0.0, 0.5])
 
 
 def test_batchnorm_input_means_and_head_rows():
@@ -65,6 +70,9 @@ def test_diagnose_a_run_matches_its_results_and_reports_every_part(six_class_man
     assert len(d["head"]) == 3
     assert 0 <= d["batchnorm"]["mean_share_new"] <= 1
     assert set(d["counterfactual"]) == {"weight_aligned", "balanced_bn", "both"}
+    assert d["memory"]["old"]["exemplars"] + d["memory"]["newest"]["exemplars"] == 7
+    assert 0 <= d["memory"]["old"]["mean_percentile"] <= 1
+    assert 0 <= d["newest_uncertainty"]["zero_share"] <= 1
     assert diagnose(run, 1)["task_accuracy"] == pytest.approx(results["accuracy_matrix"][1][:2])
     with pytest.raises(EdgeclError, match="--phase"):
         diagnose(run, 3)

@@ -14,7 +14,14 @@ For one phase's checkpoint (the last by default), on the test clips of every cla
   representation still separates, without the new classes competing), weight aligning applied
   after the fact, BatchNorm recalibrated on a class-balanced set of training clips
   (`memory_size // seen classes` per class), and both. The gaps say how much of the loss is the
-  head's bias, how much the BatchNorm statistics, and how much the features themselves.
+  head's bias, how much the BatchNorm statistics, and how much the features themselves;
+- the memory (last phase only: its state.pt holds the exemplars' keys): how typical the kept
+  exemplars are. Per class, every training clip's cosine distance to the class's mean embedding
+  is ranked; an exemplar's percentile is its rank among its class (0 the most typical, 1 the most
+  atypical). Random choice gives a mean near 0.5 and a tenth in the most atypical decile;
+- the newest classes' noisytune vote uncertainty (k = 6, lambda 0.2 by default, or the run's):
+  the share of their clips with uncertainty 0 (the votes are coarse: with most clips at 0, an
+  evenly spaced spread is a random pick among them plus the few most uncertain ones).
 """
 
 from __future__ import annotations
@@ -189,7 +196,60 @@ def diagnose(run_dir: str | Path, phase: int | None = None) -> dict[str, Any]:
                           "task_accuracy": per_task(guess)}
     result["counterfactual"] = variants
     result["balanced_bn_clips_per_class"] = quota
+    if config.uses_memory and phase == last:
+        result["memory"] = memory_typicality(model, run_dir, phase, tasks, features_of)
+    result["newest_uncertainty"] = newest_uncertainty(model, config, tasks[-1], features_of)
     return result
+
+
+def percentile_ranks(values: np.ndarray) -> np.ndarray:
+    """Each value's rank among `values` scaled to [0, 1] (0 the smallest)."""
+    order = np.argsort(np.argsort(values, kind="stable"), kind="stable")
+    return order / max(1, len(values) - 1)
+
+
+def memory_typicality(model, run_dir, phase, tasks, features_of) -> dict[str, Any]:
+    """Mean percentile of the memory's exemplars by distance to their class's mean embedding,
+    the share in their class's most atypical decile, per old and newest classes."""
+    from edgecl.run_state import load_state
+    from edgecl.samplers.base import l2_normalise
+
+    keys = {e["key"] for e in load_state(run_dir, phase)["memory"]["exemplars"]}
+    newest = {lc.target for lc in tasks[-1].train}
+    ranks: dict[str, list[float]] = {"old": [], "newest": []}
+    for task in tasks:
+        for target in sorted({lc.target for lc in task.train}):
+            clips = [lc for lc in task.train if lc.target == target]
+            features, _ = features_of(clips)
+            with torch.no_grad():
+                model.eval()
+                embedding = torch.cat([model.embed(features[i:i + 64])
+                                       for i in range(0, len(features), 64)]).numpy()
+            unit = l2_normalise(embedding)
+            centre = l2_normalise(unit.mean(axis=0))
+            pct = percentile_ranks(1.0 - unit @ centre)
+            group = "newest" if target in newest else "old"
+            ranks[group] += [float(p) for lc, p in zip(clips, pct) if str(lc.clip.path) in keys]
+    return {group: {"exemplars": len(r), "mean_percentile": float(np.mean(r)) if r else None,
+                    "atypical_decile_share": float(np.mean(np.asarray(r) > 0.9)) if r else None}
+            for group, r in ranks.items()}
+
+
+def newest_uncertainty(model, config, task, features_of) -> dict[str, Any]:
+    """Share of the newest task's training clips whose noisytune vote uncertainty is 0, and the
+    distinct values seen (the sampler's own rule and draws, seeded 0)."""
+    from edgecl.samplers.base import Candidate, SelectionContext
+    from edgecl.samplers.uncertainty import UncertaintySampler
+
+    features, targets = features_of(task.train)
+    candidates = [Candidate.from_array(str(i), int(t), None) for i, t in enumerate(targets)]
+    sampler = UncertaintySampler("noisytune", getattr(config, "metric_k", 6),
+                                 getattr(config, "noise_lambda", 0.2))
+    context = SelectionContext(phase=1, rng=np.random.default_rng(0), model=model,
+                               features=lambda batch: features[[int(c.key) for c in batch]])
+    uncertainty = sampler.uncertainty(candidates, context)
+    return {"clips": len(uncertainty), "zero_share": float(np.mean(uncertainty == 0)),
+            "values": sorted({round(float(u), 3) for u in uncertainty})}
 
 
 def format_diagnosis(d: dict[str, Any]) -> str:
@@ -210,4 +270,12 @@ def format_diagnosis(d: dict[str, Any]) -> str:
         for name, v in d["counterfactual"].items():
             lines.append(f"  if {name.replace('_', ' ')}: accuracy {fmt(v['accuracy'])}; per task "
                          + " ".join(fmt(a) for a in v["task_accuracy"]))
+    for group, m in (d.get("memory") or {}).items():
+        lines.append(f"  memory, {group} classes: {m['exemplars']} exemplars, mean typicality "
+                     f"percentile {fmt(m['mean_percentile'])} (0.5 random), in the most atypical "
+                     f"decile {fmt(m['atypical_decile_share'])} (0.1 random)")
+    if "newest_uncertainty" in d:
+        u = d["newest_uncertainty"]
+        lines.append(f"  noisytune uncertainty of the newest classes' {u['clips']} clips: "
+                     f"{fmt(u['zero_share'])} at 0; values {u['values']}")
     return "\n".join(lines)
