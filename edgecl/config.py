@@ -33,7 +33,8 @@ NOT_IDENTITY = ("workspace", "exp_name", "threads", "quiet", "feature_store", "d
 # Options added after runs existed: at these defaults they are left out of a run's identity, so
 # older runs keep their identity and name.
 IDENTITY_DEFAULTS_LEFT_OUT = {"target": "onnx", "n_mels": 64, "balanced_epochs": 0,
-                              "balanced_lr": 1e-4, "uncert_trim": 0.0}
+                              "balanced_lr": 1e-4, "uncert_trim": 0.0,
+                              "uncert_ties": "random"}
 
 
 def memory_options() -> tuple[str, ...]:

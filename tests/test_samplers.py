@@ -189,6 +189,32 @@ def test_trim_drops_the_most_uncertain_tail_before_spreading():
         candidates, uncertainty, 6, np.random.default_rng(0), trim=0.0)[:3] == [1, 6, 0]
 
 
+def test_soft_uncertainty_orders_confident_draws_first():
+    from edgecl.samplers.uncertainty import soft_uncertainty
+
+    confident = np.array([[[9.0, 0.0], [8.0, 0.0]]])
+    hesitant = np.array([[[0.3, 0.0], [0.2, 0.0]]])
+    split = np.array([[[1.0, 0.0], [0.0, 1.0]]])  # one vote each: class 0 wins the tie
+    scores = soft_uncertainty(np.concatenate([confident, hesitant, split]))
+    assert scores[0] < scores[1] < 0.5 <= scores[2] < 1
+    assert scores[2] == pytest.approx(0.5)
+
+
+def test_soft_ties_order_equal_votes_without_crossing_vote_levels():
+    candidates = [Candidate.from_array(f"f{i}", 0, np.array([s, 1.0], np.float32))
+                  for i, s in enumerate((5.0, 0.5, 2.0))]
+    # Without noise every vote is unanimous (uncertainty 0): random ties see no difference, soft
+    # ties rank by margin (5.0 the most certain, 0.5 the least).
+    random_ties = UncertaintySampler("noisytune", k=6, noise_lambda=0.0)
+    assert np.all(random_ties.uncertainty(candidates, _context()) == 0.0)
+    soft = UncertaintySampler("noisytune", k=6, noise_lambda=0.0, ties="soft")
+    scores = soft.uncertainty(candidates, _context())
+    assert list(np.argsort(scores)) == [0, 2, 1]
+    assert np.all((scores >= 0) & (scores < 1 / 6))  # below the first vote level
+    with pytest.raises(EdgeclError, match="--uncert-ties"):
+        UncertaintySampler(ties="margin")
+
+
 def test_trim_option_is_checked_and_named():
     from edgecl.config import RunConfig
 

@@ -118,6 +118,8 @@ def _memory_label(config: dict[str, Any]) -> str:
         parts += [str(config.get("uncert_metric")), f"k{config.get('metric_k')}"]
         if config.get("uncert_trim"):
             parts.append(f"trim{config['uncert_trim']:g}")
+        if config.get("uncert_ties", "random") == "soft":
+            parts.append("soft")
     if config.get("memory_bytes") is not None:
         parts.append(f"b{config['memory_bytes']}")
     else:
