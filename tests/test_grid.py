@@ -149,7 +149,7 @@ def test_bad_specs_are_one_line_errors(tmp_path, body, message):
 
 
 def test_unknown_builtin_names_the_choices():
-    with pytest.raises(EdgeclError, match="esc-50, fsdd, tau-asc"):
+    with pytest.raises(EdgeclError, match="esc-50, fsdd, fsdd-m50, tau-asc"):
         load_spec("no-such-grid")
 
 
