@@ -24,7 +24,8 @@ MODES = ("finetune", "replay", "joint")
 
 # Options that only make sense with a replay memory (every sampler's own options too, see
 # memory_options()).
-_MEMORY_FIELDS = ("mem_manage", "memory_size", "memory_bytes", "memory_format", "code_new_clips")
+_MEMORY_FIELDS = ("mem_manage", "memory_size", "memory_bytes", "memory_format", "code_new_clips",
+                  "balanced_epochs", "balanced_lr")
 DEFAULT_N_TASKS = 5
 # Options that never change what a run computes: left out of its identity (run.json, the hash in
 # its default name), so a run may be resumed with other values of them.
@@ -32,7 +33,8 @@ NOT_IDENTITY = ("workspace", "exp_name", "threads", "quiet", "feature_store", "d
 # Options added after runs existed: at these defaults they are left out of a run's identity, so
 # older runs keep their identity and name.
 IDENTITY_DEFAULTS_LEFT_OUT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 1024,
-                             "tflm_window_seconds": None}
+                             "tflm_window_seconds": None, "balanced_epochs": 0,
+                             "balanced_lr": 1e-4, "uncert_trim": 0.0, "uncert_ties": "random"}
 
 
 def memory_options() -> tuple[str, ...]:
@@ -86,6 +88,9 @@ class RunConfig:
     distill_feature: float = 0.0
     distill_temperature: float = 2.0
     distill_adaptive: bool = False
+    # Class-balanced fine-tuning after each phase (edgecl.training.balanced_finetune): 0 = off.
+    balanced_epochs: int = 0
+    balanced_lr: float = 1e-4
     # Share of each task's training clips held out for model selection (edgecl.tasks).
     val_fraction: float = 0.1
     n_tasks: int | None = None
@@ -178,6 +183,8 @@ class RunConfig:
                         low_inclusive=True, what="a weight (0 = off)")
         check_float("--distill-temperature", self.distill_temperature, 0.0,
                     MAX_DISTILL_TEMPERATURE, what="a temperature")
+        check_float("--balanced-lr", self.balanced_lr, 0.0, math.inf,
+                    what="a finite learning rate")
         check_float("--val-fraction", self.val_fraction, 0.0, MAX_VAL_FRACTION,
                     low_inclusive=True, what="a fraction of each task's training clips")
         if self.model == "bc-resnet":

@@ -34,6 +34,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "memory_size": (0, 10**8),
     "patience": (0, 100_000),
     "bn_recal_clips": (0, 10**7),
+    "balanced_epochs": (0, 100_000),
     "n_tasks": (1, 100_000),
     "n_init_cls": (1, 100_000),
     "n_cls_a_task": (1, 100_000),

@@ -41,7 +41,9 @@ from edgecl.run_folder import LOG_NAME, checkpoint_path, load_plan, phase_dir, s
 from edgecl.run_owner import check_exp_name, open_run_folder
 from edgecl.run_state import (drop_uncommitted, load_phase_weights, load_state, restore_state,
                               save_state)
-from edgecl.training import PhaseData, PhaseMeter, StopCondition, fit, task_accuracy
+from edgecl.training import (ComputeBudget, PhaseData, PhaseMeter, StopCondition, fit,
+                             task_accuracy)
+from edgecl.training.balanced_finetune import BalancedSettings, balanced_subset, subset_rng
 from edgecl.training.distill import Distiller, DistillSettings, teacher_macs_per_clip
 from edgecl.training.weight_align import align_weights
 
@@ -229,6 +231,7 @@ class ContinualRun:
         """Train, update the memory, test on every seen task, save and export one phase."""
         trained = self.train_phase(phase, tasks)
         record, seen = trained.record, trained.record.seen_classes
+        self.balanced_finetune(phase, trained)
         if self.config.weight_align:
             n_old = len(seen) - sum(len(task.classes) for task in tasks)
             record.details["weight_align_gamma"] = align_weights(self.model.head, n_old)
@@ -312,6 +315,69 @@ class ContinualRun:
         if distill is not None:
             record.details["distill"] = distill
         return TrainedPhase(record, new_clips, seen_tasks, macs)
+
+    def balanced_finetune(self, phase: int, trained: TrainedPhase) -> None:
+        """Class-balanced fine-tuning (edgecl.training.balanced_finetune) after a phase with old
+        classes in the memory; its steps and MACs are added to the phase's, within what is left
+        of the phase's compute budget."""
+        settings = BalancedSettings.of(self.config)
+        if not settings.on or self.memory is None or phase == 0 or len(self.memory) == 0:
+            return
+        record = trained.record
+        quota = max(1, self.memory.capacity // len(record.seen_classes))
+        new_targets = [lc.target for lc in trained.new_clips]
+        slots, picks = balanced_subset([e.target for e in self.memory], new_targets, quota,
+                                       subset_rng(self.config.seed, phase))
+        items = ([self.items.exemplar(self.memory, s) for s in slots]
+                 + [self.items.new_clip(trained.new_clips[i].clip, self.memory,
+                                        self.config.code_new_clips) for i in picks])
+        targets = [self.memory.exemplars[s].target for s in slots] + [new_targets[i] for i in picks]
+        details = record.details
+        budget = self._remaining_budget(details, record.train_seconds)
+        entry: dict[str, Any] = {**settings.as_dict(), "per_class": quota, "n_old": len(slots),
+                                 "n_new": len(picks), "steps": 0, "macs": 0, "seconds": 0.0}
+        if budget is None:
+            entry["skipped"] = "the phase's compute budget is spent"
+            details["balanced_finetune"] = entry
+            self.log("  class-balanced fine-tuning skipped: the phase's compute budget is spent")
+            return
+        meter = PhaseMeter(budget, step_macs_per_clip=self._step_macs(trained.macs, 0))
+        val = self.items.clip_data([lc for task in trained.seen_tasks for lc in task.val])
+        generator = torch.Generator().manual_seed(self.config.seed * 1000 + phase + 500)
+        started = time.perf_counter()
+        report = fit(self.model, self.items.data(items, targets), val, epochs=settings.epochs,
+                     batch_size=self.config.batch_size, lr=settings.lr, patience=0,
+                     generator=generator, stop=meter, name=f"phase {phase} balanced fine-tuning")
+        seconds = time.perf_counter() - started
+        self.features.forget_source("coded")
+        entry.update(steps=meter.steps, macs=meter.macs, seconds=seconds,
+                     best_epoch=report.best_epoch, best_val_accuracy=report.best_val_accuracy,
+                     stopped_by=report.stopped_by)
+        if details.get("train_macs") is not None:
+            entry["macs_share"] = meter.macs / (details["train_macs"] + meter.macs)
+            details["train_macs"] += meter.macs
+        details["train_steps"] = details.get("train_steps", 0) + meter.steps
+        record.train_seconds += seconds
+        details["balanced_finetune"] = entry
+        self.log(f"  class-balanced fine-tuning on {len(slots)} exemplars + {len(picks)} new "
+                 f"clips ({quota} per class), {report.epochs_run} epochs at lr "
+                 f"{settings.lr:g}: {meter.steps} steps in {seconds:.1f} s; {report.selection()}")
+
+    def _remaining_budget(self, details: dict[str, Any],
+                          train_seconds: float) -> ComputeBudget | None:
+        """What the phase's compute budget leaves after its training (None when a limit is
+        reached; an unlimited budget stays unlimited)."""
+        budget = self.config.compute_budget()
+        steps = macs = seconds = None
+        if budget.max_steps is not None:
+            steps = budget.max_steps - details.get("train_steps", 0)
+        if budget.max_train_macs is not None:
+            macs = budget.max_train_macs - (details.get("train_macs") or 0)
+        if budget.max_train_seconds is not None:
+            seconds = budget.max_train_seconds - train_seconds
+        if any(value is not None and value <= 0 for value in (steps, macs, seconds)):
+            return None
+        return ComputeBudget(steps, seconds, macs)
 
     def _distill_costs(self, phase: int, distiller: Distiller | None, per_clip: int,
                        teacher_macs: int, train_macs: int | None,

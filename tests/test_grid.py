@@ -78,8 +78,21 @@ def test_builtin_specs_expand_to_the_published_grids(name, count):
                            "uncertainty-noisytune-k6-m500"}
 
 
+def test_fsdd_m50_spec_pairs_every_sampler_with_balanced_fine_tuning(tmp_path):
+    trials = load_spec("fsdd-m50").trials({"data_root": "/data"})
+    assert len(trials) == 14 * 5 and len({t.name for t in trials}) == 70
+    replay = [t.options for t in trials if t.options["mode"] == "replay"]
+    assert {o["memory_size"] for o in replay} == {50}
+    assert {(o["mem_manage"], o["balanced_epochs"]) for o in replay} == {
+        (s, e) for s in ("balanced-random", "reservoir", "prototype", "kcenter", "uncertainty")
+        for e in (0, 20)}
+    assert {o.get("uncert_ties") for o in replay if o["mem_manage"] == "uncertainty"} == {
+        "random", "soft"}
+    assert all(t.options["epochs"] == 10 and t.options["export"] is False for t in trials)
+
+
 def test_every_trial_command_parses_as_edgecl_train(tmp_path):
-    for name in ("esc-50", "fsdd"):
+    for name in ("esc-50", "fsdd", "fsdd-m50"):
         for trial in load_spec(name).trials({"data_root": "/data"})[:30]:
             ctx = train_command.make_context("train", trial.train_args(tmp_path))
             assert ctx.params["exp_name"] == trial.name and ctx.params["threads"] == 1
@@ -136,7 +149,7 @@ def test_bad_specs_are_one_line_errors(tmp_path, body, message):
 
 
 def test_unknown_builtin_names_the_choices():
-    with pytest.raises(EdgeclError, match="esc-50, fsdd, tau-asc"):
+    with pytest.raises(EdgeclError, match="esc-50, fsdd, fsdd-m50, tau-asc"):
         load_spec("no-such-grid")
 
 

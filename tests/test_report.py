@@ -164,6 +164,12 @@ def test_method_labels_and_mean_std():
     assert method_label({"mode": "joint"}) == "joint"
     assert method_label({"mode": "replay", "mem_manage": "uncertainty", "uncert_metric": "noise",
                          "metric_k": 4, "memory_size": 300}) == "uncertainty-noise-k4-m300"
+    assert method_label({"mode": "replay", "mem_manage": "uncertainty",
+                         "uncert_metric": "noisytune", "metric_k": 6, "uncert_trim": 0.5,
+                         "memory_size": 50, "weight_align": True, "balanced_epochs": 5,
+                         "balanced_lr": 1e-4}) == "uncertainty-noisytune-k6-trim0.5-m50-wa-bft5"
+    assert method_label({"mode": "replay", "mem_manage": "reservoir", "memory_size": 50,
+                         "balanced_epochs": 3, "balanced_lr": 1e-3}) == "reservoir-m50-bft3lr0.001"
     assert mean_std([]) == (None, None) and mean_std([2.0]) == (2.0, None)
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from edgecl.errors import EdgeclError
 from edgecl.samplers import Candidate, SelectionContext, build_sampler, sampler_names
 from edgecl.samplers import perturbations
 from edgecl.samplers.base import evenly_spaced, l2_normalise
@@ -168,6 +169,63 @@ def test_spread_picks_certain_to_uncertain_per_class_then_fills():
     assert chosen[:3] == [1, 6, 0]
     assert chosen[3] == 7  # class 1's only clip
     assert len(chosen) == 6 and len(set(chosen)) == 6  # two leftover slots filled at random
+
+
+def test_trim_drops_the_most_uncertain_tail_before_spreading():
+    candidates = [Candidate.from_array(f"c{i}", 0, None) for i in range(7)]
+    candidates.append(Candidate.from_array("lone", 1, None))
+    uncertainty = np.array([0.6, 0.0, 0.5, 0.1, 0.4, 0.2, 0.3, 0.9])
+    # trim 0.5: class 0 keeps its 4 most certain (c1 c3 c5 c6), spread 3 over them: c1, c5, c6
+    chosen = UncertaintySampler.spread_by_uncertainty(candidates, uncertainty, 6,
+                                                      np.random.default_rng(0), trim=0.5)
+    assert chosen[:4] == [1, 5, 6, 7]
+    assert 0 not in chosen[:3]  # the most uncertain clip is not picked by the spread
+    # Never fewer candidates than the quota: trim 0.9 of 7 leaves 1, widened back to 3.
+    narrow = UncertaintySampler.spread_by_uncertainty(candidates, uncertainty, 6,
+                                                      np.random.default_rng(0), trim=0.9)
+    assert narrow[:3] == [1, 3, 5]
+    # trim 0 is the full spread (the default's behaviour).
+    assert UncertaintySampler.spread_by_uncertainty(
+        candidates, uncertainty, 6, np.random.default_rng(0), trim=0.0)[:3] == [1, 6, 0]
+
+
+def test_soft_uncertainty_orders_confident_draws_first():
+    from edgecl.samplers.uncertainty import soft_uncertainty
+
+    confident = np.array([[[9.0, 0.0], [8.0, 0.0]]])
+    hesitant = np.array([[[0.3, 0.0], [0.2, 0.0]]])
+    split = np.array([[[1.0, 0.0], [0.0, 1.0]]])  # one vote each: class 0 wins the tie
+    scores = soft_uncertainty(np.concatenate([confident, hesitant, split]))
+    assert scores[0] < scores[1] < 0.5 <= scores[2] < 1
+    assert scores[2] == pytest.approx(0.5)
+
+
+def test_soft_ties_order_equal_votes_without_crossing_vote_levels():
+    candidates = [Candidate.from_array(f"f{i}", 0, np.array([s, 1.0], np.float32))
+                  for i, s in enumerate((5.0, 0.5, 2.0))]
+    # Without noise every vote is unanimous (uncertainty 0): random ties see no difference, soft
+    # ties rank by margin (5.0 the most certain, 0.5 the least).
+    random_ties = UncertaintySampler("noisytune", k=6, noise_lambda=0.0)
+    assert np.all(random_ties.uncertainty(candidates, _context()) == 0.0)
+    soft = UncertaintySampler("noisytune", k=6, noise_lambda=0.0, ties="soft")
+    scores = soft.uncertainty(candidates, _context())
+    assert list(np.argsort(scores)) == [0, 2, 1]
+    assert np.all((scores >= 0) & (scores < 1 / 6))  # below the first vote level
+    with pytest.raises(EdgeclError, match="--uncert-ties"):
+        UncertaintySampler(ties="margin")
+
+
+def test_trim_option_is_checked_and_named():
+    from edgecl.config import RunConfig
+
+    with pytest.raises(EdgeclError, match="--uncert-trim"):
+        RunConfig(uncert_trim=0.95)
+    with pytest.raises(EdgeclError, match="--uncert-trim"):
+        UncertaintySampler(trim=-0.1)
+    assert RunConfig(uncert_trim=0.5).default_exp_name() != RunConfig().default_exp_name()
+    assert "trim0.5" in RunConfig(uncert_trim=0.5).default_exp_name()
+    # The default leaves a run's identity (and its folder name) as before the option existed.
+    assert "uncert_trim" not in RunConfig().identity()
 
 
 def test_noisytune_uncertain_near_the_boundary_and_certain_far_from_it():

@@ -14,6 +14,7 @@ _COMMAND_MODULES: list[tuple[str, str]] = [
     ("edgecl.commands.infer", "infer_command"),
     ("edgecl.commands.grid", "grid_command"),
     ("edgecl.commands.report", "report_command"),
+    ("edgecl.commands.diagnose", "diagnose_command"),
 ]
 
 COMMANDS = [getattr(importlib.import_module(module), name) for module, name in _COMMAND_MODULES]

@@ -102,6 +102,13 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
 @click.option("--distill-adaptive/--no-distill-adaptive", default=_DEFAULTS.distill_adaptive,
               show_default=True,
               help="Scale the distillation weights by the share of old classes (old / seen).")
+@click.option("--balanced-epochs", type=int, default=_DEFAULTS.balanced_epochs, metavar="E",
+              show_default=True,
+              help="Class-balanced fine-tuning after each phase (replay, phase >= 1): E epochs on "
+                   "the memory's old-class exemplars plus as many new clips per new class "
+                   "(0 = off).")
+@click.option("--balanced-lr", type=float, default=_DEFAULTS.balanced_lr, metavar="LR",
+              show_default=True, help="Adam learning rate of the class-balanced fine-tuning.")
 @click.option("--val-fraction", type=float, default=_DEFAULTS.val_fraction, metavar="F",
               show_default=True,
               help="Share of each task's training clips held out for model selection, in "

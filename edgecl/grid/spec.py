@@ -52,11 +52,11 @@ GRID_OWNED = ("workspace", "exp_name", "threads", "quiet")
 NOT_HASHED = GRID_OWNED + ("feature_store", "device")
 # Built-in specs shipped as package data (edgecl/grid/specs/<name>.toml); aliases are lower-cased.
 BUILTIN_ALIASES = {"tau-asc": "tau-asc", "tau": "tau-asc", "esc-50": "esc-50", "esc50": "esc-50",
-                   "fsdd": "fsdd"}
+                   "fsdd": "fsdd", "fsdd-m50": "fsdd-m50"}
 # Short spellings of swept values in method labels: metric_k 6 -> "k6".
 _LABEL_PREFIX = {"metric_k": "k", "memory_size": "m", "memory_bytes": "b", "width": "w",
                  "epochs": "e", "distill_output": "kdo", "distill_feature": "kdf",
-                 "val_fraction": "val"}
+                 "val_fraction": "val", "balanced_epochs": "bft", "uncert_trim": "trim"}
 
 
 def _train_params() -> dict[str, Any]:

@@ -89,9 +89,20 @@ def method_key(config: dict[str, Any]) -> dict[str, Any]:
 
 def method_label(config: dict[str, Any]) -> str:
     """finetune, joint, random-m500, uncertainty-noisytune-k6-m500, ...; with distillation a
-    suffix of its weights: -kd1-1 (output, feature), -kd1-1a (adaptive); a BatchNorm
-    recalibration other than the default adds -bn256 (its clips)."""
-    return _memory_label(config) + _distill_label(config) + _recal_label(config)
+    suffix of its weights: -kd1-1 (output, feature), -kd1-1a (adaptive); -wa with weight
+    aligning; -bft5 with 5 epochs of class-balanced fine-tuning (-bft5lr0.001 at another lr); a
+    BatchNorm recalibration other than the default adds -bn256 (its clips)."""
+    return (_memory_label(config) + _distill_label(config) + _bias_label(config)
+            + _recal_label(config))
+
+
+def _bias_label(config: dict[str, Any]) -> str:
+    label = "-wa" if config.get("weight_align") else ""
+    epochs = config.get("balanced_epochs") or 0
+    if epochs and config.get("mode") == "replay":
+        lr = config.get("balanced_lr", 1e-4)
+        label += f"-bft{epochs}" + ("" if lr == 1e-4 else f"lr{lr:g}")
+    return label
 
 
 def _recal_label(config: dict[str, Any]) -> str:
@@ -113,6 +124,10 @@ def _memory_label(config: dict[str, Any]) -> str:
     parts = [str(config.get("mem_manage"))]
     if config.get("mem_manage") == "uncertainty":
         parts += [str(config.get("uncert_metric")), f"k{config.get('metric_k')}"]
+        if config.get("uncert_trim"):
+            parts.append(f"trim{config['uncert_trim']:g}")
+        if config.get("uncert_ties", "random") == "soft":
+            parts.append("soft")
     if config.get("memory_bytes") is not None:
         parts.append(f"b{config['memory_bytes']}")
     else:

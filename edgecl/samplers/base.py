@@ -112,13 +112,14 @@ class SelectionContext:
 @dataclass(frozen=True)
 class SamplerOption:
     """An option a sampler declares: a run-config field, the CLI flag `--<name with dashes>`.
-    `choices` or `minimum` (inclusive) say which values are valid."""
+    `choices`, or `minimum` and `maximum` (both inclusive), say which values are valid."""
 
     name: str
     default: Any
     help: str
     choices: tuple | None = None
     minimum: float | None = None
+    maximum: float | None = None
 
     @property
     def flag(self) -> str:
@@ -131,6 +132,8 @@ class SamplerOption:
                               f"{', '.join(str(c) for c in self.choices)}, got {value!r}")
         if self.minimum is not None and not value >= self.minimum:
             raise EdgeclError(f"{self.flag}: expected a number >= {self.minimum}, got {value}")
+        if self.maximum is not None and not value <= self.maximum:
+            raise EdgeclError(f"{self.flag}: expected a number <= {self.maximum}, got {value}")
 
 
 #: Option values by option name (a run's config holds every registered sampler's options).

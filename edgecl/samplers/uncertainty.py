@@ -3,7 +3,15 @@
 Each candidate gets k predictions under perturbation; its uncertainty is 1 - (votes for the most
 voted class) / k. Per seen class the candidates are sorted by uncertainty and `capacity // classes`
 evenly spaced ones are kept (from the most certain to the most uncertain); leftover slots are
-filled at random. Perturbations (`uncert_metric`):
+filled at random. `uncert_trim` F > 0 first drops the most uncertain fraction F of each class's
+candidates (keeping at least its quota), so the spread runs from the most certain to the (1 - F)
+quantile: at a few exemplars per class the full spread spends one of them on the single most
+uncertain clip, often an outlier (issue 14); F = 0, the default, is the full spread.
+`uncert_ties`: with k votes the uncertainty takes k/2 + 1 values at most, and a well-trained model
+gives most (on FSDD at noise 0.2: all) training clips zero, so the order is decided by the random
+tie-break and the spread is a random choice. `soft` breaks ties by the perturbed softmax instead:
+1 - the mean probability of the most voted class over the k draws (the same draws, no extra
+cost); `random` (the default) is the published rule. Perturbations (`uncert_metric`):
 
 - shift: k/2 pitch shifts and k/2 time shifts of the waveform;
 - noise: k coloured-noise draws added to the waveform;
@@ -38,6 +46,19 @@ def vote_uncertainty(predictions: np.ndarray) -> np.ndarray:
     return 1.0 - top / k
 
 
+def soft_uncertainty(logits: np.ndarray) -> np.ndarray:
+    """[N, k, C] perturbed logits -> [N] 1 - the mean softmax probability, over the k draws, of
+    the most voted class (ties between classes: the lower index), in [0, 1)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if len(logits) == 0:
+        return np.zeros(0)
+    shifted = logits - logits.max(axis=2, keepdims=True)
+    probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=2, keepdims=True)
+    votes = logits.argmax(axis=2)
+    top = np.array([np.bincount(row, minlength=logits.shape[2]).argmax() for row in votes])
+    return 1.0 - probabilities[np.arange(len(logits)), :, top].mean(axis=1)
+
+
 @register_sampler
 class UncertaintySampler(Sampler):
     name = "uncertainty"
@@ -47,27 +68,43 @@ class UncertaintySampler(Sampler):
         SamplerOption("metric_k", 6, "Perturbed predictions per clip.", choices=METRIC_KS),
         SamplerOption("noise_lambda", 0.2, "noisytune noise amplitude, times the embedding's std.",
                       minimum=0),
+        SamplerOption("uncert_trim", 0.0, "Drop this most uncertain fraction of each class's "
+                      "candidates before the evenly spaced picks (0 = the full spread).",
+                      minimum=0, maximum=0.9),
+        SamplerOption("uncert_ties", "random", "How equal vote uncertainties are ordered: at "
+                      "random (published) or by the perturbed softmax (soft).",
+                      choices=("random", "soft")),
     )
 
-    def __init__(self, metric: str = "noisytune", k: int = 6, noise_lambda: float = 0.2) -> None:
+    def __init__(self, metric: str = "noisytune", k: int = 6, noise_lambda: float = 0.2,
+                 trim: float = 0.0, ties: str = "random") -> None:
         if metric not in UNCERT_METRICS:
             raise EdgeclError(f"--uncert-metric: expected one of {', '.join(UNCERT_METRICS)}, "
                               f"got {metric!r}")
         if k < 1 or (metric == "shift" and k % 2):
             raise EdgeclError(f"--metric-k: expected a positive number of perturbations (even "
                               f"for shift), got {k}")
-        self.metric, self.k, self.noise_lambda = metric, k, noise_lambda
+        if not 0.0 <= trim <= 0.9:
+            raise EdgeclError(f"--uncert-trim: expected a fraction in [0, 0.9], got {trim}")
+        if ties not in ("random", "soft"):
+            raise EdgeclError(f"--uncert-ties: expected random or soft, got {ties!r}")
+        self.metric, self.k, self.noise_lambda, self.trim = metric, k, noise_lambda, trim
+        self.ties = ties
         self.needs_waveform = metric != "noisytune"
 
     @classmethod
     def from_options(cls, values: SamplerOptions) -> "UncertaintySampler":
         defaults = {o.name: o.default for o in cls.options}
         values = {**defaults, **values}
-        return cls(values["uncert_metric"], values["metric_k"], values["noise_lambda"])
+        return cls(values["uncert_metric"], values["metric_k"], values["noise_lambda"],
+                   values["uncert_trim"], values["uncert_ties"])
 
     @classmethod
     def run_name_parts(cls, values: SamplerOptions) -> list[str]:
-        return [values["uncert_metric"], f"k{values['metric_k']}"]
+        trim = values.get("uncert_trim") or 0
+        return [values["uncert_metric"], f"k{values['metric_k']}"] + (
+            [f"trim{trim:g}"] if trim else []) + (
+            ["soft"] if values.get("uncert_ties", "random") == "soft" else [])
 
     @classmethod
     def variants(cls) -> list[tuple[str, dict]]:
@@ -93,30 +130,39 @@ class UncertaintySampler(Sampler):
         if context.phase == 0:
             return balanced_random(candidates, capacity, context)
         uncertainty = self.uncertainty(candidates, context)
-        return self.spread_by_uncertainty(candidates, uncertainty, capacity, context.rng)
+        return self.spread_by_uncertainty(candidates, uncertainty, capacity, context.rng,
+                                          trim=self.trim)
 
     @staticmethod
     def spread_by_uncertainty(candidates: Sequence[Candidate], uncertainty: np.ndarray,
-                              capacity: int, rng: np.random.Generator) -> list[int]:
-        """Per class, evenly spaced picks along the uncertainty order; random leftovers.
-        Ties are broken at random (a shuffle before a stable sort)."""
+                              capacity: int, rng: np.random.Generator,
+                              trim: float = 0.0) -> list[int]:
+        """Per class, evenly spaced picks along the uncertainty order (over its most certain
+        1 - `trim` share, at least the quota); random leftovers. Ties are broken at random (a
+        shuffle before a stable sort)."""
         groups = indices_by_class(candidates)
         quota = class_quota(capacity, len(groups))
         chosen: list[int] = []
         for target in sorted(groups):
             members = np.asarray(groups[target])[rng.permutation(len(groups[target]))]
             ordered = members[np.argsort(uncertainty[members], kind="stable")]
-            chosen += [int(ordered[p]) for p in evenly_spaced(len(ordered), quota)]
+            span = max(min(quota, len(ordered)), int(np.ceil(len(ordered) * (1.0 - trim))))
+            chosen += [int(ordered[p]) for p in evenly_spaced(span, quota)]
         return fill_at_random(chosen, len(candidates), capacity, rng)
 
     def predictions(self, candidates: Sequence[Candidate], context: SelectionContext) -> np.ndarray:
         """[N, k] classes predicted under the k perturbations."""
+        return self.perturbed_logits(candidates, context).argmax(axis=2)
+
+    def perturbed_logits(self, candidates: Sequence[Candidate],
+                         context: SelectionContext) -> np.ndarray:
+        """[N, k, classes] logits under the k perturbations."""
         import torch
 
         with torch.no_grad():
-            return self._predictions(candidates, context)
+            return self._logits(candidates, context)
 
-    def _predictions(self, candidates, context):
+    def _logits(self, candidates, context):
         import torch
 
         from edgecl.device import device_of
@@ -126,18 +172,25 @@ class UncertaintySampler(Sampler):
         device = device_of(model)
         generator = context.torch_generator()  # on the CPU: the same draws on every device
         if self.metric == "noisytune":
-            return self._noisytune_predictions(model, context.embeddings(candidates).to(device),
+            return self._noisytune_logits(model, context.embeddings(candidates).to(device),
                                                context, generator)
         parts = []
         for batch in context.batches(candidates):
             waveforms = context.waveforms(batch)
             draws = [model(self._perturb(waveforms, draw, context.sample_rate, generator)
                            .to(device))[0] for draw in range(self.k)]
-            parts.append(torch.stack([logits.argmax(dim=1).cpu() for logits in draws], dim=1))
-        return torch.cat(parts).numpy() if parts else np.zeros((0, self.k), dtype=np.int64)
+            parts.append(torch.stack([logits.cpu() for logits in draws], dim=1))
+        return self._stacked(parts, model)
 
-    def _noisytune_predictions(self, model, embeddings, context, generator):
-        """The head's predictions on k noisy copies of each embedding. The draws are made per
+    def _stacked(self, parts, model) -> np.ndarray:
+        import torch
+
+        if parts:
+            return torch.cat(parts).float().numpy()
+        return np.zeros((0, self.k, getattr(model.head, "n_classes", 0)), dtype=np.float32)
+
+    def _noisytune_logits(self, model, embeddings, context, generator):
+        """The head's logits on k noisy copies of each embedding. The draws are made per
         batch of `context.batch_size` rows, k at a time, whatever batches the embeddings were
         computed in (so a faster embedding pass leaves the draws, and the choice, unchanged)."""
         import torch
@@ -148,12 +201,17 @@ class UncertaintySampler(Sampler):
             draws = [model.head(embedding + (torch.rand(embedding.shape, generator=generator)
                                              .to(embedding.device) - 0.5) * amplitude)
                      for _ in range(self.k)]
-            parts.append(torch.stack([logits.argmax(dim=1).cpu() for logits in draws], dim=1))
-        return torch.cat(parts).numpy() if parts else np.zeros((0, self.k), dtype=np.int64)
+            parts.append(torch.stack([logits.cpu() for logits in draws], dim=1))
+        return self._stacked(parts, model)
 
     def uncertainty(self, candidates: Sequence[Candidate], context: SelectionContext) -> np.ndarray:
-        """[N] vote uncertainty of every candidate."""
-        return vote_uncertainty(self.predictions(candidates, context))
+        """[N] vote uncertainty of every candidate (with `ties` soft: plus the soft score / k,
+        which orders equal votes and never crosses to the next vote level)."""
+        logits = self.perturbed_logits(candidates, context)
+        votes = vote_uncertainty(logits.argmax(axis=2))
+        if self.ties == "random":
+            return votes
+        return votes + soft_uncertainty(logits) / self.k
 
     def _perturb(self, waveforms, draw, sample_rate, generator):
         from edgecl.samplers import perturbations
