@@ -347,7 +347,8 @@ class ContinualRun:
         started = time.perf_counter()
         report = fit(self.model, self.items.data(items, targets), val, epochs=settings.epochs,
                      batch_size=self.config.batch_size, lr=settings.lr, patience=0,
-                     generator=generator, stop=meter, name=f"phase {phase} balanced fine-tuning")
+                     bn_recal_clips=self.config.bn_recal_clips, generator=generator, stop=meter,
+                     name=f"phase {phase} balanced fine-tuning")
         seconds = time.perf_counter() - started
         self.features.forget_source("coded")
         entry.update(steps=meter.steps, macs=meter.macs, seconds=seconds,

@@ -36,6 +36,11 @@ def export_command(run_dir: str, phase: int | None, threads: int, target: str | 
     its parity rule (then withheld, the reason in the manifest's "tflm" section). A clip longer
     than the window is scored as the mean of its windows' logits, in the device and in parity.
     """
+    if tflm_window_seconds is not None:  # the option's value first, then what it needs
+        from edgecl.limits import MAX_CLIP_SECONDS, check_float
+
+        check_float("--tflm-window-seconds", tflm_window_seconds, 0.0, MAX_CLIP_SECONDS,
+                    low_inclusive=True, what="a window length in seconds (0 = whole clip)")
     if target == "tflm":
         from firmware_export.tflm import require_toolchain
 
@@ -45,11 +50,6 @@ def export_command(run_dir: str, phase: int | None, threads: int, target: str | 
     from firmware_export.run_export import reexport_run
 
     torch.set_num_threads(threads)
-    if tflm_window_seconds is not None:
-        from edgecl.limits import MAX_CLIP_SECONDS, check_float
-
-        check_float("--tflm-window-seconds", tflm_window_seconds, 0.0, MAX_CLIP_SECONDS,
-                    low_inclusive=True, what="a window length in seconds (0 = whole clip)")
     manifests = reexport_run(run_dir, phase, log=click.echo, target=target,
                              tflm_window_seconds=tflm_window_seconds)
     click.echo(f"exported {len(manifests)} phase(s) under {run_dir}")
