@@ -54,45 +54,6 @@ def _match(weight: np.ndarray) -> int | None:
     return first if np.abs(rebuilt - weight[:, 0, :]).max() <= MATCH_TOLERANCE else None
 
 
-def _basis_nodes(output: str, n_fft: int, first_bin: int, n_bins: int,
-                 p: str = PREFIX) -> tuple[list, list]:
-    """Nodes computing the basis [2B, 1, N] into `output`, and the small constants they need
-    (named with the prefix `p`)."""
-    constants = [
-        numpy_helper.from_array(np.array(0, np.int64), f"{p}_zero"),
-        numpy_helper.from_array(np.array(1, np.int64), f"{p}_one"),
-        numpy_helper.from_array(np.array(n_fft, np.int64), f"{p}_n_fft"),
-        numpy_helper.from_array(np.array(first_bin, np.int64), f"{p}_first"),
-        numpy_helper.from_array(np.array(first_bin + n_bins, np.int64), f"{p}_stop"),
-        numpy_helper.from_array(np.array([0], np.int64), f"{p}_axis0"),
-        numpy_helper.from_array(np.array([1], np.int64), f"{p}_axis1"),
-        numpy_helper.from_array(np.array(2 * math.pi / n_fft, np.float32), f"{p}_step"),
-        numpy_helper.from_array(np.array(0.5, np.float32), f"{p}_half"),
-    ]
-    node = helper.make_node
-    nodes = [
-        node("Range", [f"{p}_zero", f"{p}_n_fft", f"{p}_one"], [f"{p}_n"]),
-        node("Range", [f"{p}_first", f"{p}_stop", f"{p}_one"], [f"{p}_k"]),
-        node("Unsqueeze", [f"{p}_k", f"{p}_axis1"], [f"{p}_k_col"]),
-        node("Unsqueeze", [f"{p}_n", f"{p}_axis0"], [f"{p}_n_row"]),
-        node("Mul", [f"{p}_k_col", f"{p}_n_row"], [f"{p}_kn"]),
-        node("Mod", [f"{p}_kn", f"{p}_n_fft"], [f"{p}_kn_mod"]),  # exact integer phase index
-        node("Cast", [f"{p}_kn_mod"], [f"{p}_kn_float"], to=TensorProto.FLOAT),
-        node("Mul", [f"{p}_kn_float", f"{p}_step"], [f"{p}_phase"]),
-        node("Cos", [f"{p}_phase"], [f"{p}_cos"]),
-        node("Sin", [f"{p}_phase"], [f"{p}_sin"]),
-        node("Concat", [f"{p}_cos", f"{p}_sin"], [f"{p}_rows"], axis=0),
-        node("Cast", [f"{p}_n"], [f"{p}_n_float"], to=TensorProto.FLOAT),
-        node("Mul", [f"{p}_n_float", f"{p}_step"], [f"{p}_window_phase"]),
-        node("Cos", [f"{p}_window_phase"], [f"{p}_window_cos"]),
-        node("Mul", [f"{p}_window_cos", f"{p}_half"], [f"{p}_window_half"]),
-        node("Sub", [f"{p}_half", f"{p}_window_half"], [f"{p}_window"]),  # periodic Hann
-        node("Mul", [f"{p}_rows", f"{p}_window"], [f"{p}_basis"]),
-        node("Unsqueeze", [f"{p}_basis", f"{p}_axis1"], [output]),
-    ]
-    return nodes, constants
-
-
 def _constants(prefix: str, values: dict[str, object]) -> list:
     """int64 scalars and vectors (python ints and lists) and float32 scalars (floats) as named
     initializers `<prefix>_<key>`."""
@@ -112,6 +73,35 @@ def _phase_nodes(p: str, index: str, modulus: str, step: str, output: str) -> li
     return [node("Mod", [index, modulus], [f"{output}_mod"]),
             node("Cast", [f"{output}_mod"], [f"{output}_float"], to=TensorProto.FLOAT),
             node("Mul", [f"{output}_float", step], [output])]
+
+
+def _basis_nodes(output: str, n_fft: int, first_bin: int, n_bins: int,
+                 p: str = PREFIX) -> tuple[list, list]:
+    """Nodes computing the basis [2B, 1, N] into `output`, and the small constants they need
+    (named with the prefix `p`)."""
+    constants = _constants(p, {"zero": 0, "one": 1, "n_fft": n_fft, "first": first_bin,
+                               "stop": first_bin + n_bins, "axis0": [0], "axis1": [1],
+                               "step": 2 * math.pi / n_fft, "half": 0.5})
+    node = helper.make_node
+    nodes = [
+        node("Range", [f"{p}_zero", f"{p}_n_fft", f"{p}_one"], [f"{p}_n"]),
+        node("Range", [f"{p}_first", f"{p}_stop", f"{p}_one"], [f"{p}_k"]),
+        node("Unsqueeze", [f"{p}_k", f"{p}_axis1"], [f"{p}_k_col"]),
+        node("Unsqueeze", [f"{p}_n", f"{p}_axis0"], [f"{p}_n_row"]),
+        node("Mul", [f"{p}_k_col", f"{p}_n_row"], [f"{p}_kn"]),
+        *_phase_nodes(p, f"{p}_kn", f"{p}_n_fft", f"{p}_step", f"{p}_phase"),
+        node("Cos", [f"{p}_phase"], [f"{p}_cos"]),
+        node("Sin", [f"{p}_phase"], [f"{p}_sin"]),
+        node("Concat", [f"{p}_cos", f"{p}_sin"], [f"{p}_rows"], axis=0),
+        node("Cast", [f"{p}_n"], [f"{p}_n_float"], to=TensorProto.FLOAT),
+        node("Mul", [f"{p}_n_float", f"{p}_step"], [f"{p}_window_phase"]),
+        node("Cos", [f"{p}_window_phase"], [f"{p}_window_cos"]),
+        node("Mul", [f"{p}_window_cos", f"{p}_half"], [f"{p}_window_half"]),
+        node("Sub", [f"{p}_half", f"{p}_window_half"], [f"{p}_window"]),  # periodic Hann
+        node("Mul", [f"{p}_rows", f"{p}_window"], [f"{p}_basis"]),
+        node("Unsqueeze", [f"{p}_basis", f"{p}_axis1"], [output]),
+    ]
+    return nodes, constants
 
 
 def _factored_stage1_nodes(p: str, output: str, n1: int, n2: int) -> tuple[list, list]:
