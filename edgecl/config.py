@@ -25,7 +25,7 @@ MODES = ("finetune", "replay", "joint")
 # Options that only make sense with a replay memory (every sampler's own options too, see
 # memory_options()).
 _MEMORY_FIELDS = ("mem_manage", "memory_size", "memory_bytes", "memory_format", "code_new_clips",
-                  "balanced_epochs", "balanced_lr")
+                  "balanced_epochs", "balanced_lr", "batch_sampling")
 DEFAULT_N_TASKS = 5
 # Options that never change what a run computes: left out of its identity (run.json, the hash in
 # its default name), so a run may be resumed with other values of them.
@@ -34,7 +34,8 @@ NOT_IDENTITY = ("workspace", "exp_name", "threads", "quiet", "feature_store", "d
 # older runs keep their identity and name.
 IDENTITY_DEFAULTS_LEFT_OUT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 1024,
                              "tflm_window_seconds": None, "balanced_epochs": 0,
-                             "balanced_lr": 1e-4, "uncert_trim": 0.0, "uncert_ties": "random"}
+                             "balanced_lr": 1e-4, "uncert_trim": 0.0, "uncert_ties": "random",
+                             "batch_sampling": "uniform", "lr_incremental": None}
 
 
 def memory_options() -> tuple[str, ...]:
@@ -91,6 +92,9 @@ class RunConfig:
     # Class-balanced fine-tuning after each phase (edgecl.training.balanced_finetune): 0 = off.
     balanced_epochs: int = 0
     balanced_lr: float = 1e-4
+    # How a phase draws its batches from new clips and exemplars
+    # (edgecl.training.batch_sampling): uniform (published) or class-balanced.
+    batch_sampling: str = "uniform"
     # Share of each task's training clips held out for model selection (edgecl.tasks).
     val_fraction: float = 0.1
     n_tasks: int | None = None
@@ -100,6 +104,9 @@ class RunConfig:
     epochs: int = 30
     batch_size: int = 32
     lr: float = 1e-3
+    # Adam learning rate of phases >= 1 (None: --lr): a smaller step moves the features the old
+    # classes rely on less while the new classes are learned.
+    lr_incremental: float | None = None
     patience: int = 7
     # Clips whose forward pass re-estimates BatchNorm statistics after every epoch (0 = off);
     # edgecl.training.loop.recalibrate_batchnorm.
@@ -156,8 +163,10 @@ class RunConfig:
 
         from firmware_export.device.layout import TARGETS
 
+        from edgecl.training.batch_sampling import BATCH_SAMPLINGS
+
         for name, allowed in (("model", MODEL_NAMES), ("mode", MODES), ("device", DEVICES),
-                              ("target", TARGETS)):
+                              ("target", TARGETS), ("batch_sampling", BATCH_SAMPLINGS)):
             if getattr(self, name) not in allowed:
                 raise EdgeclError(f"{option_name(name)}: expected one of {', '.join(allowed)}, "
                                   f"got {getattr(self, name)!r}")
@@ -178,6 +187,9 @@ class RunConfig:
             if self.target != "tflm":
                 raise EdgeclError("--tflm-window-seconds: only used with --target tflm")
         check_float("--lr", self.lr, 0.0, math.inf, what="a finite learning rate")
+        if self.lr_incremental is not None:
+            check_float("--lr-incremental", self.lr_incremental, 0.0, math.inf,
+                        what="a finite learning rate")
         for name in ("distill_output", "distill_feature"):
             check_float(option_name(name), getattr(self, name), 0.0, MAX_DISTILL_WEIGHT,
                         low_inclusive=True, what="a weight (0 = off)")
@@ -216,6 +228,10 @@ class RunConfig:
         if self.max_train_seconds is not None:
             check_float("--max-train-seconds", self.max_train_seconds, 0.0, MAX_TRAIN_SECONDS,
                         what="a time in seconds")
+
+    def phase_lr(self, phase: int) -> float:
+        """Adam's learning rate in `phase`: --lr in phase 0, --lr-incremental (if set) after."""
+        return self.lr if phase == 0 or self.lr_incremental is None else self.lr_incremental
 
     def compute_budget(self):
         """The per-phase edgecl.training.stop.ComputeBudget of this run."""

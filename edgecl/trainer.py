@@ -439,9 +439,11 @@ class ContinualRun:
         generator = torch.Generator().manual_seed(config.seed * 1000 + phase)
         try:
             report = fit(self.model, train, val, epochs=config.epochs,
-                         batch_size=config.batch_size, lr=config.lr, patience=config.patience,
-                         bn_recal_clips=config.bn_recal_clips, generator=generator, stop=stop, progress=progress, name=f"phase {phase}",
-                         distill=distiller)
+                         batch_size=config.batch_size, lr=config.phase_lr(phase),
+                         patience=config.patience,
+                         bn_recal_clips=config.bn_recal_clips, generator=generator, stop=stop,
+                         progress=progress, name=f"phase {phase}", distill=distiller,
+                         sampling=config.batch_sampling if self.memory is not None else "uniform")
         finally:
             bar.close()
             metrics.close()

@@ -9,6 +9,7 @@ from edgecl import config as cfg
 from edgecl.commands import options as registry_options
 from edgecl.device import DEVICES
 from edgecl.errors import EdgeclError
+from edgecl.training.batch_sampling import BATCH_SAMPLINGS
 from firmware_export.device.layout import TARGETS
 
 _DEFAULTS = cfg.RunConfig()
@@ -109,6 +110,11 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
                    "(0 = off).")
 @click.option("--balanced-lr", type=float, default=_DEFAULTS.balanced_lr, metavar="LR",
               show_default=True, help="Adam learning rate of the class-balanced fine-tuning.")
+@click.option("--batch-sampling", type=click.Choice(BATCH_SAMPLINGS),
+              default=_DEFAULTS.batch_sampling, show_default=True,
+              help="How a phase draws its batches (replay): uniform (each clip once an epoch, "
+                   "the published rule) or class-balanced (every seen class the same share of "
+                   "each batch, exemplars repeated; same steps).")
 @click.option("--val-fraction", type=float, default=_DEFAULTS.val_fraction, metavar="F",
               show_default=True,
               help="Share of each task's training clips held out for model selection, in "
@@ -132,6 +138,8 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
               help="Maximum epochs per phase.")
 @click.option("--batch-size", type=int, default=_DEFAULTS.batch_size, show_default=True)
 @click.option("--lr", type=float, default=_DEFAULTS.lr, show_default=True, help="Adam learning rate.")
+@click.option("--lr-incremental", type=float, default=None, metavar="LR",
+              help="Adam learning rate of phases >= 1 (a smaller step forgets less) [--lr].")
 @click.option("--patience", type=int, default=_DEFAULTS.patience, show_default=True,
               help="Early-stopping patience in epochs on the validation split (0 = off).")
 @click.option("--bn-recal-clips", type=int, default=_DEFAULTS.bn_recal_clips, show_default=True,

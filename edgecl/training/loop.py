@@ -21,6 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from edgecl.errors import EdgeclError
+from edgecl.training.batch_sampling import epoch_order
 from edgecl.training.stop import StopCondition
 
 
@@ -83,9 +84,10 @@ def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def recalibrate_batchnorm(model, data: PhaseData, batch_size: int = 64,
-                          max_clips: int = 1024) -> None:
+                          max_clips: int = 1024, indices: torch.Tensor | None = None) -> None:
     """Replace every BatchNorm's running statistics by exact averages over (up to `max_clips` of)
-    `data`, computed with the current weights ("precise BN", Wu & Johnson 2021).
+    `data`, computed with the current weights ("precise BN", Wu & Johnson 2021); over the clips
+    `indices` instead when given (a class-balanced draw, edgecl.training.batch_sampling).
 
     Why: with the few steps of a small phase (5 steps an epoch on 144 clips), the momentum-0.1
     running averages lag the weights Adam is changing, and eval-mode predictions sit at chance
@@ -101,8 +103,10 @@ def recalibrate_batchnorm(model, data: PhaseData, batch_size: int = 64,
         norm.reset_running_stats()
         norm.momentum = None  # cumulative average over the batches below
     model.train()
-    # Evenly spaced, so a capped subset still covers both new clips and replayed ones.
-    indices = torch.linspace(0, len(data) - 1, min(len(data), max_clips)).round().long().unique()
+    if indices is None:
+        # Evenly spaced, so a capped subset still covers both new clips and replayed ones.
+        indices = torch.linspace(0, len(data) - 1,
+                                 min(len(data), max_clips)).round().long().unique()
     for chunk in _batches(indices, batch_size):
         model.forward_features(data.features(chunk.tolist()))
     for norm, momentum in zip(norms, momenta):
@@ -161,16 +165,18 @@ def _better(accuracy: float, loss: float, best_accuracy: float, best_loss: float
 
 
 def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int, lr: float,
-        patience: int, generator: torch.Generator, bn_recal_clips: int = 1024, stop: StopCondition | None = None,
-        progress: Callable | None = None, name: str = "training",
-        distill=None) -> FitReport:
+        patience: int, generator: torch.Generator, bn_recal_clips: int = 1024,
+        stop: StopCondition | None = None, progress: Callable | None = None,
+        name: str = "training", distill=None, sampling: str = "uniform") -> FitReport:
     """Train `model` on `train`; keep the weights of the best epoch on the validation split
     (highest accuracy, ties broken by lower loss).
 
     `distill` (an edgecl.training.distill.Distiller, or None) adds its loss on every batch.
     Early stopping ends training after `patience` epochs without improvement (0 disables it).
     After each epoch, BatchNorm statistics are re-estimated on up to `bn_recal_clips` training
-    clips (0: kept as training left them).
+    clips (0: kept as training left them). `sampling` draws each epoch's clips
+    (edgecl.training.batch_sampling: uniform or class-balanced); the recalibration clips are
+    drawn the same way.
     Without validation clips the last epoch's weights are kept. `progress(epoch, loss, val_acc,
     steps)` is called after each epoch. A non-finite loss raises DivergedError naming `name` (e.g.
     "phase 2"): the weights are unusable, so nothing trained after it may be reported.
@@ -185,7 +191,7 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
         started = time.perf_counter()
         model.train()
         total_loss, seen = 0.0, 0
-        for indices in _batches(torch.randperm(len(train), generator=generator), batch_size):
+        for indices in _batches(epoch_order(train.targets, sampling, generator), batch_size):
             if stop.should_stop(len(indices)):
                 report.stopped_by = stop.reason or "stop condition"
                 break
@@ -208,7 +214,9 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
         if seen == 0:  # stopped before any step of this epoch
             break
         if bn_recal_clips:
-            recalibrate_batchnorm(model, train, max_clips=bn_recal_clips)
+            recal = None if sampling == "uniform" else epoch_order(
+                train.targets, sampling, generator, count=min(len(train), bn_recal_clips))
+            recalibrate_batchnorm(model, train, max_clips=bn_recal_clips, indices=recal)
         accuracy, val_loss = evaluate_with_loss(model, val)
         report.epochs_run = epoch + 1
         report.epoch_seconds.append(time.perf_counter() - started)

@@ -1,0 +1,75 @@
+"""How a phase draws its batches (edgecl.training.batch_sampling, issue 14)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgecl.cli import main
+from edgecl.config import RunConfig
+from edgecl.errors import EdgeclError
+from edgecl.report.aggregate import method_label
+from edgecl.trainer import train
+from edgecl.training.batch_sampling import epoch_order
+from run_helpers import small_run_options
+from test_resume import comparable
+
+
+def test_uniform_is_the_published_permutation():
+    targets = torch.tensor([0] * 7 + [1] * 3)
+    order = epoch_order(targets, "uniform", torch.Generator().manual_seed(5))
+    assert order.tolist() == torch.randperm(10, generator=torch.Generator().manual_seed(5)).tolist()
+    assert sorted(order.tolist()) == list(range(10))  # every clip once
+
+
+def test_class_balanced_gives_every_class_the_same_share():
+    # 90 clips of class 0, 9 of class 1, 1 of class 2: uniform draws class 2 once in 100.
+    targets = torch.tensor([0] * 90 + [1] * 9 + [2])
+    generator = torch.Generator().manual_seed(0)
+    drawn = torch.cat([epoch_order(targets, "class-balanced", generator) for _ in range(30)])
+    assert len(drawn) == 3000
+    shares = torch.bincount(targets[drawn], minlength=3).double() / len(drawn)
+    assert torch.allclose(shares, torch.full((3,), 1 / 3, dtype=torch.float64), atol=0.04)
+    assert set(drawn.tolist()) == set(range(100))  # within a class, every clip can come up
+    # The count is the caller's (BatchNorm recalibration draws fewer) and the draw is seeded.
+    few = epoch_order(targets, "class-balanced", torch.Generator().manual_seed(1), count=12)
+    again = epoch_order(targets, "class-balanced", torch.Generator().manual_seed(1), count=12)
+    assert len(few) == 12 and few.tolist() == again.tolist()
+    with pytest.raises(ValueError, match="unknown batch sampling"):
+        epoch_order(targets, "sqrt", generator)
+
+
+def test_class_balanced_run_reproduces_and_costs_the_same_steps(six_class_manifest, tmp_path):
+    options = small_run_options(six_class_manifest, patience=0, mem_manage="reservoir")
+    plain = train(RunConfig(**options, workspace=str(tmp_path / "plain")))
+    first = train(RunConfig(**options, batch_sampling="class-balanced",
+                            workspace=str(tmp_path / "one")))
+    second = train(RunConfig(**options, batch_sampling="class-balanced",
+                             workspace=str(tmp_path / "two")))
+    assert comparable(first) == comparable(second)
+    for before, after in zip(plain["phases"], first["phases"], strict=True):
+        assert after["train_steps"] == before["train_steps"]
+        assert after["train_macs"] == before["train_macs"]
+    # Other clips are drawn, so the phases train differently.
+    assert first["phases"][1]["best_val_loss"] != plain["phases"][1]["best_val_loss"]
+    assert first["config"]["batch_sampling"] == "class-balanced"
+    text = (tmp_path / "one" / "run" / "config.toml").read_text()
+    assert 'batch-sampling = "class-balanced"' in text
+
+
+def test_option_is_checked_labelled_and_left_out_of_old_identities(six_class_manifest):
+    options = small_run_options(six_class_manifest)
+    with pytest.raises(EdgeclError, match="--batch-sampling: expected one of uniform, "
+                                          "class-balanced"):
+        RunConfig(**options, batch_sampling="balanced")
+    assert "batch_sampling" not in RunConfig(**options).identity()
+    assert RunConfig(**options, batch_sampling="class-balanced").identity()["batch_sampling"] \
+        == "class-balanced"
+    assert method_label({"mode": "replay", "mem_manage": "reservoir", "memory_size": 50,
+                         "batch_sampling": "class-balanced", "balanced_epochs": 20,
+                         "balanced_lr": 5e-4}) == "reservoir-m50-cbb-bft20lr0.0005"
+    result = CliRunner().invoke(main, ["train", "--mode", "finetune", "--batch-sampling",
+                                       "class-balanced", "--no-export"])
+    assert result.exit_code != 0
+    assert "--batch-sampling: only used with --mode replay" in result.output
