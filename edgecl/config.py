@@ -35,7 +35,8 @@ NOT_IDENTITY = ("workspace", "exp_name", "threads", "quiet", "feature_store", "d
 IDENTITY_DEFAULTS_LEFT_OUT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 1024,
                              "tflm_window_seconds": None, "balanced_epochs": 0,
                              "balanced_lr": 1e-4, "uncert_trim": 0.0, "uncert_ties": "random",
-                             "batch_sampling": "uniform", "lr_incremental": None}
+                             "batch_sampling": "uniform", "lr_incremental": None,
+                             "augment": "none"}
 
 
 def memory_options() -> tuple[str, ...]:
@@ -95,6 +96,8 @@ class RunConfig:
     # How a phase draws its batches from new clips and exemplars
     # (edgecl.training.batch_sampling): uniform (published) or class-balanced.
     batch_sampling: str = "uniform"
+    # Augmentation of each training batch (edgecl.training.augment): none or specaugment.
+    augment: str = "none"
     # Share of each task's training clips held out for model selection (edgecl.tasks).
     val_fraction: float = 0.1
     n_tasks: int | None = None
@@ -163,10 +166,12 @@ class RunConfig:
 
         from firmware_export.device.layout import TARGETS
 
+        from edgecl.training.augment import AUGMENTS
         from edgecl.training.batch_sampling import BATCH_SAMPLINGS
 
         for name, allowed in (("model", MODEL_NAMES), ("mode", MODES), ("device", DEVICES),
-                              ("target", TARGETS), ("batch_sampling", BATCH_SAMPLINGS)):
+                              ("target", TARGETS), ("batch_sampling", BATCH_SAMPLINGS),
+                              ("augment", AUGMENTS)):
             if getattr(self, name) not in allowed:
                 raise EdgeclError(f"{option_name(name)}: expected one of {', '.join(allowed)}, "
                                   f"got {getattr(self, name)!r}")

@@ -443,7 +443,8 @@ class ContinualRun:
                          patience=config.patience,
                          bn_recal_clips=config.bn_recal_clips, generator=generator, stop=stop,
                          progress=progress, name=f"phase {phase}", distill=distiller,
-                         sampling=config.batch_sampling if self.memory is not None else "uniform")
+                         sampling=config.batch_sampling if self.memory is not None else "uniform",
+                         augment=config.augment)
         finally:
             bar.close()
             metrics.close()

@@ -9,6 +9,7 @@ from edgecl import config as cfg
 from edgecl.commands import options as registry_options
 from edgecl.device import DEVICES
 from edgecl.errors import EdgeclError
+from edgecl.training.augment import AUGMENTS
 from edgecl.training.batch_sampling import BATCH_SAMPLINGS
 from firmware_export.device.layout import TARGETS
 
@@ -115,6 +116,10 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
               help="How a phase draws its batches (replay): uniform (each clip once an epoch, "
                    "the published rule) or class-balanced (every seen class the same share of "
                    "each batch, exemplars repeated; same steps).")
+@click.option("--augment", type=click.Choice(AUGMENTS), default=_DEFAULTS.augment,
+              show_default=True,
+              help="Augment each training batch: specaugment masks one band of mel bins and one "
+                   "span of frames per clip (up to an eighth of each).")
 @click.option("--val-fraction", type=float, default=_DEFAULTS.val_fraction, metavar="F",
               show_default=True,
               help="Share of each task's training clips held out for model selection, in "

@@ -21,6 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from edgecl.errors import EdgeclError
+from edgecl.training.augment import augment as augment_batch
 from edgecl.training.batch_sampling import epoch_order
 from edgecl.training.stop import StopCondition
 
@@ -167,7 +168,8 @@ def _better(accuracy: float, loss: float, best_accuracy: float, best_loss: float
 def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int, lr: float,
         patience: int, generator: torch.Generator, bn_recal_clips: int = 1024,
         stop: StopCondition | None = None, progress: Callable | None = None,
-        name: str = "training", distill=None, sampling: str = "uniform") -> FitReport:
+        name: str = "training", distill=None, sampling: str = "uniform",
+        augment: str = "none") -> FitReport:
     """Train `model` on `train`; keep the weights of the best epoch on the validation split
     (highest accuracy, ties broken by lower loss).
 
@@ -176,7 +178,7 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
     After each epoch, BatchNorm statistics are re-estimated on up to `bn_recal_clips` training
     clips (0: kept as training left them). `sampling` draws each epoch's clips
     (edgecl.training.batch_sampling: uniform or class-balanced); the recalibration clips are
-    drawn the same way.
+    drawn the same way. `augment` (edgecl.training.augment) transforms each training batch.
     Without validation clips the last epoch's weights are kept. `progress(epoch, loss, val_acc,
     steps)` is called after each epoch. A non-finite loss raises DivergedError naming `name` (e.g.
     "phase 2"): the weights are unusable, so nothing trained after it may be reported.
@@ -195,7 +197,7 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
             if stop.should_stop(len(indices)):
                 report.stopped_by = stop.reason or "stop condition"
                 break
-            batch = train.features(indices.tolist())
+            batch = augment_batch(train.features(indices.tolist()), augment, generator)
             logits, embedding = model.forward_features(batch)
             loss = F.cross_entropy(logits, train.targets[indices])
             if distill is not None:
