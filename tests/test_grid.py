@@ -78,22 +78,25 @@ def test_builtin_specs_expand_to_the_published_grids(name, count):
                            "uncertainty-noisytune-k6-m500"}
 
 
-def test_fsdd_m50_spec_pairs_every_sampler_with_balanced_fine_tuning(tmp_path):
+def test_fsdd_m50_spec_runs_every_sampler_plain_balanced_and_distilled(tmp_path):
     trials = load_spec("fsdd-m50").trials({"data_root": "/data"})
-    assert len(trials) == 14 * 5 and len({t.name for t in trials}) == 70
+    assert len(trials) == 20 * 5 and len({t.name for t in trials}) == 100
     replay = [t.options for t in trials if t.options["mode"] == "replay"]
     assert {o["memory_size"] for o in replay} == {50}
-    assert {(o["mem_manage"], o["balanced_epochs"]) for o in replay} == {
-        (s, e) for s in ("balanced-random", "reservoir", "prototype", "kcenter", "uncertainty")
-        for e in (0, 20)}
-    assert {o.get("uncert_ties") for o in replay if o["mem_manage"] == "uncertainty"} == {
-        "random", "soft"}
+    samplers = ("uncertainty", "balanced-random", "reservoir", "prototype", "kcenter", "random")
+    variants = {(o["mem_manage"], o.get("batch_sampling", "uniform"),
+                 o.get("distill_output", 0.0), o.get("balanced_epochs", 0)) for o in replay}
+    assert variants == {(s, *v) for s in samplers for v in (("uniform", 0.0, 0),
+                                                            ("class-balanced", 1.0, 0),
+                                                            ("uniform", 0.0, 20))}
+    distilled = [o for o in replay if o.get("batch_sampling") == "class-balanced"]
+    assert all(o["distill_feature"] == 1.0 and o["distill_adaptive"] for o in distilled)
     assert all(t.options["epochs"] == 10 and t.options["export"] is False for t in trials)
 
 
 def test_every_trial_command_parses_as_edgecl_train(tmp_path):
     for name in ("esc-50", "fsdd", "fsdd-m50"):
-        for trial in load_spec(name).trials({"data_root": "/data"})[:30]:
+        for trial in load_spec(name).trials({"data_root": "/data"})[:60]:
             ctx = train_command.make_context("train", trial.train_args(tmp_path))
             assert ctx.params["exp_name"] == trial.name and ctx.params["threads"] == 1
             assert ctx.params["quiet"] is True and ctx.params["seed"] == trial.seed
