@@ -36,7 +36,7 @@ IDENTITY_DEFAULTS_LEFT_OUT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 
                              "tflm_window_seconds": None, "balanced_epochs": 0,
                              "balanced_lr": 1e-4, "uncert_trim": 0.0, "uncert_ties": "random",
                              "batch_sampling": "uniform", "lr_incremental": None,
-                             "augment": "none"}
+                             "augment": "none", "bias_correction": False}
 
 
 def memory_options() -> tuple[str, ...]:
@@ -85,6 +85,9 @@ class RunConfig:
     code_new_clips: bool = True
     # Bias correction after each phase (edgecl.training.weight_align).
     weight_align: bool = False
+    # BiC's correction of the new classes' logits, fit on the validation split after each phase
+    # (edgecl.training.bias_correction).
+    bias_correction: bool = False
     # Distillation from the previous phase's model (edgecl.training.distill): weights 0 = off.
     distill_output: float = 0.0
     distill_feature: float = 0.0

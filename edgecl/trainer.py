@@ -45,6 +45,7 @@ from edgecl.training import (ComputeBudget, PhaseData, PhaseMeter, StopCondition
                              task_accuracy)
 from edgecl.training.balanced_finetune import BalancedSettings, balanced_subset, subset_rng
 from edgecl.training.distill import Distiller, DistillSettings, teacher_macs_per_clip
+from edgecl.training.bias_correction import correct_bias
 from edgecl.training.weight_align import align_weights
 
 
@@ -232,9 +233,11 @@ class ContinualRun:
         trained = self.train_phase(phase, tasks)
         record, seen = trained.record, trained.record.seen_classes
         self.balanced_finetune(phase, trained)
+        n_old = len(seen) - sum(len(task.classes) for task in tasks)
         if self.config.weight_align:
-            n_old = len(seen) - sum(len(task.classes) for task in tasks)
             record.details["weight_align_gamma"] = align_weights(self.model.head, n_old)
+        if self.config.bias_correction:
+            self.correct_bias(n_old, trained)
         if self.memory is not None:
             self.update_memory(phase, trained)
         else:
@@ -363,6 +366,18 @@ class ContinualRun:
         self.log(f"  class-balanced fine-tuning on {len(slots)} exemplars + {len(picks)} new "
                  f"clips ({quota} per class), {report.epochs_run} epochs at lr "
                  f"{settings.lr:g}: {meter.steps} steps in {seconds:.1f} s; {report.selection()}")
+
+    def correct_bias(self, n_old: int, trained: TrainedPhase) -> None:
+        """BiC's correction of the new classes' logits, fit on the phase's validation clips and
+        folded into the head (edgecl.training.bias_correction), recorded as `bias_correction`."""
+        val = self.items.clip_data([lc for task in trained.seen_tasks for lc in task.val])
+        entry = correct_bias(self.model, val, n_old)
+        if entry is None:
+            return
+        trained.record.details["bias_correction"] = entry
+        self.log(f"  bias correction of the new classes' logits: alpha {entry['alpha']:.3f}, "
+                 f"beta {entry['beta']:+.3f}; validation {_pct(entry['val_accuracy_before'])} -> "
+                 f"{_pct(entry['val_accuracy_after'])} on {entry['val_clips']} clips")
 
     def _remaining_budget(self, details: dict[str, Any],
                           train_seconds: float) -> ComputeBudget | None:

@@ -91,6 +91,10 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
               show_default=True,
               help="Bias correction: after each phase, rescale the new classes' classifier "
                    "weights to the old classes' mean norm (weight aligning; no training cost).")
+@click.option("--bias-correction/--no-bias-correction", default=_DEFAULTS.bias_correction,
+              show_default=True,
+              help="After each phase, map the new classes' logits z to alpha z + beta, fit on the "
+                   "validation clips of every seen class and folded into the head (BiC).")
 @click.option("--distill-output", type=float, default=_DEFAULTS.distill_output, metavar="W",
               show_default=True,
               help="Output distillation weight: KL divergence (x T^2) between the previous "
