@@ -69,7 +69,8 @@ def test_diagnose_a_run_matches_its_results_and_reports_every_part(six_class_man
     assert d["task_accuracy"] == pytest.approx(results["accuracy_matrix"][-1])
     assert len(d["head"]) == 3
     assert 0 <= d["batchnorm"]["mean_share_new"] <= 1
-    assert set(d["counterfactual"]) == {"weight_aligned", "balanced_bn", "both"}
+    assert set(d["counterfactual"]) == {"weight_aligned", "balanced_bn", "both", "bias_corrected"}
+    assert d["counterfactual"]["bias_corrected"]["alpha"] > 0
     assert d["memory"]["old"]["exemplars"] + d["memory"]["newest"]["exemplars"] == 7
     assert 0 <= d["memory"]["old"]["mean_percentile"] <= 1
     assert 0 <= d["newest_uncertainty"]["zero_share"] <= 1

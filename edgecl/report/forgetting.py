@@ -13,8 +13,10 @@ For one phase's checkpoint (the last by default), on the test clips of every cla
 - counterfactual accuracies (nothing is saved): old-class logits only on the old tasks (what the
   representation still separates, without the new classes competing), weight aligning applied
   after the fact, BatchNorm recalibrated on a class-balanced set of training clips
-  (`memory_size // seen classes` per class), and both. The gaps say how much of the loss is the
-  head's bias, how much the BatchNorm statistics, and how much the features themselves;
+  (`memory_size // seen classes` per class), both, and BiC's correction of the newest classes'
+  logits fit on the seen classes' validation clips (edgecl.training.bias_correction; `alpha`,
+  `beta`). The gaps say how much of the loss is the head's bias, how much the BatchNorm
+  statistics, and how much the features themselves;
 - the memory (last phase only: its state.pt holds the exemplars' keys): how typical the kept
   exemplars are. Per class, every training clip's cosine distance to the class's mean embedding
   is ranked; an exemplar's percentile is its rank among its class (0 the most typical, 1 the most
@@ -121,6 +123,7 @@ def diagnose(run_dir: str | Path, phase: int | None = None) -> dict[str, Any]:
     from edgecl.items import ClipItems
     from edgecl.run_folder import checkpoint_path, load_checkpoint, run_plan
     from edgecl.run_state import last_state_phase
+    from edgecl.training.bias_correction import corrected, fit_bias_correction
     from edgecl.training.loop import recalibrate_batchnorm
     from edgecl.training.weight_align import align_weights
 
@@ -194,6 +197,16 @@ def diagnose(run_dir: str | Path, phase: int | None = None) -> dict[str, Any]:
         guess = _logits(trial, features).argmax(dim=1).numpy()
         variants[name] = {"accuracy": float((guess == targets).mean()),
                           "task_accuracy": per_task(guess)}
+    # BiC's correction of the newest classes' logits, fit on the validation clips, applied to
+    # this model only (the run's later phases would not see it).
+    if tasks[0].val:
+        val_features, val_targets = features_of([lc for task in tasks for lc in task.val])
+        alpha, beta = fit_bias_correction(_logits(model, val_features),
+                                          torch.from_numpy(val_targets), n_old)
+        guess = corrected(logits, n_old, alpha, beta).argmax(dim=1).numpy()
+        variants["bias_corrected"] = {"accuracy": float((guess == targets).mean()),
+                                      "task_accuracy": per_task(guess),
+                                      "alpha": alpha, "beta": beta}
     result["counterfactual"] = variants
     result["balanced_bn_clips_per_class"] = quota
     if config.uses_memory and phase == last:
