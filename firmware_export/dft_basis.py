@@ -75,6 +75,16 @@ def _phase_nodes(p: str, index: str, modulus: str, step: str, output: str) -> li
             node("Mul", [f"{output}_float", step], [output])]
 
 
+def _hann_nodes(p: str, index: str, output: str) -> list:
+    """`output` = the periodic Hann window 0.5 - 0.5 cos(2 pi `index` / n_fft) at the integer
+    positions `index` (needs the constants `<p>_n_fft`, `<p>_step` = 2 pi / n_fft, `<p>_half`)."""
+    node = helper.make_node
+    return [*_phase_nodes(p, index, f"{p}_n_fft", f"{p}_step", f"{output}_phase"),
+            node("Cos", [f"{output}_phase"], [f"{output}_cos"]),
+            node("Mul", [f"{output}_cos", f"{p}_half"], [f"{output}_half"]),
+            node("Sub", [f"{p}_half", f"{output}_half"], [output])]
+
+
 def _basis_nodes(output: str, n_fft: int, first_bin: int, n_bins: int,
                  p: str = PREFIX) -> tuple[list, list]:
     """Nodes computing the basis [2B, 1, N] into `output`, and the small constants they need
@@ -93,11 +103,7 @@ def _basis_nodes(output: str, n_fft: int, first_bin: int, n_bins: int,
         node("Cos", [f"{p}_phase"], [f"{p}_cos"]),
         node("Sin", [f"{p}_phase"], [f"{p}_sin"]),
         node("Concat", [f"{p}_cos", f"{p}_sin"], [f"{p}_rows"], axis=0),
-        node("Cast", [f"{p}_n"], [f"{p}_n_float"], to=TensorProto.FLOAT),
-        node("Mul", [f"{p}_n_float", f"{p}_step"], [f"{p}_window_phase"]),
-        node("Cos", [f"{p}_window_phase"], [f"{p}_window_cos"]),
-        node("Mul", [f"{p}_window_cos", f"{p}_half"], [f"{p}_window_half"]),
-        node("Sub", [f"{p}_half", f"{p}_window_half"], [f"{p}_window"]),  # periodic Hann
+        *_hann_nodes(p, f"{p}_n", f"{p}_window"),
         node("Mul", [f"{p}_rows", f"{p}_window"], [f"{p}_basis"]),
         node("Unsqueeze", [f"{p}_basis", f"{p}_axis1"], [output]),
     ]
@@ -131,10 +137,7 @@ def _factored_stage1_nodes(p: str, output: str, n1: int, n2: int) -> tuple[list,
         node("Unsqueeze", [f"{p}_r1_n2", f"{p}_axis0"], [f"{p}_r1_n2_row"]),
         node("Unsqueeze", [f"{p}_r2", f"{p}_axis1"], [f"{p}_r2_col"]),
         node("Add", [f"{p}_r1_n2_row", f"{p}_r2_col"], [f"{p}_n"]),  # [n2, n1]
-        *_phase_nodes(p, f"{p}_n", f"{p}_n_fft", f"{p}_step", f"{p}_window_phase"),
-        node("Cos", [f"{p}_window_phase"], [f"{p}_window_cos"]),
-        node("Mul", [f"{p}_window_cos", f"{p}_half"], [f"{p}_window_half"]),
-        node("Sub", [f"{p}_half", f"{p}_window_half"], [f"{p}_window"]),  # periodic Hann
+        *_hann_nodes(p, f"{p}_n", f"{p}_window"),
         node("Unsqueeze", [f"{p}_window", f"{p}_axes12"], [f"{p}_window_4d"]),
         node("Mul", [f"{p}_trig", f"{p}_window_4d"], [f"{p}_weights"]),  # [n2, 2, k1, n1]
         node("Reshape", [f"{p}_weights", f"{p}_shape"], [output]),
