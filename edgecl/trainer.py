@@ -280,7 +280,7 @@ class ContinualRun:
             items += [self.items.exemplar(self.memory, s) for s in range(len(self.memory))]
             targets += [e.target for e in self.memory]
         train = self.items.data(items, targets)
-        val = self.items.clip_data([lc for task in seen_tasks for lc in task.val])
+        val = self._validation_data(seen_tasks)
         self.log(f"  training on {len(new_clips)} new clips + "
                  f"{len(items) - len(new_clips)} from memory, validating on {len(val)}")
 
@@ -345,7 +345,7 @@ class ContinualRun:
             self.log("  class-balanced fine-tuning skipped: the phase's compute budget is spent")
             return
         meter = PhaseMeter(budget, step_macs_per_clip=self._step_macs(trained.macs, 0))
-        val = self.items.clip_data([lc for task in trained.seen_tasks for lc in task.val])
+        val = self._validation_data(trained.seen_tasks)
         generator = torch.Generator().manual_seed(self.config.seed * 1000 + phase + 500)
         started = time.perf_counter()
         report = fit(self.model, self.items.data(items, targets), val, epochs=settings.epochs,
@@ -367,10 +367,14 @@ class ContinualRun:
                  f"clips ({quota} per class), {report.epochs_run} epochs at lr "
                  f"{settings.lr:g}: {meter.steps} steps in {seconds:.1f} s; {report.selection()}")
 
+    def _validation_data(self, seen_tasks: list) -> PhaseData:
+        """The validation clips of every seen task: model selection's, and bias correction's."""
+        return self.items.clip_data([lc for task in seen_tasks for lc in task.val])
+
     def correct_bias(self, n_old: int, trained: TrainedPhase) -> None:
         """BiC's correction of the new classes' logits, fit on the phase's validation clips and
         folded into the head (edgecl.training.bias_correction), recorded as `bias_correction`."""
-        val = self.items.clip_data([lc for task in trained.seen_tasks for lc in task.val])
+        val = self._validation_data(trained.seen_tasks)
         entry = correct_bias(self.model, val, n_old)
         if entry is None:
             return

@@ -90,9 +90,10 @@ def method_key(config: dict[str, Any]) -> dict[str, Any]:
 def method_label(config: dict[str, Any]) -> str:
     """finetune, joint, random-m500, uncertainty-noisytune-k6-m500, ...; with distillation a
     suffix of its weights: -kd1-1 (output, feature), -kd1-1a (adaptive); -wa with weight
-    aligning; -bic with bias correction; -cbb with class-balanced batches; -specaugment; -ilr0.0001 with another
-    learning rate after phase 0; -bft5 with 5 epochs of class-balanced fine-tuning (-bft5lr0.001 at another lr); a
-    BatchNorm recalibration other than the default adds -bn256 (its clips)."""
+    aligning; -bic with bias correction; -cbb with class-balanced batches; -specaugment;
+    -ilr0.0001 with another learning rate after phase 0; -bft5 with 5 epochs of class-balanced
+    fine-tuning (-bft5lr0.001 at another lr); a BatchNorm recalibration other than the default
+    adds -bn256 (its clips)."""
     return (_memory_label(config) + _distill_label(config) + _bias_label(config)
             + _recal_label(config))
 
@@ -101,7 +102,8 @@ def _bias_label(config: dict[str, Any]) -> str:
     label = "-wa" if config.get("weight_align") else ""
     if config.get("bias_correction"):
         label += "-bic"
-    if config.get("batch_sampling", "uniform") == "class-balanced" and config.get("mode") == "replay":
+    if (config.get("batch_sampling", "uniform") == "class-balanced"
+            and config.get("mode") == "replay"):
         label += "-cbb"
     if config.get("augment", "none") != "none":
         label += f"-{config['augment']}"

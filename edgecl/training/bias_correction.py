@@ -56,20 +56,14 @@ def fold_into_head(head, n_old: int, alpha: float, beta: float) -> None:
     head.fc.bias[n_old:] = head.fc.bias[n_old:] * alpha + beta
 
 
-@torch.no_grad()
-def _val_logits(model, val, batch_size: int = 128) -> torch.Tensor:
-    model.eval()
-    parts = [model.forward_features(val.features(idx.tolist()))[0]
-             for idx in torch.split(torch.arange(len(val)), batch_size)]
-    return torch.cat(parts)
-
-
 def correct_bias(model, val, n_old: int) -> dict[str, Any] | None:
     """Fit the correction on `val` (a PhaseData of every seen class) and fold it into the model's
     head; the phase's `bias_correction` record, or None without old or new classes or clips."""
+    from edgecl.training.loop import logits as logits_of
+
     if n_old <= 0 or n_old >= model.head.n_classes or len(val) == 0:
         return None
-    logits = _val_logits(model, val)
+    logits = logits_of(model, val)
     alpha, beta = fit_bias_correction(logits, val.targets, n_old)
     before = float((logits.argmax(dim=1) == val.targets).double().mean())
     after_logits = corrected(logits, n_old, alpha, beta)

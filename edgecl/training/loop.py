@@ -116,12 +116,17 @@ def recalibrate_batchnorm(model, data: PhaseData, batch_size: int = 64,
 
 
 @torch.no_grad()
+def logits(model, data: PhaseData, batch_size: int = 128) -> torch.Tensor:
+    """Logits of every clip [N, classes], in eval mode."""
+    model.eval()
+    parts = [model.forward_features(data.features(idx.tolist()))[0]
+             for idx in torch.split(torch.arange(len(data)), batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0, model.head.n_classes)
+
+
 def predict(model, data: PhaseData, batch_size: int = 128) -> torch.Tensor:
     """Predicted class of every clip [N]."""
-    model.eval()
-    parts = [model.forward_features(data.features(idx.tolist()))[0].argmax(dim=1)
-             for idx in torch.split(torch.arange(len(data)), batch_size)]
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+    return logits(model, data, batch_size).argmax(dim=1)
 
 
 def task_accuracy(model, clip_data: Callable[[list], PhaseData],
