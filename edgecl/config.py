@@ -36,7 +36,7 @@ IDENTITY_DEFAULTS_LEFT_OUT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 
                              "tflm_window_seconds": None, "balanced_epochs": 0,
                              "balanced_lr": 1e-4, "uncert_trim": 0.0, "uncert_ties": "random",
                              "batch_sampling": "uniform", "lr_incremental": None,
-                             "augment": "none", "bias_correction": False}
+                             "augment": "none", "bias_correction": "off"}
 
 
 def memory_options() -> tuple[str, ...]:
@@ -86,8 +86,8 @@ class RunConfig:
     # Bias correction after each phase (edgecl.training.weight_align).
     weight_align: bool = False
     # BiC's correction of the new classes' logits, fit on the validation split after each phase
-    # (edgecl.training.bias_correction).
-    bias_correction: bool = False
+    # (edgecl.training.bias_correction): off, in-loop or deployed (the phase's model only).
+    bias_correction: str = "off"
     # Distillation from the previous phase's model (edgecl.training.distill): weights 0 = off.
     distill_output: float = 0.0
     distill_feature: float = 0.0
@@ -165,16 +165,20 @@ class RunConfig:
         from models import MODEL_NAMES
 
         object.__setattr__(self, "dataset", canonical_name(self.dataset))
+        if isinstance(self.bias_correction, bool):  # a flag before `deployed` existed
+            object.__setattr__(self, "bias_correction",
+                               "in-loop" if self.bias_correction else "off")
         from edgecl.device import DEVICES
 
         from firmware_export.device.layout import TARGETS
 
         from edgecl.training.augment import AUGMENTS
         from edgecl.training.batch_sampling import BATCH_SAMPLINGS
+        from edgecl.training.bias_correction import BIAS_CORRECTIONS
 
         for name, allowed in (("model", MODEL_NAMES), ("mode", MODES), ("device", DEVICES),
                               ("target", TARGETS), ("batch_sampling", BATCH_SAMPLINGS),
-                              ("augment", AUGMENTS)):
+                              ("augment", AUGMENTS), ("bias_correction", BIAS_CORRECTIONS)):
             if getattr(self, name) not in allowed:
                 raise EdgeclError(f"{option_name(name)}: expected one of {', '.join(allowed)}, "
                                   f"got {getattr(self, name)!r}")

@@ -109,11 +109,14 @@ def _tensors(value: Any) -> Any:
 # --- the file -----------------------------------------------------------------------------
 
 def save_state(run_dir: str | Path, phase: int, *, records: list[dict[str, Any]], memory,
-               sampler, run_rng: np.random.Generator) -> Path:
-    """Write phase_<phase>/state.pt atomically, then drop the previous phase's."""
+               sampler, run_rng: np.random.Generator,
+               learner_head: dict[str, Any] | None = None) -> Path:
+    """Write phase_<phase>/state.pt atomically, then drop the previous phase's. `learner_head`:
+    the head the run goes on from when it differs from the checkpoint's (a deployed-only bias
+    correction)."""
     import torch
 
-    payload = {"phase": phase, "records": json.dumps(records),
+    payload = {"phase": phase, "records": json.dumps(records), "learner_head": learner_head,
                "memory": memory_state(memory),
                "sampler": _tensors(sampler.get_state()) if sampler is not None else {},
                "rng": rng_state(run_rng), "torch_rng": torch.get_rng_state(),

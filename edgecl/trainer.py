@@ -112,6 +112,8 @@ class ContinualRun:
         self.memory, self.sampler = self._build_memory()
         self._check_compute_budget()
         self.records: list[PhaseRecord] = []
+        # The head the run goes on from when the phase's deployed model has a corrected one.
+        self.learner_head: dict[str, torch.Tensor] | None = None
 
     def _build_model(self):
         from models import build_model
@@ -181,6 +183,8 @@ class ContinualRun:
             self.items = ClipItems(self.audio, self.features, device=self.device)
             self.log(f"resuming with the front end the run started with (stft_impl "
                      f"{self.model.frontend.stft_impl!r})")
+        if payload.get("learner_head") is not None:  # the checkpoint's head is corrected
+            self.model.head.load_state_dict(payload["learner_head"])
         self.records = [PhaseRecord.from_dict(r) for r in payload["records"]]
         restore_state(payload, memory=self.memory, sampler=self.sampler, run_rng=self.rng)
         write_results(self.run_dir, self._results(complete=False))
@@ -207,7 +211,8 @@ class ContinualRun:
                 continue
             self.records.append(self.run_phase(phase, tasks))
             save_state(self.run_dir, phase, records=[r.as_dict() for r in self.records],
-                       memory=self.memory, sampler=self.sampler, run_rng=self.rng)
+                       memory=self.memory, sampler=self.sampler, run_rng=self.rng,
+                       learner_head=self.learner_head)
             write_results(self.run_dir, self._results(complete=False))
         results = self._results(complete=True)
         write_results(self.run_dir, results)
@@ -236,12 +241,18 @@ class ContinualRun:
         n_old = len(seen) - sum(len(task.classes) for task in tasks)
         if self.config.weight_align:
             record.details["weight_align_gamma"] = align_weights(self.model.head, n_old)
-        if self.config.bias_correction:
+        if self.config.bias_correction == "in-loop":
             self.correct_bias(n_old, trained)
         if self.memory is not None:
             self.update_memory(phase, trained)
         else:
             record.details.update(memory_bytes=None, memory_exemplars=None, memory_update_macs=None)
+        # With a deployed-only correction the run goes on from this head (and state.pt keeps it).
+        self.learner_head = None
+        if self.config.bias_correction == "deployed":
+            self.learner_head = {k: v.clone() for k, v in self.model.head.state_dict().items()}
+            if not self.correct_bias(n_old, trained):
+                self.learner_head = None
         record.task_accuracy, record.accuracy = task_accuracy(
             self.model, self.items.clip_data, trained.seen_tasks)
         record.details["peak_rss_bytes"] = peak_rss_bytes()
@@ -251,6 +262,8 @@ class ContinualRun:
                         phase=phase, exp_name=self.config.name)
         record.details["export"] = self._export_phase(phase_dir(self.run_dir, phase), phase, seen,
                                                       trained.new_clips)
+        if self.learner_head is not None:
+            self.model.head.load_state_dict(self.learner_head)
         return record
 
     def _distiller(self, phase: int, n_seen: int) -> Distiller | None:
@@ -371,17 +384,21 @@ class ContinualRun:
         """The validation clips of every seen task: model selection's, and bias correction's."""
         return self.items.clip_data([lc for task in seen_tasks for lc in task.val])
 
-    def correct_bias(self, n_old: int, trained: TrainedPhase) -> None:
+    def correct_bias(self, n_old: int, trained: TrainedPhase) -> bool:
         """BiC's correction of the new classes' logits, fit on the phase's validation clips and
-        folded into the head (edgecl.training.bias_correction), recorded as `bias_correction`."""
+        folded into the head (edgecl.training.bias_correction), recorded as `bias_correction`;
+        False when there was nothing to correct (no old or no new classes, no clips)."""
         val = self._validation_data(trained.seen_tasks)
         entry = correct_bias(self.model, val, n_old)
         if entry is None:
-            return
+            return False
+        entry["applied"] = self.config.bias_correction
         trained.record.details["bias_correction"] = entry
-        self.log(f"  bias correction of the new classes' logits: alpha {entry['alpha']:.3f}, "
+        where = "the deployed model's" if entry["applied"] == "deployed" else "the"
+        self.log(f"  bias correction of {where} new classes' logits: alpha {entry['alpha']:.3f}, "
                  f"beta {entry['beta']:+.3f}; validation {_pct(entry['val_accuracy_before'])} -> "
                  f"{_pct(entry['val_accuracy_after'])} on {entry['val_clips']} clips")
+        return True
 
     def _remaining_budget(self, details: dict[str, Any],
                           train_seconds: float) -> ComputeBudget | None:

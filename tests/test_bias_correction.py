@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from edgecl.config import RunConfig
+from edgecl.errors import EdgeclError
 from edgecl.report.aggregate import method_label
-from edgecl.trainer import train
+from edgecl.run_folder import checkpoint_path
+from edgecl.run_state import load_state
+from edgecl.trainer import ContinualRun, train
 from edgecl.training.bias_correction import corrected, fit_bias_correction, fold_into_head
 from models.head import ClassifierHead
-from run_helpers import small_run_options
+from run_helpers import Interrupted, dies_before_committing, small_run_options
 from test_resume import comparable
 
 
@@ -41,7 +45,8 @@ def test_fit_removes_a_bias_toward_the_new_classes():
 
 
 def test_run_records_and_reproduces_the_correction(six_class_manifest, tmp_path):
-    options = small_run_options(six_class_manifest, mem_manage="reservoir", bias_correction=True)
+    options = small_run_options(six_class_manifest, mem_manage="reservoir",
+                                bias_correction="in-loop")
     first = train(RunConfig(**options, workspace=str(tmp_path / "one")))
     second = train(RunConfig(**options, workspace=str(tmp_path / "two")))
     assert comparable(first) == comparable(second)
@@ -49,8 +54,74 @@ def test_run_records_and_reproduces_the_correction(six_class_manifest, tmp_path)
     for phase in first["phases"][1:]:
         entry = phase["bias_correction"]
         assert entry["alpha"] > 0 and entry["val_clips"] == phase["n_val"]
+        assert entry["applied"] == "in-loop"
         assert entry["val_accuracy_after"] >= entry["val_accuracy_before"] - 0.2
-    assert "bias_correction" not in RunConfig(**{**options, "bias_correction": False}).identity()
+    assert "bias_correction" not in RunConfig(**{**options, "bias_correction": "off"}).identity()
     assert method_label(first["config"]) == "reservoir-m7-bic"
+
+
+def test_config_reads_the_older_flag_and_rejects_other_values():
+    # results.json of runs from before `deployed` hold a bool
+    assert RunConfig(bias_correction=True).bias_correction == "in-loop"
+    assert RunConfig(bias_correction=False).bias_correction == "off"
+    with pytest.raises(EdgeclError, match="--bias-correction: expected one of off, in-loop, "
+                                          "deployed"):
+        RunConfig(bias_correction="always")
+
+
+def _head(state_dict) -> tuple[torch.Tensor, torch.Tensor]:
+    return state_dict["head.fc.weight"], state_dict["head.fc.bias"]
+
+
+def test_deployed_correction_changes_the_phase_model_only(six_class_manifest, tmp_path):
+    # seed 3: phase 1's fit moves the head (on a few validation clips it may not: alpha 1, beta 0)
+    options = small_run_options(six_class_manifest, mem_manage="reservoir",
+                                bias_correction="deployed", seed=3)
+    run = ContinualRun(RunConfig(**options, workspace=str(tmp_path / "deployed")))
+    results = run.run()
+    assert method_label(results["config"]) == "reservoir-m7-bicd"
+    last, n_old = len(results["phases"]) - 1, 4  # three tasks of 2 classes
+    entry = results["phases"][last]["bias_correction"]
+    assert entry["applied"] == "deployed"
+    deployed = torch.load(checkpoint_path(run.run_dir, last), weights_only=True)["state_dict"]
+    learner = load_state(run.run_dir, last)["learner_head"]
+    # The run goes on from the uncorrected head, which state.pt keeps; the checkpoint (what was
+    # tested and would be exported) has the new rows mapped to alpha z + beta.
+    for name, tensor in learner.items():
+        assert torch.equal(run.model.head.state_dict()[name], tensor), name
+    weight, bias = _head(deployed)
+    assert torch.equal(weight[:n_old], learner["fc.weight"][:n_old])
+    assert torch.equal(bias[:n_old], learner["fc.bias"][:n_old])
+    assert torch.allclose(weight[n_old:], entry["alpha"] * learner["fc.weight"][n_old:])
+    assert torch.allclose(bias[n_old:], entry["alpha"] * learner["fc.bias"][n_old:]
+                          + entry["beta"], atol=1e-6)
+    assert (entry["alpha"], entry["beta"]) != (1.0, 0.0)
+
+    # Phase 1 is the same model in both modes; phase 2 trains from another head.
+    assert results["phases"][1]["bias_correction"]["alpha"] != 1.0
+    in_loop = ContinualRun(RunConfig(**{**options, "bias_correction": "in-loop"},
+                                     workspace=str(tmp_path / "in-loop")))
+    in_loop_results = in_loop.run()
+    phase_1 = [{k: v for k, v in comparable(r)["phases"][1].items() if k != "bias_correction"}
+               for r in (results, in_loop_results)]
+    assert phase_1[0] == phase_1[1]
+    in_loop_weights = torch.load(checkpoint_path(in_loop.run_dir, last),
+                                 weights_only=True)["state_dict"]
+    assert not torch.equal(in_loop_weights["head.fc.weight"], weight)
+
+
+def test_run_with_a_deployed_correction_resumes_exactly(six_class_manifest, tmp_path,
+                                                        monkeypatch):
+    options = small_run_options(six_class_manifest, mem_manage="reservoir",
+                                bias_correction="deployed", seed=3)  # phase 1 moves the head
+    straight = ContinualRun(RunConfig(**options, workspace=str(tmp_path / "straight")))
+    expected = straight.run()
+    config = RunConfig(**options, workspace=str(tmp_path / "resumed"))
+    with dies_before_committing(monkeypatch, 2), pytest.raises(Interrupted):
+        ContinualRun(config).run()  # phase 1's state (with its corrected checkpoint) committed
+    resumed = ContinualRun(config)
+    assert comparable(resumed.run()) == comparable(expected)
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
 
 

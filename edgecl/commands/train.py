@@ -11,6 +11,7 @@ from edgecl.device import DEVICES
 from edgecl.errors import EdgeclError
 from edgecl.training.augment import AUGMENTS
 from edgecl.training.batch_sampling import BATCH_SAMPLINGS
+from edgecl.training.bias_correction import BIAS_CORRECTIONS
 from firmware_export.device.layout import TARGETS
 
 _DEFAULTS = cfg.RunConfig()
@@ -91,10 +92,12 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
               show_default=True,
               help="Bias correction: after each phase, rescale the new classes' classifier "
                    "weights to the old classes' mean norm (weight aligning; no training cost).")
-@click.option("--bias-correction/--no-bias-correction", default=_DEFAULTS.bias_correction,
-              show_default=True,
+@click.option("--bias-correction", type=click.Choice(BIAS_CORRECTIONS),
+              default=_DEFAULTS.bias_correction, show_default=True,
               help="After each phase, map the new classes' logits z to alpha z + beta, fit on the "
-                   "validation clips of every seen class and folded into the head (BiC).")
+                   "validation clips of every seen class and folded into the head (BiC): in-loop "
+                   "(the run goes on from the corrected head) or deployed (only the phase's "
+                   "tested and exported model; the run goes on uncorrected).")
 @click.option("--distill-output", type=float, default=_DEFAULTS.distill_output, metavar="W",
               show_default=True,
               help="Output distillation weight: KL divergence (x T^2) between the previous "

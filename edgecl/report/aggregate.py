@@ -90,7 +90,8 @@ def method_key(config: dict[str, Any]) -> dict[str, Any]:
 def method_label(config: dict[str, Any]) -> str:
     """finetune, joint, random-m500, uncertainty-noisytune-k6-m500, ...; with distillation a
     suffix of its weights: -kd1-1 (output, feature), -kd1-1a (adaptive); -wa with weight
-    aligning; -bic with bias correction; -cbb with class-balanced batches; -specaugment;
+    aligning; -bic with bias correction in the loop
+    (-bicd of the deployed model only); -cbb with class-balanced batches; -specaugment;
     -ilr0.0001 with another learning rate after phase 0; -bft5 with 5 epochs of class-balanced
     fine-tuning (-bft5lr0.001 at another lr); a BatchNorm recalibration other than the default
     adds -bn256 (its clips)."""
@@ -100,8 +101,11 @@ def method_label(config: dict[str, Any]) -> str:
 
 def _bias_label(config: dict[str, Any]) -> str:
     label = "-wa" if config.get("weight_align") else ""
-    if config.get("bias_correction"):
+    bias_correction = config.get("bias_correction")
+    if bias_correction in (True, "in-loop"):  # True: results.json from before `deployed`
         label += "-bic"
+    elif bias_correction == "deployed":
+        label += "-bicd"
     if (config.get("batch_sampling", "uniform") == "class-balanced"
             and config.get("mode") == "replay"):
         label += "-cbb"

@@ -9,10 +9,18 @@ held-out clips of every seen class; the old classes' logits are left alone.
 
 Here the held-out clips are the phase's validation split (the seen tasks' validation clips that
 model selection already uses), and the map is folded into the head (new rows: W <- alpha W,
-b <- alpha b + beta), so the exported model, the next phase's distillation teacher and the memory
-update all see the corrected classifier at no inference cost. The fit is one forward pass over
-the validation clips plus an L-BFGS solve in two variables; like validation, it is not counted in
-`train_macs`.
+b <- alpha b + beta), so the corrected classifier costs nothing at inference. Where it is folded
+is `--bias-correction` (BIAS_CORRECTIONS):
+
+- `in-loop`: into the model the run goes on with, so the memory update, the next phase's
+  distillation teacher and its training all start from the corrected head;
+- `deployed`: into the phase's tested, checkpointed and exported model only; the run goes on from
+  the uncorrected head (kept in the phase's state.pt so a resumed run continues exactly). On FSDD
+  at memory 50 folding in the loop gained nothing, while correcting the final model alone did
+  (README, "Class-balanced batches plus distillation").
+
+The fit is one forward pass over the validation clips plus an L-BFGS solve in two variables;
+like validation, it is not counted in `train_macs`.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from typing import Any
 
 import torch
 from torch.nn import functional as F
+
+BIAS_CORRECTIONS = ("off", "in-loop", "deployed")
 
 
 def fit_bias_correction(logits: torch.Tensor, targets: torch.Tensor,
