@@ -10,6 +10,13 @@ rule (firmware_export.parity) on the held-out clips, then fall back to mixed pre
    one at a time, noisiest first, until the rule holds or the float share of the backbone's MACs
    would pass MAX_FLOAT_SHARE.
 
+Each candidate is first screened at the larger batch size, in an order that spreads the classes
+over the held-out clips, and dropped as soon as the clips seen already make the agreement rule
+miss on all of them (parity.agreement_miss_certain); only a candidate that passes the screen is
+measured at batch 1 too. The fp32 model's logits are computed once per search and batch size
+(HeldOut), not once per candidate. The closest candidate, when none meets the rule, is measured
+in full for the manifest.
+
 Everything is deterministic for fixed inputs: the recipe order is fixed, calibration is
 deterministic and ties in the ranking break on node order. Every candidate tried is recorded.
 """
@@ -77,6 +84,7 @@ def search_int8(fp32: onnx.ModelProto, fp32_runner: parity.Runner, calibration: 
     source = prepared_source(fp32)
     backbone = _backbone_macs(source)
     always_float = set(default_float_nodes(source))
+    held_out = HeldOut(fp32_runner, holdout, targets)
     with tempfile.TemporaryDirectory(prefix="edgecl-int8-search-") as cache:
         def evaluate(recipe: QuantRecipe) -> SearchResult:
             candidate = quantize_candidate(fp32, calibration, recipe=recipe, cache_dir=cache)
@@ -84,10 +92,9 @@ def search_int8(fp32: onnx.ModelProto, fp32_runner: parity.Runner, calibration: 
             if offenders:
                 raise EdgeclError(f"int8 quantization put Q/DQ nodes into the float front end: "
                                   f"{', '.join(offenders)}")
-            runner = parity.ort_runner(cpu_session(serialize(candidate.proto)))
-            figures = parity.measure(fp32_runner, runner, holdout, targets)
+            figures, failures = held_out.screen(_runner(candidate))
             share = _float_share(always_float | set(recipe.float_nodes), backbone)
-            return SearchResult(candidate, figures, parity.int8_failures(figures), share)
+            return SearchResult(candidate, figures, failures, share)
 
         tried: list[dict[str, Any]] = []
         results: list[SearchResult] = []
@@ -109,7 +116,86 @@ def search_int8(fp32: onnx.ModelProto, fp32_runner: parity.Runner, calibration: 
             results.append(result)
             if result.meets_bound:
                 return _done(result, tried)
-        return _done(min(results, key=_badness), tried)
+        closest = min(results, key=_badness)
+        closest.figures = held_out.measure(_runner(closest.model))
+        closest.failures = parity.int8_failures(closest.figures)
+        return _done(closest, tried)
+
+
+def _runner(candidate: QuantizedModel) -> parity.Runner:
+    return parity.ort_runner(cpu_session(serialize(candidate.proto)))
+
+
+class HeldOut:
+    """The held-out clips of one search and the fp32 model's logits on them.
+
+    Clips are taken in `spread_order` (a prefix samples every class), in batches of each of
+    parity.batch_sizes; the fp32 logits at a batch size are computed on first use and kept.
+    Figures are those of parity.compare, which do not depend on the order of the clips.
+    """
+
+    def __init__(self, fp32_runner: parity.Runner, waveforms: np.ndarray,
+                 targets: np.ndarray) -> None:
+        self.fp32_runner, self.waveforms = fp32_runner, waveforms
+        self.order = spread_order(targets)
+        self.targets = np.asarray(targets)[self.order]
+        self.sizes = parity.batch_sizes(len(targets))
+        self._reference: dict[int, np.ndarray] = {}
+
+    def reference(self, size: int) -> np.ndarray:
+        if size not in self._reference:
+            self._reference[size] = np.concatenate(list(self.logits(self.fp32_runner, size)))
+        return self._reference[size]
+
+    def logits(self, run: parity.Runner, size: int):
+        """Logits of the clips in order, one batch of `size` at a time (float64, as parity)."""
+        for start in range(0, len(self.order), size):
+            batch = self.waveforms[self.order[start:start + size]]
+            yield run(np.ascontiguousarray(batch, dtype=np.float32)).astype(np.float64)
+
+    def measure(self, run: parity.Runner) -> dict[str, dict[str, float]]:
+        """parity.measure's figures: every clip at every batch size."""
+        return {f"batch_{size}": self._compare(run, size) for size in self.sizes}
+
+    def _compare(self, run: parity.Runner, size: int) -> dict[str, float]:
+        return parity.compare(self.reference(size), np.concatenate(list(self.logits(run, size))),
+                              self.targets)
+
+    def screen(self, run: parity.Runner) -> tuple[dict[str, dict[str, float]], list[str]]:
+        """(figures, int8 failures) of a candidate: at the largest batch size, stopped once the
+        clips seen make the agreement rule miss on every clip (the figures then cover those
+        clips and say `screened_of` how many there are); at every batch size when it passes."""
+        size, n_clips = self.sizes[-1], len(self.order)
+        reference = self.reference(size)
+        parts: list[np.ndarray] = []
+        seen = differ = 0
+        for logits in self.logits(run, size):
+            top1 = reference[seen:seen + len(logits)].argmax(axis=1)
+            differ += int(np.sum(logits.argmax(axis=1) != top1))
+            parts.append(logits)
+            seen += len(logits)
+            if seen < n_clips and parity.agreement_miss_certain(differ, n_clips):
+                break
+        figures = parity.compare(reference[:seen], np.concatenate(parts), self.targets[:seen])
+        if seen < n_clips:
+            figures["screened_of"] = n_clips
+        failures = parity.int8_failures({f"batch_{size}": figures})
+        if failures or len(self.sizes) == 1:
+            return {f"batch_{size}": figures}, failures
+        measured = {f"batch_{other}": self._compare(run, other) for other in self.sizes[:-1]}
+        measured[f"batch_{size}"] = figures
+        return measured, parity.int8_failures(measured)
+
+
+def spread_order(targets: np.ndarray) -> np.ndarray:
+    """Clip indices taking each class's clips in turn (round-robin over classes, by class then
+    position), so every prefix of the order holds the classes in near-equal shares."""
+    targets = np.asarray(targets)
+    rank = np.zeros(len(targets), dtype=np.int64)
+    for value in np.unique(targets):
+        members = np.flatnonzero(targets == value)
+        rank[members] = np.arange(len(members))
+    return np.lexsort((targets, rank))
 
 
 def _badness(result: SearchResult) -> tuple:
@@ -123,7 +209,7 @@ def _badness(result: SearchResult) -> tuple:
 def _note(result: SearchResult, tried: list[dict[str, Any]], log: Log | None) -> SearchResult:
     worst = min(result.figures.values(), key=lambda f: f["top1_agreement"])
     entry = {**result.model.recipe.describe(), "float_share": round(result.float_share, 4),
-             "top1_agreement": worst["top1_agreement"],
+             "top1_agreement": worst["top1_agreement"], "clips": worst["clips"],
              "accuracy_drop_points": worst["accuracy_drop_points"],
              "meets_bound": result.meets_bound}
     tried.append(entry)

@@ -137,6 +137,14 @@ def fp32_failures(figures: dict[str, dict[str, float]]) -> list[str]:
     return failures
 
 
+def agreement_miss_certain(differ: int, n_clips: int) -> bool:
+    """True when `differ` clips with a changed top-1 already make the agreement rule miss on
+    `n_clips` clips, whatever the remaining clips do: more changed clips only lower the
+    agreement and the binomial tail, so the miss at `differ` of `n_clips` is the mildest one."""
+    return (1.0 - differ / n_clips < INT8_MIN_AGREEMENT
+            and binomial_tail(differ, n_clips, 1.0 - INT8_MIN_AGREEMENT) < SIGNIFICANCE)
+
+
 def int8_failures(figures: dict[str, dict[str, float]]) -> list[str]:
     """Bound misses of int8 vs fp32 ONNX, one phrase each (empty when within bounds): below the
     bound and significantly so (see the module doc)."""
