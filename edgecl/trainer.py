@@ -247,11 +247,16 @@ class ContinualRun:
             self.update_memory(phase, trained)
         else:
             record.details.update(memory_bytes=None, memory_exemplars=None, memory_update_macs=None)
-        # With a deployed-only correction the run goes on from this head (and state.pt keeps it).
+        # With a deployed-only correction the run goes on from this head (and state.pt keeps it);
+        # its test accuracy is recorded too, so one run shows what the correction adds.
         self.learner_head = None
         if self.config.bias_correction == "deployed":
             self.learner_head = {k: v.clone() for k, v in self.model.head.state_dict().items()}
-            if not self.correct_bias(n_old, trained):
+            per_task, overall = task_accuracy(self.model, self.items.clip_data, trained.seen_tasks)
+            if self.correct_bias(n_old, trained):
+                record.details["bias_correction"].update(uncorrected_accuracy=overall,
+                                                         uncorrected_task_accuracy=per_task)
+            else:
                 self.learner_head = None
         record.task_accuracy, record.accuracy = task_accuracy(
             self.model, self.items.clip_data, trained.seen_tasks)

@@ -12,6 +12,7 @@ from edgecl.run_folder import checkpoint_path
 from edgecl.run_state import load_state
 from edgecl.trainer import ContinualRun, train
 from edgecl.training.bias_correction import corrected, fit_bias_correction, fold_into_head
+from edgecl.training.loop import task_accuracy
 from models.head import ClassifierHead
 from run_helpers import Interrupted, dies_before_committing, small_run_options
 from test_resume import comparable
@@ -96,6 +97,10 @@ def test_deployed_correction_changes_the_phase_model_only(six_class_manifest, tm
     assert torch.allclose(bias[n_old:], entry["alpha"] * learner["fc.bias"][n_old:]
                           + entry["beta"], atol=1e-6)
     assert (entry["alpha"], entry["beta"]) != (1.0, 0.0)
+    # Both models' test accuracy: the phase's (corrected) and the run's (uncorrected).
+    per_task, overall = task_accuracy(run.model, run.items.clip_data, run.plan.tasks)
+    assert (entry["uncorrected_task_accuracy"], entry["uncorrected_accuracy"]) == (per_task,
+                                                                                  overall)
 
     # Phase 1 is the same model in both modes; phase 2 trains from another head.
     assert results["phases"][1]["bias_correction"]["alpha"] != 1.0
