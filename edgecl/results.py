@@ -103,6 +103,9 @@ def build_results(config: dict[str, Any], classes: Sequence[str], tasks: Sequenc
     phase_accuracy = [p["accuracy"] for p in phases]
     matrix = [p["task_accuracy"] for p in phases]
     metrics = summarize(phase_accuracy, matrix)  # joint mode: one phase, one row over all tasks
+    uncorrected = _uncorrected_metrics(phases)
+    if uncorrected is not None:
+        metrics["uncorrected"] = uncorrected
     return {
         "config": dict(config),
         "classes": list(classes),
@@ -118,6 +121,20 @@ def build_results(config: dict[str, Any], classes: Sequence[str], tasks: Sequenc
         "complete": complete,
         "provenance": provenance,
     }
+
+
+def _uncorrected_metrics(phases: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """With `--bias-correction deployed`, the metrics of the run's own (uncorrected) models: each
+    phase's `bias_correction.uncorrected_*` accuracy, or its accuracy where nothing was
+    corrected (phase 0). None when no phase has them."""
+    entries = [p.get("bias_correction") or {} for p in phases]
+    if not any("uncorrected_accuracy" in e for e in entries):
+        return None
+    accuracy = [e.get("uncorrected_accuracy", p["accuracy"]) for p, e in zip(phases, entries)]
+    matrix = [e.get("uncorrected_task_accuracy", p["task_accuracy"])
+              for p, e in zip(phases, entries)]
+    return {"phase_accuracy": accuracy, "accuracy_matrix": matrix,
+            **summarize(accuracy, matrix)}
 
 
 def write_results(run_dir: Path, results: dict[str, Any]) -> Path:

@@ -101,12 +101,16 @@ def test_deployed_correction_changes_the_phase_model_only(six_class_manifest, tm
     per_task, overall = task_accuracy(run.model, run.items.clip_data, run.plan.tasks)
     assert (entry["uncorrected_task_accuracy"], entry["uncorrected_accuracy"]) == (per_task,
                                                                                   overall)
+    uncorrected = results["uncorrected"]  # the run's own models' metrics beside the deployed ones
+    assert uncorrected["A_last"] == overall and uncorrected["accuracy_matrix"][last] == per_task
+    assert uncorrected["phase_accuracy"][0] == results["phase_accuracy"][0]  # nothing corrected
 
     # Phase 1 is the same model in both modes; phase 2 trains from another head.
     assert results["phases"][1]["bias_correction"]["alpha"] != 1.0
     in_loop = ContinualRun(RunConfig(**{**options, "bias_correction": "in-loop"},
                                      workspace=str(tmp_path / "in-loop")))
     in_loop_results = in_loop.run()
+    assert "uncorrected" not in in_loop_results
     phase_1 = [{k: v for k, v in comparable(r)["phases"][1].items() if k != "bias_correction"}
                for r in (results, in_loop_results)]
     assert phase_1[0] == phase_1[1]
