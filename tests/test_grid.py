@@ -91,6 +91,7 @@ def test_fsdd_m50_spec_runs_every_sampler_plain_balanced_and_distilled(tmp_path)
                                                             ("uniform", 0.0, 20))}
     distilled = [o for o in replay if o.get("batch_sampling") == "class-balanced"]
     assert all(o["distill_feature"] == 1.0 and o["distill_adaptive"] for o in distilled)
+    assert all(o["bias_correction"] == "deployed" for o in distilled)
     assert all(t.options["epochs"] == 10 and t.options["export"] is False for t in trials)
 
 
