@@ -177,3 +177,24 @@ def test_method_labels_and_mean_std():
 def test_missing_workspace_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(main, ["report", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "expected a workspace folder" in result.output
+
+
+def test_deployed_bias_correction_adds_the_uncorrected_a_last(workspace, tmp_path):
+    assert "A_last uncorrected" not in (write_report(workspace, tmp_path / "before", plots=False)
+                                        ["markdown"].read_text())
+    bicd = {**BASE, "mode": "replay", "mem_manage": "prototype", "memory_size": 50,
+            "bias_correction": "deployed"}
+    for seed, (corrected, uncorrected) in enumerate([(0.9, 0.8), (0.7, 0.7)], start=1):
+        results = _results({**bicd, "seed": seed, "test_fold": 1}, [1.0, corrected], 0.9, -0.1,
+                           0.1, [0.1, 0.1], [1.0, 1.0])
+        results["uncorrected"] = {"A_last": uncorrected}
+        _write(workspace, f"bicd-{seed}", results)
+    written = write_report(workspace, tmp_path / "after", plots=False)
+    rows = _by_method(json.loads(written["json"].read_text())["methods"])
+    assert rows["prototype-m50-bicd"]["A_last_mean"] == pytest.approx(0.8)
+    assert rows["prototype-m50-bicd"]["A_last_uncorrected_mean"] == pytest.approx(0.75)
+    assert rows["finetune"]["A_last_uncorrected_mean"] is None
+    md = written["markdown"].read_text()
+    assert "| A_last uncorrected |" in md and md.count("| prototype-m50-bicd | 2 |") == 1
+    assert md.split("| prototype-m50-bicd | 2 |")[1].split("\n")[0].endswith(
+        "| 0.750 ± 0.071 |")

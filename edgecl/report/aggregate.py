@@ -5,7 +5,9 @@ not change what a run computes (workspace, exp_name, threads, quiet). Per run:
 
 - A_avg, A_last, BWT, forgetting: as in results.json (edgecl.metrics);
 - mem_update_s: mean over the run's memory updates of memory_update_seconds (none without memory);
-- train_s: total training seconds over the run's phases.
+- train_s: total training seconds over the run's phases;
+- A_last_uncorrected: with `--bias-correction deployed`, A_last of the run's own uncorrected
+  models (results.json's `uncorrected` block), so a table shows what the correction adds.
 
 Each figure's mean and sample standard deviation (n - 1; null for a single run) are taken over the
 method's complete runs. Incomplete runs (results.json with "complete": false) and failed grid
@@ -27,7 +29,8 @@ from edgecl.results import RESULTS_NAME
 
 NOT_METHOD = ("seed", "test_fold", "workspace", "exp_name", "threads", "quiet", "feature_store",
               "device")
-METRICS = ("A_avg", "A_last", "BWT", "forgetting", "mem_update_s", "train_s")
+METRICS = ("A_avg", "A_last", "BWT", "forgetting", "mem_update_s", "train_s",
+           "A_last_uncorrected")
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Run:
             "forgetting": self.results.get("forgetting"),
             "mem_update_s": sum(updates) / len(updates) if updates else None,
             "train_s": sum(train) if train else None,
+            "A_last_uncorrected": (self.results.get("uncorrected") or {}).get("A_last"),
         }
 
 

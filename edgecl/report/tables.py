@@ -12,6 +12,8 @@ from edgecl.report.aggregate import METRICS, Workspace
 _MD_COLUMNS = (("A_avg", "A_avg", 3), ("A_last", "A_last", 3), ("BWT", "BWT", 3),
                ("forgetting", "forgetting", 3), ("mem_update_s", "memory update (s)", 3),
                ("train_s", "train (s)", 1))
+# Only when some method corrected its deployed models (--bias-correction deployed).
+_UNCORRECTED_COLUMN = ("A_last_uncorrected", "A_last uncorrected", 3)
 
 
 def rows(ws: Workspace) -> list[dict[str, Any]]:
@@ -32,12 +34,15 @@ def markdown(ws: Workspace, title: str = "edgecl report") -> str:
              "Mean ± sample standard deviation over each method's complete runs (seeds and test "
              "folds). memory update: mean seconds per memory update; train: total training "
              "seconds per run.", ""]
-    heads = ["method", "runs"] + [h for _, h, _ in _MD_COLUMNS]
+    columns = _MD_COLUMNS
+    if any(row["A_last_uncorrected_mean"] is not None for row in table):
+        columns += (_UNCORRECTED_COLUMN,)
+    heads = ["method", "runs"] + [h for _, h, _ in columns]
     lines.append("| " + " | ".join(heads) + " |")
     lines.append("| " + " | ".join(["---"] * len(heads)) + " |")
     for row in table:
         cells = [row["method"], str(row["runs"])] + [
-            _pm(row[f"{m}_mean"], row[f"{m}_std"], d) for m, _, d in _MD_COLUMNS]
+            _pm(row[f"{m}_mean"], row[f"{m}_std"], d) for m, _, d in columns]
         lines.append("| " + " | ".join(cells) + " |")
     if ws.incomplete:
         lines += ["", "## Incomplete or failed runs (not averaged)", "",
