@@ -134,3 +134,24 @@ def test_run_with_a_deployed_correction_resumes_exactly(six_class_manifest, tmp_
         assert torch.equal(tensor, resumed.model.state_dict()[name]), name
 
 
+
+
+def test_a_deployed_correction_never_reaches_training(six_class_manifest, tmp_path):
+    """The run's own models are those of the same run without the correction, bit for bit, and
+    its `uncorrected` block holds that run's figures."""
+    options = small_run_options(six_class_manifest, mem_manage="prototype", seed=3)
+    plain = ContinualRun(RunConfig(**options, workspace=str(tmp_path / "off")))
+    expected = plain.run()
+    deployed = ContinualRun(RunConfig(**options, bias_correction="deployed",
+                                      workspace=str(tmp_path / "deployed")))
+    results = deployed.run()
+    for name, tensor in plain.model.state_dict().items():
+        assert torch.equal(tensor, deployed.model.state_dict()[name]), name
+    for key in ("phase_accuracy", "accuracy_matrix", "A_avg", "A_last", "BWT"):
+        assert results["uncorrected"][key] == expected[key], key
+    # ... while the deployed (checkpointed) models differ where the fit moved the head
+    last = len(results["phases"]) - 1
+    assert results["phases"][last]["bias_correction"]["alpha"] != 1.0
+    heads = [torch.load(checkpoint_path(run.run_dir, last), weights_only=True)["state_dict"]
+             ["head.fc.weight"] for run in (plain, deployed)]
+    assert not torch.equal(*heads)
