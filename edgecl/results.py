@@ -130,9 +130,9 @@ def _uncorrected_metrics(phases: Sequence[dict[str, Any]]) -> dict[str, Any] | N
     entries = [p.get("bias_correction") or {} for p in phases]
     if not any("uncorrected_accuracy" in e for e in entries):
         return None
-    accuracy = [e.get("uncorrected_accuracy", p["accuracy"]) for p, e in zip(phases, entries)]
-    matrix = [e.get("uncorrected_task_accuracy", p["task_accuracy"])
-              for p, e in zip(phases, entries)]
+    pairs = list(zip(phases, entries, strict=True))
+    accuracy = [e.get("uncorrected_accuracy", p["accuracy"]) for p, e in pairs]
+    matrix = [e.get("uncorrected_task_accuracy", p["task_accuracy"]) for p, e in pairs]
     return {"phase_accuracy": accuracy, "accuracy_matrix": matrix,
             **summarize(accuracy, matrix)}
 
