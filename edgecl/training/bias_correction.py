@@ -26,10 +26,10 @@ like validation, it is not counted in `train_macs`.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.nn import functional as F
+if TYPE_CHECKING:  # torch is imported on use: the CLI reads BIAS_CORRECTIONS without it
+    import torch
 
 BIAS_CORRECTIONS = ("off", "in-loop", "deployed")
 
@@ -38,6 +38,9 @@ def fit_bias_correction(logits: torch.Tensor, targets: torch.Tensor,
                         n_old: int) -> tuple[float, float]:
     """(alpha, beta) minimising the cross-entropy of `logits` [N, C] whose columns n_old.. are
     mapped to alpha * z + beta; (1, 0) when the fit does not give finite values."""
+    import torch
+    from torch.nn import functional as F
+
     logits = logits.detach().double()
     alpha = torch.ones((), dtype=torch.float64, requires_grad=True)
     beta = torch.zeros((), dtype=torch.float64, requires_grad=True)
@@ -56,14 +59,18 @@ def fit_bias_correction(logits: torch.Tensor, targets: torch.Tensor,
 
 def corrected(logits: torch.Tensor, n_old: int, alpha, beta) -> torch.Tensor:
     """`logits` with columns n_old.. mapped to alpha * z + beta."""
+    import torch
+
     return torch.cat([logits[:, :n_old], logits[:, n_old:] * alpha + beta], dim=1)
 
 
-@torch.no_grad()
 def fold_into_head(head, n_old: int, alpha: float, beta: float) -> None:
     """Make `head` compute the corrected logits: rows n_old.. scaled by alpha, bias shifted."""
-    head.fc.weight[n_old:] *= alpha
-    head.fc.bias[n_old:] = head.fc.bias[n_old:] * alpha + beta
+    import torch
+
+    with torch.no_grad():
+        head.fc.weight[n_old:] *= alpha
+        head.fc.bias[n_old:] = head.fc.bias[n_old:] * alpha + beta
 
 
 def correct_bias(model, val, n_old: int) -> dict[str, Any] | None:
