@@ -64,6 +64,8 @@ class SearchResult:
     failures: list[str]
     float_share: float
     tried: list[dict[str, Any]] = field(default_factory=list)
+    # Whether each screened clip kept its top-1, in HeldOut's order (see _closest).
+    agrees: np.ndarray | None = None
 
     @property
     def meets_bound(self) -> bool:
@@ -92,9 +94,9 @@ def search_int8(fp32: onnx.ModelProto, fp32_runner: parity.Runner, calibration: 
             if offenders:
                 raise EdgeclError(f"int8 quantization put Q/DQ nodes into the float front end: "
                                   f"{', '.join(offenders)}")
-            figures, failures = held_out.screen(_runner(candidate))
+            figures, failures, agrees = held_out.screen(_runner(candidate))
             share = _float_share(always_float | set(recipe.float_nodes), backbone)
-            return SearchResult(candidate, figures, failures, share)
+            return SearchResult(candidate, figures, failures, share, agrees=agrees)
 
         tried: list[dict[str, Any]] = []
         results: list[SearchResult] = []
@@ -103,7 +105,7 @@ def search_int8(fp32: onnx.ModelProto, fp32_runner: parity.Runner, calibration: 
             results.append(result)
             if result.meets_bound:
                 return _done(result, tried)
-        best = min(results, key=_badness)
+        best = _closest(results)
         ranking = sensitivity_ranking(source, best.model.proto, calibration)
         floated = list(best.model.recipe.float_nodes)
         for name in ranking[:MAX_MIXED_STEPS]:
@@ -116,7 +118,7 @@ def search_int8(fp32: onnx.ModelProto, fp32_runner: parity.Runner, calibration: 
             results.append(result)
             if result.meets_bound:
                 return _done(result, tried)
-        closest = min(results, key=_badness)
+        closest = _closest(results)
         closest.figures = held_out.measure(_runner(closest.model))
         closest.failures = parity.int8_failures(closest.figures)
         return _done(closest, tried)
@@ -161,10 +163,12 @@ class HeldOut:
         return parity.compare(self.reference(size), np.concatenate(list(self.logits(run, size))),
                               self.targets)
 
-    def screen(self, run: parity.Runner) -> tuple[dict[str, dict[str, float]], list[str]]:
-        """(figures, int8 failures) of a candidate: at the largest batch size, stopped once the
-        clips seen make the agreement rule miss on every clip (the figures then cover those
-        clips and say `screened_of` how many there are); at every batch size when it passes."""
+    def screen(self, run: parity.Runner) -> tuple[dict[str, dict[str, float]], list[str],
+                                                  np.ndarray]:
+        """(figures, int8 failures, whether each screened clip kept its top-1) of a candidate:
+        at the largest batch size, stopped once the clips seen make the agreement rule miss on
+        every clip (the figures then cover those clips and say `screened_of` how many there
+        are); at every batch size when it passes."""
         size, n_clips = self.sizes[-1], len(self.order)
         reference = self.reference(size)
         parts: list[np.ndarray] = []
@@ -176,15 +180,17 @@ class HeldOut:
             seen += len(logits)
             if seen < n_clips and parity.agreement_miss_certain(differ, n_clips):
                 break
-        figures = parity.compare(reference[:seen], np.concatenate(parts), self.targets[:seen])
+        logits = np.concatenate(parts)
+        agrees = logits.argmax(axis=1) == reference[:seen].argmax(axis=1)
+        figures = parity.compare(reference[:seen], logits, self.targets[:seen])
         if seen < n_clips:
             figures["screened_of"] = n_clips
         failures = parity.int8_failures({f"batch_{size}": figures})
         if failures or len(self.sizes) == 1:
-            return {f"batch_{size}": figures}, failures
+            return {f"batch_{size}": figures}, failures, agrees
         measured = {f"batch_{other}": self._compare(run, other) for other in self.sizes[:-1]}
         measured[f"batch_{size}"] = figures
-        return measured, parity.int8_failures(measured)
+        return measured, parity.int8_failures(measured), agrees
 
 
 def spread_order(targets: np.ndarray) -> np.ndarray:
@@ -198,12 +204,12 @@ def spread_order(targets: np.ndarray) -> np.ndarray:
     return np.lexsort((targets, rank))
 
 
-def _badness(result: SearchResult) -> tuple:
-    """Order for 'closest to the bound': fewer misses, then higher worst agreement, then smaller
-    mean logit error; ties keep the earlier (cheaper) candidate because min() is stable."""
-    worst = min(f["top1_agreement"] for f in result.figures.values())
-    error = max(f["mean_abs_logit_diff"] for f in result.figures.values())
-    return (len(result.failures), -worst, error)
+def _closest(results: list[SearchResult]) -> SearchResult:
+    """The failed candidate closest to the rule: the highest top-1 agreement on the clips every
+    candidate was screened on. They are the same clips in the same order, so the comparison is
+    paired however early each screen stopped; ties keep the earlier (cheaper) candidate."""
+    common = min(len(r.agrees) for r in results)
+    return max(results, key=lambda r: float(np.mean(r.agrees[:common])))
 
 
 def _note(result: SearchResult, tried: list[dict[str, Any]], log: Log | None) -> SearchResult:

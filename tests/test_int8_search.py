@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from firmware_export import parity
-from firmware_export.int8_search import HeldOut, spread_order
+from firmware_export.int8_search import HeldOut, SearchResult, _closest, spread_order
 
 N_CLASSES = 5
 
@@ -75,16 +75,19 @@ def test_a_bad_candidate_is_dropped_early_and_a_good_one_measured_in_full():
     held_out = HeldOut(fp32, waveforms, targets)
 
     bad = CountingRunner(flip=np.arange(600) % 5 == 0)  # 20% of the clips change their top-1
-    figures, failures = held_out.screen(bad)
+    figures, failures, agrees = held_out.screen(bad)
     assert list(figures) == ["batch_32"] and failures
+    assert len(agrees) == figures["batch_32"]["clips"]
+    assert int(np.sum(~agrees)) == figures["batch_32"]["top1_disagreements"]
     assert figures["batch_32"]["screened_of"] == 600
     assert bad.clips == figures["batch_32"]["clips"] < 600  # no batch-1 pass, stopped early
     assert "agreement" in failures[0]
 
     good = CountingRunner(flip=np.arange(600) == 7)  # one clip: no miss
-    figures, failures = held_out.screen(good)
+    figures, failures, agrees = held_out.screen(good)
     assert not failures and list(figures) == ["batch_1", "batch_32"]
     assert good.clips == 2 * 600 and all("screened_of" not in f for f in figures.values())
+    assert len(agrees) == 600 and int(np.sum(~agrees)) == 1
     expected = parity.measure(CountingRunner(), good, waveforms, targets)
     for batch, measured in figures.items():
         assert measured == pytest.approx(expected[batch], rel=1e-12, abs=1e-12), batch
@@ -92,3 +95,18 @@ def test_a_bad_candidate_is_dropped_early_and_a_good_one_measured_in_full():
     # The fp32 logits were computed once per batch size over the two candidates.
     assert fp32.clips == 2 * 600
     assert held_out.measure(bad)["batch_32"]["clips"] == 600 and fp32.clips == 2 * 600
+
+
+def _failed(agrees: list[bool]) -> SearchResult:
+    return SearchResult(model=None, figures={}, failures=["miss"], float_share=0.0,
+                        agrees=np.array(agrees))
+
+
+def test_the_closest_failure_is_judged_on_the_clips_every_candidate_saw():
+    """A screen that ran longer must not look better for clips the others never reached: A kept
+    60 of the 64 clips all saw, B only 58 but all 64 it saw later (raw agreement 95.3% > 93.8%)."""
+    a = _failed([True] * 60 + [False] * 4)
+    b = _failed([False] * 6 + [True] * 58 + [True] * 64)
+    assert _closest([b, a]) is a
+    tie = _failed([True] * 60 + [False] * 4 + [True] * 64)
+    assert _closest([a, tie]) is a  # ties keep the earlier (cheaper) candidate
