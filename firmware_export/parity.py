@@ -137,12 +137,17 @@ def fp32_failures(figures: dict[str, dict[str, float]]) -> list[str]:
     return failures
 
 
+def _agreement_misses(agreement: float, p_value: float) -> bool:
+    """The agreement half of the int8 rule: below the bound and significantly so."""
+    return agreement < INT8_MIN_AGREEMENT and p_value < SIGNIFICANCE
+
+
 def agreement_miss_certain(differ: int, n_clips: int) -> bool:
     """True when `differ` clips with a changed top-1 already make the agreement rule miss on
     `n_clips` clips, whatever the remaining clips do: more changed clips only lower the
     agreement and the binomial tail, so the miss at `differ` of `n_clips` is the mildest one."""
-    return (1.0 - differ / n_clips < INT8_MIN_AGREEMENT
-            and binomial_tail(differ, n_clips, 1.0 - INT8_MIN_AGREEMENT) < SIGNIFICANCE)
+    return _agreement_misses(1.0 - differ / n_clips,
+                             binomial_tail(differ, n_clips, 1.0 - INT8_MIN_AGREEMENT))
 
 
 def int8_failures(figures: dict[str, dict[str, float]]) -> list[str]:
@@ -151,7 +156,7 @@ def int8_failures(figures: dict[str, dict[str, float]]) -> list[str]:
     failures = []
     for batch, f in figures.items():
         p_agree = f.get("agreement_p_value", 0.0)
-        if f["top1_agreement"] < INT8_MIN_AGREEMENT and p_agree < SIGNIFICANCE:
+        if _agreement_misses(f["top1_agreement"], p_agree):
             failures.append(f"int8 vs fp32 {batch}: top-1 agreement "
                             f"{100 * f['top1_agreement']:.2f}% < {100 * INT8_MIN_AGREEMENT:g}% "
                             f"({f['top1_disagreements']} of {f['clips']} clips differ, "
