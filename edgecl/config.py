@@ -97,7 +97,8 @@ class RunConfig:
     balanced_epochs: int = 0
     balanced_lr: float = 1e-4
     # How a phase draws its batches from new clips and exemplars
-    # (edgecl.training.batch_sampling): uniform (published) or class-balanced.
+    # (edgecl.training.batch_sampling): uniform (published), class-balanced, square-root or
+    # progressive.
     batch_sampling: str = "uniform"
     # Augmentation of each training batch (edgecl.training.augment): none or specaugment.
     augment: str = "none"

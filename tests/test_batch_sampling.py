@@ -40,6 +40,41 @@ def test_class_balanced_gives_every_class_the_same_share():
         epoch_order(targets, "sqrt", generator)
 
 
+def _shares(targets, sampling, epoch=0, epochs=1, rounds=40):
+    generator = torch.Generator().manual_seed(3)
+    drawn = torch.cat([epoch_order(targets, sampling, generator, epoch=epoch, epochs=epochs)
+                       for _ in range(rounds)])
+    return torch.bincount(targets[drawn], minlength=3).double() / len(drawn)
+
+
+def test_class_balanced_draw_is_the_one_earlier_runs_made():
+    # The in-between modes share the function: class-balanced runs must still reproduce.
+    targets = torch.tensor([0] * 90 + [1] * 9 + [2])
+    expected = torch.multinomial(1.0 / torch.bincount(targets)[targets].double(), 100,
+                                 replacement=True, generator=torch.Generator().manual_seed(7))
+    order = epoch_order(targets, "class-balanced", torch.Generator().manual_seed(7), epoch=3,
+                        epochs=10)
+    assert order.tolist() == expected.tolist()
+
+
+def test_square_root_shares_follow_the_square_root_of_the_clips():
+    targets = torch.tensor([0] * 90 + [1] * 9 + [2])
+    roots = torch.tensor([90, 9, 1], dtype=torch.float64).sqrt()
+    assert torch.allclose(_shares(targets, "square-root"), roots / roots.sum(), atol=0.03)
+
+
+def test_progressive_moves_from_uniform_to_class_balanced():
+    targets = torch.tensor([0] * 90 + [1] * 9 + [2])
+    uniform = torch.tensor([0.90, 0.09, 0.01], dtype=torch.float64)
+    balanced = torch.full((3,), 1 / 3, dtype=torch.float64)
+    assert torch.allclose(_shares(targets, "progressive", 0, 5), uniform, atol=0.03)
+    assert torch.allclose(_shares(targets, "progressive", 2, 5), (uniform + balanced) / 2,
+                          atol=0.03)
+    assert torch.allclose(_shares(targets, "progressive", 4, 5), balanced, atol=0.04)
+    # A one-epoch phase stays at the ramp's start.
+    assert torch.allclose(_shares(targets, "progressive", 0, 1), uniform, atol=0.03)
+
+
 def test_class_balanced_run_reproduces_and_costs_the_same_steps(six_class_manifest, tmp_path):
     options = small_run_options(six_class_manifest, patience=0, mem_manage="reservoir")
     plain = train(RunConfig(**options, workspace=str(tmp_path / "plain")))

@@ -121,8 +121,10 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
 @click.option("--batch-sampling", type=click.Choice(BATCH_SAMPLINGS),
               default=_DEFAULTS.batch_sampling, show_default=True,
               help="How a phase draws its batches (replay): uniform (each clip once an epoch, "
-                   "the published rule) or class-balanced (every seen class the same share of "
-                   "each batch, exemplars repeated; same steps).")
+                   "the published rule), class-balanced (every seen class the same share of "
+                   "each batch, exemplars repeated), square-root (shares by the square root of "
+                   "a class's clips) or progressive (uniform in the first epoch to "
+                   "class-balanced in the last); the same steps in every case.")
 @click.option("--augment", type=click.Choice(AUGMENTS), default=_DEFAULTS.augment,
               show_default=True,
               help="Augment each training batch: specaugment masks one band of mel bins and one "

@@ -95,12 +95,16 @@ def method_label(config: dict[str, Any]) -> str:
     """finetune, joint, random-m500, uncertainty-noisytune-k6-m500, ...; with distillation a
     suffix of its weights: -kd1-1 (output, feature), -kd1-1a (adaptive); -wa with weight
     aligning; -bic with bias correction in the loop
-    (-bicd of the deployed model only); -cbb with class-balanced batches; -specaugment;
+    (-bicd of the deployed model only); -cbb with class-balanced batches (-sqb square-root,
+    -pgb progressive); -specaugment;
     -ilr0.0001 with another learning rate after phase 0; -bft5 with 5 epochs of class-balanced
     fine-tuning (-bft5lr0.001 at another lr); a BatchNorm recalibration other than the default
     adds -bn256 (its clips)."""
     return (_memory_label(config) + _distill_label(config) + _bias_label(config)
             + _recal_label(config))
+
+
+_BATCH_SAMPLING_LABELS = {"class-balanced": "-cbb", "square-root": "-sqb", "progressive": "-pgb"}
 
 
 def _bias_label(config: dict[str, Any]) -> str:
@@ -110,9 +114,8 @@ def _bias_label(config: dict[str, Any]) -> str:
         label += "-bic"
     elif bias_correction == "deployed":
         label += "-bicd"
-    if (config.get("batch_sampling", "uniform") == "class-balanced"
-            and config.get("mode") == "replay"):
-        label += "-cbb"
+    if config.get("mode") == "replay":
+        label += _BATCH_SAMPLING_LABELS.get(config.get("batch_sampling", "uniform"), "")
     if config.get("augment", "none") != "none":
         label += f"-{config['augment']}"
     if config.get("lr_incremental") is not None:

@@ -182,8 +182,8 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
     Early stopping ends training after `patience` epochs without improvement (0 disables it).
     After each epoch, BatchNorm statistics are re-estimated on up to `bn_recal_clips` training
     clips (0: kept as training left them). `sampling` draws each epoch's clips
-    (edgecl.training.batch_sampling: uniform or class-balanced); the recalibration clips are
-    drawn the same way. `augment` (edgecl.training.augment) transforms each training batch.
+    (edgecl.training.batch_sampling: uniform, class-balanced, square-root or progressive); the
+    recalibration clips are drawn the same way. `augment` (edgecl.training.augment) transforms each training batch.
     Without validation clips the last epoch's weights are kept. `progress(epoch, loss, val_acc,
     steps)` is called after each epoch. A non-finite loss raises DivergedError naming `name` (e.g.
     "phase 2"): the weights are unusable, so nothing trained after it may be reported.
@@ -198,7 +198,8 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
         started = time.perf_counter()
         model.train()
         total_loss, seen = 0.0, 0
-        for indices in _batches(epoch_order(train.targets, sampling, generator), batch_size):
+        order = epoch_order(train.targets, sampling, generator, epoch=epoch, epochs=epochs)
+        for indices in _batches(order, batch_size):
             if stop.should_stop(len(indices)):
                 report.stopped_by = stop.reason or "stop condition"
                 break
@@ -222,7 +223,8 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
             break
         if bn_recal_clips:
             recal = None if sampling == "uniform" else epoch_order(
-                train.targets, sampling, generator, count=min(len(train), bn_recal_clips))
+                train.targets, sampling, generator, count=min(len(train), bn_recal_clips),
+                epoch=epoch, epochs=epochs)
             recalibrate_batchnorm(model, train, max_clips=bn_recal_clips, indices=recal)
         accuracy, val_loss = evaluate_with_loss(model, val)
         report.epochs_run = epoch + 1
