@@ -339,3 +339,11 @@ def test_the_probe_sizes_an_untrained_network_at_an_input_shape():
     assert figures["largest_activations_bytes"][0] == 8 * 32 * 26
     assert figures["arena_bytes"] >= sum(figures["largest_activations_bytes"][:2])
     assert figures["flatbuffer_bytes"] > 0
+    # The arena holds the planner's activations and the persistent per-operator data (on a
+    # model this small, allocating also needs temporary room beyond the two); no plan holds the
+    # activations in less than the graph's own floor.
+    split = figures["arena_activations_bytes"] + figures["arena_persistent_bytes"]
+    assert split <= figures["arena_bytes"]
+    assert figures["arena_persistent_bytes"] > 0
+    assert (figures["largest_activations_bytes"][0] <= figures["activation_floor_bytes"]
+            <= figures["arena_activations_bytes"])

@@ -14,7 +14,10 @@ letting TFLM allocate it: the smallest size (a multiple of ARENA_STEP) that allo
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -42,16 +45,18 @@ def micro_runtime():
 
 
 @contextlib.contextmanager
-def quiet_fds() -> Iterator[None]:
-    """Send file descriptors 1 and 2 to /dev/null for the block: TFLM's C++ (and the converter's)
-    print allocation failures and progress there, past Python's sys.stdout/sys.stderr."""
+def quiet_fds(target: int | None = None) -> Iterator[None]:
+    """Send file descriptors 1 and 2 to /dev/null (or to the open file descriptor `target`) for
+    the block: TFLM's C++ (and the converter's) print allocation failures, allocation records
+    and progress there, past Python's sys.stdout/sys.stderr."""
     saved = [os.dup(1), os.dup(2)]
     null = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(null, 1)
-        os.dup2(null, 2)
+        os.dup2(null if target is None else target, 1)
+        os.dup2(null if target is None else target, 2)
         yield
     finally:
+        ctypes.CDLL(None).fflush(None)  # C stdio buffers what it writes to a file
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         for fd in (*saved, null):
@@ -84,6 +89,28 @@ def find_arena(model_bytes: bytes) -> int:
             else:
                 low = middle
     return high
+
+
+def arena_split(model_bytes: bytes, arena: int) -> dict[str, int]:
+    """How TFLM divides an arena of `arena` bytes, from its allocation record: `activations`
+    (the arena's head: the memory planner's buffers for the tensors between operators, reused
+    once a tensor is dead; what layer order and window size can move) and `persistent` (its
+    tail: per-operator data such as per-channel requantization multipliers and shifts, and the
+    tensor and node structures; what the operator and channel counts set). Allocating can need
+    temporary room beyond the two (the planner's own scratch), so on a small model they sum to
+    less than the smallest arena that allocates."""
+    runtime = micro_runtime()
+    with tempfile.TemporaryFile() as record:
+        with quiet_fds(record.fileno()):
+            runtime.Interpreter.from_bytes(model_bytes, arena_size=arena).print_allocations()
+        record.seek(0)
+        text = record.read().decode(errors="replace")
+    found = {part: re.search(rf"Arena allocation {part} (\d+) bytes", text)
+             for part in ("head", "tail")}
+    if not all(found.values()):
+        raise EdgeclError("TFLM printed no arena allocation record (head and tail)")
+    return {"activations": int(found["head"].group(1)),
+            "persistent": int(found["tail"].group(1))}
 
 
 @dataclass(frozen=True)

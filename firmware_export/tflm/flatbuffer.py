@@ -72,6 +72,47 @@ def io_tensors(model_bytes: bytes) -> dict[str, list[dict]]:
             "outputs": [describe(i) for i in graph.outputs]}
 
 
+_ITEM_BYTES = {schema.TensorType.INT8: 1, schema.TensorType.UINT8: 1, schema.TensorType.BOOL: 1,
+               schema.TensorType.INT16: 2, schema.TensorType.FLOAT16: 2,
+               schema.TensorType.INT32: 4, schema.TensorType.FLOAT32: 4,
+               schema.TensorType.INT64: 8, schema.TensorType.FLOAT64: 8}
+
+
+def activation_bytes(model: schema.ModelT) -> dict[int, int]:
+    """Bytes of every tensor of the first subgraph that is not a constant (the tensors a TFLM
+    arena must hold while they are alive), by tensor index."""
+    graph = model.subgraphs[0]
+    constant = [buffer.data is not None and len(buffer.data) > 0 for buffer in model.buffers]
+    return {index: int(np.prod(tensor.shape)) * _ITEM_BYTES[tensor.type]
+            for index, tensor in enumerate(graph.tensors) if not constant[tensor.buffer]}
+
+
+def activation_floor(model_bytes: bytes) -> dict:
+    """The most activation bytes alive at once when the first subgraph's operators run in their
+    stored order: a tensor is alive from the operator that writes it (a graph input: from the
+    start) to the last one that reads it (a graph output: to the end). No memory plan for this
+    order needs less; TFLM's arena head (tflm_runtime.arena_split) is this plus what its greedy
+    planner loses to fragmentation and the operators' scratch buffers."""
+    model = read(model_bytes)
+    graph, sizes = model.subgraphs[0], activation_bytes(model)
+    end = len(graph.operators)
+    born = {index: -1 for index in graph.inputs}
+    dies = {index: end for index in graph.outputs}
+    for position, op in enumerate(graph.operators):
+        for index in op.outputs:
+            born.setdefault(index, position)
+        for index in op.inputs:
+            if index in sizes:
+                dies[index] = max(dies.get(index, position), position)
+    peak = {"bytes": 0, "operator": None, "op": None}
+    for position, op in enumerate(graph.operators):
+        alive = sum(sizes[index] for index, start in born.items()
+                    if index in sizes and start <= position <= dies.get(index, start))
+        if alive > peak["bytes"]:
+            peak = {"bytes": alive, "operator": position, "op": op_name(model, op)}
+    return peak
+
+
 def inline_constants(model: schema.ModelT, model_bytes: bytes) -> int:
     """Move every buffer stored after the flatbuffer (offset/size) back inline; returns how
     many moved."""

@@ -1,7 +1,9 @@
 """`python -m firmware_export.tflm.probe --sample-rate R --clip-seconds S [--width W]
 [--classes C] [--n-mels N] [--plain-norm]`: what the
 TFLM build of a BC-ResNet costs at an input size, without a dataset or training: flatbuffer bytes,
-the arena TFLM allocates, the float-op count and the largest activation tensors. These depend on
+the arena TFLM allocates and how it divides (the planner's activations, the persistent
+per-operator data), the activation floor of the graph's operator order (no memory plan needs less
+for the activations), the float-op count and the largest activation tensors. These depend on
 the architecture and input shape, not on trained values, so an untrained network calibrated on
 noise gives them; its norms get random statistics and affine terms first (fresh ones fold to
 all-zero biases, which the converter stores once and which would make the file smaller than a
@@ -22,7 +24,7 @@ def probe(sample_rate: int, clip_seconds: float, width: int, n_classes: int = 10
 
     import models
     from firmware_export.device.logmel import LogMelPlan
-    from firmware_export.device.tflm_runtime import find_arena
+    from firmware_export.device.tflm_runtime import arena_split, find_arena
     from firmware_export.tflm import flatbuffer
     from firmware_export.tflm.build import convert_int8
 
@@ -41,20 +43,20 @@ def probe(sample_rate: int, clip_seconds: float, width: int, n_classes: int = 10
     noise = np.random.default_rng(0).standard_normal((calibration_clips, clip_samples))
     plan = LogMelPlan.from_config(config.to_dict(), clip_samples)
     model_bytes = convert_int8(model, plan, (0.1 * noise).astype(np.float32), fold_norms)
-    parsed = flatbuffer.read(model_bytes)
-    constant = [buffer.data is not None and len(buffer.data) > 0 for buffer in parsed.buffers]
-    sizes = sorted((int(np.prod(t.shape)) for t in parsed.subgraphs[0].tensors
-                    if t.type == flatbuffer.schema.TensorType.INT8 and not constant[t.buffer]),
+    sizes = sorted(flatbuffer.activation_bytes(flatbuffer.read(model_bytes)).values(),
                    reverse=True)
     from models.profile import count_parameters, macs_breakdown
 
     macs = macs_breakdown(model, clip_samples)
+    arena = find_arena(model_bytes)
     return {"sample_rate": sample_rate, "clip_samples": clip_samples, "width": width,
             "parameters": count_parameters(model),
             "backbone_head_macs_per_second": round((macs["backbone"] + macs["head"])
                                                    / clip_seconds),
             "input": [1, 1, plan.n_mels, plan.n_frames], "flatbuffer_bytes": len(model_bytes),
-            "arena_bytes": find_arena(model_bytes),
+            "arena_bytes": arena, **{f"arena_{part}_bytes": size for part, size
+                                     in arena_split(model_bytes, arena).items()},
+            "activation_floor_bytes": flatbuffer.activation_floor(model_bytes)["bytes"],
             "float_ops": len(flatbuffer.float_operators(model_bytes)),
             "largest_activations_bytes": sizes[:3]}
 
