@@ -87,9 +87,9 @@ def test_fsdd_m50_spec_runs_every_sampler_plain_balanced_and_distilled(tmp_path)
     variants = {(o["mem_manage"], o.get("batch_sampling", "uniform"),
                  o.get("distill_output", 0.0), o.get("balanced_epochs", 0)) for o in replay}
     assert variants == {(s, *v) for s in samplers for v in (("uniform", 0.0, 0),
-                                                            ("class-balanced", 1.0, 0),
+                                                            ("progressive", 1.0, 0),
                                                             ("uniform", 0.0, 20))}
-    distilled = [o for o in replay if o.get("batch_sampling") == "class-balanced"]
+    distilled = [o for o in replay if o.get("batch_sampling") == "progressive"]
     assert all(o["distill_feature"] == 1.0 and o["distill_adaptive"] for o in distilled)
     assert all(o["bias_correction"] == "deployed" for o in distilled)
     assert all(t.options["epochs"] == 10 and t.options["export"] is False for t in trials)
