@@ -183,7 +183,8 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
     After each epoch, BatchNorm statistics are re-estimated on up to `bn_recal_clips` training
     clips (0: kept as training left them). `sampling` draws each epoch's clips
     (edgecl.training.batch_sampling: uniform, class-balanced, square-root or progressive); the
-    recalibration clips are drawn the same way. `augment` (edgecl.training.augment) transforms each training batch.
+    recalibration clips are drawn the same way. `augment` (edgecl.training.augment) transforms
+    each training batch.
     Without validation clips the last epoch's weights are kept. `progress(epoch, loss, val_acc,
     steps)` is called after each epoch. A non-finite loss raises DivergedError naming `name` (e.g.
     "phase 2"): the weights are unusable, so nothing trained after it may be reported.
