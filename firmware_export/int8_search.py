@@ -172,17 +172,18 @@ class HeldOut:
         size, n_clips = self.sizes[-1], len(self.order)
         reference = self.reference(size)
         parts: list[np.ndarray] = []
+        kept: list[np.ndarray] = []  # per batch: whether each clip kept its top-1
         seen = differ = 0
         for logits in self.logits(run, size):
-            top1 = reference[seen:seen + len(logits)].argmax(axis=1)
-            differ += int(np.sum(logits.argmax(axis=1) != top1))
+            kept.append(logits.argmax(axis=1)
+                        == reference[seen:seen + len(logits)].argmax(axis=1))
+            differ += int(np.sum(~kept[-1]))
             parts.append(logits)
             seen += len(logits)
             if seen < n_clips and parity.agreement_miss_certain(differ, n_clips):
                 break
-        logits = np.concatenate(parts)
-        agrees = logits.argmax(axis=1) == reference[:seen].argmax(axis=1)
-        figures = parity.compare(reference[:seen], logits, self.targets[:seen])
+        agrees = np.concatenate(kept)
+        figures = parity.compare(reference[:seen], np.concatenate(parts), self.targets[:seen])
         if seen < n_clips:
             figures["screened_of"] = n_clips
         failures = parity.int8_failures({f"batch_{size}": figures})
