@@ -239,6 +239,64 @@ def test_noisytune_uncertain_near_the_boundary_and_certain_far_from_it():
     assert np.all(quiet.uncertainty(far + near, _context()) == 0.0)
 
 
+def _unit(degrees):
+    radians = np.deg2rad(np.asarray(degrees, dtype=np.float64))
+    return np.stack([np.cos(radians), np.sin(radians)], axis=1)
+
+
+def test_strata_picks_keep_the_typical_or_herded_clip_of_each_uncertainty_stratum():
+    # class 0: six clips ordered by uncertainty, embeddings at these angles (class mean at 13.5
+    # degrees); class 1: one clip. Quota 2: strata c0-c2 and c3-c5.
+    candidates = [Candidate.from_array(f"c{i}", 0, None) for i in range(6)]
+    candidates.append(Candidate.from_array("lone", 1, None))
+    uncertainty = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.0])
+    embeddings = _unit([20, 0, 70, -20, -30, 45, 90])
+
+    def spread(pick, trim=0.0):
+        return UncertaintySampler.spread_by_uncertainty(
+            candidates, uncertainty, 4, np.random.default_rng(0), trim=trim,
+            embeddings=embeddings, pick=pick)
+
+    # published: the ends of the order
+    assert spread("spaced")[:3] == [0, 5, 6]
+    # typical: the clip of each stratum closest to the mean, 20 and 45 degrees
+    assert spread("typical")[:3] == [0, 5, 6]
+    # herding: 20 degrees first, then -20 (the pair's mean at 0 degrees lies closer to 13.5 than
+    # 32.5 degrees does), though 45 is the closer single clip
+    assert spread("herding")[:3] == [0, 3, 6]
+    # trim 0.5 keeps the strata inside the three most certain clips: c0 c1 | c2
+    assert spread("herding", trim=0.5)[:2] == [0, 2]
+
+
+@pytest.mark.parametrize("pick", ["typical", "herding"])
+def test_strata_picks_avoid_outliers_that_equal_votes_let_through(pick):
+    # One class: 8 clips in a tight cluster and 2 far outliers, every vote unanimous (no noise),
+    # so the published picks are a random choice; typical and herded picks take the cluster.
+    rng = np.random.default_rng(5)
+    cluster = [np.array([3.0, 1.0 + 0.05 * rng.normal()], np.float32) for _ in range(8)]
+    outliers = [np.array([3.0, -4.0], np.float32), np.array([3.0, 6.0], np.float32)]
+    candidates = [Candidate.from_array(f"c{i}", 0, x) for i, x in enumerate(cluster + outliers)]
+    typical = UncertaintySampler("noisytune", k=6, noise_lambda=0.0, pick=pick)
+    spaced = UncertaintySampler("noisytune", k=6, noise_lambda=0.0)
+    spaced_outliers = 0
+    for seed in range(20):
+        for phase in (0, 1):
+            assert max(typical.select(candidates, 3, _context(phase=phase, seed=seed))) < 8
+        spaced_outliers += max(spaced.select(candidates, 3, _context(seed=seed))) >= 8
+    assert spaced_outliers > 0
+
+
+def test_pick_option_is_checked_and_named():
+    from edgecl.config import RunConfig
+
+    with pytest.raises(EdgeclError, match="--uncert-pick"):
+        UncertaintySampler(pick="median")
+    with pytest.raises(EdgeclError, match="--uncert-pick"):
+        RunConfig(uncert_pick="median")
+    assert "typical" in RunConfig(uncert_pick="typical").default_exp_name()
+    assert "uncert_pick" not in RunConfig().identity()
+
+
 @pytest.mark.parametrize("metric", ["shift", "noise"])
 def test_waveform_metrics_run_k_predictions(metric):
     candidates = _candidates(6, dim=64)

@@ -17,16 +17,33 @@ from edgecl.samplers.base import Sampler, class_quota, indices_by_class, l2_norm
 from edgecl.samplers.registry import register_sampler
 
 
+def herding_step(pool: np.ndarray, total: np.ndarray, step: int, mean: np.ndarray) -> int:
+    """The row of `pool` whose addition to the `step` rows summing to `total` brings their
+    normalised mean closest to `mean`."""
+    means = l2_normalise((pool.astype(np.float64) + total) / (step + 1))
+    return int(np.argmin(np.linalg.norm(mean - means, axis=1)))
+
+
 def herding_order(features: np.ndarray, mean: np.ndarray, count: int) -> list[int]:
     """Indices of `count` rows of `features` (already normalised) in herding order towards `mean`."""
     remaining = list(range(len(features)))
     chosen: list[int] = []
     total = np.zeros(features.shape[1], dtype=np.float64)
     for step in range(min(count, len(features))):
-        pool = features[remaining].astype(np.float64)
-        means = l2_normalise((pool + total) / (step + 1))
-        best = int(np.argmin(np.linalg.norm(mean - means, axis=1)))
-        index = remaining.pop(best)
+        index = remaining.pop(herding_step(features[remaining], total, step, mean))
+        chosen.append(index)
+        total += features[index]
+    return chosen
+
+
+def herding_within(features: np.ndarray, mean: np.ndarray, pools: list[np.ndarray]) -> list[int]:
+    """One row from each pool of row indices, in pool order, each the herding step over its
+    pool: the picks' normalised mean follows `mean` as in `herding_order`, but every pick comes
+    from its own pool."""
+    chosen: list[int] = []
+    total = np.zeros(features.shape[1], dtype=np.float64)
+    for step, pool in enumerate(pools):
+        index = int(pool[herding_step(features[pool], total, step, mean)])
         chosen.append(index)
         total += features[index]
     return chosen

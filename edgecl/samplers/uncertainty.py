@@ -11,7 +11,16 @@ uncertain clip, often an outlier (issue 14); F = 0, the default, is the full spr
 gives most (on FSDD at noise 0.2: all) training clips zero, so the order is decided by the random
 tie-break and the spread is a random choice. `soft` breaks ties by the perturbed softmax instead:
 1 - the mean probability of the most voted class over the k draws (the same draws, no extra
-cost); `random` (the default) is the published rule. Perturbations (`uncert_metric`):
+cost); `random` (the default) is the published rule.
+`uncert_pick`: `spaced` (the default, the published rule) keeps the clip at each evenly spaced
+position of a class's order. `typical` cuts the order into `quota` consecutive strata of equal
+size and keeps from each the clip whose embedding is closest (cosine) to the class's mean
+embedding: the spread over the uncertainty stays, and within a stratum the choice is the most
+representative clip rather than a tie-break. At a few exemplars per class a model that has fitted
+its clips gives them equal votes (issue 14), so the published picks are a class-balanced random
+choice; `typical` then keeps the most typical clip of each random stratum. It applies in the first
+phase too (over a random order, as no uncertainty is scored there). It needs one embedding per
+candidate, which noisytune computes anyway. Perturbations (`uncert_metric`):
 
 - shift: k/2 pitch shifts and k/2 time shifts of the waveform;
 - noise: k coloured-noise draws added to the waveform;
@@ -31,11 +40,13 @@ import numpy as np
 from edgecl.errors import EdgeclError
 from edgecl.samplers.base import (Candidate, Sampler, SamplerOption, SamplerOptions,
                                   SelectionContext, balanced_random, class_quota, evenly_spaced,
-                                  fill_at_random, indices_by_class)
+                                  fill_at_random, indices_by_class, l2_normalise)
+from edgecl.samplers.prototype import herding_within
 from edgecl.samplers.registry import register_sampler
 
 UNCERT_METRICS = ("shift", "noise", "noisytune")
 METRIC_KS = (2, 4, 6)
+PICKS = ("spaced", "typical", "herding")
 
 
 def vote_uncertainty(predictions: np.ndarray) -> np.ndarray:
@@ -74,10 +85,13 @@ class UncertaintySampler(Sampler):
         SamplerOption("uncert_ties", "random", "How equal vote uncertainties are ordered: at "
                       "random (published) or by the perturbed softmax (soft).",
                       choices=("random", "soft")),
+        SamplerOption("uncert_pick", "spaced", "Which clip of the uncertainty order each slot "
+                      "keeps: the evenly spaced one (published) or, per equal stratum, the one "
+                      "closest to the class's mean embedding (typical).", choices=PICKS),
     )
 
     def __init__(self, metric: str = "noisytune", k: int = 6, noise_lambda: float = 0.2,
-                 trim: float = 0.0, ties: str = "random") -> None:
+                 trim: float = 0.0, ties: str = "random", pick: str = "spaced") -> None:
         if metric not in UNCERT_METRICS:
             raise EdgeclError(f"--uncert-metric: expected one of {', '.join(UNCERT_METRICS)}, "
                               f"got {metric!r}")
@@ -88,8 +102,10 @@ class UncertaintySampler(Sampler):
             raise EdgeclError(f"--uncert-trim: expected a fraction in [0, 0.9], got {trim}")
         if ties not in ("random", "soft"):
             raise EdgeclError(f"--uncert-ties: expected random or soft, got {ties!r}")
+        if pick not in PICKS:
+            raise EdgeclError(f"--uncert-pick: expected one of {', '.join(PICKS)}, got {pick!r}")
         self.metric, self.k, self.noise_lambda, self.trim = metric, k, noise_lambda, trim
-        self.ties = ties
+        self.ties, self.pick = ties, pick
         self.needs_waveform = metric != "noisytune"
 
     @classmethod
@@ -97,14 +113,15 @@ class UncertaintySampler(Sampler):
         defaults = {o.name: o.default for o in cls.options}
         values = {**defaults, **values}
         return cls(values["uncert_metric"], values["metric_k"], values["noise_lambda"],
-                   values["uncert_trim"], values["uncert_ties"])
+                   values["uncert_trim"], values["uncert_ties"], values["uncert_pick"])
 
     @classmethod
     def run_name_parts(cls, values: SamplerOptions) -> list[str]:
         trim = values.get("uncert_trim") or 0
         return [values["uncert_metric"], f"k{values['metric_k']}"] + (
             [f"trim{trim:g}"] if trim else []) + (
-            ["soft"] if values.get("uncert_ties", "random") == "soft" else [])
+            ["soft"] if values.get("uncert_ties", "random") == "soft" else []) + (
+            ["typical"] if values.get("uncert_pick", "spaced") == "typical" else [])
 
     @classmethod
     def variants(cls) -> list[tuple[str, dict]]:
@@ -114,12 +131,13 @@ class UncertaintySampler(Sampler):
                     features_cached=True):
         """noisytune: one embedding per candidate, then the head k times. shift, noise: k full
         forwards per candidate, front end included (the perturbed audio has new features), plus
-        `perturbation_macs` per draw."""
+        `perturbation_macs` per draw, and with `typical` picks one clean embedding each."""
+        frontend = 0 if features_cached else macs.frontend
         if self.metric == "noisytune":
-            frontend = 0 if features_cached else macs.frontend
             return n_candidates * (frontend + macs.backbone + self.k * macs.head)
         per_draw = macs.total + self.perturbation_macs(clip_samples, sample_rate)
-        return n_candidates * self.k * per_draw
+        clean = frontend + macs.backbone if self.pick == "typical" else 0
+        return n_candidates * (self.k * per_draw + clean)
 
     def perturbation_macs(self, clip_samples, sample_rate):
         from edgecl.samplers import perturbations
@@ -127,42 +145,62 @@ class UncertaintySampler(Sampler):
         return perturbations.perturbation_macs(self.metric, clip_samples, sample_rate)
 
     def select(self, candidates, capacity, context):
-        if context.phase == 0:
-            return balanced_random(candidates, capacity, context)
-        uncertainty = self.uncertainty(candidates, context)
+        if self.pick == "spaced":
+            if context.phase == 0:
+                return balanced_random(candidates, capacity, context)
+            uncertainty = self.uncertainty(candidates, context)
+            return self.spread_by_uncertainty(candidates, uncertainty, capacity, context.rng,
+                                              trim=self.trim)
+        embeddings = context.embeddings(candidates)
+        uncertainty = (np.zeros(len(candidates)) if context.phase == 0
+                       else self.uncertainty(candidates, context, embeddings))
         return self.spread_by_uncertainty(candidates, uncertainty, capacity, context.rng,
-                                          trim=self.trim)
+                                          trim=self.trim, embeddings=embeddings, pick=self.pick)
 
     @staticmethod
     def spread_by_uncertainty(candidates: Sequence[Candidate], uncertainty: np.ndarray,
-                              capacity: int, rng: np.random.Generator,
-                              trim: float = 0.0) -> list[int]:
-        """Per class, evenly spaced picks along the uncertainty order (over its most certain
+                              capacity: int, rng: np.random.Generator, trim: float = 0.0,
+                              embeddings=None, pick: str = "spaced") -> list[int]:
+        """Per class, `quota` picks along the uncertainty order (over its most certain
         1 - `trim` share, at least the quota); random leftovers. Ties are broken at random (a
-        shuffle before a stable sort)."""
+        shuffle before a stable sort). `pick` spaced: the clips at evenly spaced positions;
+        typical / herding: the order is cut into `quota` equal consecutive strata and each gives
+        one clip by its `embeddings` ([N, D]): the closest to the class's mean embedding, or the
+        herding step towards that mean."""
         groups = indices_by_class(candidates)
         quota = class_quota(capacity, len(groups))
+        features = None if pick == "spaced" else l2_normalise(
+            np.asarray(embeddings, dtype=np.float64))
         chosen: list[int] = []
         for target in sorted(groups):
             members = np.asarray(groups[target])[rng.permutation(len(groups[target]))]
             ordered = members[np.argsort(uncertainty[members], kind="stable")]
             span = max(min(quota, len(ordered)), int(np.ceil(len(ordered) * (1.0 - trim))))
-            chosen += [int(ordered[p]) for p in evenly_spaced(span, quota)]
+            if pick == "spaced":
+                chosen += [int(ordered[p]) for p in evenly_spaced(span, quota)]
+                continue
+            strata = np.array_split(ordered[:span], min(quota, span)) if quota > 0 else []
+            mean = l2_normalise(features[groups[target]].mean(axis=0))
+            if pick == "typical":
+                chosen += [int(stratum[np.argmax(features[stratum] @ mean)]) for stratum in strata]
+            else:
+                chosen += herding_within(features, mean, strata)
         return fill_at_random(chosen, len(candidates), capacity, rng)
 
     def predictions(self, candidates: Sequence[Candidate], context: SelectionContext) -> np.ndarray:
         """[N, k] classes predicted under the k perturbations."""
         return self.perturbed_logits(candidates, context).argmax(axis=2)
 
-    def perturbed_logits(self, candidates: Sequence[Candidate],
-                         context: SelectionContext) -> np.ndarray:
-        """[N, k, classes] logits under the k perturbations."""
+    def perturbed_logits(self, candidates: Sequence[Candidate], context: SelectionContext,
+                         embeddings=None) -> np.ndarray:
+        """[N, k, classes] logits under the k perturbations (noisytune: around `embeddings`
+        when given, else the candidates' own)."""
         import torch
 
         with torch.no_grad():
-            return self._logits(candidates, context)
+            return self._logits(candidates, context, embeddings)
 
-    def _logits(self, candidates, context):
+    def _logits(self, candidates, context, embeddings=None):
         import torch
 
         from edgecl.device import device_of
@@ -172,8 +210,9 @@ class UncertaintySampler(Sampler):
         device = device_of(model)
         generator = context.torch_generator()  # on the CPU: the same draws on every device
         if self.metric == "noisytune":
-            return self._noisytune_logits(model, context.embeddings(candidates).to(device),
-                                               context, generator)
+            if embeddings is None:
+                embeddings = context.embeddings(candidates)
+            return self._noisytune_logits(model, embeddings.to(device), context, generator)
         parts = []
         for batch in context.batches(candidates):
             waveforms = context.waveforms(batch)
@@ -204,10 +243,11 @@ class UncertaintySampler(Sampler):
             parts.append(torch.stack([logits.cpu() for logits in draws], dim=1))
         return self._stacked(parts, model)
 
-    def uncertainty(self, candidates: Sequence[Candidate], context: SelectionContext) -> np.ndarray:
+    def uncertainty(self, candidates: Sequence[Candidate], context: SelectionContext,
+                    embeddings=None) -> np.ndarray:
         """[N] vote uncertainty of every candidate (with `ties` soft: plus the soft score / k,
         which orders equal votes and never crosses to the next vote level)."""
-        logits = self.perturbed_logits(candidates, context)
+        logits = self.perturbed_logits(candidates, context, embeddings)
         votes = vote_uncertainty(logits.argmax(axis=2))
         if self.ties == "random":
             return votes
