@@ -35,7 +35,6 @@ NOT_IDENTITY = ("workspace", "exp_name", "threads", "quiet", "feature_store", "d
 IDENTITY_DEFAULTS_LEFT_OUT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 1024,
                              "tflm_window_seconds": None, "balanced_epochs": 0,
                              "balanced_lr": 1e-4, "uncert_trim": 0.0, "uncert_ties": "random",
-                             "uncert_pick": "spaced",
                              "batch_sampling": "uniform", "lr_incremental": None,
                              "augment": "none", "bias_correction": "off"}
 

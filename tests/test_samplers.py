@@ -244,57 +244,78 @@ def _unit(degrees):
     return np.stack([np.cos(radians), np.sin(radians)], axis=1)
 
 
-def test_strata_picks_keep_the_typical_or_herded_clip_of_each_uncertainty_stratum():
-    # class 0: six clips ordered by uncertainty, embeddings at these angles (class mean at 13.5
-    # degrees); class 1: one clip. Quota 2: strata c0-c2 and c3-c5.
+def test_stratum_centres_spread_in_proportion_without_forcing_the_ends():
+    from edgecl.samplers.base import stratum_centres
+
+    assert stratum_centres(10, 2) == [2, 7]
+    assert stratum_centres(100, 5) == [10, 30, 50, 70, 90]
+    assert stratum_centres(3, 7) == [0, 1, 2]
+    assert stratum_centres(5, 0) == []
+
+
+def test_herding_ties_take_levels_in_proportion_and_herd_within_them():
+    # class 0: six clips at these angles (class mean at 13.5 degrees), the last one uncertain;
+    # class 1: one clip. Quota 3 (capacity 6): strata centres 1, 3 and 5 of the order take two
+    # clips at level 0 and one at level 0.5.
     candidates = [Candidate.from_array(f"c{i}", 0, None) for i in range(6)]
     candidates.append(Candidate.from_array("lone", 1, None))
-    uncertainty = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.0])
+    uncertainty = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.0])
     embeddings = _unit([20, 0, 70, -20, -30, 45, 90])
 
-    def spread(pick, trim=0.0):
+    def herded(capacity, trim=0.0):
         return UncertaintySampler.spread_by_uncertainty(
-            candidates, uncertainty, 4, np.random.default_rng(0), trim=trim,
-            embeddings=embeddings, pick=pick)
+            candidates, uncertainty, capacity, np.random.default_rng(0), trim=trim,
+            embeddings=embeddings)
 
-    # published: the ends of the order
-    assert spread("spaced")[:3] == [0, 5, 6]
-    # typical: the clip of each stratum closest to the mean, 20 and 45 degrees
-    assert spread("typical")[:3] == [0, 5, 6]
-    # herding: 20 degrees first, then -20 (the pair's mean at 0 degrees lies closer to 13.5 than
-    # 32.5 degrees does), though 45 is the closer single clip
-    assert spread("herding")[:3] == [0, 3, 6]
-    # trim 0.5 keeps the strata inside the three most certain clips: c0 c1 | c2
-    assert spread("herding", trim=0.5)[:2] == [0, 2]
+    # level 0 by herding: 20 degrees (closest to the mean), then 0 (the pair's mean at 10 lies
+    # closest to 13.5); level 0.5: its only clip
+    assert herded(6)[:4] == [0, 1, 5, 6]
+    # Quota 2: centres 1 and 4 both fall on level 0, where the published ends (0 and 5) would
+    # spend one of two slots on the uncertain tail.
+    assert herded(4)[:3] == [0, 1, 6]
+    published = UncertaintySampler.spread_by_uncertainty(candidates, uncertainty, 4,
+                                                         np.random.default_rng(0))
+    assert uncertainty[published[1]] == 0.5
+    # trim 0.5 cuts inside level 0: the level stays whole (ties have no order to cut by).
+    assert herded(6, trim=0.5)[:3] == [0, 1, 3]
 
 
-@pytest.mark.parametrize("pick", ["typical", "herding"])
-def test_strata_picks_avoid_outliers_that_equal_votes_let_through(pick):
+def test_herding_ties_on_equal_votes_are_prototype_herding():
+    rng = np.random.default_rng(3)
+    candidates = [Candidate.from_array(f"c{i}", 0, rng.normal(size=4).astype(np.float32))
+                  for i in range(12)]
+    features = l2_normalise(np.stack([c.load() for c in candidates]).astype(np.float64))
+    expected = herding_order(features, l2_normalise(features.mean(axis=0)), 4)
+    sampler = UncertaintySampler("noisytune", k=6, noise_lambda=0.0, ties="herding")
+    for phase in (0, 1):  # phase 0 scores nothing; phase 1's noiseless votes all agree
+        context = _context(phase=phase, model=IdentityEmbedModel(4))
+        assert sampler.select(candidates, 4, context) == expected
+
+
+def test_herding_ties_avoid_outliers_that_random_ties_let_through():
     # One class: 8 clips in a tight cluster and 2 far outliers, every vote unanimous (no noise),
-    # so the published picks are a random choice; typical and herded picks take the cluster.
+    # so the published picks are a random choice; herded picks take the cluster.
     rng = np.random.default_rng(5)
     cluster = [np.array([3.0, 1.0 + 0.05 * rng.normal()], np.float32) for _ in range(8)]
     outliers = [np.array([3.0, -4.0], np.float32), np.array([3.0, 6.0], np.float32)]
     candidates = [Candidate.from_array(f"c{i}", 0, x) for i, x in enumerate(cluster + outliers)]
-    typical = UncertaintySampler("noisytune", k=6, noise_lambda=0.0, pick=pick)
-    spaced = UncertaintySampler("noisytune", k=6, noise_lambda=0.0)
-    spaced_outliers = 0
+    herding = UncertaintySampler("noisytune", k=6, noise_lambda=0.0, ties="herding")
+    published = UncertaintySampler("noisytune", k=6, noise_lambda=0.0)
+    published_outliers = 0
     for seed in range(20):
         for phase in (0, 1):
-            assert max(typical.select(candidates, 3, _context(phase=phase, seed=seed))) < 8
-        spaced_outliers += max(spaced.select(candidates, 3, _context(seed=seed))) >= 8
-    assert spaced_outliers > 0
+            assert max(herding.select(candidates, 3, _context(phase=phase, seed=seed))) < 8
+        published_outliers += max(published.select(candidates, 3, _context(seed=seed))) >= 8
+    assert published_outliers > 0
 
 
-def test_pick_option_is_checked_and_named():
+def test_ties_option_is_checked_and_named():
     from edgecl.config import RunConfig
 
-    with pytest.raises(EdgeclError, match="--uncert-pick"):
-        UncertaintySampler(pick="median")
-    with pytest.raises(EdgeclError, match="--uncert-pick"):
-        RunConfig(uncert_pick="median")
-    assert "typical" in RunConfig(uncert_pick="typical").default_exp_name()
-    assert "uncert_pick" not in RunConfig().identity()
+    with pytest.raises(EdgeclError, match="--uncert-ties"):
+        RunConfig(uncert_ties="median")
+    assert "herd" in RunConfig(uncert_ties="herding").default_exp_name()
+    assert "uncert_ties" not in RunConfig().identity()
 
 
 @pytest.mark.parametrize("metric", ["shift", "noise"])

@@ -150,8 +150,8 @@ def _memory_label(config: dict[str, Any]) -> str:
             parts.append(f"trim{config['uncert_trim']:g}")
         if config.get("uncert_ties", "random") == "soft":
             parts.append("soft")
-        if config.get("uncert_pick", "spaced") == "typical":
-            parts.append("typical")
+        if config.get("uncert_ties", "random") == "herding":
+            parts.append("herd")
     if config.get("memory_bytes") is not None:
         parts.append(f"b{config['memory_bytes']}")
     else:

@@ -221,6 +221,16 @@ def evenly_spaced(n: int, count: int) -> list[int]:
     return [int(i) for i in np.round(np.linspace(0, n - 1, count))]
 
 
+def stratum_centres(n: int, count: int) -> list[int]:
+    """The centre positions of `count` equal strata of 0..n-1 (every position when count >= n):
+    a proportional spread that, unlike `evenly_spaced`, does not force both ends in."""
+    if count >= n:
+        return list(range(n))
+    if count <= 0:
+        return []
+    return [int(i) for i in np.floor((np.arange(count) + 0.5) * n / count)]
+
+
 def fill_at_random(chosen: list[int], n_candidates: int, capacity: int,
                    rng: np.random.Generator) -> list[int]:
     """Append random unchosen candidates until `capacity` (or the candidates) run out."""

@@ -24,26 +24,16 @@ def herding_step(pool: np.ndarray, total: np.ndarray, step: int, mean: np.ndarra
     return int(np.argmin(np.linalg.norm(mean - means, axis=1)))
 
 
-def herding_order(features: np.ndarray, mean: np.ndarray, count: int) -> list[int]:
-    """Indices of `count` rows of `features` (already normalised) in herding order towards `mean`."""
+def herding_order(features: np.ndarray, mean: np.ndarray, count: int,
+                  chosen_sum: np.ndarray | None = None, n_chosen: int = 0) -> list[int]:
+    """Indices of `count` rows of `features` (already normalised) in herding order towards `mean`,
+    continuing from `n_chosen` rows already chosen elsewhere whose sum is `chosen_sum`."""
     remaining = list(range(len(features)))
     chosen: list[int] = []
-    total = np.zeros(features.shape[1], dtype=np.float64)
+    total = (np.zeros(features.shape[1], dtype=np.float64) if chosen_sum is None
+             else np.array(chosen_sum, dtype=np.float64))
     for step in range(min(count, len(features))):
-        index = remaining.pop(herding_step(features[remaining], total, step, mean))
-        chosen.append(index)
-        total += features[index]
-    return chosen
-
-
-def herding_within(features: np.ndarray, mean: np.ndarray, pools: list[np.ndarray]) -> list[int]:
-    """One row from each pool of row indices, in pool order, each the herding step over its
-    pool: the picks' normalised mean follows `mean` as in `herding_order`, but every pick comes
-    from its own pool."""
-    chosen: list[int] = []
-    total = np.zeros(features.shape[1], dtype=np.float64)
-    for step, pool in enumerate(pools):
-        index = int(pool[herding_step(features[pool], total, step, mean)])
+        index = remaining.pop(herding_step(features[remaining], total, n_chosen + step, mean))
         chosen.append(index)
         total += features[index]
     return chosen

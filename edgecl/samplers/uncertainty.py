@@ -11,16 +11,15 @@ uncertain clip, often an outlier (issue 14); F = 0, the default, is the full spr
 gives most (on FSDD at noise 0.2: all) training clips zero, so the order is decided by the random
 tie-break and the spread is a random choice. `soft` breaks ties by the perturbed softmax instead:
 1 - the mean probability of the most voted class over the k draws (the same draws, no extra
-cost); `random` (the default) is the published rule.
-`uncert_pick`: `spaced` (the default, the published rule) keeps the clip at each evenly spaced
-position of a class's order. `typical` cuts the order into `quota` consecutive strata of equal
-size and keeps from each the clip whose embedding is closest (cosine) to the class's mean
-embedding: the spread over the uncertainty stays, and within a stratum the choice is the most
-representative clip rather than a tie-break. At a few exemplars per class a model that has fitted
-its clips gives them equal votes (issue 14), so the published picks are a class-balanced random
-choice; `typical` then keeps the most typical clip of each random stratum. It applies in the first
-phase too (over a random order, as no uncertainty is scored there). It needs one embedding per
-candidate, which noisytune computes anyway. Perturbations (`uncert_metric`):
+cost); `random` (the default) is the published rule. `herding` takes as many exemplars from each
+vote level as the centres of `quota` equal strata of the order fall on (a proportional spread:
+unlike the published ends, the single most uncertain clip, often an outlier, is not forced in)
+and chooses them within the level by iCaRL herding on the embeddings (towards the class's mean
+embedding, continuing from the more certain levels' picks) instead of at random. When every clip
+ties, as at a few exemplars per class (issue 14), that is prototype's choice; when the votes
+differ, uncertain clips keep their share. It applies in the first phase too (where no uncertainty
+is scored: every clip ties) and needs one embedding per candidate, which noisytune computes
+anyway. Perturbations (`uncert_metric`):
 
 - shift: k/2 pitch shifts and k/2 time shifts of the waveform;
 - noise: k coloured-noise draws added to the waveform;
@@ -28,7 +27,7 @@ candidate, which noisytune computes anyway. Perturbations (`uncert_metric`):
   noise_lambda * std of that clip's embedding) is added and only the classifier head runs.
 
 As in the published code, the first phase (model trained on one task only) fills the memory with a
-class-balanced random choice instead.
+class-balanced random choice instead (herding ties: with herding).
 """
 
 from __future__ import annotations
@@ -40,13 +39,15 @@ import numpy as np
 from edgecl.errors import EdgeclError
 from edgecl.samplers.base import (Candidate, Sampler, SamplerOption, SamplerOptions,
                                   SelectionContext, balanced_random, class_quota, evenly_spaced,
-                                  fill_at_random, indices_by_class, l2_normalise)
-from edgecl.samplers.prototype import herding_within
+                                  fill_at_random, indices_by_class, l2_normalise,
+                                  stratum_centres)
+from edgecl.samplers.prototype import herding_order
 from edgecl.samplers.registry import register_sampler
 
 UNCERT_METRICS = ("shift", "noise", "noisytune")
 METRIC_KS = (2, 4, 6)
-PICKS = ("spaced", "typical", "herding")
+TIES = ("random", "soft", "herding")
+_TIES_LABELS = {"soft": "soft", "herding": "herd"}  # in run names and report labels
 
 
 def vote_uncertainty(predictions: np.ndarray) -> np.ndarray:
@@ -70,6 +71,23 @@ def soft_uncertainty(logits: np.ndarray) -> np.ndarray:
     return 1.0 - probabilities[np.arange(len(logits)), :, top].mean(axis=1)
 
 
+def herded_by_level(features: np.ndarray, mean: np.ndarray, pool: np.ndarray,
+                    uncertainty: np.ndarray, picks: np.ndarray) -> list[int]:
+    """As many candidates of `pool` from each uncertainty level as `picks` holds, the most
+    certain level first, each level's chosen by herding towards `mean` (continuing from the
+    previous levels' choices). `features`: [N, D] normalised; indices are candidate indices."""
+    chosen: list[int] = []
+    total = np.zeros(features.shape[1], dtype=np.float64)
+    for level in np.unique(uncertainty[picks]):
+        level_pool = pool[uncertainty[pool] == level]
+        count = int(np.sum(uncertainty[picks] == level))
+        order = [int(level_pool[i]) for i in herding_order(features[level_pool], mean, count,
+                                                           total, len(chosen))]
+        chosen += order
+        total += features[order].sum(axis=0)
+    return chosen
+
+
 @register_sampler
 class UncertaintySampler(Sampler):
     name = "uncertainty"
@@ -82,16 +100,13 @@ class UncertaintySampler(Sampler):
         SamplerOption("uncert_trim", 0.0, "Drop this most uncertain fraction of each class's "
                       "candidates before the evenly spaced picks (0 = the full spread).",
                       minimum=0, maximum=0.9),
-        SamplerOption("uncert_ties", "random", "How equal vote uncertainties are ordered: at "
-                      "random (published) or by the perturbed softmax (soft).",
-                      choices=("random", "soft")),
-        SamplerOption("uncert_pick", "spaced", "Which clip of the uncertainty order each slot "
-                      "keeps: the evenly spaced one (published) or, per equal stratum, the one "
-                      "closest to the class's mean embedding (typical).", choices=PICKS),
+        SamplerOption("uncert_ties", "random", "How clips with equal vote uncertainty are "
+                      "chosen: at random (published), by the perturbed softmax (soft), or by "
+                      "herding on the embeddings (herding).", choices=TIES),
     )
 
     def __init__(self, metric: str = "noisytune", k: int = 6, noise_lambda: float = 0.2,
-                 trim: float = 0.0, ties: str = "random", pick: str = "spaced") -> None:
+                 trim: float = 0.0, ties: str = "random") -> None:
         if metric not in UNCERT_METRICS:
             raise EdgeclError(f"--uncert-metric: expected one of {', '.join(UNCERT_METRICS)}, "
                               f"got {metric!r}")
@@ -100,12 +115,10 @@ class UncertaintySampler(Sampler):
                               f"for shift), got {k}")
         if not 0.0 <= trim <= 0.9:
             raise EdgeclError(f"--uncert-trim: expected a fraction in [0, 0.9], got {trim}")
-        if ties not in ("random", "soft"):
-            raise EdgeclError(f"--uncert-ties: expected random or soft, got {ties!r}")
-        if pick not in PICKS:
-            raise EdgeclError(f"--uncert-pick: expected one of {', '.join(PICKS)}, got {pick!r}")
+        if ties not in TIES:
+            raise EdgeclError(f"--uncert-ties: expected one of {', '.join(TIES)}, got {ties!r}")
         self.metric, self.k, self.noise_lambda, self.trim = metric, k, noise_lambda, trim
-        self.ties, self.pick = ties, pick
+        self.ties = ties
         self.needs_waveform = metric != "noisytune"
 
     @classmethod
@@ -113,15 +126,15 @@ class UncertaintySampler(Sampler):
         defaults = {o.name: o.default for o in cls.options}
         values = {**defaults, **values}
         return cls(values["uncert_metric"], values["metric_k"], values["noise_lambda"],
-                   values["uncert_trim"], values["uncert_ties"], values["uncert_pick"])
+                   values["uncert_trim"], values["uncert_ties"])
 
     @classmethod
     def run_name_parts(cls, values: SamplerOptions) -> list[str]:
         trim = values.get("uncert_trim") or 0
         return [values["uncert_metric"], f"k{values['metric_k']}"] + (
             [f"trim{trim:g}"] if trim else []) + (
-            ["soft"] if values.get("uncert_ties", "random") == "soft" else []) + (
-            ["typical"] if values.get("uncert_pick", "spaced") == "typical" else [])
+            [_TIES_LABELS[values.get("uncert_ties", "random")]]
+            if values.get("uncert_ties", "random") != "random" else [])
 
     @classmethod
     def variants(cls) -> list[tuple[str, dict]]:
@@ -131,12 +144,12 @@ class UncertaintySampler(Sampler):
                     features_cached=True):
         """noisytune: one embedding per candidate, then the head k times. shift, noise: k full
         forwards per candidate, front end included (the perturbed audio has new features), plus
-        `perturbation_macs` per draw, and with `typical` picks one clean embedding each."""
+        `perturbation_macs` per draw, and with herding ties one clean embedding each."""
         frontend = 0 if features_cached else macs.frontend
         if self.metric == "noisytune":
             return n_candidates * (frontend + macs.backbone + self.k * macs.head)
         per_draw = macs.total + self.perturbation_macs(clip_samples, sample_rate)
-        clean = frontend + macs.backbone if self.pick == "typical" else 0
+        clean = frontend + macs.backbone if self.ties == "herding" else 0
         return n_candidates * (self.k * per_draw + clean)
 
     def perturbation_macs(self, clip_samples, sample_rate):
@@ -145,7 +158,7 @@ class UncertaintySampler(Sampler):
         return perturbations.perturbation_macs(self.metric, clip_samples, sample_rate)
 
     def select(self, candidates, capacity, context):
-        if self.pick == "spaced":
+        if self.ties != "herding":
             if context.phase == 0:
                 return balanced_random(candidates, capacity, context)
             uncertainty = self.uncertainty(candidates, context)
@@ -155,36 +168,33 @@ class UncertaintySampler(Sampler):
         uncertainty = (np.zeros(len(candidates)) if context.phase == 0
                        else self.uncertainty(candidates, context, embeddings))
         return self.spread_by_uncertainty(candidates, uncertainty, capacity, context.rng,
-                                          trim=self.trim, embeddings=embeddings, pick=self.pick)
+                                          trim=self.trim, embeddings=embeddings)
 
     @staticmethod
     def spread_by_uncertainty(candidates: Sequence[Candidate], uncertainty: np.ndarray,
                               capacity: int, rng: np.random.Generator, trim: float = 0.0,
-                              embeddings=None, pick: str = "spaced") -> list[int]:
-        """Per class, `quota` picks along the uncertainty order (over its most certain
+                              embeddings=None) -> list[int]:
+        """Per class, evenly spaced picks along the uncertainty order (over its most certain
         1 - `trim` share, at least the quota); random leftovers. Ties are broken at random (a
-        shuffle before a stable sort). `pick` spaced: the clips at evenly spaced positions;
-        typical / herding: the order is cut into `quota` equal consecutive strata and each gives
-        one clip by its `embeddings` ([N, D]): the closest to the class's mean embedding, or the
-        herding step towards that mean."""
+        shuffle before a stable sort). Given `embeddings` ([N, D]), herding ties instead: as many
+        clips from each uncertainty level as the strata centres fall on, herded."""
         groups = indices_by_class(candidates)
         quota = class_quota(capacity, len(groups))
-        features = None if pick == "spaced" else l2_normalise(
+        features = None if embeddings is None else l2_normalise(
             np.asarray(embeddings, dtype=np.float64))
         chosen: list[int] = []
         for target in sorted(groups):
             members = np.asarray(groups[target])[rng.permutation(len(groups[target]))]
             ordered = members[np.argsort(uncertainty[members], kind="stable")]
             span = max(min(quota, len(ordered)), int(np.ceil(len(ordered) * (1.0 - trim))))
-            if pick == "spaced":
+            if features is None:
                 chosen += [int(ordered[p]) for p in evenly_spaced(span, quota)]
                 continue
-            strata = np.array_split(ordered[:span], min(quota, span)) if quota > 0 else []
+            # Herding: the levels the span reaches, whole (ties have no order to cut them by).
+            pool = ordered[np.isin(uncertainty[ordered], uncertainty[ordered[:span]])]
+            picks = ordered[stratum_centres(span, quota)]
             mean = l2_normalise(features[groups[target]].mean(axis=0))
-            if pick == "typical":
-                chosen += [int(stratum[np.argmax(features[stratum] @ mean)]) for stratum in strata]
-            else:
-                chosen += herding_within(features, mean, strata)
+            chosen += herded_by_level(features, mean, pool, uncertainty, picks)
         return fill_at_random(chosen, len(candidates), capacity, rng)
 
     def predictions(self, candidates: Sequence[Candidate], context: SelectionContext) -> np.ndarray:
@@ -249,7 +259,7 @@ class UncertaintySampler(Sampler):
         which orders equal votes and never crosses to the next vote level)."""
         logits = self.perturbed_logits(candidates, context, embeddings)
         votes = vote_uncertainty(logits.argmax(axis=2))
-        if self.ties == "random":
+        if self.ties != "soft":
             return votes
         return votes + soft_uncertainty(logits) / self.k
 
