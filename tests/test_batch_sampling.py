@@ -108,3 +108,18 @@ def test_option_is_checked_labelled_and_left_out_of_old_identities(six_class_man
                                        "class-balanced", "--no-export"])
     assert result.exit_code != 0
     assert "--batch-sampling: only used with --mode replay" in result.output
+
+
+def test_a_trailing_batch_under_an_eighth_of_a_batch_is_folded_in():
+    from edgecl.training.loop import _batches
+
+    def sizes(n, batch_size=32):
+        return [len(b) for b in _batches(torch.arange(n), batch_size)]
+
+    # 194 clips (the synthetic default at memory 50): no 2-clip step at the end of the epoch
+    assert sizes(194) == [32] * 5 + [34]
+    assert sizes(196) == [32] * 6 + [4]  # four clips (an eighth) stay a batch
+    assert sizes(33) == [33]
+    assert sizes(9, batch_size=4) == [4, 5]  # small batches: a single clip is still folded
+    assert sizes(10, batch_size=4) == [4, 4, 2]
+    assert torch.equal(torch.cat(_batches(torch.arange(194), 32)), torch.arange(194))
