@@ -17,13 +17,6 @@ from edgecl.samplers.base import Sampler, class_quota, indices_by_class, l2_norm
 from edgecl.samplers.registry import register_sampler
 
 
-def herding_step(pool: np.ndarray, total: np.ndarray, step: int, mean: np.ndarray) -> int:
-    """The row of `pool` whose addition to the `step` rows summing to `total` brings their
-    normalised mean closest to `mean`."""
-    means = l2_normalise((pool.astype(np.float64) + total) / (step + 1))
-    return int(np.argmin(np.linalg.norm(mean - means, axis=1)))
-
-
 def herding_order(features: np.ndarray, mean: np.ndarray, count: int,
                   chosen_sum: np.ndarray | None = None, n_chosen: int = 0) -> list[int]:
     """Indices of `count` rows of `features` (already normalised) in herding order towards `mean`,
@@ -33,7 +26,9 @@ def herding_order(features: np.ndarray, mean: np.ndarray, count: int,
     total = (np.zeros(features.shape[1], dtype=np.float64) if chosen_sum is None
              else np.array(chosen_sum, dtype=np.float64))
     for step in range(min(count, len(features))):
-        index = remaining.pop(herding_step(features[remaining], total, n_chosen + step, mean))
+        pool = features[remaining].astype(np.float64)
+        means = l2_normalise((pool + total) / (n_chosen + step + 1))
+        index = remaining.pop(int(np.argmin(np.linalg.norm(mean - means, axis=1))))
         chosen.append(index)
         total += features[index]
     return chosen
