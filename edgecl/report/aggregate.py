@@ -26,6 +26,7 @@ from typing import Any
 from edgecl.config import IDENTITY_DEFAULTS_LEFT_OUT
 from edgecl.errors import EdgeclError
 from edgecl.results import RESULTS_NAME
+from edgecl.samplers import sampler_class, sampler_names
 
 NOT_METHOD = ("seed", "test_fold", "workspace", "exp_name", "threads", "quiet", "feature_store",
               "device")
@@ -144,14 +145,10 @@ def _memory_label(config: dict[str, Any]) -> str:
     if mode != "replay":
         return str(mode)
     parts = [str(config.get("mem_manage"))]
-    if config.get("mem_manage") == "uncertainty":
-        parts += [str(config.get("uncert_metric")), f"k{config.get('metric_k')}"]
-        if config.get("uncert_trim"):
-            parts.append(f"trim{config['uncert_trim']:g}")
-        if config.get("uncert_ties", "random") == "soft":
-            parts.append("soft")
-        if config.get("uncert_ties", "random") == "herding":
-            parts.append("herd")
+    if config.get("mem_manage") in sampler_names():  # the parts its run names carry
+        sampler = sampler_class(config["mem_manage"])
+        parts += sampler.run_name_parts({**{o.name: o.default for o in sampler.options},
+                                         **config})
     if config.get("memory_bytes") is not None:
         parts.append(f"b{config['memory_bytes']}")
     else:
