@@ -15,7 +15,8 @@ from edgecl.commands.train import train_command
 from edgecl.errors import EdgeclError
 from edgecl.grid.executors import LocalExecutor
 from edgecl.grid.runner import GridRunner, Outcome, run_is_complete
-from edgecl.grid.spec import load_spec, parse_spec, parse_train_args, trial_name
+from edgecl.grid.spec import (builtin_names, load_spec, parse_spec, parse_train_args,
+                               select_methods, trial_name)
 
 TINY_SPEC = """
 name = "tiny"
@@ -80,15 +81,17 @@ def test_builtin_specs_expand_to_the_published_grids(name, count):
 
 def test_fsdd_m50_spec_runs_every_sampler_plain_balanced_and_distilled(tmp_path):
     trials = load_spec("fsdd-m50").trials({"data_root": "/data"})
-    assert len(trials) == 20 * 5 and len({t.name for t in trials}) == 100
+    assert len(trials) == 21 * 5 and len({t.name for t in trials}) == 105
     replay = [t.options for t in trials if t.options["mode"] == "replay"]
     assert {o["memory_size"] for o in replay} == {50}
     samplers = ("uncertainty", "balanced-random", "reservoir", "prototype", "kcenter", "random")
-    variants = {(o["mem_manage"], o.get("batch_sampling", "uniform"),
-                 o.get("distill_output", 0.0), o.get("balanced_epochs", 0)) for o in replay}
-    assert variants == {(s, *v) for s in samplers for v in (("uniform", 0.0, 0),
-                                                            ("progressive", 1.0, 0),
-                                                            ("uniform", 0.0, 20))}
+    variants = {(o["mem_manage"], o.get("uncert_ties", "random"),
+                 o.get("batch_sampling", "uniform"), o.get("distill_output", 0.0),
+                 o.get("balanced_epochs", 0)) for o in replay}
+    assert variants == {(s, "random", *v) for s in samplers for v in (("uniform", 0.0, 0),
+                                                                      ("progressive", 1.0, 0),
+                                                                      ("uniform", 0.0, 20))} \
+        | {("uncertainty", "herding", "progressive", 1.0, 0)}
     distilled = [o for o in replay if o.get("batch_sampling") == "progressive"]
     assert all(o["distill_feature"] == 1.0 and o["distill_adaptive"] for o in distilled)
     assert all(o["bias_correction"] == "deployed" for o in distilled)
@@ -164,6 +167,31 @@ def test_dry_run_lists_trials_and_runs_nothing(tmp_path):
     assert "4 trials in grid tiny: 4 to run, 0 complete" in result.output
     assert result.output.count("edgecl train ") == 4
     assert not (tmp_path / "ws").exists()
+
+
+def test_methods_option_runs_only_the_matching_methods(tmp_path):
+    args = ["grid", str(_tiny(tmp_path)), "--workspace", str(tmp_path / "ws"), "--dry-run"]
+    result = CliRunner().invoke(main, args + ["--methods", "fine*"])
+    assert result.exit_code == 0, result.output
+    assert "2 trials in grid tiny" in result.output and "random-m" not in result.output
+    both = CliRunner().invoke(main, args + ["--methods", "finetune, random-*"])
+    assert "4 trials in grid tiny" in both.output
+    trials = load_spec("fsdd-m50").trials({"data_root": "/data"})
+    picked = select_methods(trials, ["pgb-kd-bicd-*"])
+    assert len(picked) == 7 * 5 and {t.options["batch_sampling"] for t in picked} == {"progressive"}
+
+
+def test_methods_option_names_the_methods_when_a_pattern_matches_none(tmp_path):
+    result = CliRunner().invoke(main, ["grid", str(_tiny(tmp_path)), "--dry-run",
+                                       "--methods", "finetune,noisy*"])
+    assert result.exit_code == 2
+    assert "'noisy*' matches no method" in result.output and "finetune" in result.output
+
+
+def test_grid_help_names_every_builtin_spec():
+    result = CliRunner().invoke(main, ["grid", "--help"])
+    for name in builtin_names():
+        assert name in result.output
 
 
 def test_grid_needs_a_data_root_for_real_datasets(tmp_path):

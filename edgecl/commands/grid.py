@@ -58,6 +58,9 @@ def _interrupt_on_signals() -> None:
 @click.option("--seeds", default=None, help="Override the spec's seeds, e.g. '1,2'.")
 @click.option("--folds", default=None, help="Override the spec's test folds, e.g. '1'.")
 @click.option("--memory-sizes", default=None, help="Override the spec's memory sizes, e.g. '500'.")
+@click.option("--methods", default=None,
+              help="Run only these methods: labels or shell patterns, comma-separated, e.g. "
+                   "'pgb-kd-bicd-*,joint' (--dry-run lists the labels).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               callback=option_range(*INT_RANGES["threads"]),
               help="torch threads per trial (each trial takes that many CPUs from Ray).")
@@ -68,9 +71,11 @@ def _interrupt_on_signals() -> None:
 @click.option("--dry-run", is_flag=True, help="List the trials and their commands; run nothing.")
 def grid_command(spec: str, train_args: tuple[str, ...], data_root: str | None, workspace: str,
                  address: str | None, workers: int | None, executor: str, retries: int,
-                 seeds: str | None, folds: str | None, memory_sizes: str | None, threads: int,
-                 gpus_per_trial: float, dry_run: bool) -> None:
-    """Run every configuration of SPEC (a TOML file, or a built-in: tau-asc, esc-50, fsdd).
+                 seeds: str | None, folds: str | None, memory_sizes: str | None,
+                 methods: str | None, threads: int, gpus_per_trial: float,
+                 dry_run: bool) -> None:
+    """Run every configuration of SPEC (a TOML file, or a built-in: tau-asc, esc-50, fsdd,
+    fsdd-m50).
 
     Each trial is `python -m edgecl train ... --threads 1 --quiet` in its own process, in a Ray
     task. TRAIN_ARGS after `--` go to every trial (e.g. -- --epochs 5 --no-export). Complete runs
@@ -78,7 +83,7 @@ def grid_command(spec: str, train_args: tuple[str, ...], data_root: str | None, 
     its stderr in WORKSPACE/grid.json. Exit code 1 when a trial failed, 130 on Ctrl-C.
     """
     from edgecl.grid.runner import GridRunner, run_is_complete
-    from edgecl.grid.spec import load_spec, parse_train_args
+    from edgecl.grid.spec import load_spec, parse_train_args, select_methods
 
     grid = load_spec(spec)
     grid.seeds = _int_list(seeds, "--seeds") or grid.seeds
@@ -92,6 +97,11 @@ def grid_command(spec: str, train_args: tuple[str, ...], data_root: str | None, 
             raise EdgeclError(f"--data-root: {data_root} does not exist")
         overrides["data_root"] = str(Path(data_root).absolute())
     trials = grid.trials(overrides)
+    if methods is not None:
+        patterns = [p for p in methods.replace(" ", ",").split(",") if p]
+        if not patterns:
+            raise EdgeclError("--methods: expected method labels or patterns, comma-separated")
+        trials = select_methods(trials, patterns)
     needs_root = {t.options.get("dataset", "synthetic") for t in trials} - {"synthetic"}
     if needs_root and not any(t.options.get("data_root") for t in trials):
         raise EdgeclError(f"--data-root: required for --dataset {', '.join(sorted(needs_root))}")

@@ -35,6 +35,7 @@ equal.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import itertools
 import json
@@ -200,6 +201,17 @@ class GridSpec:
         return trials
 
 
+def select_methods(trials: list[Trial], patterns: list[str]) -> list[Trial]:
+    """The trials whose method label matches one of the shell-style patterns (e.g. 'pgb-*').
+    A pattern that matches no method is an error naming the methods there are."""
+    labels = list(dict.fromkeys(t.method for t in trials))
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(label, pattern) for label in labels):
+            raise EdgeclError(f"--methods: '{pattern}' matches no method of this grid "
+                              f"({', '.join(labels)})")
+    return [t for t in trials if any(fnmatch.fnmatchcase(t.method, p) for p in patterns)]
+
+
 def options_hash(options: dict[str, Any], length: int = 10) -> str:
     """Short stable hash of a trial's options (grid-owned options left out)."""
     kept = {k: v for k, v in options.items() if k not in NOT_HASHED}
@@ -284,7 +296,7 @@ def builtin_names() -> list[str]:
 
 
 def load_spec(spec: str | Path) -> GridSpec:
-    """A spec from a TOML file, or a built-in spec by name (tau-asc, esc-50, fsdd)."""
+    """A spec from a TOML file, or a built-in spec by name (see `builtin_names`)."""
     path = Path(spec)
     if path.is_file():
         try:
