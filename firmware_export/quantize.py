@@ -43,6 +43,7 @@ from firmware_export.graph import consumers, front_end_nodes, producers
 from firmware_export.device.layout import INPUT_NAME
 
 CALIBRATION_BATCH = 16
+CALIBRATION_STRIDE = 1  # batches per calibration pass (onnxruntime's CalibStridedMinMax)
 REDUCE_RANGE = True
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 SHAPE_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose")
@@ -93,9 +94,11 @@ class QuantizedModel:
 class WaveformReader(CalibrationDataReader):
     """Feeds calibration waveforms [N, T] to the calibrator in equal batches, in order.
 
-    Equal sizes matter: the histogram calibrators (Percentile, Entropy) stack every batch's
-    outputs into one array, which fails on a short last batch. The batch is the largest divisor
-    of N up to `batch_size` (MinMax ranges do not depend on it).
+    Equal sizes matter: the histogram calibrators (Percentile, Entropy) stack the outputs of the
+    batches they are given into one array, which fails on a short last batch. The batch is the
+    largest divisor of N up to `batch_size` (MinMax ranges do not depend on it). `set_range`
+    limits the reader to batches [start, end): onnxruntime's `CalibStridedMinMax` uses it to
+    calibrate one stride of batches at a time.
     """
 
     def __init__(self, waveforms: np.ndarray, batch_size: int = CALIBRATION_BATCH) -> None:
@@ -103,17 +106,25 @@ class WaveformReader(CalibrationDataReader):
         size = max(d for d in range(1, max(1, min(batch_size, count)) + 1) if count % d == 0)
         self._batches = [np.ascontiguousarray(waveforms[i:i + size], dtype=np.float32)
                          for i in range(0, count, size)]
+        self._start, self._end = 0, len(self._batches)
         self._position = 0
 
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._start, self._end = start_index, min(end_index, len(self._batches))
+        self._position = start_index
+
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._position >= len(self._batches):
+        if self._position >= self._end:
             return None
         batch = self._batches[self._position]
         self._position += 1
         return {INPUT_NAME: batch}
 
     def rewind(self) -> None:
-        self._position = 0
+        self._position = self._start
 
 
 def unfolded_norm_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -187,6 +198,10 @@ def quantize_candidate(fp32: onnx.ModelProto, calibration_waveforms: np.ndarray,
                 calibrate_method=CALIBRATION_METHODS[recipe.calibration],
                 use_external_data_format=False, calibration_cache_path=cache,
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                               # One batch at a time: the histogram calibrators would otherwise
+                               # hold every intermediate tensor of every clip (11 GB at 44.1 kHz
+                               # 5 s); MinMax merges its ranges exactly, the histograms merge.
+                               "CalibStridedMinMax": CALIBRATION_STRIDE,
                                # BatchNormalization scales are rank 1: their channel axis is 0.
                                "QDQOpTypePerChannelSupportToAxis": {
                                    "BatchNormalization": 0}})

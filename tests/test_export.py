@@ -236,6 +236,69 @@ def test_histogram_calibration_works_with_any_number_of_clips(fp32_bytes, method
     assert len(set(batches)) == 1 and sum(shape[0] for shape in batches) == 21
 
 
+def test_calibration_takes_one_batch_a_pass_and_minmax_matches_a_single_pass(fp32_bytes,
+                                                                             monkeypatch):
+    """The calibrator is given one batch per pass (onnxruntime's CalibStridedMinMax), so the
+    histogram calibrators never hold more than one batch's tensors; MinMax merges its passes'
+    ranges exactly, so the int8 model equals the one calibrated in a single pass."""
+    import firmware_export.quantize as quantize
+
+    fp32 = onnx.load_from_string(fp32_bytes)
+    calibration, _ = tones(32, seed=7)  # two batches of 16
+    ranges: list[tuple[int, int]] = []
+    set_range = quantize.WaveformReader.set_range
+
+    def recording(self, start_index, end_index):
+        ranges.append((start_index, end_index))
+        set_range(self, start_index, end_index)
+
+    monkeypatch.setattr(quantize.WaveformReader, "set_range", recording)
+    strided = quantize_candidate(fp32, calibration, per_channel=True)
+    assert ranges == [(0, 1), (1, 2)]
+    monkeypatch.setattr(quantize, "CALIBRATION_STRIDE", 2)
+    single = quantize_candidate(fp32, calibration, per_channel=True)
+    assert ranges[2:] == [(0, 2)]
+    assert serialize(strided.proto) == serialize(single.proto)
+
+
+def test_waveform_reader_range_limits_and_rewinds_to_its_start():
+    from firmware_export.quantize import WaveformReader
+
+    waveforms = np.arange(24, dtype=np.float32).reshape(12, 2)
+    reader = WaveformReader(waveforms, batch_size=4)
+    assert len(reader) == 3
+    reader.set_range(1, 3)
+    firsts = [batch["waveform"][0, 0] for batch in iter(reader.get_next, None)]
+    assert firsts == [8.0, 16.0]
+    reader.rewind()
+    assert reader.get_next()["waveform"][0, 0] == 8.0
+
+
+def test_streamed_activation_noise_equals_onnxruntimes_whole_set_figure(int8_model, tmp_path):
+    """The sensitivity ranking's activation SQNR, summed batch by batch, is onnxruntime's
+    `qdq_err` computed on every clip's tensors at once."""
+    from onnxruntime.quantization.qdq_loss_debug import (collect_activations,
+                                                         compute_activation_error,
+                                                         create_activation_matching,
+                                                         modify_model_output_intermediate_tensors)
+
+    from firmware_export.int8_search import qdq_activation_sqnr
+    from firmware_export.quantize import WaveformReader
+
+    onnx.save(int8_model, str(tmp_path / "int8.onnx"))
+    augmented = str(tmp_path / "augmented.onnx")
+    modify_model_output_intermediate_tensors(str(tmp_path / "int8.onnx"), augmented)
+    clips, _ = tones(12, seed=8)
+    matching = create_activation_matching(collect_activations(augmented, WaveformReader(clips)))
+    for pair in matching.values():
+        pair.setdefault("float", None)  # no float model: qdq_err alone is compared
+    whole = compute_activation_error(matching)
+    streamed = qdq_activation_sqnr(augmented, clips, batch_size=4)
+    assert streamed.keys() == whole.keys() and len(streamed) > 10
+    for name, figures in whole.items():
+        assert streamed[name] == pytest.approx(figures["qdq_err"], abs=1e-3), name
+
+
 def test_quantizer_refuses_a_graph_without_a_log_front_end():
     graph = helper.make_graph(
         [helper.make_node("Relu", ["waveform"], ["logits"])], "no_front_end",
