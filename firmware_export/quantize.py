@@ -106,14 +106,14 @@ class WaveformReader(CalibrationDataReader):
         size = max(d for d in range(1, max(1, min(batch_size, count)) + 1) if count % d == 0)
         self._batches = [np.ascontiguousarray(waveforms[i:i + size], dtype=np.float32)
                          for i in range(0, count, size)]
-        self._start, self._end = 0, len(self._batches)
+        self._end = len(self._batches)
         self._position = 0
 
     def __len__(self) -> int:
         return len(self._batches)
 
     def set_range(self, start_index: int, end_index: int) -> None:
-        self._start, self._end = start_index, min(end_index, len(self._batches))
+        self._end = min(end_index, len(self._batches))
         self._position = start_index
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -122,9 +122,6 @@ class WaveformReader(CalibrationDataReader):
         batch = self._batches[self._position]
         self._position += 1
         return {INPUT_NAME: batch}
-
-    def rewind(self) -> None:
-        self._position = self._start
 
 
 def unfolded_norm_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
