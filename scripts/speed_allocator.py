@@ -23,7 +23,7 @@ m = build_model("bc-resnet", 4, FrontEndConfig.for_sample_rate(44100))
 x = torch.randn(32, 1, 64, 690); y = torch.randint(0, 4, (32,))
 opt = torch.optim.Adam(m.parameters(), 1e-3)
 res = {}
-for r in range(3):
+for _round in range(3):
     for keep in (False, True):
         settings(keep)
         m.eval(); fast = inference_copy(m.backbone, 64)

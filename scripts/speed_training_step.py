@@ -35,7 +35,7 @@ from models.frontend import FrontEndConfig
 
 
 def _ssn_manual(self, x):
-    bn, (batch, channels, n_freq, frames) = self.bn, x.shape
+    bn, (_, channels, n_freq, _) = self.bn, x.shape
     bands = self.sub_bands
     view = x.unflatten(2, (bands, n_freq // bands))
     shape = (1, channels, bands, 1, 1)
