@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 
 STORE_FOLDER = "features"
-FORMAT_VERSION = 1
+# 2: features computed one clip at a time (edgecl.features); version-1 entries depended on the
+# batch that computed them, so they are not reused.
+FORMAT_VERSION = 2
 
 
 class FeatureStore:

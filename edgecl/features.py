@@ -11,6 +11,14 @@ features from the audio.
 With a `store` (edgecl.feature_store.FeatureStore), the features of "clip" items (whose key is the
 audio file's path) are read from disk when stored, and stored when computed: a later run over the
 same files computes none of them.
+
+The front end runs one clip at a time. Its matmuls take other kernels for a small batch than for
+a large one (on an AVX-512 machine at 16 kHz: a clip's log-mel computed in a batch of 1-8 differs
+in the last bits from the same clip's in a batch of 16 or more), so batched features would depend
+on which clips happened to share a request: the store would keep whatever the first run to compute
+a clip got, and a run's figures would depend on the workspace's history (and a resumed run on its
+cache). One clip at a time is also no slower on one thread (1.5 against 2.0 ms a clip at 16 kHz
+1 s, 13 against 35 ms at 44.1 kHz 5 s: scripts/speed_frontend_batch.py).
 """
 
 from __future__ import annotations
@@ -53,11 +61,9 @@ class FeatureItem:
 class FeatureCache:
     """Maps FeatureItems to log-mel tensors [1, F, T'] computed by `frontend`."""
 
-    def __init__(self, frontend: torch.nn.Module, enabled: bool = True, batch_size: int = 64,
-                 store=None) -> None:
+    def __init__(self, frontend: torch.nn.Module, enabled: bool = True, store=None) -> None:
         self.frontend = frontend
         self.enabled = enabled
-        self.batch_size = batch_size
         self.disk = store if enabled else None  # a FeatureStore, or None
         self._store: dict[tuple[str, str], torch.Tensor] = {}
         self.computed = 0  # clips whose features were computed (cache misses)
@@ -73,7 +79,7 @@ class FeatureCache:
     def snapshot(self) -> FeatureCache:
         """A cache holding the same entries (the tensors are shared, not copied) that forgets
         and adds on its own; without the feature store (its entries are in memory already)."""
-        copy = FeatureCache(self.frontend, enabled=self.enabled, batch_size=self.batch_size)
+        copy = FeatureCache(self.frontend, enabled=self.enabled)
         copy._store = dict(self._store)
         return copy
 
@@ -104,21 +110,17 @@ class FeatureCache:
     @torch.no_grad()
     def _compute(self, items: Sequence[FeatureItem]) -> list[torch.Tensor]:
         start = time.perf_counter()
-        out: list[torch.Tensor | None] = [None] * len(items)
-        waveform_rows = [i for i, item in enumerate(items) if item.domain == "waveform"]
-        for i, item in enumerate(items):
-            if item.domain != "waveform":
-                out[i] = torch.as_tensor(np.asarray(item.load(), dtype=np.float32))
         self.frontend.eval()
-        for start_row in range(0, len(waveform_rows), self.batch_size):
-            rows = waveform_rows[start_row:start_row + self.batch_size]
-            waves = torch.from_numpy(np.stack([np.asarray(items[r].load(), dtype=np.float32)
-                                               for r in rows]))
-            for r, feature in zip(rows, self.frontend(waves.to(device_of(self.frontend))).cpu()):
-                out[r] = feature
+        device = device_of(self.frontend)
+        out = []
+        for item in items:
+            array = torch.from_numpy(np.asarray(item.load(), dtype=np.float32))
+            # one clip per front-end call: a clip's features must not depend on its batch
+            out.append(array if item.domain != "waveform"
+                       else self.frontend(array[None].to(device))[0].cpu())
         self.computed += len(items)
         self.seconds += time.perf_counter() - start
-        return out  # type: ignore[return-value]
+        return out
 
     def get(self, items: Sequence[FeatureItem]) -> torch.Tensor:
         """Features [N, 1, F, T'] for the items, computing (and caching) the missing ones."""

@@ -108,7 +108,7 @@ def update_memory(memory, sampler, items: ClipItems, new_clips: list, *, phase: 
 
 def fresh_items(items: ClipItems) -> ClipItems:
     """The same clips with an empty feature cache (a cold start, for timing an update)."""
-    return ClipItems(items.audio, FeatureCache(items.features.frontend, batch_size=64))
+    return ClipItems(items.audio, FeatureCache(items.features.frontend))
 
 
 def warm_items(items: ClipItems) -> ClipItems:

@@ -139,3 +139,24 @@ def test_a_cache_snapshot_shares_entries_but_forgets_on_its_own():
     assert torch.equal(snapshot.get(items), cache.get(items)) and snapshot.computed == 0
     snapshot.forget(items[:2])
     assert len(snapshot) == 1 and len(cache) == 3
+
+
+def test_a_clips_features_do_not_depend_on_the_clips_requested_with_it():
+    """Front-end kernels may round differently for different batch sizes; the cache runs one clip
+    at a time, so what it computes (and stores) for a clip is the same whatever shares the
+    request. The front end here makes any batching visible: it adds the batch size."""
+    import torch
+
+    from edgecl.features import FeatureCache, FeatureItem
+
+    class BatchSensitive(torch.nn.Module):
+        def forward(self, waves):
+            return waves[:, None, None, :4] + waves.shape[0]
+
+    def item(i):
+        return FeatureItem(f"clip{i}", "clip", lambda i=i: np.full(8, float(i), np.float32))
+
+    together = FeatureCache(BatchSensitive()).get([item(i) for i in range(5)])
+    for i in range(5):
+        alone = FeatureCache(BatchSensitive()).get([item(i)])[0]
+        assert torch.equal(alone, together[i])
