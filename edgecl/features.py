@@ -17,8 +17,11 @@ a large one (on an AVX-512 machine at 16 kHz: a clip's log-mel computed in a bat
 in the last bits from the same clip's in a batch of 16 or more), so batched features would depend
 on which clips happened to share a request: the store would keep whatever the first run to compute
 a clip got, and a run's figures would depend on the workspace's history (and a resumed run on its
-cache). One clip at a time is also no slower on one thread (1.5 against 2.0 ms a clip at 16 kHz
-1 s, 13 against 35 ms at 44.1 kHz 5 s: scripts/speed_frontend_batch.py).
+cache). On one thread, one clip at a time is about as fast at 16 kHz 1 s (1.4-1.8 against
+1.7-2.4 ms a clip in two runs on a loaded 2-core machine) and three times faster at 44.1 kHz 5 s
+(9-13 against 27-58 ms): scripts/speed_frontend_batch.py. The thread count
+changes the bits too (16 kHz, one clip, 1 against 2 threads), and runs sharing a store may use
+different `--threads`, so the front end always runs on one thread.
 """
 
 from __future__ import annotations
@@ -113,11 +116,16 @@ class FeatureCache:
         self.frontend.eval()
         device = device_of(self.frontend)
         out = []
-        for item in items:
-            array = torch.from_numpy(np.asarray(item.load(), dtype=np.float32))
-            # one clip per front-end call: a clip's features must not depend on its batch
-            out.append(array if item.domain != "waveform"
-                       else self.frontend(array[None].to(device))[0].cpu())
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the bits also depend on the thread count (see above)
+        try:
+            for item in items:
+                array = torch.from_numpy(np.asarray(item.load(), dtype=np.float32))
+                # one clip per front-end call: a clip's features must not depend on its batch
+                out.append(array if item.domain != "waveform"
+                           else self.frontend(array[None].to(device))[0].cpu())
+        finally:
+            torch.set_num_threads(threads)
         self.computed += len(items)
         self.seconds += time.perf_counter() - start
         return out

@@ -1,6 +1,7 @@
-"""Why the feature cache runs the front end one clip at a time (edgecl/features.py): for 64 random
-clips, whether computing them in batches of B gives the same bits as one batch of 64, and the
-front end's ms per clip in batches of 1 and of 64, per sample rate.
+"""Why the feature cache runs the front end one clip at a time on one thread (edgecl/features.py):
+for 64 random clips, whether computing them in batches of B gives the same bits as one batch of 64,
+whether one clip at a time gives the same bits on 1 and 2 threads, and the front end's ms per clip
+in batches of 1 and of 64, per sample rate.
 
     python scripts/speed_frontend_batch.py [THREADS]   (from the repository root)
 """
@@ -41,6 +42,13 @@ def main(threads: int) -> None:
                                                       for i in range(0, CLIPS, batch)]))
                 for batch in (1, 2, 4, 8, 16, 32)}
         print(f"{rate} Hz {seconds} s: same bits as one batch of {CLIPS}, per batch size: {same}")
+        by_threads = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            by_threads.append(torch.cat([frontend(waves[i:i + 1]) for i in range(8)]))
+        torch.set_num_threads(threads)
+        print(f"{rate} Hz {seconds} s: one clip at a time, same bits on 1 and 2 threads: "
+              f"{torch.equal(*by_threads)}")
         print(f"{rate} Hz {seconds} s: ms a clip, batch 1 {ms_per_clip(frontend, waves, 1):.2f}, "
               f"batch {CLIPS} {ms_per_clip(frontend, waves, CLIPS):.2f} ({threads} thread(s))")
 

@@ -160,3 +160,24 @@ def test_a_clips_features_do_not_depend_on_the_clips_requested_with_it():
     for i in range(5):
         alone = FeatureCache(BatchSensitive()).get([item(i)])[0]
         assert torch.equal(alone, together[i])
+
+
+def test_the_front_end_runs_on_one_thread_whatever_the_runs_thread_count():
+    """The thread count also changes a front end's last bits, and runs sharing a store may use
+    different --threads: the cache runs the front end on one thread and restores the count."""
+    import torch
+
+    from edgecl.features import FeatureCache, FeatureItem
+
+    class ThreadCount(torch.nn.Module):
+        def forward(self, waves):
+            return torch.full((len(waves), 1, 1, 1), float(torch.get_num_threads()))
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        item = FeatureItem("clip", "clip", lambda: np.zeros(8, np.float32))
+        assert FeatureCache(ThreadCount()).get([item]).item() == 1.0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
