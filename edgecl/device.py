@@ -9,6 +9,8 @@ depend on this module.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from edgecl.errors import EdgeclError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -35,3 +37,16 @@ def device_of(module):
     for tensor in (*module.parameters(), *module.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+@contextmanager
+def torch_threads(count: int):
+    """Run the block with torch on `count` CPU threads, then restore the previous count."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

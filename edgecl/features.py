@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from edgecl.device import device_of
+from edgecl.device import device_of, torch_threads
 
 Loader = Callable[[], np.ndarray]
 SOURCES = ("clip", "coded", "memory")
@@ -116,16 +116,12 @@ class FeatureCache:
         self.frontend.eval()
         device = device_of(self.frontend)
         out = []
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # the bits also depend on the thread count (see above)
-        try:
+        with torch_threads(1):  # the bits also depend on the thread count (see above)
             for item in items:
                 array = torch.from_numpy(np.asarray(item.load(), dtype=np.float32))
                 # one clip per front-end call: a clip's features must not depend on its batch
                 out.append(array if item.domain != "waveform"
                            else self.frontend(array[None].to(device))[0].cpu())
-        finally:
-            torch.set_num_threads(threads)
         self.computed += len(items)
         self.seconds += time.perf_counter() - start
         return out

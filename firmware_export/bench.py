@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgecl.device import torch_threads
 from edgecl.errors import EdgeclError
 from firmware_export.device.layout import INPUT_NAME, MANIFEST, MODEL_FP32, MODEL_INT8
 from firmware_export.device.runtime import cpu_session
@@ -168,8 +169,6 @@ def bench_export(run_dir: str | Path, *, phase: int | None = None, runs: int = 2
                  threads: int = 1,
                  warmup: int = 20, compare_stft: bool = True) -> dict[str, Any]:
     """{"phases": rows, "frontends": rows} for the bundles under `run_dir` (see module doc)."""
-    import torch
-
     run_dir = Path(run_dir)
     folders = sorted((p.parent for p in run_dir.glob(f"phase_*/{MANIFEST}")),
                      key=lambda p: int(p.name.split("_")[1]))
@@ -179,9 +178,7 @@ def bench_export(run_dir: str | Path, *, phase: int | None = None, runs: int = 2
         raise EdgeclError(f"{run_dir}: no phase_<i>/{MANIFEST} bundle"
                           + (f" for --phase {phase}" if phase is not None else "")
                           + "; run `edgecl train` (with export) or `edgecl export` first")
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         rows, model = [], None
         for folder in folders:
             manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
@@ -192,7 +189,5 @@ def bench_export(run_dir: str | Path, *, phase: int | None = None, runs: int = 2
             model = phase_model or model
         frontends = (compare_front_ends(model, clip, runs, warmup, threads)
                      if compare_stft and model else [])
-    finally:
-        torch.set_num_threads(previous_threads)
     return {"phases": rows, "frontends": frontends, "runs": runs, "warmup": warmup,
             "threads": threads, "batch": 1}

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from edgecl.device import torch_threads
 from edgecl.errors import EdgeclError
 
 IMPLS = ("conv", "factored", "torch", "rfft")
@@ -200,8 +201,6 @@ def bench_frontend(sample_rates: Sequence[int], clip_seconds: Sequence[float],
     """{"rows": one per rate, clip length and implementation, "models": one per rate and clip
     length} (see the module doc). Each row's `<n>t_vs_conv` is its ms over conv's at the same
     rate, clip length and thread count, timed in the same rounds (None without conv)."""
-    import torch
-
     from models.frontend import FrontEndConfig
 
     unknown = [impl for impl in impls if impl not in IMPLS]
@@ -209,9 +208,7 @@ def bench_frontend(sample_rates: Sequence[int], clip_seconds: Sequence[float],
         raise EdgeclError(f"--impls: expected comma-separated names from {', '.join(IMPLS)}, got "
                           f"{', '.join(impls) or 'none'}")
     check_clip_lengths(sample_rates, clip_seconds)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         rows, models = [], []
         for rate in sample_rates:
             config = FrontEndConfig.for_sample_rate(rate)
@@ -220,8 +217,6 @@ def bench_frontend(sample_rates: Sequence[int], clip_seconds: Sequence[float],
                 rows.extend(bench_group(config, impls, n_samples, threads, runs, warmup,
                                         eager_batch))
                 models.append(backbone_row(config, n_samples, width))
-    finally:
-        torch.set_num_threads(previous)
     return {"rows": rows, "models": models, "threads": list(threads), "runs": runs,
             "warmup": warmup, "batch": 1, "width": width, "eager_batch": eager_batch}
 
