@@ -173,11 +173,7 @@ def test_the_front_end_runs_on_one_thread_whatever_the_runs_thread_count():
         def forward(self, waves):
             return torch.full((len(waves), 1, 1, 1), float(torch.get_num_threads()))
 
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        item = FeatureItem("clip", "clip", lambda: np.zeros(8, np.float32))
-        assert FeatureCache(ThreadCount()).get([item]).item() == 1.0
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    torch.set_num_threads(2)  # conftest's autouse fixture restores the count after the test
+    item = FeatureItem("clip", "clip", lambda: np.zeros(8, np.float32))
+    assert FeatureCache(ThreadCount()).get([item]).item() == 1.0
+    assert torch.get_num_threads() == 2
