@@ -133,7 +133,7 @@ class FeatureCache:
         missing = [item for item in items if item.cache_key not in self._store]
         if self.disk is not None:
             missing = self._load_stored(missing)
-        for item, feature in zip(missing, self._compute(missing)):
+        for item, feature in zip(missing, self._compute(missing), strict=True):
             self._store[item.cache_key] = feature
             if self.disk is not None and item.source == "clip":
                 self.disk.save(item.key, feature.numpy())

@@ -164,7 +164,8 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """A plain aligned text table."""
     cells = [[str(c) for c in columns]] + [[_fmt(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in cells]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+             for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

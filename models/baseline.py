@@ -7,6 +7,8 @@ average pooling, then a 32-unit Linear + ReLU embedding. Four pools need at leas
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -32,7 +34,7 @@ class BaselineCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         widths = (1, *CHANNELS)
-        self.blocks = nn.Sequential(*(conv_block(a, b) for a, b in zip(widths, widths[1:])))
+        self.blocks = nn.Sequential(*(conv_block(a, b) for a, b in itertools.pairwise(widths)))
         self.embedding = nn.Sequential(nn.Linear(CHANNELS[-1], EMBEDDING_DIM), nn.ReLU())
         self.embedding_dim = EMBEDDING_DIM
 

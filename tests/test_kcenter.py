@@ -34,7 +34,7 @@ def _context(seed=0):
 
 def _candidates(points, targets):
     return [Candidate.from_array(f"c{i}", t, np.asarray(p, np.float32))
-            for i, (p, t) in enumerate(zip(points, targets))]
+            for i, (p, t) in enumerate(zip(points, targets, strict=True))]
 
 
 def test_farthest_first_covers_the_clusters():

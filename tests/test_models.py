@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -47,7 +49,7 @@ def test_bc_resnet_parameter_count_near_published():
 
 def test_baseline_parameter_count_follows_its_layers():
     widths = (1, 16, 32, 64, 128)
-    convs = sum(9 * a * b + 2 * b for a, b in zip(widths, widths[1:]))  # 3x3 conv + BN affine
+    convs = sum(9 * a * b + 2 * b for a, b in itertools.pairwise(widths))  # 3x3 conv + BN affine
     expected = convs + (128 * 32 + 32) + (32 * 10 + 10)
     assert count_parameters(_build("baseline")) == expected
 

@@ -53,7 +53,7 @@ def test_baseline_macs_match_a_hand_count():
     assert parts["frontend"] == frames * (2 * bins * config.n_fft + config.n_mels * bins)
 
     height, width, backbone = config.n_mels, frames, 0
-    for c_in, c_out in zip((1, 16, 32, 64), (16, 32, 64, 128)):
+    for c_in, c_out in zip((1, 16, 32, 64), (16, 32, 64, 128), strict=True):
         backbone += c_out * height * width * c_in * 9
         height, width = height // 2, width // 2
     backbone += 128 * 32

@@ -358,7 +358,7 @@ def test_time_shift_rolls_and_noise_respects_snr():
     generator = torch.Generator().manual_seed(0)
     waves = torch.randn(8, 400)
     rolled = perturbations.time_shift(waves, generator)
-    for a, b in zip(waves, rolled):
+    for a, b in zip(waves, rolled, strict=True):
         assert torch.equal(a.sort().values, b.sort().values)
     noisy = perturbations.coloured_noise(waves, generator)
     noise = noisy - waves

@@ -61,5 +61,6 @@ def infer_command(model: str, clips: tuple[str, ...], top_k: int, threads: int, 
         return
     for prediction in predictions:
         ranked = ", ".join(f"{label} {score:.3f}"
-                           for label, score in zip(prediction.labels, prediction.scores))
+                           for label, score in zip(prediction.labels, prediction.scores,
+                                                   strict=True))
         click.echo(f"{prediction.clip}: {ranked}")

@@ -83,7 +83,7 @@ def load_manifest(root: str | Path, seed: int = 0, test_fraction: float = TEST_F
 
     splits = given_splits if has_split else stratified_test_split(labels, test_fraction, seed)
     clips = [Clip(path=path, label=label, split=split)
-             for path, label, split in zip(paths, labels, splits)]
+             for path, label, split in zip(paths, labels, splits, strict=True)]
     check_unique_clips(((f"line {line}", clip) for line, clip in enumerate(clips, start=2)),
                        str(csv_path))
     require_files(clips, str(csv_path))

@@ -236,8 +236,9 @@ def _expand_method(name: str, options: dict[str, Any]) -> list[tuple[str, dict[s
         return [(name, dict(options))]
     out = []
     for values in itertools.product(*(options[k] for k in swept)):
-        opts = {**options, **dict(zip(swept, values))}
-        label = "-".join([name] + [f"{_LABEL_PREFIX.get(k, '')}{v}" for k, v in zip(swept, values)])
+        chosen = dict(zip(swept, values, strict=True))
+        opts = {**options, **chosen}
+        label = "-".join([name] + [f"{_LABEL_PREFIX.get(k, '')}{v}" for k, v in chosen.items()])
         out.append((label, opts))
     return out
 

@@ -91,7 +91,7 @@ def batchnorm_input_means(model, features: torch.Tensor, batch_size: int = 64) -
     finally:
         for handle in handles:
             handle.remove()
-    return [s / c for s, c in zip(sums, counts)]
+    return [s / c for s, c in zip(sums, counts, strict=True)]
 
 
 def batchnorm_drift(model, old_features: torch.Tensor, new_features: torch.Tensor) -> dict[str, Any]:
@@ -100,7 +100,8 @@ def batchnorm_drift(model, old_features: torch.Tensor, new_features: torch.Tenso
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     old = batchnorm_input_means(model, old_features)
     new = batchnorm_input_means(model, new_features)
-    shares = [drift_share(norm.running_mean, o, n) for norm, o, n in zip(norms, old, new)]
+    shares = [drift_share(norm.running_mean, o, n)
+              for norm, o, n in zip(norms, old, new, strict=True)]
     return {"mean_share_new": float(np.mean(shares)) if shares else None, "per_layer": shares}
 
 
@@ -242,7 +243,8 @@ def memory_typicality(model, run_dir, phase, tasks, features_of) -> dict[str, An
             centre = l2_normalise(unit.mean(axis=0))
             pct = percentile_ranks(1.0 - unit @ centre)
             group = "newest" if target in newest else "old"
-            ranks[group] += [float(p) for lc, p in zip(clips, pct) if str(lc.clip.path) in keys]
+            ranks[group] += [float(p) for lc, p in zip(clips, pct, strict=True)
+                             if str(lc.clip.path) in keys]
     return {group: {"exemplars": len(r), "mean_percentile": float(np.mean(r)) if r else None,
                     "atypical_decile_share": float(np.mean(np.asarray(r) > 0.9)) if r else None}
             for group, r in ranks.items()}

@@ -176,7 +176,7 @@ class Sampler(ABC):
         default."""
         return {}
 
-    def set_state(self, state: dict[str, Any]) -> None:
+    def set_state(self, state: dict[str, Any]) -> None:  # noqa: B027 (optional: stateless default)
         """Restore what `get_state` returned."""
 
     def update_macs(self, n_candidates: int, macs: ModelMacs, *, clip_samples: int = 0,

@@ -81,7 +81,7 @@ def time_shift(waveforms: torch.Tensor, generator: torch.Generator,
     """Each clip rolled circularly by its own uniform fraction in [-fraction, fraction]."""
     length = waveforms.shape[-1]
     shifts = torch.round(_uniform(len(waveforms), -fraction, fraction, generator) * length).long()
-    return torch.stack([torch.roll(w, int(s)) for w, s in zip(waveforms, shifts)])
+    return torch.stack([torch.roll(w, int(s)) for w, s in zip(waveforms, shifts, strict=True)])
 
 
 def coloured_noise(waveforms: torch.Tensor, generator: torch.Generator,

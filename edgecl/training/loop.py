@@ -114,7 +114,7 @@ def recalibrate_batchnorm(model, data: PhaseData, batch_size: int = 64,
                                  min(len(data), max_clips)).round().long().unique()
     for chunk in _batches(indices, batch_size):
         model.forward_features(data.features(chunk.tolist()))
-    for norm, momentum in zip(norms, momenta):
+    for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
     model.train(was_training)
 

@@ -53,7 +53,8 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         return {"clip": self.clip, "predictions": [
-            {"label": label, "score": score} for label, score in zip(self.labels, self.scores)]}
+            {"label": label, "score": score}
+            for label, score in zip(self.labels, self.scores, strict=True)]}
 
 
 def cpu_session(model: bytes | str, threads: int = 1) -> ort.InferenceSession:
