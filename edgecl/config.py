@@ -27,8 +27,10 @@ MODES = ("finetune", "replay", "joint")
 _MEMORY_FIELDS = ("mem_manage", "memory_size", "memory_bytes", "memory_format", "code_new_clips",
                   "balanced_epochs", "balanced_lr", "batch_sampling")
 DEFAULT_N_TASKS = 5
-# Options that never change what a run computes: left out of its identity (run.json, the hash in
-# its default name), so a run may be resumed with other values of them.
+# Options that do not change the experiment: left out of its identity (run.json, the hash in its
+# default name), so a run may be resumed with other values of them. `threads` does change the last
+# bits of torch's float sums; results.json's provenance records it and a resume on another count
+# says so in train.log.
 NOT_IDENTITY = ("workspace", "exp_name", "threads", "quiet", "feature_store", "device")
 # Options added after runs existed: at these defaults they are left out of a run's identity, so
 # older runs keep their identity and name.

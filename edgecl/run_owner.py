@@ -72,7 +72,8 @@ class RunLock:
 @dataclass
 class OwnedFolder:
     """A locked run folder. `state`: "new" (nothing of this run yet), "started" (an unfinished
-    run with these options: resume it) or "complete" (`results` holds its results.json)."""
+    run with these options: resume it) or "complete". `results` holds its results.json when it
+    has one (complete, or written after an interrupted run's last completed phase)."""
 
     path: Path
     lock: RunLock
@@ -149,7 +150,9 @@ def open_run_folder(run_dir: str | Path, identity: dict[str, Any], *,
         results = _read_results(run_dir)
         if results is not None and results.get("complete") is True:
             return OwnedFolder(run_dir, lock, "complete", results)
-        return OwnedFolder(run_dir, lock, "started" if others else "new")
+        if others:
+            return OwnedFolder(run_dir, lock, "started", results)
+        return OwnedFolder(run_dir, lock, "new")
     except BaseException:
         lock.release()
         raise

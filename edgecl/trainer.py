@@ -163,18 +163,20 @@ class ContinualRun:
             if folder.state == "complete":
                 self.skipped = True
                 return folder.results
-            return self._run(self._resume() if folder.state == "started" else 0)
+            return self._run(self._resume(folder.results) if folder.state == "started" else 0)
         finally:
             self.log.close()
             folder.release()
 
-    def _resume(self) -> int:
+    def _resume(self, previous: dict[str, Any] | None) -> int:
         """Restore the state after the last completed phase; returns the phase to start at.
-        Whatever an interrupted phase left (its folder, results of phases not committed) goes."""
+        Whatever an interrupted phase left (its folder, results of phases not committed) goes.
+        `previous`: the interrupted run's results.json, if it wrote one."""
         done = drop_uncommitted(self.run_dir)
         if done is None:
             self.log("resuming at phase 0: no phase of the interrupted run had completed")
             return 0
+        self._note_thread_change(previous, done)
         payload = load_state(self.run_dir, done)
         if load_phase_weights(self.model, self.run_dir, done):
             # the run's own front end (see load_phase_weights): features and their store follow
@@ -192,6 +194,16 @@ class ContinualRun:
                  f"complete" if done + 1 < len(self._phases()) else
                  f"resuming after phase {done}: every phase is complete, writing the results")
         return done + 1
+
+    def _note_thread_change(self, previous: dict[str, Any] | None, done: int) -> None:
+        """Say so when the phases done ran on another thread count: torch's float sums follow the
+        thread count, so the rest of the run will not match an uninterrupted one bit for bit."""
+        ran_on = ((previous or {}).get("provenance") or {}).get("threads")
+        now = torch.get_num_threads()
+        if isinstance(ran_on, int) and ran_on != now:
+            self.log(f"note: phases 0-{done} ran on {ran_on} thread(s), this session on {now}; "
+                     f"the results will differ in the last bits from an uninterrupted run "
+                     f"(--threads {ran_on} matches it)")
 
     def _run(self, start: int) -> dict[str, Any]:
         config = self.config

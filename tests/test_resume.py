@@ -68,6 +68,7 @@ def test_interrupted_run_resumes_with_identical_results(six_class_manifest, tmp_
         assert torch.equal(tensor, resumed.model.state_dict()[name]), name
     log = (run_dir / "train.log").read_text()
     assert "resuming at phase 1" in log and log.count("phase 0: new classes") == 1
+    assert "thread(s)" not in log  # same thread count: nothing to note
     assert sorted(p.name for p in run_dir.glob("phase_*/" + STATE_NAME)) == [STATE_NAME]
     assert last_state_phase(run_dir) == 2
 
@@ -82,6 +83,18 @@ def test_run_killed_in_phase_0_starts_again_from_phase_0(six_class_manifest, tmp
     assert (tmp_path / "resumed" / "run" / "phase_0" / "checkpoint.pt").exists()
     assert comparable(train(config)) == comparable(expected)
     assert "resuming at phase 0" in (tmp_path / "resumed" / "run" / "train.log").read_text()
+
+
+def test_resume_on_another_thread_count_says_so(six_class_manifest, tmp_path, monkeypatch):
+    """Threads are not part of a run's identity, but they change torch's float sums: a run
+    resumed on another count than its first phases ran on says so in train.log."""
+    options = small_run_options(six_class_manifest, mode="finetune", n_tasks=2)
+    with dies_before_committing(monkeypatch, 1), pytest.raises(Interrupted):
+        train(RunConfig(**options, workspace=str(tmp_path)))
+    results = train(RunConfig(**{**options, "threads": 2}, workspace=str(tmp_path)))
+    assert results["complete"] and results["provenance"]["threads"] == 2
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "phases 0-0 ran on 1 thread(s), this session on 2" in log
 
 
 def test_run_killed_after_its_last_phase_writes_its_results(six_class_manifest, tmp_path,
