@@ -288,16 +288,25 @@ def qdq_activation_sqnr(augmented_qdq: str, clips: np.ndarray,
     """SQNR in dB of each activation's Q/DQ in the QDQ model (augmented by onnxruntime's
     `modify_model_output_intermediate_tensors`): ||before|| / ||before - after|| over all clips,
     as its `compute_activation_error` gives as `qdq_err`. Summed batch by batch, so only one
-    batch's intermediate tensors are held (all 32 clips' took 7 GB at 44.1 kHz 5 s)."""
-    from onnxruntime.quantization.qdq_loss_debug import (collect_activations,
+    batch's intermediate tensors are held (all 32 clips' took 7 GB at 44.1 kHz 5 s). One
+    session serves every batch (onnxruntime's `collect_activations` builds one per call)."""
+    import onnxruntime as ort
+    from onnxruntime.quantization.qdq_loss_debug import (_TENSOR_SAVE_POSTFIX,
                                                          create_activation_matching)
 
+    options = ort.SessionOptions()
+    # as collect_activations: unoptimised, so every Q/DQ pair's tensors exist as saved
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(augmented_qdq, options, providers=["CPUExecutionProvider"])
+    saved = [(position, output.name[:-len(_TENSOR_SAVE_POSTFIX)])
+             for position, output in enumerate(session.get_outputs())
+             if output.name.endswith(_TENSOR_SAVE_POSTFIX)]
     signal: dict[str, float] = {}
     noise: dict[str, float] = {}
-    reader = WaveformReader(clips, batch_size)
-    for index in range(len(reader)):
-        reader.set_range(index, index + 1)
-        matching = create_activation_matching(collect_activations(augmented_qdq, reader))
+    for batch in WaveformReader(clips, batch_size):
+        outputs = session.run(None, batch)
+        matching = create_activation_matching({name: [outputs[position]]
+                                               for position, name in saved})
         for name, pair in matching.items():
             before = np.concatenate(pair["pre_qdq"]).astype(np.float64).ravel()
             error = before - np.concatenate(pair["post_qdq"]).astype(np.float64).ravel()
