@@ -181,8 +181,10 @@ class Sampler(ABC):
 
     def update_macs(self, n_candidates: int, macs: ModelMacs, *, clip_samples: int = 0,
                     sample_rate: int = 16000, features_cached: bool = True) -> int:
-        """Estimated MACs of one update on `n_candidates`; rules that run no model: 0.
-        `features_cached` says whether unperturbed candidates' log-mels are already computed."""
+        """Estimated MACs of one update on `n_candidates` after phase 0; rules that run no model:
+        0. `features_cached` says whether unperturbed candidates' log-mels are already computed.
+        Phase 0 can cost less (uncertainty picks at random there, as the published method does);
+        the trainer's `memory_update_macs` are counted, not taken from this formula."""
         return 0
 
     def perturbation_macs(self, clip_samples: int, sample_rate: int) -> int:
