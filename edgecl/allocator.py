@@ -5,8 +5,9 @@ hands it back on free. One BC-ResNet-40 activation map at 44.1 kHz 5 s and batch
 every training step and every large embedding batch maps fresh pages and the kernel zeroes them on
 first touch: measured on 1 thread, 32-clip training steps spent 5.8 s in the kernel against 7.4 s
 of user time, and 1.3 s in the kernel with the settings below (`edgecl bench train` shows the epoch
-time; README "Speed (issue 11)"). The arithmetic is unchanged (results are bit-identical); the cost
-is a higher peak RSS, since freed memory stays with the process for its next step.
+time; docs/results/speed.md, "Training epochs"). The arithmetic is unchanged (results are
+bit-identical); the cost is a higher peak RSS, since freed memory stays with the process for its
+next step.
 
 `keep_freed_memory()` sets M_MMAP_MAX = 0 (no per-allocation mmap) and M_TRIM_THRESHOLD = 1 GiB
 (the heap is not shrunk below that much free memory). It is a no-op where malloc is not glibc's.

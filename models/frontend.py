@@ -41,7 +41,7 @@ LEGACY_STFT_IMPL = "conv"
 
 # Published defaults per sample rate: (n_fft, hop_length, f_min, f_max, stft_impl). The STFT
 # implementation is the one `edgecl bench frontend` measured fastest in ONNX Runtime at that rate
-# (README, "Front end by sample rate"); unmeasured rates keep the conv DFT.
+# (docs/results/speed.md, "Front end by sample rate"); unmeasured rates keep the conv DFT.
 _KNOWN_RATES = {
     44100: (1024, 320, 50.0, 14000.0, "factored"),
     48000: (1024, 320, 50.0, 14000.0, "factored"),

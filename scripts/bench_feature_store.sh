@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The feature store's benchmark (issue 9): one run without the store, one filling it (cold), one
-# reading it (warm), each the same edgecl train on an ESC-50-layout set, with wall time, CPU time
-# and peak RSS from /usr/bin/time -v, then the warm run's speedup over the other two.
+# The feature store's benchmark (docs/results/published-scale.md): one run without the store,
+# one filling it (cold), one reading it (warm), each the same edgecl train on an ESC-50-layout
+# set, with wall time, CPU time and peak RSS from /usr/bin/time -v, then the warm run's speedup
+# over the other two.
 #
 #   scripts/bench_feature_store.sh ESC_ROOT OUT [EPOCHS]
 #

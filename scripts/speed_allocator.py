@@ -1,4 +1,4 @@
-"""A/B of the allocator settings (edgecl.allocator) in one process, for README "Speed (issue 11)":
+"""A/B of the allocator settings (edgecl.allocator) in one process, for docs/results/speed.md:
 the inference-copy embedding pass (batch 8) and a 32-clip BC-ResNet-40 training step on 44.1 kHz
 5 s log-mels, alternating glibc's defaults and the keep_freed_memory settings; best of 3 rounds.
 

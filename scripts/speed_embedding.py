@@ -1,4 +1,4 @@
-"""Embedding pass timings for README "Speed (issue 11)": BC-ResNet-40 on 44.1 kHz 5 s log-mels,
+"""Embedding pass timings for docs/results/speed.md: BC-ResNet-40 on 44.1 kHz 5 s log-mels,
 the model's own backbone (`model.embed`) against the inference copy (models.inference), at several
 batch sizes, in alternating rounds in one process; best wall and CPU ms per clip.
 

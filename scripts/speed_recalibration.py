@@ -1,4 +1,4 @@
-"""Epoch time by BatchNorm recalibration clips, for README "Speed (issue 11)": one `fit` epoch of
+"""Epoch time by BatchNorm recalibration clips, for docs/results/speed.md: one `fit` epoch of
 BC-ResNet-40 (20 classes) on N cached 44.1 kHz 5 s log-mels [1, 64, 690] (random values: the
 arithmetic's cost does not depend on them), alternating `--bn-recal-clips` values in one process
 so that machine load affects each alike; best epoch seconds per value and the ratio to the first.

@@ -1,4 +1,4 @@
-"""Training-step variants for README "Speed (issue 11)": one BC-ResNet-40 optimizer step on a
+"""Training-step variants for docs/results/speed.md: one BC-ResNet-40 optimizer step on a
 batch of 32 cached 44.1 kHz 5 s log-mels [32, 1, 64, 690], with the run's allocator settings,
 in rounds that alternate between the variants in one process; best ms per clip after a warm-up
 round, and the ratio to today's step.

@@ -1,4 +1,4 @@
-"""Batch augmentation (edgecl.training.augment, issue 14)."""
+"""Batch augmentation (edgecl.training.augment)."""
 
 from __future__ import annotations
 

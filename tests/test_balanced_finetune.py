@@ -1,4 +1,4 @@
-"""Class-balanced fine-tuning after each phase (edgecl.training.balanced_finetune, issue 14)."""
+"""Class-balanced fine-tuning after each phase (edgecl.training.balanced_finetune)."""
 
 from __future__ import annotations
 

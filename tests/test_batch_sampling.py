@@ -1,4 +1,4 @@
-"""How a phase draws its batches (edgecl.training.batch_sampling, issue 14)."""
+"""How a phase draws its batches (edgecl.training.batch_sampling)."""
 
 from __future__ import annotations
 

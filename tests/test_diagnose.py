@@ -1,4 +1,4 @@
-"""`edgecl diagnose` (edgecl.report.forgetting): where a run's accuracy goes (issue 14)."""
+"""`edgecl diagnose` (edgecl.report.forgetting): where a run's accuracy goes."""
 
 from __future__ import annotations
 

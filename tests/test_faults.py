@@ -1,4 +1,4 @@
-"""The fault suite of issue 12: every bad dataset, option, file-system failure and diverged phase
+"""The fault suite: every bad dataset, option, file-system failure and diverged phase
 is one line `edgecl: error: ...` naming the file or option, exit code 2, with nothing half-written
 left behind; `edgecl summarize` lists every run folder whatever state it is in; and the audio and
 manifest readers, fed random bytes and random CSV text, raise nothing but EdgeclError."""

@@ -1,4 +1,4 @@
-"""--lr-incremental: Adam's learning rate of phases >= 1 (issue 14)."""
+"""--lr-incremental: Adam's learning rate of phases >= 1."""
 
 from __future__ import annotations
 

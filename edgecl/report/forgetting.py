@@ -1,4 +1,4 @@
-"""Where a continual run's accuracy goes (issue 14): `edgecl diagnose RUN`.
+"""Where a continual run's accuracy goes: `edgecl diagnose RUN`.
 
 For one phase's checkpoint (the last by default), on the test clips of every class seen so far:
 

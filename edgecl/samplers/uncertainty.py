@@ -6,7 +6,7 @@ evenly spaced ones are kept (from the most certain to the most uncertain); lefto
 filled at random. `uncert_trim` F > 0 first drops the most uncertain fraction F of each class's
 candidates (keeping at least its quota), so the spread runs from the most certain to the (1 - F)
 quantile: at a few exemplars per class the full spread spends one of them on the single most
-uncertain clip, often an outlier (issue 14); F = 0, the default, is the full spread.
+uncertain clip, often an outlier; F = 0, the default, is the full spread.
 `uncert_ties`: with k votes the uncertainty takes k/2 + 1 values at most, and a well-trained model
 gives most (on FSDD at noise 0.2: all) training clips zero, so the order is decided by the random
 tie-break and the spread is a random choice. `soft` breaks ties by the perturbed softmax instead:
@@ -16,7 +16,7 @@ vote level as the centres of `quota` equal strata of the order fall on (a propor
 unlike the published ends, the single most uncertain clip, often an outlier, is not forced in)
 and chooses them within the level by iCaRL herding on the embeddings (towards the class's mean
 embedding, continuing from the more certain levels' picks) instead of at random. When every clip
-ties, as at a few exemplars per class (issue 14), that is prototype's choice; when the votes
+ties, as at a few exemplars per class, that is prototype's choice; when the votes
 differ, uncertain clips keep their share. It applies in the first phase too (where no uncertainty
 is scored: every clip ties) and needs one embedding per candidate, which noisytune computes
 anyway. Perturbations (`uncert_metric`):

@@ -1,4 +1,4 @@
-"""Augmentation of a training batch of log-mel features, issue 14.
+"""Augmentation of a training batch of log-mel features.
 
 With class-balanced batches (edgecl.training.batch_sampling) at a small memory, each old class is
 a handful of exemplars seen dozens of times an epoch: the network can memorise them. `specaugment`

@@ -1,4 +1,4 @@
-"""Class-balanced fine-tuning after a phase (EEIL, Castro et al. 2018), issue 14.
+"""Class-balanced fine-tuning after a phase (EEIL, Castro et al. 2018).
 
 A phase trains on every new clip plus a small memory (at memory 50 on FSDD: 536 new clips against
 50 replayed ones), so the classifier and the BatchNorm statistics end up tuned to the newest

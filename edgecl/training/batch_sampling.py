@@ -1,4 +1,4 @@
-"""How a phase's training clips are drawn into batches, issue 14.
+"""How a phase's training clips are drawn into batches.
 
 `uniform` (the published rule): every epoch is one random permutation of the training set (new
 clips plus the replayed exemplars), so each clip is seen once an epoch and a class is seen in

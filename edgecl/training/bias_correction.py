@@ -1,4 +1,4 @@
-"""Bias correction of the newest classes' logits (BiC, Wu et al., CVPR 2019), issue 14.
+"""Bias correction of the newest classes' logits (BiC, Wu et al., CVPR 2019).
 
 After a phase at a small memory the classifier still favours the classes it has just learned
 (`edgecl diagnose` on FSDD at memory 50 with class-balanced batches and distillation: 68% of the
@@ -17,7 +17,7 @@ is `--bias-correction` (BIAS_CORRECTIONS):
 - `deployed`: into the phase's tested, checkpointed and exported model only; the run goes on from
   the uncorrected head (kept in the phase's state.pt so a resumed run continues exactly). On FSDD
   at memory 50 folding in the loop gained nothing, while correcting the final model alone did
-  (README, "Class-balanced batches plus distillation").
+  (docs/results/forgetting.md, "Class-balanced batches plus distillation").
 
 The fit is one forward pass over the validation clips plus an L-BFGS solve in two variables;
 like validation, it is not counted in `train_macs`.

@@ -1,4 +1,4 @@
-"""Distillation from the previous phase's model (issue 14): the model as it was after phase i-1,
+"""Distillation from the previous phase's model: the model as it was after phase i-1,
 frozen, is the teacher of phase i; the student is the model being trained.
 
 - Output distillation: KL(softmax(teacher / T) || softmax(student_old / T)) x T^2 on the old

@@ -79,7 +79,7 @@ def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     one clip) is folded into the one before. Why: such a tail is a full-size Adam step taken on
     BatchNorm statistics of 1-3 clips, the last step of every epoch before validation. At memory
     50 the synthetic default trains on 194 clips a phase (6 x 32 + 2) and that step cost 5-8
-    points of A_last (README, "A two-clip batch", issue 14)."""
+    points of A_last (docs/results/forgetting.md, "Herding ties, and a two-clip batch")."""
     chunks = list(torch.split(order, batch_size))
     if len(chunks) > 1 and len(chunks[-1]) < max(2, batch_size // 8):
         last = chunks.pop()  # popped first: with two chunks, chunks[-2] is gone after the pop
