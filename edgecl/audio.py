@@ -14,6 +14,7 @@ import numpy as np
 import soundfile as sf
 
 from edgecl.errors import EdgeclError
+from edgecl.resample_plan import plan_resample
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,21 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 
 
 def resample(waveform: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
-    """Resample a float32 1-D or 2-D (`[channels, samples]`) array with torchaudio."""
+    """Resample a float32 1-D or 2-D (`[channels, samples]`) array with torchaudio, in the passes
+    of `plan_resample` (one exact pass, torchaudio's own call, for every common rate; bounded
+    passes for rates that share no small factor)."""
     if orig_rate == new_rate:
         return waveform
     import torch
     import torchaudio.functional as AF
 
     tensor = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
-    return AF.resample(tensor, orig_rate, new_rate).numpy()
+    plan = plan_resample(orig_rate, new_rate)
+    if plan.exact and len(plan.passes) == 1:
+        return AF.resample(tensor, orig_rate, new_rate).numpy()
+    for orig, new in plan.passes:
+        tensor = AF.resample(tensor, orig, new)
+    return fit_length(tensor.numpy(), plan.output_samples(waveform.shape[-1]))
 
 
 def fit_length(waveform: np.ndarray, n_samples: int) -> np.ndarray:
