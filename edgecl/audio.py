@@ -69,6 +69,32 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(samples.T), int(rate)
 
 
+DECODE_BLOCK_FRAMES = 1 << 16  # frames decoded at once by check_audio
+
+
+def check_audio(path: str | os.PathLike) -> AudioInfo:
+    """Decode all of `path` as read_audio does, in blocks, so a long file is checked in bounded
+    memory: the same EdgeclError for an unreadable, empty or non-finite file. Returns its header."""
+    path = Path(path)
+    _require_file(path)
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            info = AudioInfo(sample_rate=int(handle.samplerate), frames=int(handle.frames),
+                             channels=int(handle.channels))
+            decoded = 0
+            for block in handle.blocks(blocksize=DECODE_BLOCK_FRAMES, dtype="float32",
+                                       always_2d=True):
+                if not np.isfinite(block).all():
+                    raise EdgeclError(f"{path}: audio file contains NaN or Inf samples")
+                decoded += block.shape[0]
+    except (sf.SoundFileError, RuntimeError, ValueError, TypeError) as error:
+        raise EdgeclError(f"{path}: unreadable or corrupt audio file "
+                          f"({_one_line(error)})") from None
+    if decoded == 0 or info.channels == 0:
+        raise EdgeclError(f"{path}: audio file has zero samples")
+    return info
+
+
 def resample(waveform: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     """Resample a float32 1-D or 2-D (`[channels, samples]`) array with torchaudio, in the passes
     of `plan_resample` (one exact pass, torchaudio's own call, for every common rate; bounded

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Sequence
 
-from edgecl.audio import read_audio
+from edgecl.audio import check_audio
 from edgecl.data.records import Clip, DatasetSplit
 from edgecl.errors import EdgeclError
 
@@ -54,7 +54,8 @@ def check_test_clips(split: DatasetSplit, classes: Sequence[str] | None = None) 
 
 
 def check_decodable(clips: Sequence[Clip], progress: bool | None = None) -> None:
-    """Decode every clip once (soundfile); the first bad file raises its EdgeclError."""
+    """Decode every clip once (soundfile, in bounded blocks: a long file costs no memory); the
+    first bad file raises its EdgeclError."""
     from tqdm import tqdm
 
     if progress is None:
@@ -62,7 +63,7 @@ def check_decodable(clips: Sequence[Clip], progress: bool | None = None) -> None
     show = progress and len(clips) >= PROGRESS_FROM
     for clip in tqdm(clips, desc="checking clips", unit="clip", file=sys.stderr,
                      disable=not show, leave=False):
-        read_audio(clip.path)
+        check_audio(clip.path)
 
 
 def validate_dataset(split: DatasetSplit, classes: Sequence[str] | None = None,
