@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -122,3 +123,34 @@ def _atomic(target: Path, write, suffix: str) -> Path:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return target
+
+
+# `_atomic`'s temporary files: `.NAME.<8 of tempfile's name characters><suffix>`, the suffix
+# being `.tmp` or NAME's own suffix (atomic_write_with).
+_TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]+)")
+
+
+def writer_temporary_target(name: str) -> str | None:
+    """The target file name whose atomic write `name` is a temporary file of, else None."""
+    match = _TEMPORARY.fullmatch(name)
+    if match is None:
+        return None
+    target, suffix = match["target"], match["suffix"]
+    return target if suffix in (".tmp", Path(target).suffix) else None
+
+
+def remove_stale_temporaries(folder: str | os.PathLike,
+                             targets: set[str] | None = None) -> list[Path]:
+    """Delete the atomic writers' temporary files in `folder` (only regular files named as
+    `_atomic` names them; of `targets` only, when given) and return them. A writer deletes its
+    own on any error, so these are left by a killed process: call this only while holding the
+    folder's lock, so no live writer's file can be among them."""
+    removed = []
+    for entry in Path(folder).iterdir() if Path(folder).is_dir() else ():
+        target = writer_temporary_target(entry.name)
+        if (target is None or (targets is not None and target not in targets)
+                or entry.is_symlink() or not entry.is_file()):
+            continue
+        entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed

@@ -44,6 +44,34 @@ class MetricsLog:
         self._handle.close()
 
 
+def truncate_metrics(run_dir: str | Path, last_phase: int | None) -> None:
+    """Keep metrics.csv's rows of phases up to `last_phase` (none when None): the rows of a phase
+    that was interrupted (and a row cut short by the kill) go, so its epochs, trained again on
+    resume, are not listed twice. The header and the kept rows are left byte for byte."""
+    from edgecl.fileio import atomic_write_bytes
+
+    path = Path(run_dir) / METRICS_NAME
+    if not path.is_file():
+        return
+    text = path.read_bytes()
+    lines = text.split(b"\n")  # csv ends rows in "\r\n"; what follows the last "\n" was cut short
+    if len(lines) < 2:
+        return
+    limit = -1 if last_phase is None else last_phase
+    kept = [row for row in lines[1:-1] if _row_phase(row) <= limit]
+    wanted = b"".join(line + b"\n" for line in [lines[0], *kept])
+    if wanted != text:
+        atomic_write_bytes(path, wanted)
+
+
+def _row_phase(row: bytes) -> float:
+    """The phase of a metrics.csv row; infinity for a row that is not one (cut short)."""
+    fields = row.split(b",")
+    if len(fields) != len(METRICS_COLUMNS) or not fields[0].isdigit():
+        return float("inf")
+    return int(fields[0])
+
+
 class RunEstimate:
     """Remaining time of a run of `n_phases` phases with at most `max_epochs` epochs each."""
 

@@ -9,7 +9,8 @@
   other options, or that holds files without a run.json, is refused: never written into.
 - `overwrite=True` empties the folder first: every entry is renamed into a hidden trash folder
   inside it (renames are atomic), which is then deleted; a trash folder left by a killed
-  overwrite is deleted the next time the folder is opened.
+  overwrite is deleted the next time the folder is opened, and so is what a killed run left
+  (edgecl.leftovers: the writers' temporary files, the scratch folder).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any
 
 from edgecl.errors import EdgeclError
 from edgecl.feature_store import STORE_FOLDER
-from edgecl.fileio import atomic_write_json
+from edgecl.fileio import atomic_write_json, remove_stale_temporaries
+from edgecl.leftovers import remove_leftovers
 from edgecl.run_folder import RESULTS_NAME
 
 LOCK_NAME = ".lock"
@@ -128,6 +130,11 @@ def open_run_folder(run_dir: str | Path, identity: dict[str, Any], *,
             shutil.rmtree(leftover, ignore_errors=True)
         if overwrite:
             _empty_into_trash(run_dir)
+        # What a killed run left (edgecl.leftovers); before run.json exists, only its own temp.
+        if (run_dir / RUN_RECORD_NAME).exists():
+            remove_leftovers(run_dir)
+        else:
+            remove_stale_temporaries(run_dir, targets={RUN_RECORD_NAME})
         wanted = json.loads(json.dumps(identity, sort_keys=True, default=str))
         record_path = run_dir / RUN_RECORD_NAME
         others = [p.name for p in run_dir.iterdir() if p.name not in (LOCK_NAME, RUN_RECORD_NAME)]

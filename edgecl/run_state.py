@@ -27,6 +27,7 @@ import numpy as np
 
 from edgecl.errors import EdgeclError
 from edgecl.fileio import atomic_write_with
+from edgecl.progress import truncate_metrics
 from edgecl.run_folder import PHASE_PREFIX, RESULTS_NAME, phase_dir
 
 STATE_NAME = "state.pt"
@@ -158,8 +159,9 @@ def restore_state(payload: dict[str, Any], *, memory, sampler,
 
 
 def drop_uncommitted(run_dir: str | Path) -> int | None:
-    """Remove what an interrupted run left after its last committed phase (later phase folders;
-    results.json too when no phase committed); returns that phase, or None."""
+    """Remove what an interrupted run left after its last committed phase (later phase folders,
+    their rows of metrics.csv; results.json too when no phase committed); returns that phase, or
+    None."""
     import shutil
 
     run_dir = Path(run_dir)
@@ -170,6 +172,7 @@ def drop_uncommitted(run_dir: str | Path) -> int | None:
             shutil.rmtree(leftover)
     if done is None:
         (run_dir / RESULTS_NAME).unlink(missing_ok=True)
+    truncate_metrics(run_dir, done)
     return done
 
 

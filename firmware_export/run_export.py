@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgecl.errors import EdgeclError
+from edgecl.leftovers import remove_leftovers, scratch_temp_dir
 from edgecl.run_folder import (CHECKPOINT_NAME, PHASE_PREFIX, load_checkpoint, phase_dirs,
                                run_plan)
 from edgecl.run_owner import RunLock
@@ -42,13 +43,14 @@ def export_seen_tasks(model, phase_dir: str | os.PathLike, *, phase: int, classe
         raise EdgeclError(f"export phase {phase}: the seen classes need training clips for "
                           f"calibration and test clips for the parity check")
     calibration = [train[i] for i in evenly_spaced(len(train), MAX_CALIBRATION_CLIPS)]
-    return export_phase(
-        model, phase_dir, phase=phase, classes=classes,
-        calibration_waveforms=np.stack([waveform(lc.clip) for lc in calibration]),
-        holdout_waveforms=np.stack([waveform(lc.clip) for lc in holdout]),
-        holdout_targets=[lc.target for lc in holdout],
-        holdout_counts={"validation": len(validation), "test": len(test)}, log=log,
-        target=target, tflm_window_seconds=tflm_window_seconds)
+    with scratch_temp_dir(Path(phase_dir).parent):  # the quantizers' temporary folders
+        return export_phase(
+            model, phase_dir, phase=phase, classes=classes,
+            calibration_waveforms=np.stack([waveform(lc.clip) for lc in calibration]),
+            holdout_waveforms=np.stack([waveform(lc.clip) for lc in holdout]),
+            holdout_targets=[lc.target for lc in holdout],
+            holdout_counts={"validation": len(validation), "test": len(test)}, log=log,
+            target=target, tflm_window_seconds=tflm_window_seconds)
 
 
 def export_with_status(model, phase_dir: str | os.PathLike, **arguments) -> dict[str, Any]:
@@ -115,6 +117,7 @@ def _reexport_locked(run_dir: Path, phase: int | None, log: Log | None,
     from firmware_export.parity import ParityError
 
     recover_run_folder(run_dir)
+    remove_leftovers(run_dir)
     folders = phase_dirs(run_dir, phase)
     config, split, plan = run_plan(run_dir)
     target = target or config.target
