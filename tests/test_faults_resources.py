@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import tracemalloc
 from math import gcd
 from pathlib import Path
@@ -279,3 +280,40 @@ def test_a_kill_during_export_leaves_nothing_in_the_system_temp_folder(tmp_path)
         assert not (run_dir / SCRATCH_NAME).exists()
     finally:
         folder.release()
+
+
+def _train_with_export(manifest: Path, workspace: Path) -> list[str]:
+    return [sys.executable, "-m", "edgecl", "train", "--dataset", "manifest", "--data-root",
+            str(manifest), "--width", "8", "--epochs", "1", "--batch-size", "8", "--n-tasks",
+            "2", "--n-init-cls", "2", "--n-cls-a-task", "2", "--mode", "finetune", "--seed", "5",
+            "--threads", "1", "--quiet", "--workspace", str(workspace), "--exp-name", "run"]
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_its_int8_search_leaves_nothing_after_its_rerun(six_class_manifest,
+                                                                       tmp_path):
+    system_temp = tmp_path / "tmp"
+    system_temp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TMPDIR": str(system_temp)}
+    command = _train_with_export(six_class_manifest, tmp_path / "ws")
+    run_dir = tmp_path / "ws" / "run"
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not any((run_dir / SCRATCH_NAME).glob("edgecl-quant-*")):  # quantizing
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    assert any((run_dir / SCRATCH_NAME).iterdir())
+    rerun = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads((run_dir / "results.json").read_text())["complete"]
+    assert not (run_dir / SCRATCH_NAME).exists()
+    assert [p for p in run_dir.rglob(".*") if p.name != ".lock"] == []
+    # torch keeps its compile cache (torchinductor_<user>) there by design: not scratch
+    assert [p.name for p in system_temp.iterdir()
+            if p.name.startswith(("edgecl-", "pre.quant.", "ort.quant.", "tmp"))] == []
+    epochs = _epochs(run_dir)
+    assert len(set(epochs)) == len(epochs)
