@@ -30,6 +30,18 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+def _as_path(path: str | bytes | os.PathLike) -> Path:
+    """A Path from a str, bytes or PathLike name (bytes that are not UTF-8 become the
+    surrogate-escaped str os.listdir gives)."""
+    return Path(os.fsdecode(path))
+
+
+def _native(path: Path) -> bytes:
+    """The file name as the bytes the OS knows: soundfile encodes a str name strictly, so a name
+    that is not valid UTF-8 (surrogate-escaped) would fail to open as if the file were corrupt."""
+    return os.fsencode(path)
+
+
 def _require_file(path: Path) -> None:
     if not path.exists():
         raise EdgeclError(f"{path}: audio file not found")
@@ -37,12 +49,12 @@ def _require_file(path: Path) -> None:
         raise EdgeclError(f"{path}: expected an audio file, found a folder or special file")
 
 
-def audio_info(path: str | os.PathLike) -> AudioInfo:
+def audio_info(path: str | bytes | os.PathLike) -> AudioInfo:
     """Sample rate, frame count and channel count from the header of `path` (no decoding)."""
-    path = Path(path)
+    path = _as_path(path)
     _require_file(path)
     try:
-        info = sf.info(str(path))
+        info = sf.info(_native(path))
     except (sf.SoundFileError, RuntimeError, ValueError) as error:
         raise EdgeclError(f"{path}: unreadable or corrupt audio file "
                           f"({_one_line(error)})") from None
@@ -50,15 +62,15 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
                      channels=int(info.channels))
 
 
-def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+def read_audio(path: str | bytes | os.PathLike) -> tuple[np.ndarray, int]:
     """Decode `path` as float32 `[channels, samples]` at its native rate; returns (samples, rate).
 
     Integer PCM (16/24/32-bit) is scaled to [-1, 1); float files are returned as stored.
     """
-    path = Path(path)
+    path = _as_path(path)
     _require_file(path)
     try:
-        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        samples, rate = sf.read(_native(path), dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, ValueError, TypeError) as error:
         raise EdgeclError(f"{path}: unreadable or corrupt audio file "
                           f"({_one_line(error)})") from None
@@ -123,7 +135,7 @@ def fit_length(waveform: np.ndarray, n_samples: int) -> np.ndarray:
     return np.pad(waveform, padding)
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int,
+def load_audio(path: str | bytes | os.PathLike, sample_rate: int,
                clip_samples: int | None = None) -> np.ndarray:
     """Load `path` as a float32 mono waveform in [-1, 1] at `sample_rate`.
 
