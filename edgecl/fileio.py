@@ -11,6 +11,7 @@ gives a new file or folder, so collaborators on a shared server can read a run l
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -83,9 +84,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def finite_json(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None, so json.dumps writes JSON that
+    strict parsers accept (bare NaN and Infinity are not JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write `obj` as indented, key-sorted JSON atomically (stable bytes for the same object)."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Write `obj` as indented, key-sorted JSON atomically (stable bytes for the same object);
+    a non-finite float is written as null."""
+    return atomic_write_text(path, json.dumps(finite_json(obj), indent=2, sort_keys=True,
+                                              allow_nan=False) + "\n")
 
 
 def atomic_write_with(path: str | os.PathLike, write) -> Path:

@@ -14,11 +14,14 @@ def report_command(workspace: str, out: str | None, no_plots: bool) -> None:
     """Tables and plots per method from the runs under WORKSPACE.
 
     Per method (every option except seed and test fold): mean and std over seeds and folds of A_avg, A_last, BWT, forgetting, memory-update seconds and train seconds, as report.md,
-    report.csv and report.json, plus PNG plots. Incomplete and failed runs are listed apart."""
+    report.csv and report.json, plus PNG plots. Incomplete and failed runs are listed apart; a
+    results.json or grid.json that cannot be read is skipped with a warning naming it."""
     from edgecl.report import write_report
 
     written = write_report(workspace, out, plots=not no_plots)
     ws = written.pop("workspace")
+    for text in ws.unreadable:
+        click.echo(f"warning: skipped {text}", err=True)
     click.echo(open(written["markdown"], encoding="utf-8").read().rstrip())
     click.echo("")
     click.echo(f"{len(ws.groups)} methods, {sum(len(g.runs) for g in ws.groups)} complete runs, "

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from edgecl.fileio import finite_json
 from edgecl.results import SUMMARY_COLUMNS, format_table, summary_cells
 from edgecl.run_list import collect_runs
 
@@ -17,11 +18,12 @@ def summarize_command(workspace: str, as_json: bool) -> None:
     """Table of every run folder under WORKSPACE: status (complete, unfinished, failed, no results,
     unreadable), dataset, seed, epochs, method (with k), memory size, A_avg, A_last, BWT and the
     mean memory-update time in seconds; it fits 100 columns. --json adds the device budgets
-    (memory bytes, steps, training and update GMACs, device RAM), all as numbers. An unreadable
+    (memory bytes, steps, training and update GMACs, device RAM), all as numbers (null when
+    missing or not finite: the output is strict JSON). An unreadable
     results.json is shown as such, with the reason below the table."""
     rows = collect_runs(workspace)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(finite_json(rows), indent=2, allow_nan=False))
         return
     if not rows:
         click.echo(f"no run folders under {workspace}")

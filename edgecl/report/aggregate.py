@@ -11,7 +11,9 @@ not change what a run computes (workspace, exp_name, threads, quiet). Per run:
 
 Each figure's mean and sample standard deviation (n - 1; null for a single run) are taken over the
 method's complete runs. Incomplete runs (results.json with "complete": false) and failed grid
-trials (WORKSPACE/grid.json) are listed apart and never averaged.
+trials (WORKSPACE/grid.json) are listed apart and never averaged. A results.json or grid.json that
+is not of the expected shape (edgecl.schema) is skipped and named in `unreadable`: one bad file
+never stops the report of the rest.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from edgecl.config import IDENTITY_DEFAULTS_LEFT_OUT
 from edgecl.errors import EdgeclError
 from edgecl.results import RESULTS_NAME
 from edgecl.samplers import sampler_class, sampler_names
+from edgecl.schema import GRID_STATE, problem, read_checked, read_results
 
 NOT_METHOD = ("seed", "test_fold", "workspace", "exp_name", "threads", "quiet", "feature_store",
               "device")
@@ -65,8 +68,8 @@ class MethodGroup:
 
     def stats(self) -> dict[str, Any]:
         row: dict[str, Any] = {"method": self.label, "runs": len(self.runs),
-                               "seeds": sorted({r.config.get("seed") for r in self.runs}),
-                               "folds": sorted({r.config.get("test_fold") for r in self.runs})
+                               "seeds": _sorted({r.config.get("seed") for r in self.runs}),
+                               "folds": _sorted({r.config.get("test_fold") for r in self.runs})
                                if self.key.get("dataset") == "ESC-50" else None}
         for metric in METRICS:
             values = [v for v in (r.figures()[metric] for r in self.runs) if v is not None]
@@ -75,6 +78,11 @@ class MethodGroup:
 
     def phase_accuracy(self) -> list[list[float]]:
         return [list(r.results.get("phase_accuracy", [])) for r in self.runs]
+
+
+def _sorted(values: set) -> list:
+    """Numbers in order, a missing one (None) last."""
+    return sorted(values, key=lambda v: (v is None, v or 0))
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -163,6 +171,7 @@ class Workspace:
     groups: list[MethodGroup]
     incomplete: list[dict[str, Any]]  # {"run", "method", "reason"}
     varying: list[str]  # options that differ between groups besides the label's
+    unreadable: list[str] = field(default_factory=list)  # "PATH: what is wrong", skipped
 
 
 def load_workspace(workspace: str | Path, exclude: Path | None = None) -> Workspace:
@@ -172,23 +181,32 @@ def load_workspace(workspace: str | Path, exclude: Path | None = None) -> Worksp
         raise EdgeclError(f"{workspace}: expected a workspace folder with runs in it")
     complete: list[Run] = []
     incomplete: list[dict[str, Any]] = []
+    unreadable: list[str] = []
     seen: set[str] = set()
     for path in sorted(workspace.rglob(RESULTS_NAME)):
         if exclude is not None and exclude.resolve() in path.resolve().parents:
             continue
         try:
-            results = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise EdgeclError(f"{path}: not a readable results file ({error})") from None
-        run = Run(str(path.parent.relative_to(workspace)), results)
+            run = Run(str(path.parent.relative_to(workspace)), read_results(path))
+            label = method_label(run.config)
+        except EdgeclError as error:
+            unreadable.append(str(error))
+            continue
+        except (AttributeError, KeyError, TypeError, ValueError) as error:  # odd config values
+            unreadable.append(f"{path}: unexpected content ({type(error).__name__}: {error})")
+            continue
         seen.add(run.name)
-        if results.get("complete"):
+        if run.results.get("complete"):
             complete.append(run)
         else:
-            incomplete.append({"run": run.name, "method": method_label(run.config),
-                               "reason": f"incomplete: {len(results.get('phase_accuracy', []))} "
-                                         f"of {len(results.get('tasks', [])) or '?'} phases"})
-    incomplete += _failed_trials(workspace, seen)
+            phases = len(run.results["phase_accuracy"])
+            incomplete.append({"run": run.name, "method": label,
+                               "reason": f"incomplete: {phases} of "
+                                         f"{len(run.results.get('tasks', [])) or '?'} phases"})
+    trials, grid_problem = _failed_trials(workspace, seen)
+    incomplete += trials
+    if grid_problem:
+        unreadable.append(grid_problem)
     groups: dict[str, MethodGroup] = {}
     for run in complete:
         key = method_key(run.config)
@@ -202,7 +220,7 @@ def load_workspace(workspace: str | Path, exclude: Path | None = None) -> Worksp
         for group in ordered:
             extra = [f"{k}={group.key.get(k)}" for k in varying]
             group.label = f"{group.label} ({', '.join(extra)})"
-    return Workspace(ordered, sorted(incomplete, key=lambda r: r["run"]), varying)
+    return Workspace(ordered, sorted(incomplete, key=lambda r: r["run"]), varying, unreadable)
 
 
 _MODE_ORDER = {"finetune": 0, "joint": 1, "replay": 2}
@@ -232,15 +250,16 @@ def _varying_options(groups: list[MethodGroup]) -> list[str]:
     return sorted(varying)
 
 
-def _failed_trials(workspace: Path, seen: set[str]) -> list[dict[str, Any]]:
-    """Failed or cancelled trials recorded in grid.json whose run left no results.json."""
+def _failed_trials(workspace: Path, seen: set[str]) -> tuple[list[dict[str, Any]], str | None]:
+    """Failed or cancelled trials recorded in grid.json whose run left no results.json, and what
+    is wrong with grid.json when it cannot be read (None when it can, or there is none)."""
     path = workspace / "grid.json"
     if not path.is_file():
-        return []
+        return [], None
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return []
+        state = read_checked(path, lambda document: problem(document, GRID_STATE))
+    except EdgeclError as error:
+        return [], str(error)
     out = []
     for name, entry in state.get("trials", {}).items():
         if entry.get("status") in ("failed", "cancelled") and name not in seen:
@@ -248,4 +267,4 @@ def _failed_trials(workspace: Path, seen: set[str]) -> list[dict[str, Any]]:
             detail = error[-1] if error else ("not started" if not entry.get("attempts") else "")
             out.append({"run": name, "method": entry.get("method"),
                         "reason": f"{entry['status']}: {detail}" if detail else entry["status"]})
-    return out
+    return out, None

@@ -50,6 +50,8 @@ def markdown(ws: Workspace, title: str = "edgecl report") -> str:
         for item in ws.incomplete:
             reason = str(item["reason"]).replace("|", "\\|")
             lines.append(f"| {item['run']} | {item['method']} | {reason} |")
+    if ws.unreadable:
+        lines += ["", "## Unreadable files (skipped)", ""] + [f"- {text}" for text in ws.unreadable]
     return "\n".join(lines) + "\n"
 
 
@@ -69,4 +71,5 @@ def json_document(ws: Workspace) -> dict[str, Any]:
         "methods": [{**group.stats(), "options": group.key,
                      "run_names": [r.name for r in group.runs]} for group in ws.groups],
         "incomplete": ws.incomplete,
+        "unreadable": ws.unreadable,
     }
