@@ -106,11 +106,40 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 def atomic_write_with(path: str | os.PathLike, write) -> Path:
     """Atomically produce `path` with a writer callback `write(tmp_path)` that creates the file.
 
-    For libraries that insist on writing to a path themselves (onnx.save, soundfile.write,
-    torch.save): they write to a temporary path in the same folder, which is then renamed.
+    For libraries that insist on writing to a path themselves (onnx.save, soundfile.write; torch
+    has atomic_torch_save): they write to a temporary path in the same folder, which is then renamed.
     """
     target = Path(path)
     return _atomic(target, write, target.suffix or ".tmp")
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
+    """torch.save `obj` to `path` atomically. torch reports a failed write (no space, a file-size
+    limit) as a RuntimeError about stream positions; written through a Python file, the OSError
+    behind it is still at hand, so the failure is the one-line error of any other write."""
+    def write(tmp: Path) -> None:
+        import torch
+
+        with open(tmp, "wb") as handle:
+            try:
+                torch.save(obj, handle)
+            except RuntimeError as error:
+                cause = _os_error_behind(error)
+                if cause is None:
+                    raise
+                raise cause from None
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    return atomic_write_with(path, write)
+
+
+def _os_error_behind(error: BaseException) -> OSError | None:
+    """The OSError among the exceptions `error` was raised while handling, if any."""
+    seen = error.__context__ or error.__cause__
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__context__ or seen.__cause__
+    return seen
 
 
 def _atomic(target: Path, write, suffix: str) -> Path:
@@ -131,7 +160,7 @@ def _atomic(target: Path, write, suffix: str) -> Path:
         raise _failed(target, error) from None
     except Exception as error:
         Path(tmp_name).unlink(missing_ok=True)
-        if _disk_full(target.parent):  # e.g. torch.save reports a short write as RuntimeError
+        if _disk_full(target.parent):  # a library that reports a short write its own way
             raise _failed(target, error) from None
         raise
     except BaseException:

@@ -10,11 +10,10 @@ dataset split and task plan again (`load_plan`, which the trainer uses too).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgecl.errors import EdgeclError
-from edgecl.fileio import atomic_write_with
+from edgecl.fileio import atomic_torch_save
 
 RESULTS_NAME = "results.json"
 LOG_NAME = "train.log"
@@ -50,11 +49,9 @@ def phase_dirs(run_dir: str | Path, phase: int | None = None) -> list[Path]:
 def save_checkpoint(path: str | Path, model, *, classes: list[str], phase: int,
                     exp_name: str) -> Path:
     """Weights-only checkpoint: loads with torch.load(weights_only=True)."""
-    import torch
-
     payload = {"state_dict": model.state_dict(), "model_config": model.model_config(),
                "classes": list(classes), "phase": phase, "exp_name": exp_name}
-    return atomic_write_with(Path(path), lambda tmp: torch.save(payload, tmp))
+    return atomic_torch_save(Path(path), payload)
 
 
 def load_checkpoint(path: str | Path):
@@ -95,12 +92,17 @@ def run_plan(run_dir: str | Path):
     """(config, dataset split, task plan) rebuilt from run_dir/results.json as the trainer did."""
     from edgecl.config import RunConfig
 
+    from edgecl.schema import read_checked, results_problem
+
     results_path = Path(run_dir) / RESULTS_NAME
     try:
-        results = json.loads(results_path.read_text(encoding="utf-8"))
+        results = read_checked(results_path, lambda doc: results_problem(doc, ("config",)))
         config = RunConfig.from_dict(results["config"])
     except FileNotFoundError:
         raise EdgeclError(f"{results_path}: not found; expected a run folder made by `edgecl train`"
+                          ) from None
+    except EdgeclError as error:
+        raise EdgeclError(f"{error}; rerun `edgecl train` with the run's options to rewrite it"
                           ) from None
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise EdgeclError(f"{results_path}: unreadable run results ({error})") from None

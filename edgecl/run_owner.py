@@ -27,6 +27,7 @@ from edgecl.feature_store import STORE_FOLDER
 from edgecl.fileio import atomic_write_json, remove_stale_temporaries
 from edgecl.leftovers import remove_leftovers
 from edgecl.run_folder import RESULTS_NAME
+from edgecl.schema import RUN_RECORD, TABLE_FIELDS, problem, read_checked, read_results
 
 LOCK_NAME = ".lock"
 RUN_RECORD_NAME = "run.json"
@@ -146,10 +147,11 @@ def open_run_folder(run_dir: str | Path, identity: dict[str, Any], *,
             atomic_write_json(record_path, {"config": wanted})
             return OwnedFolder(run_dir, lock, "new")
         try:
-            recorded = json.loads(record_path.read_text(encoding="utf-8"))["config"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise EdgeclError(f"{record_path}: unreadable run record; pass --overwrite to start "
-                              f"the run again") from None
+            recorded = read_checked(record_path, lambda doc: problem(doc, RUN_RECORD))["config"]
+        except (OSError, EdgeclError) as error:
+            detail = str(error).removeprefix(f"{record_path}: ")
+            raise EdgeclError(f"{record_path}: unreadable run record ({detail}); pass "
+                              f"--overwrite to start the run again") from None
         if recorded != wanted:
             raise EdgeclError(f"{run_dir}: holds a run with other options: "
                               f"{_differences(recorded, wanted)}; choose another --exp-name or "
@@ -166,7 +168,9 @@ def open_run_folder(run_dir: str | Path, identity: dict[str, Any], *,
 
 
 def _read_results(run_dir: Path) -> dict[str, Any] | None:
+    """The run's results.json with every field a run writes, or None: a damaged one is rebuilt
+    from the last committed phase's state.pt, like one an interrupted run never wrote."""
     try:
-        return json.loads((run_dir / RESULTS_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_results(run_dir / RESULTS_NAME, TABLE_FIELDS)
+    except (OSError, EdgeclError):
         return None

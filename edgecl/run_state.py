@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 
 from edgecl.errors import EdgeclError
-from edgecl.fileio import atomic_write_with
+from edgecl.fileio import atomic_torch_save
 from edgecl.progress import truncate_metrics
 from edgecl.run_folder import PHASE_PREFIX, RESULTS_NAME, phase_dir
+from edgecl.schema import NUMBER, DictOf, Fields, ListOf, Optional, problem
 
 STATE_NAME = "state.pt"
 
@@ -122,25 +123,66 @@ def save_state(run_dir: str | Path, phase: int, *, records: list[dict[str, Any]]
                "sampler": _tensors(sampler.get_state()) if sampler is not None else {},
                "rng": rng_state(run_rng), "torch_rng": torch.get_rng_state(),
                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-    path = atomic_write_with(state_path(run_dir, phase), lambda tmp: torch.save(payload, tmp))
+    path = atomic_torch_save(state_path(run_dir, phase), payload)
     if phase > 0:
         state_path(run_dir, phase - 1).unlink(missing_ok=True)
     return path
 
 
+_RECORD = Fields({"seen_classes": ListOf(str), "accuracy": NUMBER, "task_accuracy": ListOf(NUMBER),
+                  "train_seconds": NUMBER, "memory_update_seconds": Optional(NUMBER),
+                  "memory_balance": Optional(DictOf(NUMBER))},
+                 ("seen_classes", "accuracy", "task_accuracy", "train_seconds",
+                  "memory_update_seconds", "memory_balance"))
+
+
+def _state_spec():
+    import torch
+
+    exemplar = Fields({"key": str, "target": int, "payload": torch.Tensor, "shape": ListOf(int),
+                       "scale": Optional(NUMBER), "offset": Optional(NUMBER)},
+                      ("key", "target", "payload", "shape", "scale", "offset"))
+    memory = Fields({"capacity": int, "format": str, "exemplars": ListOf(exemplar)},
+                    ("capacity", "format", "exemplars"))
+    return Fields({"phase": int, "records": ListOf(_RECORD), "rng": str,
+                   "memory": Optional(memory), "sampler": dict, "learner_head": Optional(dict),
+                   "torch_rng": torch.Tensor, "cuda_rng": list},
+                  ("phase", "records", "rng", "memory", "sampler", "torch_rng"))
+
+
+def _state_problem(payload: Any, phase: int) -> str | None:
+    """Why `payload` is not the state save_state wrote after phase `phase` (None when it is)."""
+    found = problem(payload, _state_spec())
+    if found is not None:
+        return found
+    if payload["phase"] != phase or len(payload["records"]) != phase + 1:
+        return (f"holds phase {payload['phase']} with {len(payload['records'])} phase records, "
+                f"expected phase {phase}")
+    return None
+
+
 def load_state(run_dir: str | Path, phase: int) -> dict[str, Any]:
-    """The payload of phase_<phase>/state.pt (records parsed)."""
+    """The payload of phase_<phase>/state.pt (records parsed), checked against what save_state
+    writes: a damaged file is a one-line error naming it, never a traceback mid-restore."""
     import torch
 
     path = state_path(run_dir, phase)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        payload["records"] = json.loads(payload["records"])
+        if isinstance(payload, dict) and isinstance(payload.get("records"), str):
+            payload["records"] = json.loads(payload["records"])
+        found = _state_problem(payload, phase)
     except Exception as error:  # unpickling, truncated file, bad JSON
-        detail = " ".join(str(error).split())[:200]
-        raise EdgeclError(f"{path}: unreadable run state ({detail}); pass --overwrite to start "
-                          f"the run again") from None
+        found = " ".join(str(error).split())[:200]
+    if found is not None:
+        raise _unusable(path, found)
+    payload["path"] = path  # for restore_state's errors
     return payload
+
+
+def _unusable(path: Path, detail: str) -> EdgeclError:
+    return EdgeclError(f"{path}: unreadable run state ({detail}); pass --overwrite to start the "
+                       f"run again")
 
 
 def restore_state(payload: dict[str, Any], *, memory, sampler,
@@ -148,14 +190,20 @@ def restore_state(payload: dict[str, Any], *, memory, sampler,
     """Put the memory, the sampler and every random generator back as they were saved."""
     import torch
 
-    if memory is not None:
-        set_memory_state(memory, payload["memory"])
-    if sampler is not None:
-        sampler.set_state(payload["sampler"])
-    set_rng_state(payload["rng"], run_rng)
-    torch.set_rng_state(payload["torch_rng"])
-    if payload.get("cuda_rng") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    try:
+        if memory is not None:
+            set_memory_state(memory, payload["memory"])
+        if sampler is not None:
+            sampler.set_state(payload["sampler"])
+        set_rng_state(payload["rng"], run_rng)
+        torch.set_rng_state(payload["torch_rng"])
+        if payload.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    except EdgeclError:
+        raise
+    except Exception as error:  # a payload of the right shape holding values that do not fit
+        detail = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+        raise _unusable(payload.get("path", STATE_NAME), detail) from None
 
 
 def drop_uncommitted(run_dir: str | Path) -> int | None:
@@ -187,13 +235,20 @@ def load_phase_weights(model, run_dir: str | Path, phase: int) -> bool:
     from edgecl.run_folder import checkpoint_path
     from models.frontend import FrontEndConfig, LogMelFrontEnd
 
-    checkpoint = torch.load(checkpoint_path(run_dir, phase), map_location="cpu",
-                            weights_only=True)
-    saved = FrontEndConfig.from_dict(checkpoint["model_config"]["frontend"])
-    replaced = saved != model.frontend.config
-    if replaced:
-        device = next(iter(model.frontend.buffers())).device
-        model.frontend = LogMelFrontEnd(saved).to(device)
-    model.head.grow(int(checkpoint["model_config"]["n_classes"]))
-    model.load_state_dict(checkpoint["state_dict"])
+    path = checkpoint_path(run_dir, phase)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        saved = FrontEndConfig.from_dict(checkpoint["model_config"]["frontend"])
+        replaced = saved != model.frontend.config
+        if replaced:
+            device = next(iter(model.frontend.buffers())).device
+            model.frontend = LogMelFrontEnd(saved).to(device)
+        model.head.grow(int(checkpoint["model_config"]["n_classes"]))
+        model.load_state_dict(checkpoint["state_dict"])
+    except EdgeclError:
+        raise
+    except Exception as error:  # unpickling, missing keys, shape mismatches
+        detail = " ".join(str(error).split())[:200]
+        raise EdgeclError(f"{path}: not a usable edgecl checkpoint ({detail}); pass --overwrite "
+                          f"to start the run again") from None
     return replaced

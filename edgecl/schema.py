@@ -151,9 +151,10 @@ RESULTS = Fields({
     "complete": bool, "uncorrected": Optional(Fields({"A_last": Optional(NUMBER)})),
     "provenance": Optional(dict),
 })
-# What a summary or report needs of a run; a run of this version writes every field (WRITTEN).
+# What a summary or report needs of a run, and what `edgecl train` shows of a complete one.
 SUMMARY_FIELDS = ("config", "phase_accuracy")
-WRITTEN_FIELDS = tuple(key for key in RESULTS.fields if key != "uncorrected")
+TABLE_FIELDS = SUMMARY_FIELDS + ("accuracy_matrix", "train_seconds", "memory_update_seconds",
+                                 "memory_balance", "phases", "complete")
 _PER_PHASE = ("accuracy_matrix", "memory_update_seconds", "train_seconds", "memory_balance",
               "phases")
 
