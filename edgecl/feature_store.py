@@ -8,7 +8,9 @@ WORKSPACE/features/<key[:2]>/<key>.npy, written to a temporary file in the same 
 renamed over the target (os.replace is atomic), so several grid workers may read and write at
 once: a reader sees a whole file or none, and two writers of one key write the same bytes. Entries
 are read memory-mapped (copy-on-write), so features stay in the page cache instead of the
-process's own memory. An unreadable entry counts as missing and is written again.
+process's own memory. An entry is never trusted: one that is unreadable, not float32, not of the
+shape the reader expects, or holding NaN or infinities counts as missing (`rejected`) and is
+computed and written again.
 
 Plain .npy files (numpy only) rather than a database or HDF5/zarr: entries are written once and
 never updated, concurrent writers need no coordination beyond the atomic rename, and stale entries
@@ -38,6 +40,8 @@ class FeatureStore:
     def __init__(self, root: str | Path, *, frontend: dict[str, Any], sample_rate: int,
                  clip_samples: int) -> None:
         self.root = Path(root)
+        self.clip_samples = int(clip_samples)
+        self.rejected = 0  # entries found damaged and recomputed
         self._settings = json.dumps({"frontend": frontend, "sample_rate": int(sample_rate),
                                      "clip_samples": int(clip_samples),
                                      "version": FORMAT_VERSION}, sort_keys=True, default=str)
@@ -53,15 +57,21 @@ class FeatureStore:
         key = hashlib.sha256(identity.encode()).hexdigest()
         return self.root / key[:2] / f"{key}.npy"
 
-    def load(self, audio_path: str | Path) -> np.ndarray | None:
-        """The stored features (memory-mapped, copy-on-write), or None."""
+    def load(self, audio_path: str | Path, shape: tuple[int, ...] | None = None
+             ) -> np.ndarray | None:
+        """The stored features (memory-mapped, copy-on-write), or None when there are none or
+        the entry is damaged (see the module's docstring); `shape`: the shape they must have."""
         path = self.path_for(audio_path)
-        if path is None:
+        if path is None or not path.exists():
             return None
         try:
-            return np.load(path, mmap_mode="c", allow_pickle=False)
-        except (OSError, ValueError):  # absent, or not a whole .npy file
+            features = np.load(path, mmap_mode="c", allow_pickle=False)
+        except (OSError, ValueError, EOFError):  # not a whole .npy file
+            features = None
+        if features is None or not _sound(features, shape):
+            self.rejected += 1
             return None
+        return features
 
     def save(self, audio_path: str | Path, features: np.ndarray) -> None:
         """Store `features` (float32) atomically; a failure to write only costs the saving."""
@@ -79,3 +89,9 @@ class FeatureStore:
         except OSError:
             if tmp_name is not None:
                 Path(tmp_name).unlink(missing_ok=True)
+
+
+def _sound(features: np.ndarray, shape: tuple[int, ...] | None) -> bool:
+    """Whether a stored entry can be used: float32 of the expected shape, every value finite."""
+    return (features.dtype == np.float32 and (shape is None or features.shape == tuple(shape))
+            and bool(np.isfinite(features).all()))

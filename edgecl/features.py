@@ -10,7 +10,8 @@ features from the audio.
 
 With a `store` (edgecl.feature_store.FeatureStore), the features of "clip" items (whose key is the
 audio file's path) are read from disk when stored, and stored when computed: a later run over the
-same files computes none of them.
+same files computes none of them. A stored entry is used only when it is float32, finite and of
+the shape this front end gives a clip of the store's length; any other is computed again.
 
 The front end runs one clip at a time. Its matmuls take other kernels for a small batch than for
 a large one (on an AVX-512 machine at 16 kHz: a clip's log-mel computed in a batch of 1-8 differs
@@ -72,6 +73,7 @@ class FeatureCache:
         self.computed = 0  # clips whose features were computed (cache misses)
         self.loaded = 0  # clips whose features came from the feature store
         self.seconds = 0.0  # time spent loading audio and running the front end
+        self._shape: tuple[int, ...] | None = None  # of one clip's features, once known
 
     def __len__(self) -> int:
         return len(self._store)
@@ -100,8 +102,9 @@ class FeatureCache:
         """Fill the cache from the feature store where it can; returns the items still missing."""
         start = time.perf_counter()
         missing = []
+        shape = self._clip_shape()
         for item in items:
-            stored = self.disk.load(item.key) if item.source == "clip" else None
+            stored = self.disk.load(item.key, shape) if item.source == "clip" else None
             if stored is None:
                 missing.append(item)
             else:
@@ -109,6 +112,18 @@ class FeatureCache:
                 self.loaded += 1
         self.seconds += time.perf_counter() - start
         return missing
+
+    @torch.no_grad()
+    def _clip_shape(self) -> tuple[int, ...]:
+        """The shape [1, F, T'] the front end gives a clip of the store's length: a stored entry
+        of any other shape is not this clip's features."""
+        if self._shape is None:
+            device = device_of(self.frontend)
+            self.frontend.eval()
+            with torch_threads(1):
+                zeros = torch.zeros(1, self.disk.clip_samples, device=device)
+                self._shape = tuple(self.frontend(zeros).shape[1:])
+        return self._shape
 
     @torch.no_grad()
     def _compute(self, items: Sequence[FeatureItem]) -> list[torch.Tensor]:

@@ -99,10 +99,14 @@ def build_results(config: dict[str, Any], classes: Sequence[str], tasks: Sequenc
                   provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """The results.json document from per-phase records (each with accuracy, task_accuracy,
     train_seconds, memory_update_seconds, memory_balance and training details), with how the run
-    was made (edgecl.provenance) when given."""
+    was made (edgecl.provenance) when given: its `threads` is the last session's, `phase_threads`
+    each phase's (a resumed run may have run its phases on other thread counts; null for a phase
+    recorded without one)."""
     phase_accuracy = [p["accuracy"] for p in phases]
     matrix = [p["task_accuracy"] for p in phases]
     metrics = summarize(phase_accuracy, matrix)  # joint mode: one phase, one row over all tasks
+    if provenance is not None:
+        provenance = {**provenance, "phase_threads": [p.get("threads") for p in phases]}
     uncorrected = _uncorrected_metrics(phases)
     if uncorrected is not None:
         metrics["uncorrected"] = uncorrected

@@ -222,6 +222,7 @@ class ContinualRun:
             if phase < start:
                 continue
             self.records.append(self.run_phase(phase, tasks))
+            self.records[-1].details["threads"] = torch.get_num_threads()  # per phase: resumes
             save_state(self.run_dir, phase, records=[r.as_dict() for r in self.records],
                        memory=self.memory, sampler=self.sampler, run_rng=self.rng,
                        learner_head=self.learner_head)
