@@ -115,7 +115,9 @@ def fields_problem(document: dict[str, Any], spec: Fields, where: str = "") -> s
                 return found
     missing = [key for key in spec.required if key not in document]
     if missing:
-        return f"missing field{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}"
+        inside = f" in {where}" if where else ""
+        return (f"missing field{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(map(repr, missing))}{inside}")
     return None
 
 

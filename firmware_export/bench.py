@@ -12,7 +12,6 @@ conv DFT and the factored DFT, alone and inside the full fp32 model.
 from __future__ import annotations
 
 import copy
-import json
 import statistics
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 from edgecl.device import torch_threads
 from edgecl.errors import EdgeclError
 from firmware_export.device.layout import INPUT_NAME, MANIFEST, MODEL_FP32, MODEL_INT8
+from firmware_export.device.manifest import read_manifest
 from firmware_export.device.runtime import cpu_session
 
 ROW_COLUMNS = ("phase", "classes", "clips", "fp32_max_diff", "int8", "int8_agreement",
@@ -181,7 +181,10 @@ def bench_export(run_dir: str | Path, *, phase: int | None = None, runs: int = 2
     with torch_threads(threads):
         rows, model = [], None
         for folder in folders:
-            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+            manifest = read_manifest(folder)
+            if not isinstance(manifest.get("clip_samples"), int) or manifest["clip_samples"] < 1:
+                raise EdgeclError(f"{folder / MANIFEST}: expected a positive integer "
+                                  f"'clip_samples'; re-export the bundle")
             clip = (np.random.default_rng(0).standard_normal((1, manifest["clip_samples"]))
                     * 0.1).astype(np.float32)
             row, phase_model = bench_phase(folder, clip, runs, warmup, threads)

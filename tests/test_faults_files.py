@@ -388,3 +388,21 @@ def test_wav_with_a_non_utf8_name_loads(tmp_path):
     as_text = os.fsdecode(name)  # what os.listdir gives for such a name
     assert np.array_equal(load_audio(as_text, 8000), expected)
     assert audio_info(as_text).frames == 800 and audio_info(name).sample_rate == 8000
+
+
+# --- a bundle manifest whose file table is damaged ---------------------------------------------
+
+@pytest.mark.parametrize("entry", ["abc", {"bytes": "12", "sha256": "00"}, {"sha256": "00"}])
+def test_bundle_manifest_with_a_damaged_file_entry_is_refused(tmp_path, entry):
+    from edgecl.errors import EdgeclError
+    from firmware_export.device.layout import MANIFEST, MANIFEST_FORMAT
+    from firmware_export.device.manifest import verify_bundle
+
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": MANIFEST_FORMAT,
+                                                 "files": {"model.onnx": entry}}))
+    with pytest.raises(EdgeclError) as error:
+        verify_bundle(tmp_path)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / MANIFEST}: ") and "'files'" in message
+    assert "\n" not in message

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from edgecl.errors import EdgeclError
+from edgecl.schema import DictOf, Fields, problem
 from firmware_export.device.layout import MANIFEST, MANIFEST_FORMAT
 
 _CHUNK = 1 << 20
+FILE_ENTRY = Fields({"bytes": int, "sha256": str}, ("bytes", "sha256"))
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -44,6 +46,9 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
         raise EdgeclError(f"{path}: unreadable bundle manifest ({error})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise EdgeclError(f"{path}: expected a JSON object with a 'files' table")
+    entries = problem(manifest["files"], DictOf(FILE_ENTRY), "'files'")
+    if entries is not None:
+        raise EdgeclError(f"{path}: {entries}; the bundle is corrupt or modified, re-export it")
     if manifest.get("format") != MANIFEST_FORMAT:
         raise EdgeclError(f"{path}: expected manifest format {MANIFEST_FORMAT}, got "
                           f"{manifest.get('format')!r}")
