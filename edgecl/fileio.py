@@ -96,11 +96,15 @@ def finite_json(value: Any) -> Any:
     return value
 
 
+def json_text(obj: Any, sort_keys: bool = False) -> str:
+    """`obj` as indented strict JSON (a non-finite float as null), for files and `--json`."""
+    return json.dumps(finite_json(obj), indent=2, sort_keys=sort_keys, allow_nan=False)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write `obj` as indented, key-sorted JSON atomically (stable bytes for the same object);
     a non-finite float is written as null."""
-    return atomic_write_text(path, json.dumps(finite_json(obj), indent=2, sort_keys=True,
-                                              allow_nan=False) + "\n")
+    return atomic_write_text(path, json_text(obj, sort_keys=True) + "\n")
 
 
 def atomic_write_with(path: str | os.PathLike, write) -> Path:

@@ -29,7 +29,7 @@ from edgecl.errors import EdgeclError
 from edgecl.fileio import atomic_torch_save
 from edgecl.progress import truncate_metrics
 from edgecl.run_folder import PHASE_PREFIX, RESULTS_NAME, phase_dir
-from edgecl.schema import NUMBER, DictOf, Fields, ListOf, Optional, problem
+from edgecl.schema import NUMBER, DictOf, Fields, ListOf, Nullable, problem
 
 STATE_NAME = "state.pt"
 
@@ -130,8 +130,8 @@ def save_state(run_dir: str | Path, phase: int, *, records: list[dict[str, Any]]
 
 
 _RECORD = Fields({"seen_classes": ListOf(str), "accuracy": NUMBER, "task_accuracy": ListOf(NUMBER),
-                  "train_seconds": NUMBER, "memory_update_seconds": Optional(NUMBER),
-                  "memory_balance": Optional(DictOf(NUMBER))},
+                  "train_seconds": NUMBER, "memory_update_seconds": Nullable(NUMBER),
+                  "memory_balance": Nullable(DictOf(NUMBER))},
                  ("seen_classes", "accuracy", "task_accuracy", "train_seconds",
                   "memory_update_seconds", "memory_balance"))
 
@@ -140,12 +140,12 @@ def _state_spec():
     import torch
 
     exemplar = Fields({"key": str, "target": int, "payload": torch.Tensor, "shape": ListOf(int),
-                       "scale": Optional(NUMBER), "offset": Optional(NUMBER)},
+                       "scale": Nullable(NUMBER), "offset": Nullable(NUMBER)},
                       ("key", "target", "payload", "shape", "scale", "offset"))
     memory = Fields({"capacity": int, "format": str, "exemplars": ListOf(exemplar)},
                     ("capacity", "format", "exemplars"))
     return Fields({"phase": int, "records": ListOf(_RECORD), "rng": str,
-                   "memory": Optional(memory), "sampler": dict, "learner_head": Optional(dict),
+                   "memory": Nullable(memory), "sampler": dict, "learner_head": Nullable(dict),
                    "torch_rng": torch.Tensor, "cuda_rng": list},
                   ("phase", "records", "rng", "memory", "sampler", "torch_rng"))
 

@@ -1,9 +1,9 @@
 """Shapes of the files edgecl reads back, checked where they are read.
 
-results.json, run.json and grid.json may have been cut short, edited by hand or written by
-another version: a reader gets either a document of the expected shape or a one-line reason
+results.json, run.json, grid.json, state.pt and bundle manifests may have been cut short, edited
+by hand or written by another version: a reader gets either a document of the expected shape or a one-line reason
 naming the field at fault, never a traceback from deep inside a table or a plot. A spec is a type
-(or tuple of types), `Optional(spec)`, `ListOf(spec)`, `DictOf(spec)` or `Fields(...)`: an object
+(or tuple of types), `Nullable(spec)`, `ListOf(spec)`, `DictOf(spec)` or `Fields(...)`: an object
 whose listed fields, when present, match their specs (unlisted fields are free, so files of older
 and newer versions still read).
 """
@@ -21,7 +21,7 @@ NUMBER = "number"  # int or float, never bool (True is an int to Python, not to 
 
 
 @dataclass(frozen=True)
-class Optional:
+class Nullable:
     spec: Any
 
 
@@ -49,7 +49,7 @@ def describe(spec: Any) -> str:
     """What `spec` expects, in words ("a list of numbers")."""
     if spec == NUMBER:
         return "a number"
-    if isinstance(spec, Optional):
+    if isinstance(spec, Nullable):
         return f"{describe(spec.spec)} or null"
     if isinstance(spec, ListOf):
         inner = describe(spec.spec).removeprefix("an ").removeprefix("a ").removeprefix("JSON ")
@@ -70,7 +70,7 @@ def problem(value: Any, spec: Any, where: str = "") -> str | None:
     """Why `value` does not match `spec` (None when it does); `where` names the field."""
     if spec == NUMBER:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif isinstance(spec, Optional):
+    elif isinstance(spec, Nullable):
         return None if value is None else problem(value, spec.spec, where)
     elif isinstance(spec, tuple):
         ok = any(problem(value, s) is None for s in spec)
@@ -125,33 +125,33 @@ def fields_problem(document: dict[str, Any], spec: Fields, where: str = "") -> s
 
 # The options the summaries and method labels read (edgecl.results, edgecl.report.aggregate).
 CONFIG = Fields({
-    **{name: Optional(NUMBER) for name in (
+    **{name: Nullable(NUMBER) for name in (
         "seed", "test_fold", "epochs", "memory_size", "memory_bytes", "metric_k",
         "lr_incremental", "balanced_epochs", "balanced_lr", "distill_output", "distill_feature",
         "bn_recal_clips")},
-    **{name: Optional(str) for name in (
+    **{name: Nullable(str) for name in (
         "dataset", "mode", "mem_manage", "memory_format", "uncert_metric", "augment",
         "batch_sampling")},
-    "bias_correction": Optional((str, bool)),
+    "bias_correction": Nullable((str, bool)),
 })
 # The per-phase fields the tables and summaries read (edgecl.results, edgecl.report).
 PHASE = Fields({
-    "seen_classes": ListOf(str), "epochs_run": Optional(NUMBER), "train_steps": Optional(NUMBER),
-    "train_macs": Optional(NUMBER), "memory_update_macs": Optional(NUMBER),
-    "memory_capacity": Optional(NUMBER), "memory_bytes": Optional(Fields({"used": NUMBER},
+    "seen_classes": ListOf(str), "epochs_run": Nullable(NUMBER), "train_steps": Nullable(NUMBER),
+    "train_macs": Nullable(NUMBER), "memory_update_macs": Nullable(NUMBER),
+    "memory_capacity": Nullable(NUMBER), "memory_bytes": Nullable(Fields({"used": NUMBER},
                                                                          ("used",))),
-    "device_train_ram_bytes": Optional(NUMBER), "stopped_by": Optional(str),
-    "threads": Optional(int),
+    "device_train_ram_bytes": Nullable(NUMBER), "stopped_by": Nullable(str),
+    "threads": Nullable(int),
 })
 RESULTS = Fields({
     "config": CONFIG, "classes": ListOf(str), "tasks": ListOf(ListOf(str)),
     "phase_accuracy": ListOf(NUMBER), "accuracy_matrix": ListOf(ListOf(NUMBER)),
-    "A_avg": Optional(NUMBER), "A_last": Optional(NUMBER), "BWT": Optional(NUMBER),
-    "forgetting": Optional(NUMBER), "published_bwt": Optional(NUMBER),
-    "memory_update_seconds": ListOf(Optional(NUMBER)), "train_seconds": ListOf(Optional(NUMBER)),
-    "memory_balance": ListOf(Optional(DictOf(NUMBER))), "phases": ListOf(PHASE),
-    "complete": bool, "uncorrected": Optional(Fields({"A_last": Optional(NUMBER)})),
-    "provenance": Optional(dict),
+    "A_avg": Nullable(NUMBER), "A_last": Nullable(NUMBER), "BWT": Nullable(NUMBER),
+    "forgetting": Nullable(NUMBER), "published_bwt": Nullable(NUMBER),
+    "memory_update_seconds": ListOf(Nullable(NUMBER)), "train_seconds": ListOf(Nullable(NUMBER)),
+    "memory_balance": ListOf(Nullable(DictOf(NUMBER))), "phases": ListOf(PHASE),
+    "complete": bool, "uncorrected": Nullable(Fields({"A_last": Nullable(NUMBER)})),
+    "provenance": Nullable(dict),
 })
 # What a summary or report needs of a run, and what `edgecl train` shows of a complete one.
 SUMMARY_FIELDS = ("config", "phase_accuracy")
@@ -204,6 +204,6 @@ def read_results(path: str | Path, required: tuple[str, ...] = SUMMARY_FIELDS) -
 # --- run.json and grid.json -----------------------------------------------------------------
 
 RUN_RECORD = Fields({"config": dict}, ("config",))
-GRID_STATE = Fields({"trials": DictOf(Fields({"status": str, "error": Optional(str),
-                                                "method": Optional(str),
-                                                "attempts": Optional(NUMBER)}))})
+GRID_STATE = Fields({"trials": DictOf(Fields({"status": str, "error": Nullable(str),
+                                                "method": Nullable(str),
+                                                "attempts": Nullable(NUMBER)}))})

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 
 import click
 
 from edgecl.commands import options as registry_options
+from edgecl.fileio import json_text
 from edgecl.limits import option_range
 
 REFERENCE = "uncertainty-noisytune"  # the ratio column divides by this row's time
@@ -146,7 +146,7 @@ def memory_update(repeats, only, warm, as_json, **options) -> None:
     rows = time_memory_updates(run, {**config.sampler_options, **values}, repeats, warm=warm,
                                only=tuple(only))
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json_text(rows))
         return
     first = rows[0]
     per_candidate = 1000 / first["candidates"]
@@ -242,7 +242,7 @@ def bench_train_command(models: str, sample_rates: list[int], epochs: int, as_js
                                exp_name=f"bench-train-{name}-{rate}", **options)
             rows.append(time_training_epoch(config))
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json_text(rows))
         return
     click.echo(f"median of {epochs} epoch(s) on cached features, {options['threads']} thread(s)")
     click.echo(format_table(rows, ("model", "sample_rate", "clip_seconds", "train_clips",
@@ -317,7 +317,7 @@ def bench_frontend_command(sample_rates: list[int], clip_seconds: list[float], i
     results = bench_frontend(sample_rates, clip_seconds, names, threads, runs=runs,
                              warmup=warmup, width=width, eager_batch=eager_batch)
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        click.echo(json_text(results))
         return
     click.echo(f"front end alone, ONNX Runtime, batch 1, median of {runs} runs after {warmup} "
                f"warm-up runs; max_abs_diff: log-mel vs float64 torch.stft")
@@ -356,7 +356,7 @@ def bench_export_command(run_dir: str, phase: int | None, runs: int, warmup: int
     results = bench_export(run_dir, phase=phase, runs=runs, warmup=warmup, threads=threads,
                            compare_stft=not no_stft_compare)
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        click.echo(json_text(results))
         return
     click.echo(f"batch 1, {threads} thread(s), median of {runs} runs after {warmup} warm-up runs")
     click.echo(format_table(results["phases"], ROW_COLUMNS))

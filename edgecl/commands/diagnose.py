@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
+
+from edgecl.fileio import json_text
 
 
 @click.command("diagnose")
@@ -19,4 +19,4 @@ def diagnose_command(run: str, phase: int | None, as_json: bool) -> None:
     from edgecl.report.forgetting import diagnose, format_diagnosis
 
     result = diagnose(run, phase)
-    click.echo(json.dumps(result, indent=2) if as_json else format_diagnosis(result))
+    click.echo(json_text(result) if as_json else format_diagnosis(result))

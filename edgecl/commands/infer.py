@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from edgecl.errors import EdgeclError
+from edgecl.fileio import json_text
 from edgecl.limits import INT_RANGES, option_range
 from firmware_export.device.layout import TARGETS
 
@@ -55,9 +54,9 @@ def infer_command(model: str, clips: tuple[str, ...], top_k: int, threads: int, 
         loaded = load_model(model, threads=threads, bare=bare)
     predictions = classify(loaded, clips, top_k=top_k)
     if as_json:
-        click.echo(json.dumps({"model": str(loaded.path), "labels": loaded.labels,
+        click.echo(json_text({"model": str(loaded.path), "labels": loaded.labels,
                                "sample_rate": loaded.sample_rate,
-                               "results": [p.to_dict() for p in predictions]}, indent=2))
+                               "results": [p.to_dict() for p in predictions]}))
         return
     for prediction in predictions:
         ranked = ", ".join(f"{label} {score:.3f}"

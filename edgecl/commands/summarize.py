@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from edgecl.fileio import finite_json
+from edgecl.fileio import json_text
 from edgecl.results import SUMMARY_COLUMNS, format_table, summary_cells
 from edgecl.run_list import collect_runs
 
@@ -23,7 +21,7 @@ def summarize_command(workspace: str, as_json: bool) -> None:
     results.json is shown as such, with the reason below the table."""
     rows = collect_runs(workspace)
     if as_json:
-        click.echo(json.dumps(finite_json(rows), indent=2, allow_nan=False))
+        click.echo(json_text(rows))
         return
     if not rows:
         click.echo(f"no run folders under {workspace}")
