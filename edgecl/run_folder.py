@@ -14,6 +14,7 @@ from pathlib import Path
 
 from edgecl.errors import EdgeclError
 from edgecl.fileio import atomic_torch_save
+from edgecl.schema import read_checked, results_problem
 
 RESULTS_NAME = "results.json"
 LOG_NAME = "train.log"
@@ -91,8 +92,6 @@ def load_plan(config):
 def run_plan(run_dir: str | Path):
     """(config, dataset split, task plan) rebuilt from run_dir/results.json as the trainer did."""
     from edgecl.config import RunConfig
-
-    from edgecl.schema import read_checked, results_problem
 
     results_path = Path(run_dir) / RESULTS_NAME
     try:

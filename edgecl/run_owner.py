@@ -168,8 +168,9 @@ def open_run_folder(run_dir: str | Path, identity: dict[str, Any], *,
 
 
 def _read_results(run_dir: Path) -> dict[str, Any] | None:
-    """The run's results.json with every field a run writes, or None: a damaged one is rebuilt
-    from the last committed phase's state.pt, like one an interrupted run never wrote."""
+    """The run's results.json with the fields `edgecl train` shows of a run, or None: a damaged
+    one is rebuilt from the last committed phase's state.pt, like one an interrupted run never
+    wrote."""
     try:
         return read_results(run_dir / RESULTS_NAME, TABLE_FIELDS)
     except (OSError, EdgeclError):
