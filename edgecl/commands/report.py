@@ -25,7 +25,8 @@ def report_command(workspace: str, out: str | None, no_plots: bool) -> None:
     click.echo(open(written["markdown"], encoding="utf-8").read().rstrip())
     click.echo("")
     click.echo(f"{len(ws.groups)} methods, {sum(len(g.runs) for g in ws.groups)} complete runs, "
-               f"{len(ws.incomplete)} incomplete or failed")
+               f"{len(ws.incomplete)} incomplete or failed"
+               + (f", {len(ws.unreadable)} unreadable file(s) skipped" if ws.unreadable else ""))
     for key in ("markdown", "csv", "json"):
         click.echo(f"wrote {written[key]}")
     for path in written.get("plots", []):
