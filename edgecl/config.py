@@ -38,7 +38,7 @@ IDENTITY_DEFAULTS_LEFT_OUT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 
                              "tflm_window_seconds": None, "balanced_epochs": 0,
                              "balanced_lr": 1e-4, "uncert_trim": 0.0, "uncert_ties": "random",
                              "batch_sampling": "uniform", "lr_incremental": None,
-                             "augment": "none", "bias_correction": "off"}
+                             "augment": "none", "bias_correction": "off", "allow_tf32": False}
 
 
 def memory_options() -> tuple[str, ...]:
@@ -133,6 +133,8 @@ class RunConfig:
     # Keep each clip's log-mel in WORKSPACE/features/ for later runs (edgecl.feature_store).
     feature_store: bool = True
     device: str = "auto"  # auto, cpu or cuda (edgecl.device)
+    # TF32 matmuls and convolutions on a GPU: faster, not bit-reproducible (edgecl.device).
+    allow_tf32: bool = False
     threads: int = 2
     quiet: bool = False
 

@@ -23,10 +23,18 @@ cache). On one thread, one clip at a time is about as fast at 16 kHz 1 s (1.4-1.
 (9-13 against 27-58 ms): scripts/speed_frontend_batch.py. The thread count
 changes the bits too (16 kHz, one clip, 1 against 2 threads), and runs sharing a store may use
 different `--threads`, so the front end always runs on one thread.
+
+For the same reason it always runs on the CPU in float32, whatever device the run trains on: the
+stored features are shared by CPU runs, GPU runs and every grid trial, and they are what the
+device computes (the shipped front end is float32 on a CPU). A GPU's convolutions with TF32 differ
+by up to ~0.2 in a log-mel. The front end is a small share of a run's work (each clip once, then
+cached and stored), so keying the store by device and precision instead would buy little speed
+for features that no longer match the device's.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +75,7 @@ class FeatureCache:
 
     def __init__(self, frontend: torch.nn.Module, enabled: bool = True, store=None) -> None:
         self.frontend = frontend
+        self._cpu_frontend: torch.nn.Module | None = None  # a copy when `frontend` is elsewhere
         self.enabled = enabled
         self.disk = store if enabled else None  # a FeatureStore, or None
         self._store: dict[tuple[str, str], torch.Tensor] = {}
@@ -84,9 +93,10 @@ class FeatureCache:
     def snapshot(self) -> FeatureCache:
         """A cache holding the same entries (the tensors are shared, not copied) that forgets
         and adds on its own; without the feature store (its entries are in memory already)."""
-        copy = FeatureCache(self.frontend, enabled=self.enabled)
-        copy._store = dict(self._store)
-        return copy
+        clone = FeatureCache(self.frontend, enabled=self.enabled)
+        clone._store = dict(self._store)
+        clone._cpu_frontend = self._cpu_frontend
+        return clone
 
     def forget(self, items: Iterable[FeatureItem]) -> None:
         """Drop entries (e.g. exemplars that left the memory)."""
@@ -113,6 +123,15 @@ class FeatureCache:
         self.seconds += time.perf_counter() - start
         return missing
 
+    def cpu_frontend(self) -> torch.nn.Module:
+        """The front end on the CPU, in float32 and eval mode (a copy when the model's is on
+        another device; the front end has no trainable weights, so the copy never goes stale)."""
+        if device_of(self.frontend).type == "cpu":
+            return self.frontend.eval()
+        if self._cpu_frontend is None:
+            self._cpu_frontend = copy.deepcopy(self.frontend).to("cpu", torch.float32).eval()
+        return self._cpu_frontend
+
     @torch.no_grad()
     def _clip_shape(self) -> tuple[int, ...]:
         """The shape [1, F, T'] the front end gives a clip of the store's length: a stored entry
@@ -128,15 +147,13 @@ class FeatureCache:
     @torch.no_grad()
     def _compute(self, items: Sequence[FeatureItem]) -> list[torch.Tensor]:
         start = time.perf_counter()
-        self.frontend.eval()
-        device = device_of(self.frontend)
+        frontend = self.cpu_frontend()
         out = []
         with torch_threads(1):  # the bits also depend on the thread count (see above)
             for item in items:
                 array = torch.from_numpy(np.asarray(item.load(), dtype=np.float32))
                 # one clip per front-end call: a clip's features must not depend on its batch
-                out.append(array if item.domain != "waveform"
-                           else self.frontend(array[None].to(device))[0].cpu())
+                out.append(array if item.domain != "waveform" else frontend(array[None])[0])
         self.computed += len(items)
         self.seconds += time.perf_counter() - start
         return out

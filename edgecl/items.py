@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from edgecl.audio import ClipAudio
+from edgecl.device import to_device
 from edgecl.features import FeatureCache, FeatureItem
 from edgecl.training import PhaseData
 
@@ -70,8 +71,8 @@ class ClipItems:
         targets = torch.as_tensor(list(targets), dtype=torch.long)
         if self.device is None:
             return PhaseData(lambda idx: self.features.get([items[i] for i in idx]), targets)
-        return PhaseData(lambda idx: self.features.get([items[i] for i in idx]).to(self.device),
-                         targets.to(self.device))
+        return PhaseData(lambda idx: to_device(self.features.get([items[i] for i in idx]),
+                                               self.device), targets.to(self.device))
 
     def clip_data(self, labelled: Sequence) -> PhaseData:
         """PhaseData of LabelledClips read from disk."""

@@ -1,8 +1,10 @@
-"""How a result was made: code version, command line, library versions, CPU and time.
+"""How a result was made: code version, command line, library versions, CPU, GPU and time.
 
 Recorded in every results.json and every bundle manifest, so a figure pasted into a paper can be
 traced back to what produced it. The CPU's instruction-set flags are part of it because ONNX
-Runtime's int8 kernels and torch's float maths take different paths on different CPUs.
+Runtime's int8 kernels and torch's float maths take different paths on different CPUs; a run on a
+GPU records the GPU's model, its driver and the CUDA and cuDNN versions torch uses, which choose
+its kernels there.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ def utc_now() -> str:
 
 
 def provenance(*, started: str | None = None, ended: str | None = None,
-               threads: int | None = None) -> dict[str, Any]:
-    """The provenance record (start and end times as given; None while unknown)."""
+               threads: int | None = None, device=None) -> dict[str, Any]:
+    """The provenance record (start and end times as given; None while unknown); with a CUDA
+    `device`, also its `gpu`."""
     from edgecl import __version__
 
+    gpu = {"gpu": gpu_description(device)} if getattr(device, "type", None) == "cuda" else {}
     return {
         "edgecl": __version__,
         "git": git_state(),
@@ -44,7 +48,35 @@ def provenance(*, started: str | None = None, ended: str | None = None,
         "libraries": library_versions(),
         "cpu": cpu_description(),
         "threads": threads,
+        **gpu,
     }
+
+
+def gpu_description(device) -> dict[str, Any]:
+    """The GPU's model and memory, the NVIDIA driver's version and the CUDA and cuDNN versions
+    torch was built with (None where unknown, e.g. without a usable GPU)."""
+    import torch
+
+    name = memory = None
+    if torch.cuda.is_available():
+        properties = torch.cuda.get_device_properties(device)
+        name, memory = properties.name, int(properties.total_memory)
+    return {"model": name, "memory_bytes": memory, "driver": nvidia_driver_version(),
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
+            else None}
+
+
+@lru_cache(maxsize=1)
+def nvidia_driver_version() -> str | None:
+    """The NVIDIA driver's version, from nvidia-smi (None without it)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.strip().splitlines()
+    return lines[0].strip() if lines else None
 
 
 @lru_cache(maxsize=1)

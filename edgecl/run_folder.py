@@ -49,8 +49,11 @@ def phase_dirs(run_dir: str | Path, phase: int | None = None) -> list[Path]:
 
 def save_checkpoint(path: str | Path, model, *, classes: list[str], phase: int,
                     exp_name: str) -> Path:
-    """Weights-only checkpoint: loads with torch.load(weights_only=True)."""
-    payload = {"state_dict": model.state_dict(), "model_config": model.model_config(),
+    """Weights-only checkpoint: loads with torch.load(weights_only=True), also on a machine
+    without the device the model trained on (the tensors are saved from the CPU)."""
+    from edgecl.device import cpu_state
+
+    payload = {"state_dict": cpu_state(model.state_dict()), "model_config": model.model_config(),
                "classes": list(classes), "phase": phase, "exp_name": exp_name}
     return atomic_torch_save(Path(path), payload)
 

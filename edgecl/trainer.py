@@ -27,7 +27,8 @@ from edgecl.budget.ram import TrainRam, device_inference_ram, device_train_ram, 
 from edgecl.config import RunConfig
 from edgecl.config_file import write_config_file
 from edgecl.data.validate import validate_dataset
-from edgecl.device import resolve_device
+from edgecl.device import (cpu_state, deterministic_kernels, device_change_note,
+                           peak_gpu_memory_bytes, resolve_device)
 from edgecl.errors import EdgeclError
 from edgecl.feature_store import STORE_FOLDER, FeatureStore
 from edgecl.features import FeatureCache
@@ -89,6 +90,7 @@ class ContinualRun:
         check_exp_name(config.name)
         self.device = resolve_device(config.device)  # before any work: cuda may be missing
         set_determinism(config.seed, config.threads)
+        deterministic_kernels(self.device, allow_tf32=config.allow_tf32)
         name = config.name  # the default name hashes the options as given, before resolving
         self.config, self.split, self.plan = load_plan(config)
         validate_dataset(self.split, self.plan.class_order, progress=not config.quiet)
@@ -177,6 +179,8 @@ class ContinualRun:
             self.log("resuming at phase 0: no phase of the interrupted run had completed")
             return 0
         self._note_thread_change(previous, done)
+        if (note := device_change_note(previous, done, self.device)) is not None:
+            self.log(note)
         payload = load_state(self.run_dir, done)
         if load_phase_weights(self.model, self.run_dir, done):
             # the run's own front end (see load_phase_weights): features and their store follow
@@ -264,7 +268,7 @@ class ContinualRun:
         # its test accuracy is recorded too, so one run shows what the correction adds.
         self.learner_head = None
         if self.config.bias_correction == "deployed":
-            self.learner_head = {k: v.clone() for k, v in self.model.head.state_dict().items()}
+            self.learner_head = cpu_state(self.model.head.state_dict())
             per_task, overall = task_accuracy(self.model, self.items.clip_data, trained.seen_tasks)
             if self.correct_bias(n_old, trained):
                 record.details["bias_correction"].update(uncorrected_accuracy=overall,
@@ -274,6 +278,8 @@ class ContinualRun:
         record.task_accuracy, record.accuracy = task_accuracy(
             self.model, self.items.clip_data, trained.seen_tasks)
         record.details["peak_rss_bytes"] = peak_rss_bytes()
+        if (gpu_peak := peak_gpu_memory_bytes(self.device)) is not None:
+            record.details["peak_gpu_memory_bytes"] = gpu_peak
         self.log(f"  test accuracy on {len(seen)} classes: {_pct(record.accuracy)}; per task "
                  + " ".join(f"{a:.3f}" for a in record.task_accuracy))
         save_checkpoint(checkpoint_path(self.run_dir, phase), self.model, classes=seen,
@@ -571,7 +577,7 @@ class ContinualRun:
     def _results(self, complete: bool) -> dict[str, Any]:
         made_by = provenance(started=getattr(self, "started_utc", None),
                              ended=utc_now() if complete else None,
-                             threads=torch.get_num_threads())
+                             threads=torch.get_num_threads(), device=self.device)
         return build_results(self.config.to_dict(), self.plan.class_order,
                              [t.classes for t in self.plan.tasks],
                              [r.as_dict() for r in self.records], complete, provenance=made_by)

@@ -205,7 +205,7 @@ def test_grid_needs_a_data_root_for_real_datasets(tmp_path):
 
 def _fake_train(fail_names: set[str], calls: list[str], delay: float = 0.0):
     """A stand-in for the train subprocess: writes a complete results.json unless told to fail."""
-    def run(args: list[str], run_dir: str) -> Outcome:
+    def run(args: list[str], run_dir: str, env=None) -> Outcome:
         name = Path(run_dir).name
         calls.append(name)
         time.sleep(delay)
@@ -249,7 +249,7 @@ def test_a_killed_trial_is_retried_and_its_signal_named(tmp_path):
     trials = load_spec(_tiny(tmp_path)).trials()[:1]
     attempts = []
 
-    def killed_once(args, run_dir):
+    def killed_once(args, run_dir, env=None):
         attempts.append(run_dir)
         if len(attempts) == 1:
             return Outcome(-15, 0.01, "")
@@ -259,7 +259,7 @@ def test_a_killed_trial_is_retried_and_its_signal_named(tmp_path):
     state = runner.run()
     entry = state["trials"][trials[0].name]
     assert entry["status"] == "done" and entry["attempts"] == 2 and len(attempts) == 2
-    state = GridRunner(trials, tmp_path / "ws2", LocalExecutor(1, lambda a, d: Outcome(-15, 0.0)),
+    state = GridRunner(trials, tmp_path / "ws2", LocalExecutor(1, lambda a, d, e: Outcome(-15, 0.0)),
                        retries=0).run()
     assert state["trials"][trials[0].name]["error"] == "killed by signal SIGTERM"
 
@@ -267,7 +267,7 @@ def test_a_killed_trial_is_retried_and_its_signal_named(tmp_path):
 def test_runner_counts_an_incomplete_exit_zero_as_a_failure(tmp_path):
     trials = load_spec(_tiny(tmp_path)).trials()[:1]
 
-    def exits_zero_without_results(args, run_dir):
+    def exits_zero_without_results(args, run_dir, env=None):
         return Outcome(0, 0.01, "", complete=run_is_complete(run_dir))
 
     state = GridRunner(trials, tmp_path / "ws", LocalExecutor(1, exits_zero_without_results),

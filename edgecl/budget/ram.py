@@ -10,6 +10,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Callable
 
+from edgecl.device import forked_rng
+
 def peak_rss_bytes() -> int:
     """This process's peak resident set size so far, in bytes (ru_maxrss: KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -89,8 +91,9 @@ def device_train_ram(model, batch_size: int, input_shape: tuple[int, ...],
         raise RuntimeError("device_train_ram measures a forward pass only; it never runs backward")
 
     run = forward or (lambda m, x: m(x))
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():
-        device = params[0].device if params else torch.device("cpu")
+    device = params[0].device if params else torch.device("cpu")
+    # forked on the model's GPU too: the probe's dropout would shift the run's later masks
+    with forked_rng(device), torch.enable_grad():
         batch = torch.randn(batch_size, *input_shape, device=device)
         skip.add(batch.untyped_storage().data_ptr())
         with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
@@ -157,8 +160,8 @@ def device_inference_ram(model, batch_size: int, input_shape: tuple[int, ...],
                 for module in probe.modules()]
     run = forward or (lambda m, x: m(x))
     try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            device = next(probe.parameters()).device
+        device = next(probe.parameters()).device
+        with forked_rng(device), torch.no_grad():
             batch = torch.randn(batch_size, *input_shape, device=device)
             skip.add(batch.untyped_storage().data_ptr())
             run(probe, batch)

@@ -64,15 +64,17 @@ def _interrupt_on_signals() -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               callback=option_range(*INT_RANGES["threads"]),
               help="torch threads per trial (each trial takes that many CPUs from Ray).")
-@click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              callback=option_range(0.0, 1024.0, integer=False),
-              help="GPUs Ray reserves per trial; a trial's `edgecl train --device auto` "
-                   "then uses the GPU Ray gives it (CUDA_VISIBLE_DEVICES).")
+@click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=None,
+              callback=lambda ctx, param, value: None if value is None
+              else option_range(0.0, 1024.0, integer=False)(ctx, param, value),
+              help="GPUs per trial, e.g. 0.5 for two trials on each GPU, 0 to train on CPUs "
+                   "only; each trial sees only its own GPUs (CUDA_VISIBLE_DEVICES) and is run "
+                   "with --device cuda (or cpu at 0). [default: 1 where there are GPUs, else 0]")
 @click.option("--dry-run", is_flag=True, help="List the trials and their commands; run nothing.")
 def grid_command(spec: str, train_args: tuple[str, ...], data_root: str | None, workspace: str,
                  address: str | None, workers: int | None, executor: str, retries: int,
                  seeds: str | None, folds: str | None, memory_sizes: str | None,
-                 methods: str | None, threads: int, gpus_per_trial: float,
+                 methods: str | None, threads: int, gpus_per_trial: float | None,
                  dry_run: bool) -> None:
     """Run every configuration of SPEC (a TOML file, or a built-in: tau-asc, esc-50, fsdd,
     fsdd-m50).
@@ -119,6 +121,7 @@ def grid_command(spec: str, train_args: tuple[str, ...], data_root: str | None, 
         return
 
     from edgecl.grid.executors import LocalExecutor, RayExecutor
+    from edgecl.grid.gpus import local_gpu_count, resolve_gpus_per_trial
     from edgecl.grid.progress import Progress
 
     to_run = sum(not run_is_complete(ws / t.name) for t in trials)
@@ -129,10 +132,14 @@ def grid_command(spec: str, train_args: tuple[str, ...], data_root: str | None, 
                                       address=address, gpus_per_trial=gpus_per_trial,
                                       cpus_per_trial=threads)
     else:
-        runner_executor = LocalExecutor(workers or os.cpu_count() or 1)
+        gpus = local_gpu_count()
+        runner_executor = LocalExecutor(workers or os.cpu_count() or 1, gpus=gpus,
+                                        gpus_per_trial=resolve_gpus_per_trial(gpus_per_trial,
+                                                                              gpus))
     progress = Progress()
     click.echo(f"grid {grid.name}: {len(trials)} trials, {runner_executor.capacity} at once "
-               f"({executor}{' at ' + address if address else ''}), workspace {ws}", err=True)
+               f"({executor}{' at ' + address if address else ''}, --device "
+               f"{runner_executor.device}), workspace {ws}", err=True)
     runner = GridRunner(trials, ws, runner_executor, spec_name=grid.name, retries=retries,
                         threads=threads, progress=progress)
     _interrupt_on_signals()

@@ -196,6 +196,9 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
               show_default=True,
               help="Where to train and update the memory: cuda when available (auto), cpu or "
                    "cuda.")
+@click.option("--allow-tf32/--no-allow-tf32", default=_DEFAULTS.allow_tf32, show_default=True,
+              help="On a GPU, let matmuls and convolutions use TF32 (faster; results are then "
+                   "not reproducible bit for bit and differ from float32).")
 @click.option("--threads", type=int, default=_DEFAULTS.threads, show_default=True,
               help="CPU threads for torch.")
 @click.option("--quiet", is_flag=True, help="No progress bars or log lines on stderr.")

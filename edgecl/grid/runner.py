@@ -65,11 +65,16 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 
 def run_train_subprocess(train_args: Sequence[str], run_dir: str, python: str | None = None,
-                         started: Callable[[subprocess.Popen], None] | None = None) -> Outcome:
-    """Run `python -m edgecl train ARGS` to the end; on KeyboardInterrupt (Ctrl-C, or Ray's
+                         started: Callable[[subprocess.Popen], None] | None = None,
+                         env: dict[str, str] | None = None) -> Outcome:
+    """Run `python -m edgecl train ARGS` to the end, with `env` added to this process's
+    environment (e.g. the trial's CUDA_VISIBLE_DEVICES); on KeyboardInterrupt (Ctrl-C, or Ray's
     cancel) terminate the child, wait for it, and re-raise."""
+    from edgecl.device import deterministic_cuda_env
+
     cmd = [python or sys.executable, "-m", "edgecl", "train", *train_args]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    deterministic_cuda_env(env)
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
                             start_new_session=True, preexec_fn=_die_with_parent
@@ -102,9 +107,11 @@ def _exit_description(returncode: int) -> str:
 
 
 class Executor(Protocol):
-    """Runs trials concurrently. `capacity` trials at once; `wait` returns finished ones."""
+    """Runs trials concurrently. `capacity` trials at once; `wait` returns finished ones;
+    `device`: the --device every trial is given."""
 
     capacity: int
+    device: str
 
     def submit(self, trial: Trial, train_args: list[str], run_dir: str) -> Any: ...
 
@@ -180,7 +187,8 @@ class GridRunner:
                 while queue and len(in_flight) < self.executor.capacity:
                     trial = queue.pop(0)
                     entry = self.state["trials"][trial.name]
-                    args = trial.train_args(self.workspace, self.threads)
+                    args = trial.train_args(self.workspace, self.threads,
+                                            getattr(self.executor, "device", None))
                     handle = self.executor.submit(trial, args, str(self.workspace / trial.name))
                     in_flight[handle] = trial
                     self._set(trial, status="running", attempts=entry["attempts"] + 1)

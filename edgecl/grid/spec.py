@@ -48,9 +48,11 @@ from typing import Any
 from edgecl.errors import EdgeclError
 
 # Options the grid owns: set per trial by the runner, never by a spec.
-GRID_OWNED = ("workspace", "exp_name", "threads", "quiet")
+# `device` too: the grid gives each trial its GPUs and says which device it trains on
+# (edgecl.grid.gpus).
+GRID_OWNED = ("workspace", "exp_name", "threads", "quiet", "device")
 # Options that do not change what a run computes; left out of the run-folder hash.
-NOT_HASHED = GRID_OWNED + ("feature_store", "device")
+NOT_HASHED = GRID_OWNED + ("feature_store",)
 # Built-in specs shipped as package data (edgecl/grid/specs/<name>.toml); aliases are lower-cased.
 BUILTIN_ALIASES = {"tau-asc": "tau-asc", "tau": "tau-asc", "esc-50": "esc-50", "esc50": "esc-50",
                    "fsdd": "fsdd", "fsdd-m50": "fsdd-m50"}
@@ -146,14 +148,15 @@ class Trial:
     seed: int
     fold: int | None
 
-    def train_args(self, workspace: str | Path, threads: int = 1) -> list[str]:
-        """The arguments after `edgecl train` for this trial."""
+    def train_args(self, workspace: str | Path, threads: int = 1,
+                   device: str | None = None) -> list[str]:
+        """The arguments after `edgecl train` for this trial (`--device` when given)."""
         args: list[str] = []
         for name in sorted(self.options):
             args += option_args(name, self.options[name])
         args += ["--workspace", str(workspace), "--exp-name", self.name,
                  "--threads", str(threads), "--quiet"]
-        return args
+        return args + (["--device", device] if device else [])
 
 
 @dataclass

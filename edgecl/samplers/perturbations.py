@@ -9,6 +9,9 @@ The published code uses torch_audiomentations with its defaults; the same ranges
 - time shift: a circular shift by a uniform fraction in [-0.5, 0.5] of the clip (rollover).
 - coloured noise: Gaussian noise whose power spectrum falls as 1/f**decay, decay uniform in
   [-2, 2] (violet to brown), scaled to a uniform SNR in [3, 30] dB against the clip's RMS.
+
+The random draws are made on the CPU by the caller's generator (the same draws on every device)
+and moved to the waveforms' device, where the perturbation itself is computed.
 """
 
 from __future__ import annotations
@@ -56,9 +59,10 @@ def pitch_shift_by_ratio(waveforms: torch.Tensor, numerator: int, sample_rate: i
     ratio = numerator / denominator
     n_fft = stft_size(sample_rate, length)
     hop = n_fft // 4
-    window = torch.hann_window(n_fft)
+    window = torch.hann_window(n_fft, device=waveforms.device)
     spec = torch.stft(waveforms, n_fft, hop, window=window, return_complex=True)
-    phase_advance = torch.linspace(0, math.pi * hop, spec.shape[-2])[..., None]
+    phase_advance = torch.linspace(0, math.pi * hop, spec.shape[-2],
+                                   device=waveforms.device)[..., None]
     stretched = AF.phase_vocoder(spec, 1.0 / ratio, phase_advance)
     longer = torch.istft(stretched, n_fft, hop, window=window, length=round(length * ratio))
     return _fit_length(AF.resample(longer, numerator, denominator), length)
@@ -89,13 +93,14 @@ def coloured_noise(waveforms: torch.Tensor, generator: torch.Generator,
                    decay: tuple[float, float] = NOISE_DECAY) -> torch.Tensor:
     """Each clip plus noise of its own colour (power ~ 1/f**decay) at its own SNR."""
     batch, length = waveforms.shape
-    white = torch.randn(batch, length, generator=generator)
+    device = waveforms.device
+    white = torch.randn(batch, length, generator=generator).to(device)
     spectrum = torch.fft.rfft(white)
-    bins = torch.arange(spectrum.shape[-1]).clamp(min=1).float()
-    decays = _uniform(batch, *decay, generator)[:, None]
+    bins = torch.arange(spectrum.shape[-1], device=device).clamp(min=1).float()
+    decays = _uniform(batch, *decay, generator)[:, None].to(device)
     noise = torch.fft.irfft(spectrum * bins[None, :] ** (-decays / 2), n=length)
     noise = noise / noise.pow(2).mean(dim=1, keepdim=True).sqrt().clamp(min=1e-12)
-    snr = _uniform(batch, *snr_db, generator)[:, None]
+    snr = _uniform(batch, *snr_db, generator)[:, None].to(device)
     signal_rms = waveforms.pow(2).mean(dim=1, keepdim=True).sqrt()
     return waveforms + noise * signal_rms / 10.0 ** (snr / 20.0)
 

@@ -225,9 +225,9 @@ class UncertaintySampler(Sampler):
             return self._noisytune_logits(model, embeddings.to(device), context, generator)
         parts = []
         for batch in context.batches(candidates):
-            waveforms = context.waveforms(batch)
-            draws = [model(self._perturb(waveforms, draw, context.sample_rate, generator)
-                           .to(device))[0] for draw in range(self.k)]
+            waveforms = context.waveforms(batch).to(device)  # perturbed where the model runs
+            draws = [model(self._perturb(waveforms, draw, context.sample_rate, generator))[0]
+                     for draw in range(self.k)]
             parts.append(torch.stack([logits.cpu() for logits in draws], dim=1))
         return self._stacked(parts, model)
 

@@ -31,13 +31,15 @@ def _band(size: int, count: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def augment(batch: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """`batch` [B, 1, F, T] augmented by `kind` (a new tensor; `none` returns it unchanged)."""
+    """`batch` [B, 1, F, T] augmented by `kind` (a new tensor; `none` returns it unchanged).
+    The mask is drawn on the CPU by `generator` (the same masks on every device), then moved to
+    the batch's device."""
     if kind == "none":
         return batch
     if kind != "specaugment":
         raise ValueError(f"unknown augmentation {kind!r}")
     n, _, n_mels, n_frames = batch.shape
     masked = (_band(n_mels, n, generator)[:, None, :, None]
-              | _band(n_frames, n, generator)[:, None, None, :])
+              | _band(n_frames, n, generator)[:, None, None, :]).to(batch.device)
     fill = batch.mean(dim=(1, 2, 3), keepdim=True).expand_as(batch)
     return batch.masked_fill(masked, 0.0) + fill * masked

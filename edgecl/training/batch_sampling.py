@@ -42,9 +42,11 @@ def epoch_order(targets: torch.Tensor, sampling: str, generator: torch.Generator
                 count: int | None = None, epoch: int = 0, epochs: int = 1) -> torch.Tensor:
     """Indices into `targets` for epoch `epoch` of `epochs` (`count` of them; default: as many
     as there are clips): a permutation (`uniform`) or a draw with replacement whose class shares
-    `sampling` sets (module docstring)."""
+    `sampling` sets (module docstring). The draw is made on the CPU, where `generator` lives
+    (the same indices on every device; CPU indices may index device tensors)."""
     import torch
 
+    targets = targets.cpu()
     n = len(targets)
     count = n if count is None else count
     if sampling == "uniform":

@@ -213,8 +213,9 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
             loss = F.cross_entropy(logits, train.targets[indices])
             if distill is not None:
                 loss = loss + distill.loss(batch, logits, embedding)
-            if not math.isfinite(loss.item()):
-                raise DivergedError(f"{name}: training diverged (loss {loss.item()} at epoch "
+            value = loss.item()  # the step's one wait for the device
+            if not math.isfinite(value):
+                raise DivergedError(f"{name}: training diverged (loss {value} at epoch "
                                     f"{epoch}, step {report.steps}); lower --lr (this run: {lr:g})"
                                     f" or check the training clips")
             optimizer.zero_grad(set_to_none=True)
@@ -222,7 +223,7 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
             optimizer.step()
             stop.step_done(len(indices))
             report.steps += 1
-            total_loss += loss.item() * len(indices)
+            total_loss += value * len(indices)
             seen += len(indices)
         if seen == 0:  # stopped before any step of this epoch
             break
