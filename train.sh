@@ -12,7 +12,7 @@
 #   WORKSPACE (default ./workspace; runs go to WORKSPACE/paper-DATASET), SEEDS (default "1 2 3"),
 #   MEMORY_SIZES (default "500 300"), FOLDS (ESC-50 test folds, default "1 2 3 4 5"),
 #   WORKERS (trials at once, default: CPU count), GRID_ADDRESS (an existing Ray cluster),
-#   DRY_RUN=1 (list the trials and their commands only).
+#   GPUS_PER_TRIAL (default: 1 where there are GPUs, else 0), DRY_RUN=1 (list the trials and their commands only).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -37,6 +37,7 @@ Environment knobs for the grid:
   FOLDS         ESC-50 test folds                             (default "1 2 3 4 5")
   WORKERS       trials at once                                (default: CPU count)
   GRID_ADDRESS  an existing Ray cluster to run on
+  GPUS_PER_TRIAL  GPUs per trial, e.g. 0.5                    (default: 1 with GPUs, else 0)
   DRY_RUN=1     list the trials and their commands only
 
 The first run creates .venv and installs the pinned dependencies (a few minutes). See
@@ -86,6 +87,7 @@ run_paper() {
     [ -n "${FOLDS:-}" ] && [ "$dataset" = "ESC-50" ] && opts+=(--folds "$FOLDS")
     [ -n "${WORKERS:-}" ] && opts+=(--workers "$WORKERS")
     [ -n "${GRID_ADDRESS:-}" ] && opts+=(--address "$GRID_ADDRESS")
+    [ -n "${GPUS_PER_TRIAL:-}" ] && opts+=(--gpus-per-trial "$GPUS_PER_TRIAL")
     if [ -n "${DRY_RUN:-}" ]; then
         edgecl grid "$spec" "${opts[@]}" --dry-run -- "$@"
         return

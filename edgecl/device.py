@@ -96,6 +96,15 @@ def device_change_note(previous: dict | None, done: int, device) -> str | None:
             f"results will differ from an uninterrupted run")
 
 
+def synchronize(device) -> None:
+    """Wait for `device`'s queued kernels (a GPU's run asynchronously): a timing that ends
+    without it measures the launches, not the work. Nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
 def cpu_state(state: dict) -> dict:
     """A state dict's tensors as CPU copies: what is saved loads with plain
     torch.load(weights_only=True) on a machine without the device, and later training of the

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgecl.budget.macs import ForwardMacCounter, ModelMacs
+from edgecl.device import device_of, synchronize
 from edgecl.errors import EdgeclError
 from edgecl.features import FeatureCache
 from edgecl.items import ClipItems, clip_key
@@ -81,6 +82,8 @@ def update_memory(memory, sampler, items: ClipItems, new_clips: list, *, phase: 
                   clip_samples: int, exemplar_shape: tuple[int, ...],
                   budget_bytes: int | None = None) -> MemoryUpdate:
     """Refill `memory` with `sampler`'s choice among it and `new_clips`; returns the figures."""
+    device = device_of(model)
+    synchronize(device)  # on a GPU the timing starts and ends with its queue empty
     started = time.perf_counter()
     stored_before = items.features.loaded
     with ForwardMacCounter(model, model_macs) as counter:
@@ -90,6 +93,7 @@ def update_memory(memory, sampler, items: ClipItems, new_clips: list, *, phase: 
         chosen = sampler.select(inputs.candidates, memory.capacity, inputs.context)
         before = memory.keys()
         memory.update(chosen, [(c.key, c.target, c.load) for c in inputs.new])
+    synchronize(device)
     seconds = time.perf_counter() - started
     # log-mels read from the feature store count as the front-end runs they replace
     counter.count("frontend", items.features.loaded - stored_before)
@@ -129,6 +133,8 @@ def embedding_pass_seconds(memory, items: ClipItems, new_clips: list, *, model,
                               embed=None if reference else InferenceEmbedder(model))
     if reference:
         inputs.context.embed_batch_size = inputs.context.batch_size
+    synchronize(device_of(model))
     started = time.perf_counter()
     inputs.context.embeddings(inputs.candidates)
+    synchronize(device_of(model))
     return time.perf_counter() - started, len(inputs.candidates)

@@ -61,10 +61,12 @@ def gpu_description(device) -> dict[str, Any]:
     if torch.cuda.is_available():
         properties = torch.cuda.get_device_properties(device)
         name, memory = properties.name, int(properties.total_memory)
+    try:
+        cudnn = torch.backends.cudnn.version()
+    except Exception:  # cuDNN missing or unusable here: only the record loses it
+        cudnn = None
     return {"model": name, "memory_bytes": memory, "driver": nvidia_driver_version(),
-            "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
-            else None}
+            "cuda": torch.version.cuda, "cudnn": cudnn}
 
 
 @lru_cache(maxsize=1)

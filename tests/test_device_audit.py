@@ -10,6 +10,7 @@ import torch
 
 from device_audit import audited_run
 from edgecl.config import RunConfig
+from edgecl.run_folder import checkpoint_path
 from edgecl.trainer import ContinualRun, train
 from run_helpers import Interrupted, dies_before_committing, small_run_options
 
@@ -36,9 +37,9 @@ OPTION_SETS = {
                                                 weight_align=True),
     "uncertainty-shift": dict(mode="replay", mem_manage="uncertainty", uncert_metric="shift",
                               metric_k=2, uncert_ties="soft"),
-    "uncertainty-noise-logmel8": dict(mode="replay", mem_manage="uncertainty",
-                                          uncert_metric="noise", metric_k=2,
-                                          memory_format="pcm16"),
+    "uncertainty-noise-pcm16": dict(mode="replay", mem_manage="uncertainty",
+                                        uncert_metric="noise", metric_k=2,
+                                        memory_format="pcm16"),
 }
 
 
@@ -90,6 +91,7 @@ def test_a_run_does_nothing_cuda_refuses(name, six_class_manifest, tmp_path):
         results = train(RunConfig(**options))
     assert_clean(audit)
     assert {p["device"] for p in results["phases"]} == {"cuda"}
+    assert {p["peak_gpu_memory_bytes"] for p in results["phases"]} == {0}  # the stand-in's
 
 
 def test_a_resumed_run_does_nothing_cuda_refuses(six_class_manifest, tmp_path, monkeypatch):
@@ -100,7 +102,10 @@ def test_a_resumed_run_does_nothing_cuda_refuses(six_class_manifest, tmp_path, m
             train(RunConfig(**options))
         train(RunConfig(**options))
     assert_clean(audit)
-
+    # the checkpoint of a device run loads as documented, with no map_location
+    checkpoint = torch.load(checkpoint_path(tmp_path / "run", 2), weights_only=True)
+    assert all(t.device.type == "cpu" for t in checkpoint["state_dict"].values())
+    assert "resuming at phase 1" in (tmp_path / "run" / "train.log").read_text()
 
 def test_the_benches_do_nothing_cuda_refuses(tiny_manifest, tmp_path):
     from edgecl.commands.bench import time_memory_updates, time_training_epoch

@@ -7,6 +7,7 @@ import statistics
 import click
 
 from edgecl.commands import options as registry_options
+from edgecl.device import DEVICES
 from edgecl.fileio import json_text
 from edgecl.limits import option_range
 
@@ -71,7 +72,8 @@ def time_memory_updates(run, sampler_values: dict, repeats: int, warm: bool = Fa
             seconds.append(update.seconds)
         uses_k = any(o.name == "metric_k" for o in sampler.options)
         median = statistics.median(seconds)
-        rows.append({"sampler": label, "k": sampler_values.get("metric_k") if uses_k else None,
+        rows.append({"sampler": label, "device": str(run.device),
+                     "k": sampler_values.get("metric_k") if uses_k else None,
                      "cache": "warm" if warm else "cold", "candidates": update.n_candidates,
                      "seconds": median, "ms_per_candidate": 1000 * median / update.n_candidates,
                      "embedding_seconds": embedding,
@@ -100,6 +102,9 @@ def time_memory_updates(run, sampler_values: dict, repeats: int, warm: bool = Fa
 @click.option("--clips-per-class", type=int, default=100, show_default=True)
 @click.option("--seed", type=int, default=3, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+              help="Where the model trains and the memory update runs (timings on a GPU wait "
+                   "for its kernels to finish).")
 @click.option("--repeats", type=int, default=1, show_default=True,
               help="Timings per sampler, 1 to 10000 (the median is reported).")
 @click.option("--workspace", type=click.Path(file_okay=False), default="workspace",
@@ -150,7 +155,8 @@ def memory_update(repeats, only, warm, as_json, **options) -> None:
         return
     first = rows[0]
     per_candidate = 1000 / first["candidates"]
-    click.echo(f"{first['cache']} feature cache, {first['candidates']} candidates; one embedding "
+    click.echo(f"on {first['device']}, {config.threads} thread(s), {first['cache']} feature cache, "
+               f"{first['candidates']} candidates; one embedding "
                f"pass: {per_candidate * first['embedding_seconds']:.2f} ms per candidate "
                f"(the model's own backbone, batches of 64: "
                f"{per_candidate * first['reference_embedding_seconds']:.2f})")
@@ -171,7 +177,7 @@ def time_training_epoch(config) -> dict:
     trained = run.train_phase(0, [task])
     seconds = statistics.median(trained.record.details["epoch_seconds"])
     audio_seconds = run.split.clip_samples / run.split.sample_rate
-    return {"model": config.model, "sample_rate": run.split.sample_rate,
+    return {"model": config.model, "device": str(run.device), "sample_rate": run.split.sample_rate,
             "clip_seconds": audio_seconds, "train_clips": len(task.train),
             "val_clips": len(task.val), "epochs": len(trained.record.details["epoch_seconds"]),
             "epoch_seconds": seconds, "ms_per_train_clip": 1000 * seconds / len(task.train),
@@ -212,6 +218,8 @@ def _int_list(_ctx, param, value: str) -> list[int]:
               help="Epochs timed per model and rate (the median is reported).")
 @click.option("--seed", type=int, default=3, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+              help="Where to train (timings on a GPU wait for its kernels to finish).")
 @click.option("--workspace", type=click.Path(file_okay=False), default="workspace",
               show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
@@ -244,7 +252,8 @@ def bench_train_command(models: str, sample_rates: list[int], epochs: int, as_js
     if as_json:
         click.echo(json_text(rows))
         return
-    click.echo(f"median of {epochs} epoch(s) on cached features, {options['threads']} thread(s)")
+    click.echo(f"median of {epochs} epoch(s) on cached features, on {rows[0]['device']}, "
+               f"{options['threads']} thread(s)")
     click.echo(format_table(rows, ("model", "sample_rate", "clip_seconds", "train_clips",
                                    "epoch_seconds", "ms_per_train_clip",
                                    "frontend_mmacs_per_second", "backbone_mmacs_per_second")))
