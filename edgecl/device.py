@@ -62,7 +62,9 @@ def deterministic_kernels(device, allow_tf32: bool = False) -> None:
     """Make a run on `device` reproducible: on a GPU, deterministic algorithms (cuDNN's too, no
     autotuning) and, unless `allow_tf32`, no TF32 in matmuls and convolutions (TF32 rounds their
     inputs to 10 mantissa bits). On the CPU nothing changes: its kernels are deterministic for a
-    given thread count."""
+    given thread count. An operation with no deterministic GPU kernel warns rather than stopping
+    the run (warn_only): none is known on the training path, but none has been run on a GPU yet,
+    and a warning in the log costs less than a grid of crashed trials."""
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = allow_tf32
@@ -72,7 +74,7 @@ def deterministic_kernels(device, allow_tf32: bool = False) -> None:
     deterministic_cuda_env()
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def peak_gpu_memory_bytes(device) -> int | None:

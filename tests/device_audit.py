@@ -258,6 +258,7 @@ def audited_run(monkeypatch=None):
 
     saved = {name: getattr(torch.cuda, name) for name in _FakeCudaRuntime.PATCHES}
     deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         torch.save = save
         torch.Tensor.__deepcopy__ = deepcopy
@@ -270,4 +271,4 @@ def audited_run(monkeypatch=None):
         torch.Tensor.__deepcopy__ = real_deepcopy
         for name, function in saved.items():
             setattr(torch.cuda, name, function)
-        torch.use_deterministic_algorithms(deterministic)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)

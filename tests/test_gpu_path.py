@@ -63,7 +63,8 @@ def test_features_are_computed_on_the_cpu_whatever_the_model_device():
 
 def test_a_gpu_run_uses_deterministic_kernels_and_no_tf32(monkeypatch):
     calls = []
-    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda on: calls.append(on))
+    monkeypatch.setattr(torch, "use_deterministic_algorithms",
+                        lambda on, warn_only=False: calls.append(on))
     for name in ("deterministic", "benchmark", "allow_tf32"):
         monkeypatch.setattr(torch.backends.cudnn, name, not name == "deterministic")
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
