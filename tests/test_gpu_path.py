@@ -66,7 +66,7 @@ def test_a_gpu_run_uses_deterministic_kernels_and_no_tf32(monkeypatch):
     monkeypatch.setattr(torch, "use_deterministic_algorithms",
                         lambda on, warn_only=False: calls.append(on))
     for name in ("deterministic", "benchmark", "allow_tf32"):
-        monkeypatch.setattr(torch.backends.cudnn, name, not name == "deterministic")
+        monkeypatch.setattr(torch.backends.cudnn, name, name != "deterministic")
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     matmul_tf32 = torch.backends.cuda.matmul.allow_tf32  # not monkeypatch-able: restored below
     try:

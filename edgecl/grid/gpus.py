@@ -44,7 +44,7 @@ def gpu_capacity(gpus: float, gpus_per_trial: float) -> int | None:
     """Trials the GPUs hold at once (None: the trials use no GPU, only the CPUs count)."""
     if gpus_per_trial <= 0:
         return None
-    return max(1, int(math.floor(gpus / gpus_per_trial + 1e-9)))
+    return max(1, math.floor(gpus / gpus_per_trial + 1e-9))
 
 
 def gpu_slots(gpus: int, gpus_per_trial: float) -> list[tuple[int, ...]]:
