@@ -3,7 +3,10 @@
 Every run writes its resolved options to RUN/config.toml, so `edgecl train --config
 RUN/config.toml` runs the same experiment again. Keys are `edgecl train` option names, with
 dashes or underscores (`mem-manage` or `mem_manage`); an unknown key is a one-line error naming
-it. Read with the standard library's tomllib; written by hand, since the values are flat scalars.
+it, and so is a value of another type than the option's (`value_error`: a boolean is not an
+integer, a float is not an integer; an integer is a number), since click would coerce it
+(`epochs = true` would train 1 epoch). Read with the standard library's tomllib; written by hand,
+since the values are flat scalars.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from edgecl.errors import EdgeclError
 from edgecl.fileio import atomic_write_text
@@ -19,8 +22,9 @@ from edgecl.fileio import atomic_write_text
 CONFIG_NAME = "config.toml"
 
 
-def read_config_file(path: str | Path, known: Iterable[str]) -> dict[str, Any]:
-    """{option name: value} from a TOML file of `edgecl train` options."""
+def read_config_file(path: str | Path, known: Iterable[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """{option name: value} from a TOML file of `edgecl train` options. `known`: the option
+    names, or {name: click parameter type} to check each value's type too."""
     path = Path(path)
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -30,6 +34,7 @@ def read_config_file(path: str | Path, known: Iterable[str]) -> dict[str, Any]:
         raise EdgeclError(f"--config: {path}: unreadable ({error})") from None
     except tomllib.TOMLDecodeError as error:
         raise EdgeclError(f"--config: {path}: not valid TOML ({error})") from None
+    types = known if isinstance(known, Mapping) else {}
     known = set(known)
     values = {}
     for key, value in document.items():
@@ -39,8 +44,47 @@ def read_config_file(path: str | Path, known: Iterable[str]) -> dict[str, Any]:
                               f"option names such as mem-manage or epochs")
         if isinstance(value, (dict, list)):
             raise EdgeclError(f"--config: {path}: key {key!r} must be a single value")
+        problem = value_error(value, types.get(name))
+        if problem:
+            raise EdgeclError(f"--config: {path}: key {key!r} expects {problem}")
         values[name] = value
     return values
+
+
+def value_error(value: Any, param_type) -> str | None:
+    """What a TOML value of an option of click type `param_type` should have been ("an integer,
+    got true (a boolean)"), or None when it has the option's type (or the type is unknown)."""
+    import click
+
+    def got(expected: str) -> str:
+        return f"{expected}, got {_toml_value(value)} ({_kind(value)})"
+
+    if param_type is None:
+        return None
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(param_type, click.types.BoolParamType):
+        return None if isinstance(value, bool) else got("true or false")
+    if isinstance(param_type, click.types.IntParamType):
+        return None if is_int else got("an integer")
+    if isinstance(param_type, click.types.FloatParamType):
+        return None if is_int or isinstance(value, float) else got("a number")
+    if isinstance(param_type, click.Choice):
+        # Choices of integers (a sampler's k) are listed as strings; the written file has ints.
+        if isinstance(value, str) or (is_int and str(value) in param_type.choices):
+            return None
+        return got(f"one of {', '.join(map(str, param_type.choices))}")
+    if isinstance(param_type, click.types.StringParamType):
+        # Byte and MAC counts are text options ("4MB") that RUN/config.toml writes as integers.
+        return None if isinstance(value, str) or is_int else got("a string")
+    return None if isinstance(value, str) else got("a string")
+
+
+def _kind(value: Any) -> str:
+    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a float"),
+                       (str, "a string")):
+        if isinstance(value, kind):
+            return name
+    return f"a TOML {type(value).__name__}"
 
 
 def resolved_options(config) -> dict[str, Any]:

@@ -50,7 +50,7 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
         return
     from edgecl.config_file import read_config_file
 
-    known = {param.name for param in ctx.command.params if param.name != "config"}
+    known = {param.name: param.type for param in ctx.command.params if param.name != "config"}
     ctx.default_map = {**(ctx.default_map or {}), **read_config_file(path, known)}
 
 
