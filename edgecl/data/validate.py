@@ -4,10 +4,13 @@
 clip in both train and test: test leakage); `validate_dataset` adds that every class to be learnt
 has test clips and that every clip decodes (each file read once, with a progress bar for large
 sets on a terminal). Every failure is one EdgeclError naming the file and the row or clip.
+`check_clip_length` refuses clips too short for the model (its front end's FFT, its pooling),
+naming --clip-seconds and the shortest length it takes.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterable, Sequence
 
@@ -16,6 +19,7 @@ from edgecl.data.records import Clip, DatasetSplit
 from edgecl.errors import EdgeclError
 
 PROGRESS_FROM = 200  # clips; smaller sets decode in well under a second
+MAX_PROBE_SECONDS = 10.0  # check_clip_length looks no further for a length the model takes
 
 
 def check_unique_clips(entries: Iterable[tuple[str, Clip]], source: str) -> None:
@@ -37,6 +41,46 @@ def check_unique_clips(entries: Iterable[tuple[str, Clip]], source: str) -> None
         else:
             problem = f"listed twice, at {where0} and {where} (duplicate row)"
         raise EdgeclError(f"{source}: {where}: clip {clip.path} {problem}")
+
+
+def check_clip_length(model, sample_rate: int, clip_seconds: float) -> None:
+    """`model` (waveform in) takes clips of `clip_seconds` at `sample_rate`; else an EdgeclError
+    naming --clip-seconds and the shortest length it takes, so that a run refuses a length too
+    short for the front end's FFT or the model's pooling before it creates anything. One
+    forward pass of a silent clip in eval mode (no batch statistics or random draws change),
+    and a few more on short clips to find the shortest when it fails."""
+    samples = int(round(sample_rate * clip_seconds))
+    if _takes(model, samples):
+        return
+    longest = int(MAX_PROBE_SECONDS * sample_rate)
+    low, high = samples, max(1, 2 * samples)
+    while not _takes(model, high):
+        if high >= longest:
+            return  # not a matter of length: the model's own error comes at its first use
+        low, high = high, min(longest, 2 * high)
+    while high - low > 1:  # low fails, high works
+        middle = (low + high) // 2
+        low, high = (low, middle) if _takes(model, middle) else (middle, high)
+    shortest = math.ceil(high / sample_rate * 1000) / 1000
+    raise EdgeclError(f"--clip-seconds: {clip_seconds:g} s at {sample_rate} Hz is {samples} "
+                      f"samples, too short for the front end's FFT and the model's pooling: give "
+                      f"at least {shortest:g} s")
+
+
+def _takes(model, samples: int) -> bool:
+    import torch
+
+    device = next(model.parameters()).device
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()
+            model(torch.zeros(1, samples, device=device))
+        return True
+    except (RuntimeError, EdgeclError):
+        return False
+    finally:
+        model.train(training)
 
 
 def check_test_clips(split: DatasetSplit, classes: Sequence[str] | None = None) -> None:
