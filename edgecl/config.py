@@ -65,7 +65,7 @@ class RunConfig:
     """
 
     dataset: str = "synthetic"
-    data_root: str | None = None
+    data_root: str | None = None  # absolute: a relative one is resolved when the config is made
     sample_rate: int | None = None  # override the model's rate (manifest, synthetic)
     clip_seconds: float | None = None  # override the clip length
     clips_per_class: int = 100  # synthetic dataset size
@@ -169,7 +169,10 @@ class RunConfig:
         from edgecl.samplers import sampler_class, sampler_options
         from models import MODEL_NAMES
 
+        from edgecl.data.fingerprint import absolute_data_root
+
         object.__setattr__(self, "dataset", canonical_name(self.dataset))
+        object.__setattr__(self, "data_root", absolute_data_root(self.data_root))
         if isinstance(self.bias_correction, bool):  # a flag before `deployed` existed
             object.__setattr__(self, "bias_correction",
                                "in-loop" if self.bias_correction else "off")

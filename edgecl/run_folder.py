@@ -10,6 +10,7 @@ dataset split and task plan again (`load_plan`, which the trainer uses too).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from edgecl.errors import EdgeclError
@@ -17,6 +18,7 @@ from edgecl.fileio import atomic_torch_save
 from edgecl.schema import read_checked, results_problem
 
 RESULTS_NAME = "results.json"
+RUN_RECORD_NAME = "run.json"  # the run's options and data (edgecl.run_owner, edgecl.run_data)
 LOG_NAME = "train.log"
 CHECKPOINT_NAME = "checkpoint.pt"
 PHASE_PREFIX = "phase_"
@@ -92,9 +94,12 @@ def load_plan(config):
     return config, split, plan
 
 
-def run_plan(run_dir: str | Path):
-    """(config, dataset split, task plan) rebuilt from run_dir/results.json as the trainer did."""
+def run_plan(run_dir: str | Path, data_root: str | None = None):
+    """(config, dataset split, task plan) rebuilt from run_dir/results.json as the trainer did,
+    on the run's own data (edgecl.run_data: the recorded root, or `data_root` where they moved;
+    data that changed are an error)."""
     from edgecl.config import RunConfig
+    from edgecl.run_data import check_run_data, run_data_root
 
     results_path = Path(run_dir) / RESULTS_NAME
     try:
@@ -108,7 +113,9 @@ def run_plan(run_dir: str | Path):
                           ) from None
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise EdgeclError(f"{results_path}: unreadable run results ({error})") from None
-    config, split, plan = load_plan(config)
+    root = run_data_root(run_dir, results["config"].get("data_root"), data_root)
+    config, split, plan = load_plan(replace(config, data_root=root))
+    check_run_data(run_dir, config.data_root, split, given=data_root)
     if results.get("classes") and list(results["classes"]) != plan.class_order:
         raise EdgeclError(f"{results_path}: the dataset now gives class order {plan.class_order}, "
                           f"the run had {results['classes']}; the data changed since training")

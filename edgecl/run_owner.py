@@ -5,8 +5,9 @@
   kernel drops it when the process dies, so a killed run never leaves the folder locked (the
   empty .lock file stays and means nothing by itself).
 - A record: run.json holds the run's identity (`RunConfig.identity()`: every option that can
-  change what the run computes), written at the start of the run. A folder whose run.json holds
-  other options, or that holds files without a run.json, is refused: never written into.
+  change what the run computes), written at the start of the run, and the fingerprint of its data
+  (edgecl.run_data). A folder whose run.json holds other options or other data, or that holds
+  files without a run.json, is refused: never written into.
 - `overwrite=True` empties the folder first: every entry is renamed into a hidden trash folder
   inside it (renames are atomic), which is then deleted; a trash folder left by a killed
   overwrite is deleted the next time the folder is opened, and so is what a killed run left
@@ -26,11 +27,10 @@ from edgecl.errors import EdgeclError
 from edgecl.feature_store import STORE_FOLDER
 from edgecl.fileio import atomic_write_json, remove_stale_temporaries
 from edgecl.leftovers import remove_leftovers
-from edgecl.run_folder import RESULTS_NAME
+from edgecl.run_folder import RESULTS_NAME, RUN_RECORD_NAME
 from edgecl.schema import RUN_RECORD, TABLE_FIELDS, problem, read_checked, read_results
 
 LOCK_NAME = ".lock"
-RUN_RECORD_NAME = "run.json"
 TRASH_PREFIX = ".overwritten-"
 
 
@@ -106,11 +106,15 @@ def _empty_into_trash(run_dir: Path) -> None:
 
 
 def open_run_folder(run_dir: str | Path, identity: dict[str, Any], *,
-                    overwrite: bool = False) -> OwnedFolder:
-    """Create (if needed) and lock `run_dir` for a run with options `identity`.
+                    overwrite: bool = False, data=None) -> OwnedFolder:
+    """Create (if needed) and lock `run_dir` for a run with options `identity` on the data of
+    fingerprint `data` (edgecl.data.fingerprint; None: a dataset without a data root).
 
     Raises EdgeclError when another process holds the lock, or when the folder holds a run with
-    other options or files that are not a run's (unless `overwrite`, which empties it)."""
+    other options, on other data (edgecl.run_data) or files that are not a run's (unless
+    `overwrite`, which empties it)."""
+    from edgecl.run_data import data_record, settle_run_data
+
     run_dir = Path(run_dir)
     check_exp_name(run_dir.name)
     try:
@@ -144,14 +148,20 @@ def open_run_folder(run_dir: str | Path, identity: dict[str, Any], *,
                 raise EdgeclError(f"{run_dir}: holds files that are not from a run of this "
                                   f"edgecl version ({', '.join(sorted(others)[:3])}); choose "
                                   f"another --exp-name or pass --overwrite to replace them")
-            atomic_write_json(record_path, {"config": wanted})
+            atomic_write_json(record_path, {"config": wanted} if data is None else
+                              {"config": wanted, "data": data_record(wanted["data_root"], data)})
             return OwnedFolder(run_dir, lock, "new")
         try:
-            recorded = read_checked(record_path, lambda doc: problem(doc, RUN_RECORD))["config"]
+            document = read_checked(record_path, lambda doc: problem(doc, RUN_RECORD))
+            recorded = document["config"]
         except (OSError, EdgeclError) as error:
             detail = str(error).removeprefix(f"{record_path}: ")
             raise EdgeclError(f"{record_path}: unreadable run record ({detail}); pass "
                               f"--overwrite to start the run again") from None
+        settled = settle_run_data(run_dir, document, wanted, data, started=bool(others))
+        if settled is not None:
+            atomic_write_json(record_path, settled)
+            recorded = settled["config"]
         if recorded != wanted:
             raise EdgeclError(f"{run_dir}: holds a run with other options: "
                               f"{_differences(recorded, wanted)}; choose another --exp-name or "

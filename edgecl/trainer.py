@@ -39,6 +39,7 @@ from edgecl.provenance import provenance, utc_now
 from edgecl.results import (PhaseRecord, RunLog, build_results, count_range, phase_table,
                             write_results)
 from edgecl.run_folder import LOG_NAME, checkpoint_path, load_plan, phase_dir, save_checkpoint
+from edgecl.run_data import run_fingerprint
 from edgecl.run_owner import check_exp_name, open_run_folder
 from edgecl.run_state import (drop_uncommitted, load_phase_weights, load_state, restore_state,
                               save_state)
@@ -161,7 +162,8 @@ class ContinualRun:
     def run(self) -> dict[str, Any]:
         """Train every phase not done yet; returns the results document (also written to
         results.json). Holds the run folder's lock throughout."""
-        folder = open_run_folder(self.run_dir, self.config.identity(), overwrite=self.overwrite)
+        folder = open_run_folder(self.run_dir, self.config.identity(), overwrite=self.overwrite,
+                                 data=run_fingerprint(self.config, self.split))
         try:
             if folder.state == "complete":
                 self.skipped = True

@@ -90,11 +90,13 @@ def recover_run_folder(run_dir: Path) -> None:
 
 def reexport_run(run_dir: str | os.PathLike, phase: int | None = None,
                  log: Log | None = None, target: str | None = None,
-                 tflm_window_seconds: float | None = None) -> list[dict[str, Any]]:
+                 tflm_window_seconds: float | None = None,
+                 data_root: str | None = None) -> list[dict[str, Any]]:
     """Re-export every phase of `run_dir` (or one) from its checkpoint; returns the manifests.
 
     `target` (onnx or tflm) defaults to the run's own --target, `tflm_window_seconds` to the
-    run's own --tflm-window-seconds (None there too: auto).
+    run's own --tflm-window-seconds (None there too: auto). The data are the run's own
+    (edgecl.run_data): `data_root` gives their new place when they moved.
 
     A phase whose fp32 model misses its parity bound is logged with its figures and the others
     still export; then one EdgeclError lists every failed phase. A withheld int8 model is no
@@ -106,20 +108,21 @@ def reexport_run(run_dir: str | os.PathLike, phase: int | None = None,
     # The run's lock: a train still writing this folder (or another export) must finish first.
     lock = RunLock(run_dir)
     try:
-        return _reexport_locked(run_dir, phase, log, target, tflm_window_seconds)
+        return _reexport_locked(run_dir, phase, log, target, tflm_window_seconds, data_root)
     finally:
         lock.release()
 
 
 def _reexport_locked(run_dir: Path, phase: int | None, log: Log | None,
-                     target: str | None, window: float | None) -> list[dict[str, Any]]:
+                     target: str | None, window: float | None,
+                     data_root: str | None = None) -> list[dict[str, Any]]:
     from edgecl.audio import load_audio
     from firmware_export.parity import ParityError
 
     recover_run_folder(run_dir)
     remove_leftovers(run_dir)
     folders = phase_dirs(run_dir, phase)
-    config, split, plan = run_plan(run_dir)
+    config, split, plan = run_plan(run_dir, data_root)
     target = target or config.target
     window = window if window is not None else config.tflm_window_seconds
     if window is not None and target != "tflm":

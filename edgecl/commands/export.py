@@ -22,14 +22,18 @@ from firmware_export.device.layout import TARGETS
               help="Window of the TFLM build: the device runs the model on windows of this "
                    "length and averages their logits over the clip; 0 = the whole clip. [the "
                    "run's own; else auto: 1 s windows for clips longer than 1 s]")
+@click.option("--data-root", type=click.Path(), default=None,
+              help="Where the run's dataset is now, when it moved since training; accepted when "
+                   "its clips match the ones the run recorded, and recorded [the run's own].")
 def export_command(run_dir: str, phase: int | None, threads: int, target: str | None,
-                   tflm_window_seconds: float | None) -> None:
+                   tflm_window_seconds: float | None, data_root: str | None) -> None:
     """Re-export WORKSPACE/EXP_NAME/phase_<i>/ bundles from the saved checkpoints.
 
     Each bundle gets model.onnx (fp32, waveform in, logits out), model.int8.onnx (static int8 QDQ,
     float front end), labels.json, model.h and manifest.json (sha256 of every file, parity
-    figures). Checkpoints load weights-only; the dataset of the run (from its results.json) must
-    be where it was: calibration uses training clips of the seen classes, parity their test clips.
+    figures). Checkpoints load weights-only; the dataset of the run must be where it was, unchanged
+    (or moved whole, given with --data-root): calibration uses training clips of the seen
+    classes, parity their test clips.
     A phase that misses a parity bound fails with the figures. With --target tflm each bundle
     also gets model.tflm.tflite (int8, log-mel in, verified in TFLM's interpreter), model_tflm.h,
     the C front end (logmel.h, logmel.c) and tflm_test_vectors.h, unless the TFLM build misses
@@ -51,5 +55,5 @@ def export_command(run_dir: str, phase: int | None, threads: int, target: str | 
 
     torch.set_num_threads(threads)
     manifests = reexport_run(run_dir, phase, log=click.echo, target=target,
-                             tflm_window_seconds=tflm_window_seconds)
+                             tflm_window_seconds=tflm_window_seconds, data_root=data_root)
     click.echo(f"exported {len(manifests)} phase(s) under {run_dir}")
