@@ -17,7 +17,6 @@ data, and one whose recorded root is relative needs --data-root.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from edgecl.data.fingerprint import DataFingerprint, absolute_data_root
 from edgecl.errors import EdgeclError
 from edgecl.fileio import atomic_write_json
 from edgecl.run_folder import RUN_RECORD_NAME
+from edgecl.schema import RUN_RECORD, problem, read_checked
 
 
 def run_fingerprint(config, split) -> DataFingerprint | None:
@@ -99,15 +99,9 @@ def read_run_record(run_dir: str | Path) -> dict[str, Any] | None:
     """RUN/run.json's content (None when the folder has none: a run from before it existed)."""
     path = Path(run_dir) / RUN_RECORD_NAME
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        return read_checked(path, lambda document: problem(document, RUN_RECORD))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as error:
-        raise EdgeclError(f"{path}: unreadable run record ({error})") from None
-    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
-        raise EdgeclError(f"{path}: not a run record (expected an object with a `config` "
-                          f"object)")
-    return document
 
 
 def run_data_root(run_dir: str | Path, results_root: str | None,
