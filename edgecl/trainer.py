@@ -26,7 +26,7 @@ from edgecl.budget.macs import ModelMacs, train_step_macs
 from edgecl.budget.ram import TrainRam, device_inference_ram, device_train_ram, peak_rss_bytes
 from edgecl.config import RunConfig
 from edgecl.config_file import write_config_file
-from edgecl.data.validate import check_clip_length, validate_dataset
+from edgecl.data.validate import check_input_lengths, validate_dataset
 from edgecl.device import (cpu_state, deterministic_kernels, device_change_note,
                            peak_gpu_memory_bytes, resolve_device)
 from edgecl.errors import EdgeclError
@@ -109,7 +109,7 @@ class ContinualRun:
         self.rng = np.random.default_rng(config.seed)
         self.audio = ClipAudio(self.split.sample_rate, self.split.clip_samples)
         self.model = self._build_model().to(self.device)
-        check_clip_length(self.model, self.split.sample_rate, self.split.clip_seconds)
+        check_input_lengths(self.model, self.split, config)
         self.features = FeatureCache(self.model.frontend, enabled=config.feature_cache,
                                      store=self._feature_store())
         self.items = ClipItems(self.audio, self.features, device=self.device)

@@ -271,3 +271,15 @@ def test_a_clip_too_short_for_the_model_leaves_no_run_folder(data, tmp_path):
     result = CliRunner().invoke(main, [*args, "--clip-seconds", shortest])
     assert result.exit_code == 0, result.output
     assert json.loads((workspace / "run" / "results.json").read_text())["complete"] is True
+
+
+def test_a_tflm_window_too_short_for_the_model_is_refused_before_the_run_folder(data, tmp_path):
+    from edgecl.errors import EdgeclError
+
+    workspace = tmp_path / "ws"
+    config = RunConfig(**{**OPTIONS, "export": True}, target="tflm", tflm_window_seconds=0.035,
+                       data_root=str(data / "manifest.csv"), workspace=str(workspace))
+    with pytest.raises(EdgeclError, match=r"--tflm-window-seconds: a window of 280 samples at "
+                                          r"8000 Hz is too short .* give at least"):
+        ContinualRun(config)
+    assert not workspace.exists()

@@ -4,8 +4,8 @@
 clip in both train and test: test leakage); `validate_dataset` adds that every class to be learnt
 has test clips and that every clip decodes (each file read once, with a progress bar for large
 sets on a terminal). Every failure is one EdgeclError naming the file and the row or clip.
-`check_clip_length` refuses clips too short for the model (its front end's FFT, its pooling),
-naming --clip-seconds and the shortest length it takes.
+`check_input_lengths` refuses clips (and TFLM windows) too short for the model (its front end's
+FFT, its pooling), naming the option and the shortest length it takes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from edgecl.data.records import Clip, DatasetSplit
 from edgecl.errors import EdgeclError
 
 PROGRESS_FROM = 200  # clips; smaller sets decode in well under a second
-MAX_PROBE_SECONDS = 10.0  # check_clip_length looks no further for a length the model takes
+MAX_PROBE_SECONDS = 10.0  # shortest_input looks no further for a length the model takes
 
 
 def check_unique_clips(entries: Iterable[tuple[str, Clip]], source: str) -> None:
@@ -43,28 +43,52 @@ def check_unique_clips(entries: Iterable[tuple[str, Clip]], source: str) -> None
         raise EdgeclError(f"{source}: {where}: clip {clip.path} {problem}")
 
 
-def check_clip_length(model, sample_rate: int, clip_seconds: float) -> None:
-    """`model` (waveform in) takes clips of `clip_seconds` at `sample_rate`; else an EdgeclError
-    naming --clip-seconds and the shortest length it takes, so that a run refuses a length too
-    short for the front end's FFT or the model's pooling before it creates anything. One
+def check_input_lengths(model, split: DatasetSplit, config) -> None:
+    """Before a run creates anything: `model` (waveform in) takes the split's clips, and with
+    `--target tflm` the TFLM build's windows too; else an EdgeclError naming --clip-seconds or
+    --tflm-window-seconds and the shortest length that works (too short for the front end's
+    FFT or the model's pooling would otherwise fail in the first phase or its export). One
     forward pass of a silent clip in eval mode (no batch statistics or random draws change),
     and a few more on short clips to find the shortest when it fails."""
-    samples = int(round(sample_rate * clip_seconds))
+    rate = split.sample_rate
+    shortest = shortest_input(model, split.clip_samples, rate)
+    if shortest is not None:
+        raise EdgeclError(f"--clip-seconds: {split.clip_seconds:g} s at {rate} Hz is "
+                          f"{split.clip_samples} samples, too short for the front end's FFT and "
+                          f"the model's pooling: give at least {_seconds(shortest, rate)} s")
+    if config.export and config.target == "tflm":
+        from firmware_export.device.windows import WINDOW_OPTION, window_samples
+
+        window = window_samples(split.clip_samples, rate, config.tflm_window_seconds,
+                                min_samples=model.frontend.config.n_fft)
+        shortest = shortest_input(model, window, rate)
+        if shortest is not None:
+            raise EdgeclError(f"{WINDOW_OPTION}: a window of {window} samples at {rate} Hz is "
+                              f"too short for the model's pooling: give at least "
+                              f"{_seconds(shortest, rate)} s")
+
+
+def shortest_input(model, samples: int, sample_rate: int) -> int | None:
+    """None when `model` takes inputs of `samples`, else the fewest samples it takes (searched
+    up to MAX_PROBE_SECONDS; None too when no length there works: not a matter of length, the
+    model's own error comes at its first use)."""
     if _takes(model, samples):
-        return
+        return None
     longest = int(MAX_PROBE_SECONDS * sample_rate)
     low, high = samples, max(1, 2 * samples)
     while not _takes(model, high):
         if high >= longest:
-            return  # not a matter of length: the model's own error comes at its first use
+            return None
         low, high = high, min(longest, 2 * high)
     while high - low > 1:  # low fails, high works
         middle = (low + high) // 2
         low, high = (low, middle) if _takes(model, middle) else (middle, high)
-    shortest = math.ceil(high / sample_rate * 1000) / 1000
-    raise EdgeclError(f"--clip-seconds: {clip_seconds:g} s at {sample_rate} Hz is {samples} "
-                      f"samples, too short for the front end's FFT and the model's pooling: give "
-                      f"at least {shortest:g} s")
+    return high
+
+
+def _seconds(samples: int, sample_rate: int) -> str:
+    """`samples` in seconds, rounded up to the millisecond (so that length has enough)."""
+    return f"{math.ceil(samples / sample_rate * 1000) / 1000:g}"
 
 
 def _takes(model, samples: int) -> bool:
