@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from edgecl.errors import EdgeclError
 from edgecl.fileio import atomic_write_text

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from run_helpers import Interrupted, dies_before_committing
 
 from edgecl.cli import main
 from edgecl.config import RunConfig
 from edgecl.run_folder import run_plan
 from edgecl.trainer import ContinualRun
-from run_helpers import Interrupted, dies_before_committing
 
-OPTIONS = dict(dataset="manifest", width=8, epochs=1, batch_size=8, threads=1, n_tasks=2,
-               memory_size=8, export=False, quiet=True, exp_name="run")
+OPTIONS = {"dataset": "manifest", "width": 8, "epochs": 1, "batch_size": 8, "threads": 1,
+           "n_tasks": 2, "memory_size": 8, "export": False, "quiet": True, "exp_name": "run"}
 
 
 def _copy(source: Path, target: Path, keep_times: bool = True) -> Path:
@@ -74,7 +74,8 @@ def test_a_relative_data_root_names_the_same_run_as_the_absolute_one(data, monke
     assert relative.data_root == str(data / "manifest.csv")
     assert relative.name == absolute.name
     # An absolute root, and no root at all, keep the names runs had before roots were resolved.
-    assert RunConfig().name == "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-8c6ca28c"
+    assert RunConfig().name == ("synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-"
+                                "8c6ca28c")
     manifest = RunConfig(dataset="manifest", data_root="/data/m.csv", seed=7, width=8,
                          code_new_clips=False, feature_cache=False)
     assert manifest.name == "manifest-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed7-f2bc4512"
@@ -112,7 +113,8 @@ def test_resume_and_export_from_another_folder_use_the_runs_own_data(data, tmp_p
 # --- data that changed are refused -------------------------------------------------------------
 
 def _add_clip(manifest: Path) -> str:
-    shutil.copy2(manifest.parent / "clips" / "a" / "5.wav", manifest.parent / "clips" / "a" / "9.wav")
+    clips = manifest.parent / "clips" / "a"
+    shutil.copy2(clips / "5.wav", clips / "9.wav")
     manifest.write_text(manifest.read_text() + "clips/a/9.wav,a,train\n")
     return "1 clip added (clips/a/9.wav)"
 

@@ -52,7 +52,7 @@ class DataFingerprint:
     entries: tuple[Entry, ...]
 
     @classmethod
-    def of_split(cls, root: str | os.PathLike, split) -> "DataFingerprint":
+    def of_split(cls, root: str | os.PathLike, split) -> DataFingerprint:
         """The fingerprint of a DatasetSplit loaded from `root` (every train, val, test clip)."""
         folder = data_folder(root)
         entries = []
@@ -81,7 +81,7 @@ class DataFingerprint:
                 "entries": [list(entry) for entry in self.entries]}
 
     @classmethod
-    def from_dict(cls, data: Any, source: str) -> "DataFingerprint":
+    def from_dict(cls, data: Any, source: str) -> DataFingerprint:
         """Inverse of to_dict; a record of the wrong shape is a one-line error naming `source`."""
         entries = data.get("entries") if isinstance(data, dict) else None
         if not isinstance(entries, list) or not all(_is_entry(e) for e in entries):
@@ -90,7 +90,7 @@ class DataFingerprint:
                               f"run again")
         return cls(tuple((e[0], e[1], e[2], int(e[3]), int(e[4])) for e in entries))
 
-    def changes_since(self, recorded: "DataFingerprint") -> str | None:
+    def changes_since(self, recorded: DataFingerprint) -> str | None:
         """What differs from `recorded` in a few words ("2 clips added (a/x.wav, ...), 1 changed
         (b/y.wav: size)"), or None when nothing does."""
         if self.entries == recorded.entries:
