@@ -18,8 +18,17 @@ FRONTEND_HEADER = "logmel.h"
 FRONTEND_SOURCE = "logmel.c"
 TFLM_TEST_VECTORS = "tflm_test_vectors.h"
 TFLM_FILES = (MODEL_TFLM, TFLM_HEADER, FRONTEND_HEADER, FRONTEND_SOURCE, TFLM_TEST_VECTORS)
+# The analytic head (firmware_export.device.learn): the fp32 model without its head (waveform ->
+# embedding), the head's state once fit, and the learnt device model (embedding + analytic head)
+# with the head's update in C once a bundle has learnt.
+MODEL_EMBEDDING = "model.embedding.onnx"
+ANALYTIC_STATE = "analytic.json"
+MODEL_ANALYTIC = "model.analytic.onnx"
+RLS_HEADER = "rls.h"
+RLS_SOURCE = "rls.c"
+ANALYTIC_FILES = (MODEL_EMBEDDING, ANALYTIC_STATE, MODEL_ANALYTIC, RLS_HEADER, RLS_SOURCE)
 # model.int8.onnx only when it ships
-BUNDLE_FILES = (MODEL_FP32, MODEL_INT8, LABELS, C_HEADER, *TFLM_FILES)
+BUNDLE_FILES = (MODEL_FP32, MODEL_INT8, LABELS, C_HEADER, *TFLM_FILES, *ANALYTIC_FILES)
 
 # Device targets of an export: onnx (always built) and tflm (adds the TFLM build).
 TARGETS = ("onnx", "tflm")
@@ -27,6 +36,7 @@ TARGETS = ("onnx", "tflm")
 # Graph input and output names.
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "logits"
+EMBEDDING_NAME = "embedding"
 
 # Keys of the ONNX metadata_props that make a lone model file self-describing.
 META_LABELS = "edgecl.labels"

@@ -1,0 +1,262 @@
+"""A bundle that learns after deployment: fit its analytic state, learn a class, forget one.
+
+`fit_bundle_state` (host side, after export: the trainer or `edgecl device fit` calls it with the
+clips the phase trained on) computes their embeddings with the bundle's embedding model and fits
+the analytic head (firmware_export.device.analytic) to them; the bundle is rewritten in place with
+its state, and its device model stays the trained one. `learn_bundle` and `forget_bundle` (on the
+device host: numpy, soundfile, onnxruntime) update that state and write a NEW bundle version, a
+sibling folder `<bundle>.v<N>`, leaving the one they read untouched: a failed or killed call
+leaves nothing but a hidden staging folder, and the previous version stays usable. A learnt
+version's device model is `model.analytic.onnx` (the embedding model with the analytic head as a
+Gemm: firmware_export.device.head_graph), so `edgecl infer` runs it like any bundle; it also holds
+the head's update in C (rls.h, rls.c) with its current state.
+
+Every version's manifest has the lineage: per step, the action, the label, the sha256 of every
+clip that went in or out, when, and the version and manifest sha256 it came from.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edgecl.errors import EdgeclError
+from firmware_export.bundle_folder import write_bundle
+from firmware_export.c_header import render_c_header
+from firmware_export.device.analytic import AnalyticHead, choose_gamma, fit_head
+from firmware_export.device.analytic_state import BundleState, read_state
+from firmware_export.device.head_graph import analytic_model, trained_head
+from firmware_export.device.layout import (ANALYTIC_STATE, C_HEADER, LABELS, MANIFEST,
+                                           MODEL_ANALYTIC, MODEL_EMBEDDING, MODEL_FP32,
+                                           RLS_HEADER, RLS_SOURCE)
+from firmware_export.device.manifest import sha256_file, verify_bundle
+from firmware_export.tflm.c_rls import render_rls
+from firmware_export.device.runtime import cpu_session, read_clip
+
+DEFAULT_CLASS_LIMIT = 32
+EMBED_BATCH = 32
+_VERSION = re.compile(r"^(?P<base>.+)\.v(?P<n>\d+)$")
+
+
+def embed_clips(folder: Path, manifest: dict[str, Any], clips: Sequence[str | os.PathLike],
+                threads: int = 1) -> np.ndarray:
+    """Embeddings [n, D] float32 of WAV clips by the bundle's embedding model (clips read as
+    `edgecl infer` reads them: resampled to the bundle's rate, cropped or padded)."""
+    rate, length = int(manifest["sample_rate"]), int(manifest["clip_samples"])
+    waves = []
+    for clip in clips:
+        try:
+            waves.append(read_clip(clip, rate, length))
+        except (ValueError, MemoryError) as error:
+            raise EdgeclError(f"{clip}: cannot resample to the bundle's {rate} Hz "
+                              f"({' '.join(str(error).split())[:120]})") from None
+    if not waves:
+        return np.zeros((0, 0), np.float32)
+    session = cpu_session(str(folder / MODEL_EMBEDDING), threads)
+    batch = np.stack(waves)
+    return np.vstack([session.run(None, {"waveform": batch[i:i + EMBED_BATCH]})[0]
+                      for i in range(0, len(batch), EMBED_BATCH)]).astype(np.float32)
+
+
+def _label_list(labels: Sequence[str], what: str) -> list[str]:
+    for label in labels:
+        if not str(label).strip() or len(str(label)) > 200:
+            raise EdgeclError(f"{what}: expected a label of 1 to 200 characters, got {label!r}")
+    return [str(label) for label in labels]
+
+
+def fit_bundle_state(bundle: str | os.PathLike, clips: Sequence[str | os.PathLike],
+                     labels: Sequence[str], *, gamma: float | None = None,
+                     weighting: str = "balanced", class_limit: int = DEFAULT_CLASS_LIMIT,
+                     holdout: tuple[Sequence[str | os.PathLike], Sequence[str]] | None = None,
+                     threads: int = 1, log: Callable[[str], None] | None = None
+                     ) -> dict[str, Any]:
+    """Fit the bundle's analytic state to `clips` (WAV paths) of `labels` (the bundle's classes:
+    what its phase trained on, its replay memory included) and rewrite the bundle in place with
+    it; returns the manifest. gamma None: chosen on a fifth of the clips held out
+    (analytic.choose_gamma). `holdout` (clips, labels) adds the accuracy of the analytic head
+    before any learning beside the trained head's to the manifest."""
+    folder = Path(bundle)
+    manifest = verify_bundle(folder)
+    if MODEL_EMBEDDING not in manifest["files"]:
+        raise EdgeclError(f"{folder}: the bundle has no {MODEL_EMBEDDING}; re-export it with "
+                          f"this version of edgecl")
+    labels = _label_list(labels, "fit")
+    classes = list(manifest["classes"])
+    if sorted(set(labels)) != sorted(classes):
+        raise EdgeclError(f"{folder}: the fit clips' labels {sorted(set(labels))} must be the "
+                          f"bundle's classes {sorted(classes)}")
+    if not len(classes) <= class_limit:
+        raise EdgeclError(f"--class-limit: {class_limit} is below the bundle's {len(classes)} "
+                          f"classes")
+    order = [label for label in classes for _ in range(labels.count(label))]
+    rows = [i for label in classes for i, name in enumerate(labels) if name == label]
+    embeddings = embed_clips(folder, manifest, [clips[i] for i in rows], threads)
+    if gamma is None:
+        gamma = choose_gamma(embeddings, order)
+    head, weights = fit_head(embeddings, order, gamma=gamma, weighting=weighting)
+    state = BundleState(head=head, backbone_sha256=manifest["files"][MODEL_EMBEDDING]["sha256"],
+                        class_limit=int(class_limit))
+    hashes = [sha256_file(clips[i]) for i in rows]
+    for label in classes:
+        mine = [k for k, name in enumerate(order) if name == label]
+        state.add([hashes[k] for k in mine], label, weights[mine], embeddings[mine])
+    state.lineage.append(_step("fit", None, hashes, None, manifest))
+    section = state.summary()
+    if holdout is not None:
+        section["holdout_accuracy"] = _holdout_accuracy(folder, manifest, head, *holdout,
+                                                        threads=threads)
+    files = {name: (folder / name).read_bytes() for name in manifest["files"]}
+    files[ANALYTIC_STATE] = state.to_bytes()
+    written = write_bundle(folder, files, dict(manifest, analytic=section))
+    if log is not None:
+        log(f"fit the analytic state of {folder}: {len(hashes)} clips, {len(classes)} classes, "
+            f"gamma {gamma:g}, weighting {weighting}, {section['state_bytes_fp32']} bytes fp32")
+    return written
+
+
+def _holdout_accuracy(folder: Path, manifest: dict[str, Any], head: AnalyticHead,
+                      clips: Sequence, labels: Sequence[str], threads: int) -> dict[str, Any]:
+    """Accuracy of the trained head (model.onnx's own Gemm on the same embeddings) and of the
+    analytic head on held-out clips of the bundle's classes."""
+    import onnx
+
+    embeddings = embed_clips(folder, manifest, clips, threads).astype(np.float64)
+    weight, bias = trained_head(onnx.load(str(folder / MODEL_FP32)))
+    truth = np.asarray([str(label) for label in labels])
+    trained = np.asarray(manifest["classes"])[np.argmax(embeddings @ weight + bias, axis=1)]
+    analytic = np.asarray(head.labels)[np.argmax(head.logits(embeddings), axis=1)]
+    return {"clips": len(truth), "trained_head": round(float(np.mean(trained == truth)), 4),
+            "analytic_head": round(float(np.mean(analytic == truth)), 4)}
+
+
+def _step(action: str, label: str | None, clips: list[str], parent: Path | None,
+          manifest: dict[str, Any], version: int = 0) -> dict[str, Any]:
+    return {"version": version, "action": action, "label": label, "clips": clips,
+            "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "from": None if parent is None else {
+                "folder": parent.name, "version": manifest.get("analytic", {}).get("version", 0),
+                "manifest_sha256": sha256_file(parent / MANIFEST)}}
+
+
+def next_version_folder(folder: Path, version: int) -> Path:
+    """`phase_3` -> `phase_3.v1`; `phase_3.v1` -> `phase_3.v2` (named by the state's version)."""
+    match = _VERSION.match(folder.name)
+    base = match.group("base") if match else folder.name
+    return folder.with_name(f"{base}.v{version}")
+
+
+def _load(bundle: str | os.PathLike) -> tuple[Path, dict[str, Any], BundleState]:
+    folder = Path(bundle)
+    if not (folder / MANIFEST).is_file():
+        raise EdgeclError(f"{folder}: not a bundle folder (no {MANIFEST})")
+    manifest = verify_bundle(folder)
+    return folder, manifest, read_state(folder, manifest)
+
+
+def learn_bundle(bundle: str | os.PathLike, label: str, clips: Sequence[str | os.PathLike], *,
+                 out: str | os.PathLike | None = None, threads: int = 1
+                 ) -> tuple[Path, dict[str, Any]]:
+    """Learn `clips` as `label` (a new class or more of a known one): a new bundle version;
+    returns its folder and manifest."""
+    folder, manifest, state = _load(bundle)
+    (label,) = _label_list([label], "--label")
+    if not clips:
+        raise EdgeclError("learn: expected at least one clip")
+    if label not in state.head.labels and len(state.head.labels) >= state.class_limit:
+        raise EdgeclError(f"--label {label}: the bundle holds {len(state.head.labels)} classes, "
+                          f"its class limit (the C update's buffers are sized for it)")
+    hashes = [sha256_file(clip) for clip in clips]
+    known = {sha: name for sha, name in zip(state.clip_sha256, state.clip_labels)}
+    for clip, sha in zip(clips, hashes):
+        if sha in known:
+            raise EdgeclError(f"{clip}: already learnt (as {known[sha]!r}); forget it first")
+    if len(set(hashes)) != len(hashes):
+        raise EdgeclError("learn: the same clip is given twice")
+    embeddings = embed_clips(folder, manifest, clips, threads)
+    weights = state.head.learn(embeddings, label)
+    state.add(hashes, label, weights, embeddings)
+    return _write_version(folder, manifest, state, "learn", label, hashes, out)
+
+
+def forget_bundle(bundle: str | os.PathLike, *, label: str | None = None,
+                  clips: Sequence[str | os.PathLike] = (), out: str | os.PathLike | None = None
+                  ) -> tuple[Path, dict[str, Any]]:
+    """Remove what was learnt: every clip of `label`, or the given `clips` (of `label` when both
+    are given), by the exact downdate; a new bundle version."""
+    folder, manifest, state = _load(bundle)
+    if label is None and not clips:
+        raise EdgeclError("forget: give --label NAME, --clips CLIP..., or both")
+    if label is not None and label not in state.head.labels:
+        raise EdgeclError(f"--label {label}: not a class of {folder} "
+                          f"({', '.join(state.head.labels)})")
+    if clips:
+        where = {sha: row for row, sha in enumerate(state.clip_sha256)}
+        rows = []
+        for clip in clips:
+            row = where.get(sha256_file(clip))
+            if row is None or (label is not None and state.clip_labels[row] != label):
+                raise EdgeclError(f"{clip}: not a clip the bundle learnt"
+                                  + (f" as {label!r}" if label is not None else ""))
+            rows.append(row)
+        rows = sorted(set(rows))
+    else:
+        rows = [row for row, name in enumerate(state.clip_labels) if name == label]
+    labels = sorted({state.clip_labels[row] for row in rows})
+    remaining = [name for name, n in zip(state.head.labels, state.head.clips)
+                 if n > sum(1 for row in rows if state.clip_labels[row] == name)]
+    if len(remaining) < 1:
+        raise EdgeclError(f"forget: that would leave {folder} with no class")
+    for name in labels:
+        mine = [row for row in rows if state.clip_labels[row] == name]
+        state.head.forget(state.embeddings[mine], name,
+                          np.asarray([state.clip_weights[row] for row in mine]))
+    hashes = [state.clip_sha256[row] for row in rows]
+    state.remove(rows)
+    return _write_version(folder, manifest, state, "forget", label or ",".join(labels), hashes,
+                          out)
+
+
+def _write_version(folder: Path, manifest: dict[str, Any], state: BundleState, action: str,
+                   label: str, hashes: list[str], out: str | os.PathLike | None
+                   ) -> tuple[Path, dict[str, Any]]:
+    """The new version's files, staged and renamed into place (firmware_export.bundle_folder)."""
+    state.version += 1
+    target = Path(out) if out is not None else next_version_folder(folder, state.version)
+    if target.exists():
+        raise EdgeclError(f"{target}: already exists; give another --out folder")
+    state.lineage.append(_step(action, label, hashes, folder, manifest, state.version))
+    head = state.head
+    embedding_bytes = (folder / MODEL_EMBEDDING).read_bytes()
+    import onnx
+
+    device = analytic_model(onnx.load_model_from_string(embedding_bytes), *head.folded(),
+                            head.labels).SerializeToString(deterministic=True)
+    rate, length = int(manifest["sample_rate"]), int(manifest["clip_samples"])
+    rls_header, rls_source = render_rls(head, state.class_limit)
+    files = {MODEL_EMBEDDING: embedding_bytes, MODEL_ANALYTIC: device,
+             ANALYTIC_STATE: state.to_bytes(), RLS_HEADER: rls_header, RLS_SOURCE: rls_source,
+             LABELS: (_json(head.labels)).encode("utf-8"),
+             C_HEADER: render_c_header(device, head.labels, sample_rate=rate, clip_samples=length,
+                                       precision="fp32").encode("utf-8")}
+    keep = ("format", "phase", "sample_rate", "clip_samples", "clip_seconds", "frontend", "model",
+            "versions", "run")
+    learnt = {key: manifest[key] for key in keep if key in manifest}
+    onnx_section = dict(manifest.get("onnx", {}), output_shape=["batch", len(head.labels)])
+    learnt.update(classes=list(head.labels), n_classes=len(head.labels),
+                  device_model=MODEL_ANALYTIC, onnx=onnx_section,
+                  head="analytic: the embedding model plus the ridge head learnt on the device "
+                       "(fp32)",
+                  analytic=state.summary())
+    return target, write_bundle(target, files, learnt)
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"

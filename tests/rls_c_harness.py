@@ -1,0 +1,79 @@
+"""Compile a bundle's generated rls.c with the system C compiler and drive it with a stream of
+learn / forget / predict commands: shared by the C update's tests and its drift benchmark."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from c_frontend_harness import compiler
+
+LEARN, FORGET, PREDICT, REMOVE = 0, 1, 2, 3
+
+MAIN = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "rls.h"
+
+/* Records on stdin: int op, int label, float weight, float embedding[DIM].
+ * op 0 learn, 1 forget, 2 predict (logits out), 3 remove the class.
+ * At the end: int classes, R packed, W [FEATURES][MAX_CLASSES]. */
+int main(void) {
+  int head[2];
+  float weight, embedding[EDGECL_RLS_DIM], logits[EDGECL_RLS_MAX_CLASSES];
+  int code = 0;
+  while (fread(head, sizeof(int), 2, stdin) == 2) {
+    if (fread(&weight, sizeof(float), 1, stdin) != 1 ||
+        fread(embedding, sizeof(float), EDGECL_RLS_DIM, stdin) != EDGECL_RLS_DIM) return 3;
+    if (head[0] == 0) code = edgecl_rls_learn(embedding, head[1], weight);
+    else if (head[0] == 1) code = edgecl_rls_forget(embedding, head[1], weight);
+    else if (head[0] == 3) code = edgecl_rls_remove_class(head[1]);
+    else {
+      edgecl_rls_predict(embedding, logits);
+      fwrite(logits, sizeof(float), (size_t)edgecl_rls_classes(), stdout);
+    }
+    if (code != 0) { fprintf(stderr, "op %d label %d: code %d\n", head[0], head[1], code);
+                     return 4; }
+  }
+  code = edgecl_rls_classes();
+  fwrite(&code, sizeof(int), 1, stdout);
+  fwrite(edgecl_rls_r(), sizeof(float), EDGECL_RLS_PACKED, stdout);
+  fwrite(edgecl_rls_w(), sizeof(float), EDGECL_RLS_FEATURES * EDGECL_RLS_MAX_CLASSES, stdout);
+  return 0;
+}
+"""
+
+
+def build(folder: Path, header: bytes, source: bytes) -> Path:
+    """Compile rls.h/rls.c (strict C99, warnings as errors) with the stdin/stdout main."""
+    (folder / "rls.h").write_bytes(header)
+    (folder / "rls.c").write_bytes(source)
+    (folder / "main.c").write_text(MAIN)
+    binary = folder / "rls"
+    result = subprocess.run([compiler(), "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror",
+                             "-O2", "-o", str(binary), str(folder / "main.c"),
+                             str(folder / "rls.c"), "-lm"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"the generated rls.c does not compile:\n{result.stderr}"
+    return binary
+
+
+def record(op: int, label: int, weight: float, embedding: np.ndarray) -> bytes:
+    return (np.asarray([op, label], np.int32).tobytes() + np.float32(weight).tobytes()
+            + np.asarray(embedding, np.float32).tobytes())
+
+
+def run(binary: Path, records: list[bytes], dim: int, class_limit: int,
+        ) -> tuple[bytes, int, np.ndarray, np.ndarray]:
+    """(predict outputs, classes, R packed, W [dim + 1, class_limit]) after the stream."""
+    result = subprocess.run([str(binary)], input=b"".join(records), capture_output=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr.decode()
+    packed = (dim + 1) * (dim + 2) // 2
+    tail = 4 + 4 * (packed + (dim + 1) * class_limit)
+    out, state = result.stdout[:-tail], result.stdout[-tail:]
+    classes = int(np.frombuffer(state[:4], np.int32)[0])
+    floats = np.frombuffer(state[4:], np.float32)
+    return out, classes, floats[:packed], floats[packed:].reshape(dim + 1, class_limit)
