@@ -30,8 +30,10 @@ from edgecl.samplers.base import evenly_spaced
 from firmware_export import parity
 from firmware_export.bundle_folder import write_bundle
 from firmware_export.c_header import render_c_header
-from firmware_export.device.layout import (C_HEADER, INPUT_NAME, LABELS, MANIFEST_FORMAT,
-                                           MODEL_FP32, MODEL_INT8, OUTPUT_NAME, TARGETS)
+from firmware_export.device.head_graph import embedding_model, trained_head
+from firmware_export.device.layout import (C_HEADER, EMBEDDING_NAME, INPUT_NAME, LABELS,
+                                           MANIFEST_FORMAT, MODEL_EMBEDDING, MODEL_FP32,
+                                           MODEL_INT8, OUTPUT_NAME, TARGETS)
 from firmware_export.device.runtime import cpu_session
 from firmware_export.export import OPSET, export_onnx, serialize
 from firmware_export.int8_search import SearchResult, search_int8
@@ -120,8 +122,10 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
         model.train(was_training)
     if extra_manifest:
         manifest["run"] = dict(extra_manifest)
+    embedding_bytes, manifest["embedding"] = _embedding_model(fp32, fp32_runner, holdout, phase)
 
-    files = {MODEL_FP32: fp32_bytes, LABELS: (_json_text(classes)).encode("utf-8")}
+    files = {MODEL_FP32: fp32_bytes, MODEL_EMBEDDING: embedding_bytes,
+             LABELS: (_json_text(classes)).encode("utf-8")}
     if search.meets_bound:
         files[MODEL_INT8] = serialize(search.model.proto)
     device_name = manifest["device_model"]
@@ -175,6 +179,29 @@ def tflm_summary(section: dict[str, Any]) -> str:
             f"{figures['accuracy_reference']:.1f}%, {section['bytes'] / 1024:.0f} KiB, arena "
             f"{section['arena_bytes'] / 1024:.0f} KiB, {section['float_ops']} float ops")
     return text + (f" [{section['reason']}]" if section["reason"] else "")
+
+
+# The embedding model is the fp32 graph without its last node: the head's Gemm on the embedding
+# must give the fp32 model's logits up to float rounding.
+EMBEDDING_TOLERANCE = 1e-4
+
+
+def _embedding_model(fp32: onnx.ModelProto, fp32_runner, holdout: np.ndarray,
+                     phase: int) -> tuple[bytes, dict[str, Any]]:
+    """model.embedding.onnx (waveform -> embedding: the fp32 model cut before its head, for the
+    analytic head, firmware_export.device.learn) and its manifest section, checked on the
+    held-out clips: its embedding through the trained head's weights gives the fp32 logits."""
+    embedding = serialize(embedding_model(fp32))
+    weight, bias = trained_head(fp32)
+    session = cpu_session(embedding)
+    difference = max(float(np.max(np.abs(
+        session.run(None, {INPUT_NAME: batch})[0] @ weight + bias - fp32_runner(batch))))
+        for batch in np.array_split(holdout, -(-len(holdout) // 32)))
+    if not difference <= EMBEDDING_TOLERANCE:
+        raise EdgeclError(f"export phase {phase}: the embedding model through the head differs "
+                          f"from the fp32 model by {difference:.2g} (> {EMBEDDING_TOLERANCE:g})")
+    return embedding, {"file": MODEL_EMBEDDING, "output": EMBEDDING_NAME,
+                       "dim": int(weight.shape[0]), "max_abs_logit_diff": difference}
 
 
 def _waveforms(array: np.ndarray, name: str) -> np.ndarray:

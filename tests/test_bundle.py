@@ -25,7 +25,8 @@ from firmware_export.device.manifest import verify_bundle
 from models.profile import count_macs, count_parameters
 
 pytestmark = pytest.mark.filterwarnings("ignore")
-BUNDLE_FILES = {"model.onnx", "model.int8.onnx", "labels.json", "model.h"}
+BUNDLE_FILES = {"model.onnx", "model.int8.onnx", "model.embedding.onnx", "labels.json",
+                "model.h"}
 
 
 @pytest.fixture(scope="module")

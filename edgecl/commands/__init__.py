@@ -12,6 +12,7 @@ _COMMAND_MODULES: list[tuple[str, str]] = [
     ("edgecl.commands.data", "data"),
     ("edgecl.commands.export", "export_command"),
     ("edgecl.commands.infer", "infer_command"),
+    ("edgecl.commands.device", "device"),
     ("edgecl.commands.grid", "grid_command"),
     ("edgecl.commands.report", "report_command"),
     ("edgecl.commands.diagnose", "diagnose_command"),
