@@ -250,3 +250,21 @@ def test_show_prints_the_lineage(fitted, tmp_path):
     assert result.exit_code == 0, result.output
     assert "higher: 5 clips" in result.output and "learn higher (5 clips) from version 0" in (
         result.output)
+
+
+def test_device_learn_runs_without_torch(fitted, tmp_path):
+    from test_runtime import _run_without_torch
+
+    bundle = copy_of(fitted, tmp_path)
+    clips = [str(p) for p in fitted["new"]]
+    result = _run_without_torch(f"""
+        from edgecl.cli import main
+        try:
+            main(["device", "learn", {str(bundle)!r}, *{clips!r}, "--label", "higher"])
+        finally:
+            loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchaudio"))
+            print("torch modules:", loaded)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("torch modules: []")
+    assert verify_bundle(tmp_path / "phase_0.v1")["classes"][-1] == "higher"

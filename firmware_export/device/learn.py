@@ -113,6 +113,7 @@ def fit_bundle_state(bundle: str | os.PathLike, clips: Sequence[str | os.PathLik
                                                         threads=threads)
     files = {name: (folder / name).read_bytes() for name in manifest["files"]}
     files[ANALYTIC_STATE] = state.to_bytes()
+    files[RLS_HEADER], files[RLS_SOURCE] = render_rls(head, state.class_limit)
     written = write_bundle(folder, files, dict(manifest, analytic=section))
     if log is not None:
         log(f"fit the analytic state of {folder}: {len(hashes)} clips, {len(classes)} classes, "
