@@ -198,8 +198,8 @@ def test_an_int8_miss_withholds_only_the_int8_model(tmp_path, monkeypatch, reuse
     monkeypatch.setattr("firmware_export.int8_search.MAX_MIXED_STEPS", 2)
     phase_dir = tmp_path / "phase_0"
     manifest = _export(phase_dir)
-    assert {p.name for p in phase_dir.iterdir()} == {"model.onnx", "labels.json", "model.h",
-                                                     "manifest.json"}
+    assert {p.name for p in phase_dir.iterdir()} == {"model.onnx", "model.embedding.onnx",
+                                                     "labels.json", "model.h", "manifest.json"}
     int8 = manifest["artifacts"]["int8"]
     assert int8["status"] == "withheld" and int8["reason"] == "forced miss"
     assert manifest["artifacts"]["fp32"]["status"] == "shipped"
