@@ -81,7 +81,7 @@ def report(binary, stream, head, probes, args, what, numpy_seconds, n_updates) -
         d = args.dim + 1
         flops = 2 * d * d + d * d + 4 * d * args.classes
         line += (f"; per update: numpy float64 {1e6 * numpy_seconds / n_updates:.0f} us, C "
-                 f"float32 {1e6 * c_seconds / len(stream):.1f} us (process included), "
+                 f"float32 {1e6 * c_seconds / len(stream):.1f} us (process start subtracted), "
                  f"about {flops / 1e3:.0f} k FLOPs")
     print(line)
 
