@@ -155,13 +155,22 @@ def test_forget_a_class_or_clips_returns_the_state_before(fitted, tmp_path):
     np.testing.assert_allclose(forgot.head.w, original.head.w, atol=1e-9)
     np.testing.assert_allclose(forgot.head.r, original.head.r, atol=1e-9)
     assert verify_bundle(tmp_path / "phase_0.v2")["analytic"]["lineage"][-1]["action"] == "forget"
-    # Two clips only, by their files; then one of the host-fit classes.
+    # Two clips only, by their files (the CLI); then one of the host-fit classes.
     out = tmp_path / "some"
-    forget_bundle(learnt, clips=fitted["new"][:2], out=out)
+    result = cli("device", "forget", learnt, "--out", out, "--clips", *fitted["new"][:2])
+    assert result.exit_code == 0, result.output
     assert verify_bundle(out)["analytic"]["clips_per_class"] == [12, 12, 12, 12, 3]
     forget_bundle(out, label="low", out=tmp_path / "no_low")
     assert predicted(tmp_path / "no_low", fitted["new_test"][:1]) == ["higher"]
     assert verify_bundle(tmp_path / "no_low")["classes"] == ["mid", "high", "top", "higher"]
+
+
+def test_forget_needs_a_label_or_clips(fitted, tmp_path):
+    bundle = copy_of(fitted, tmp_path)
+    for args in ((), (fitted["new"][0],), ("--clips",)):
+        result = cli("device", "forget", bundle, *args)
+        assert result.exit_code == 2 and len(result.output.splitlines()) == 1, result.output
+    assert [p.name for p in tmp_path.iterdir()] == ["phase_0"]
 
 
 def test_learn_refuses_a_bundle_without_state(tmp_path):

@@ -10,7 +10,7 @@ from edgecl.errors import EdgeclError
 from edgecl.limits import INT_RANGES, option_range
 
 
-@click.group("device")
+@click.group("device", short_help="A deployed bundle learns and forgets classes (no torch).")
 def device() -> None:
     """Teach a deployed bundle new sounds, or make it forget some, without a host or torch.
 
@@ -115,17 +115,21 @@ def learn_command(bundle: str, clips: tuple[str, ...], label: str, out: str | No
 
 @device.command("forget", short_help="Forget a class or clips exactly: a new version.")
 @click.argument("bundle", type=click.Path(file_okay=False))
+@click.argument("clips", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--label", default=None, help="Forget every clip of this class (and the class).")
-@click.option("--clips", multiple=True, type=click.Path(dir_okay=False),
-              help="Forget these clips (repeat the option; the files identify them by sha256).")
+@click.option("--clips", "by_clips", is_flag=True,
+              help="Forget the CLIPS given (WAV files, identified by their sha256).")
 @_out()
-def forget_command(bundle: str, label: str | None, clips: tuple[str, ...],
+def forget_command(bundle: str, clips: tuple[str, ...], label: str | None, by_clips: bool,
                    out: str | None) -> None:
-    """Take back out what BUNDLE learnt: a whole class (--label), or some clips (--clips, of
-    --label when both are given), by the exact downdate: the result equals never having learnt
-    them. Works for the classes of the host fit too. Writes a new bundle version."""
+    """Take back out what BUNDLE learnt: a whole class (--label NAME), or some clips (--clips
+    CLIP..., of --label when both are given), by the exact downdate: the result equals never
+    having learnt them. Works for the classes of the host fit too. Writes a new bundle version."""
     from firmware_export.device.learn import forget_bundle
 
+    if bool(clips) != by_clips:
+        raise EdgeclError("edgecl device forget: give the clips after --clips (--clips CLIP...), "
+                          "or --label NAME alone")
     folder, manifest = forget_bundle(bundle, label=label, clips=list(clips), out=out)
     _report("forget", folder, manifest)
 
