@@ -1,4 +1,4 @@
-"""`edgecl device`: a deployed bundle keeps learning (fit its analytic state, learn, forget, show)."""
+"""`edgecl device`: a deployed bundle keeps learning (fit its state, learn, forget, show)."""
 
 from __future__ import annotations
 

@@ -31,8 +31,8 @@ from firmware_export.c_header import render_c_header
 from firmware_export.device.analytic import AnalyticHead, choose_gamma, fit_head
 from firmware_export.device.analytic_state import BundleState, read_state
 from firmware_export.device.head_graph import analytic_model, trained_head
-from firmware_export.device.layout import (ANALYTIC_STATE, C_HEADER, LABELS, MANIFEST,
-                                           MODEL_ANALYTIC, MODEL_EMBEDDING, MODEL_FP32,
+from firmware_export.device.layout import (ANALYTIC_STATE, C_HEADER, INPUT_NAME, LABELS,
+                                           MANIFEST, MODEL_ANALYTIC, MODEL_EMBEDDING, MODEL_FP32,
                                            RLS_HEADER, RLS_SOURCE)
 from firmware_export.device.manifest import sha256_file, verify_bundle
 from firmware_export.tflm.c_rls import render_rls
@@ -48,19 +48,20 @@ def embed_clips(folder: Path, manifest: dict[str, Any], clips: Sequence[str | os
     """Embeddings [n, D] float32 of WAV clips by the bundle's embedding model (clips read as
     `edgecl infer` reads them: resampled to the bundle's rate, cropped or padded)."""
     rate, length = int(manifest["sample_rate"]), int(manifest["clip_samples"])
-    waves = []
-    for clip in clips:
-        try:
-            waves.append(read_clip(clip, rate, length))
-        except (ValueError, MemoryError) as error:
-            raise EdgeclError(f"{clip}: cannot resample to the bundle's {rate} Hz "
-                              f"({' '.join(str(error).split())[:120]})") from None
-    if not waves:
-        return np.zeros((0, 0), np.float32)
     session = cpu_session(str(folder / MODEL_EMBEDDING), threads)
-    batch = np.stack(waves)
-    return np.vstack([session.run(None, {"waveform": batch[i:i + EMBED_BATCH]})[0]
-                      for i in range(0, len(batch), EMBED_BATCH)]).astype(np.float32)
+    embeddings = []
+    for start in range(0, len(clips), EMBED_BATCH):  # a batch of clips in memory at a time
+        batch = np.stack([_read(clip, rate, length) for clip in clips[start:start + EMBED_BATCH]])
+        embeddings.append(session.run(None, {INPUT_NAME: batch})[0].astype(np.float32))
+    return np.vstack(embeddings) if embeddings else np.zeros((0, 0), np.float32)
+
+
+def _read(clip: str | os.PathLike, rate: int, length: int) -> np.ndarray:
+    try:
+        return read_clip(clip, rate, length)
+    except (ValueError, MemoryError) as error:
+        raise EdgeclError(f"{clip}: cannot resample to the bundle's {rate} Hz "
+                          f"({' '.join(str(error).split())[:120]})") from None
 
 
 def _label_list(labels: Sequence[str], what: str) -> list[str]:
