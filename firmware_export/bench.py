@@ -170,7 +170,9 @@ def bench_export(run_dir: str | Path, *, phase: int | None = None, runs: int = 2
                  warmup: int = 20, compare_stft: bool = True) -> dict[str, Any]:
     """{"phases": rows, "frontends": rows} for the bundles under `run_dir` (see module doc)."""
     run_dir = Path(run_dir)
-    folders = sorted((p.parent for p in run_dir.glob(f"phase_*/{MANIFEST}")),
+    # phase_<i> only: a bundle version the device learnt (phase_<i>.v<N>) has no trained head.
+    folders = sorted((p.parent for p in run_dir.glob(f"phase_*/{MANIFEST}")
+                      if p.parent.name.split("_", 1)[1].isdigit()),
                      key=lambda p: int(p.name.split("_")[1]))
     if phase is not None:
         folders = [p for p in folders if p.name == f"phase_{phase}"]

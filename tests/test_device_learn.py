@@ -226,6 +226,20 @@ def test_learn_refuses_a_class_past_the_limit_a_known_clip_and_bad_audio(fitted,
     assert predicted(learnt, fitted["new_test"][4:]) == ["higher"] * 4
 
 
+def test_a_clip_that_fails_to_resample_is_refused(fitted, tmp_path, monkeypatch):
+    bundle = copy_of(fitted, tmp_path)
+    clip = write_clips(tmp_path / "16k", new_tones(1, seed=9, rate=16000), "r", 16000)[0]
+
+    def fails(waveform, orig_rate, new_rate):
+        raise ValueError(f"no filter from {orig_rate} to {new_rate} Hz")
+
+    monkeypatch.setattr("firmware_export.device.runtime.resample", fails)
+    result = cli("device", "learn", bundle, clip, "--label", "higher")
+    assert result.exit_code == 2 and len(result.output.splitlines()) == 1
+    assert "r_0.wav: cannot resample to the bundle's 8000 Hz" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["16k", "phase_0"]
+
+
 def test_a_failed_learn_leaves_the_previous_version_usable(fitted, tmp_path, monkeypatch):
     bundle = copy_of(fitted, tmp_path)
     import firmware_export.bundle_folder as folder_module

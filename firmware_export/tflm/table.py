@@ -51,7 +51,8 @@ def window_cells(window: dict | None) -> str:
 def table(run_dirs: list[Path]) -> str:
     lines = [HEADER]
     for run_dir in run_dirs:
-        for path in sorted(run_dir.glob("phase_*/manifest.json"),
+        for path in sorted((p for p in run_dir.glob("phase_*/manifest.json")
+                            if p.parent.name.split("_", 1)[1].isdigit()),  # not phase_<i>.v<N>
                            key=lambda p: int(p.parent.name.split("_")[1])):
             manifest = json.loads(path.read_text(encoding="utf-8"))
             if "tflm" in manifest:
