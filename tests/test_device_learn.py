@@ -94,6 +94,19 @@ def test_the_embedding_model_is_the_fp32_model_without_its_head():
     np.testing.assert_allclose(embedding @ weight + bias, logits, atol=1e-4)
 
 
+def test_the_export_refuses_an_embedding_model_that_does_not_give_the_logits():
+    from firmware_export.bundle import _embedding_model
+    from firmware_export.parity import ort_runner
+
+    bundle = exported_bundle()
+    fp32 = onnx.load(str(bundle.folder / "model.onnx"))
+    runner = ort_runner(cpu_session(str(bundle.folder / "model.onnx")))
+    data, section = _embedding_model(fp32, runner, bundle.holdout[:8], phase=0)
+    assert data == (bundle.folder / MODEL_EMBEDDING).read_bytes()
+    with pytest.raises(EdgeclError, match="differs from the fp32 model by 0.01"):
+        _embedding_model(fp32, lambda batch: runner(batch) + 0.01, bundle.holdout[:8], phase=0)
+
+
 def test_the_fit_keeps_the_trained_device_model_and_reports_both_heads(fitted):
     manifest = verify_bundle(fitted["bundle"])
     assert manifest["device_model"] in ("model.onnx", "model.int8.onnx")

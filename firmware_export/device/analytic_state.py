@@ -61,7 +61,8 @@ class BundleState:
                                      np.asarray(embeddings, np.float32)])
 
     def remove(self, rows: list[int]) -> None:
-        keep = [i for i in range(len(self.clip_sha256)) if i not in set(rows)]
+        dropped = set(rows)
+        keep = [i for i in range(len(self.clip_sha256)) if i not in dropped]
         self.clip_sha256 = [self.clip_sha256[i] for i in keep]
         self.clip_labels = [self.clip_labels[i] for i in keep]
         self.clip_weights = [self.clip_weights[i] for i in keep]
