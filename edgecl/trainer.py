@@ -505,7 +505,8 @@ class ContinualRun:
                          batch_size=config.batch_size, lr=config.phase_lr(phase),
                          patience=config.patience,
                          bn_recal_clips=config.bn_recal_clips, generator=generator, stop=stop,
-                         progress=progress, name=f"phase {phase}", distill=distiller,
+                         progress=progress, name=f"phase {phase}",
+                         loss_terms=[] if distiller is None else [distiller.loss],
                          sampling=config.batch_sampling if self.memory is not None else "uniform",
                          augment=config.augment)
         finally:

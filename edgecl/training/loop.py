@@ -178,12 +178,13 @@ def _better(accuracy: float, loss: float, best_accuracy: float, best_loss: float
 def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int, lr: float,
         patience: int, generator: torch.Generator, bn_recal_clips: int = 1024,
         stop: StopCondition | None = None, progress: Callable | None = None,
-        name: str = "training", distill=None, sampling: str = "uniform",
+        name: str = "training", loss_terms: Sequence[Callable] = (), sampling: str = "uniform",
         augment: str = "none") -> FitReport:
     """Train `model` on `train`; keep the weights of the best epoch on the validation split
     (highest accuracy, ties broken by lower loss).
 
-    `distill` (an edgecl.training.distill.Distiller, or None) adds its loss on every batch.
+    Each of `loss_terms` (`term(batch, logits, embedding) -> loss`, e.g. a distillation
+    teacher's, edgecl.steps) is added to every batch's cross-entropy, in order.
     Early stopping ends training after `patience` epochs without improvement (0 disables it).
     After each epoch, BatchNorm statistics are re-estimated on up to `bn_recal_clips` training
     clips (0: kept as training left them). `sampling` draws each epoch's clips
@@ -197,36 +198,17 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
     stop = stop or StopCondition()
     report = FitReport()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    best_state = copy.deepcopy(model.state_dict())
-    best_accuracy, best_loss, stale = None, None, 0
+    best_state, stale = copy.deepcopy(model.state_dict()), 0
     stop.start()
     for epoch in range(epochs):
         synchronize(device_of(model))
         started = time.perf_counter()
         model.train()
-        total_loss, seen = 0.0, 0
         order = epoch_order(train.targets, sampling, generator, epoch=epoch, epochs=epochs)
-        for indices in _batches(order, batch_size):
-            if stop.should_stop(len(indices)):
-                report.stopped_by = stop.reason or "stop condition"
-                break
-            batch = augment_batch(train.features(indices.tolist()), augment, generator)
-            logits, embedding = model.forward_features(batch)
-            loss = F.cross_entropy(logits, train.targets[indices])
-            if distill is not None:
-                loss = loss + distill.loss(batch, logits, embedding)
-            value = loss.item()  # the step's one wait for the device
-            if not math.isfinite(value):
-                raise DivergedError(f"{name}: training diverged (loss {value} at epoch "
-                                    f"{epoch}, step {report.steps}); lower --lr (this run: {lr:g})"
-                                    f" or check the training clips")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            stop.step_done(len(indices))
-            report.steps += 1
-            total_loss += value * len(indices)
-            seen += len(indices)
+        total_loss, seen = _train_epoch(model, optimizer, train, _batches(order, batch_size),
+                                        stop=stop, report=report, loss_terms=loss_terms,
+                                        augment=augment, generator=generator,
+                                        where=(name, epoch, lr))
         if seen == 0:  # stopped before any step of this epoch
             break
         if bn_recal_clips:
@@ -235,17 +217,9 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
                 epoch=epoch, epochs=epochs)
             recalibrate_batchnorm(model, train, max_clips=bn_recal_clips, indices=recal)
         accuracy, val_loss = evaluate_with_loss(model, val)
-        report.epochs_run = epoch + 1
         synchronize(device_of(model))  # the epoch's time covers its kernels on a GPU
-        report.epoch_seconds.append(time.perf_counter() - started)
-        report.val_accuracy.append(accuracy)
-        report.val_loss.append(val_loss)
-        if accuracy is None or best_accuracy is None or _better(accuracy, val_loss, best_accuracy,
-                                                                best_loss):
-            best_accuracy, best_loss, stale = accuracy, val_loss, 0
-            report.best_epoch, report.best_val_accuracy = epoch, accuracy
-            report.best_val_loss = val_loss
-            best_state = copy.deepcopy(model.state_dict())
+        if _record_epoch(report, epoch, time.perf_counter() - started, accuracy, val_loss):
+            best_state, stale = copy.deepcopy(model.state_dict()), 0
         else:
             stale += 1
         if progress is not None:
@@ -258,3 +232,53 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
     stop.finish()
     model.load_state_dict(best_state)
     return report
+
+
+def _train_epoch(model, optimizer, train: PhaseData, batches: list[torch.Tensor], *,
+                 stop: StopCondition, report: FitReport, loss_terms: Sequence[Callable],
+                 augment: str, generator: torch.Generator,
+                 where: tuple[str, int, float]) -> tuple[float, int]:
+    """One epoch's optimizer steps over `batches` (index tensors into `train`) until `stop`
+    says no; returns (summed loss x clips, clips trained). `where`: (the training's name, the
+    epoch, the learning rate) for a DivergedError's message."""
+    total_loss, seen = 0.0, 0
+    for indices in batches:
+        if stop.should_stop(len(indices)):
+            report.stopped_by = stop.reason or "stop condition"
+            break
+        batch = augment_batch(train.features(indices.tolist()), augment, generator)
+        logits, embedding = model.forward_features(batch)
+        loss = F.cross_entropy(logits, train.targets[indices])
+        for term in loss_terms:
+            loss = loss + term(batch, logits, embedding)
+        value = loss.item()  # the step's one wait for the device
+        if not math.isfinite(value):
+            name, epoch, lr = where
+            raise DivergedError(f"{name}: training diverged (loss {value} at epoch {epoch}, "
+                                f"step {report.steps}); lower --lr (this run: {lr:g}) or check "
+                                f"the training clips")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        stop.step_done(len(indices))
+        report.steps += 1
+        total_loss += value * len(indices)
+        seen += len(indices)
+    return total_loss, seen
+
+
+def _record_epoch(report: FitReport, epoch: int, seconds: float, accuracy: float | None,
+                  val_loss: float | None) -> bool:
+    """Add an epoch's validation figures to `report`; True when it is the best so far (always
+    without validation clips: the last epoch is kept)."""
+    report.epochs_run = epoch + 1
+    report.epoch_seconds.append(seconds)
+    report.val_accuracy.append(accuracy)
+    report.val_loss.append(val_loss)
+    best = report.best_val_accuracy
+    if accuracy is None or best is None or _better(accuracy, val_loss, best,
+                                                   report.best_val_loss):
+        report.best_epoch, report.best_val_accuracy = epoch, accuracy
+        report.best_val_loss = val_loss
+        return True
+    return False
