@@ -56,6 +56,16 @@ class ComputeBudget:
             if value is not None and not value > 0:
                 raise EdgeclError(f"{option}: expected a positive number, got {value!r}")
 
+    def remaining(self, *, steps: int, macs: int, seconds: float) -> ComputeBudget | None:
+        """What this budget leaves after `steps`, `macs` and `seconds` were spent (None when a
+        limit is reached; an unlimited limit stays unlimited)."""
+        left = (None if self.max_steps is None else self.max_steps - steps,
+                None if self.max_train_seconds is None else self.max_train_seconds - seconds,
+                None if self.max_train_macs is None else self.max_train_macs - macs)
+        if any(value is not None and value <= 0 for value in left):
+            return None
+        return ComputeBudget(*left)
+
 
 @dataclass
 class PhaseMeter(StopCondition):
