@@ -48,6 +48,15 @@ def memory_options() -> tuple[str, ...]:
     return _MEMORY_FIELDS + tuple(sampler_options())
 
 
+def declared_options() -> dict:
+    """Options declared by the samplers and the steps (edgecl.samplers, edgecl.steps) rather
+    than as RunConfig fields, by name."""
+    from edgecl.samplers import sampler_options
+    from edgecl.steps import step_options
+
+    return {**sampler_options(), **step_options()}
+
+
 def option_name(field_name: str) -> str:
     """The CLI spelling of a config field: memory_size -> --memory-size."""
     return "--" + field_name.replace("_", "-")
@@ -60,8 +69,9 @@ class RunConfig:
     Names come from the registries: `dataset` (edgecl.data, any alias, stored canonical),
     `model` (models.MODEL_NAMES), `mem_manage` (edgecl.samplers), `memory_format`
     (edgecl.memory.formats). The samplers' own options (e.g. uncert_metric, metric_k,
-    noise_lambda) are declared by the samplers: they are keyword arguments of the constructor,
-    attributes of the config and top-level keys of `to_dict()`, held in `sampler_options`.
+    noise_lambda) are declared by the samplers, and the steps' own options by the steps
+    (edgecl.steps): they are keyword arguments of the constructor, attributes of the config and
+    top-level keys of `to_dict()`, held in `sampler_options`.
     """
 
     dataset: str = "synthetic"
@@ -139,9 +149,7 @@ class RunConfig:
     quiet: bool = False
 
     def __init__(self, **values: Any) -> None:
-        from edgecl.samplers import sampler_options
-
-        declared = sampler_options()
+        declared = declared_options()
         given = dict(values.pop("sampler_options", None) or {})
         given.update({name: values.pop(name) for name in list(values) if name in declared})
         unknown = sorted(set(values) - {f.name for f in fields(self)})
@@ -166,7 +174,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         from edgecl.data import canonical_name
         from edgecl.memory.formats import get_format
-        from edgecl.samplers import sampler_class, sampler_options
+        from edgecl.samplers import sampler_class
         from models import MODEL_NAMES
 
         from edgecl.data.fingerprint import absolute_data_root
@@ -192,7 +200,7 @@ class RunConfig:
                                   f"got {getattr(self, name)!r}")
         sampler_class(self.mem_manage)
         get_format(self.memory_format)
-        for name, option in sampler_options().items():
+        for name, option in declared_options().items():
             option.check(self.sampler_options[name])
         for name, (low, high) in INT_RANGES.items():
             value = getattr(self, name, None)
@@ -275,9 +283,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
-        from edgecl.samplers import sampler_options
-
-        known = {f.name for f in fields(cls)} | set(sampler_options())
+        known = {f.name for f in fields(cls)} | set(declared_options())
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def with_tasks_for(self, n_classes: int) -> "RunConfig":
@@ -315,10 +321,14 @@ class RunConfig:
     def identity(self) -> dict[str, Any]:
         """Every option that can change what the run computes (`to_dict()` minus NOT_IDENTITY):
         a run folder holds one run of one identity (edgecl.run_owner). Options at their
-        IDENTITY_DEFAULTS_LEFT_OUT value are left out, so runs from before them keep their
-        identity and name."""
+        IDENTITY_DEFAULTS_LEFT_OUT value, and the steps' own options at their default, are left
+        out, so runs from before them keep their identity and name."""
+        from edgecl.steps import step_options
+
+        left_out = {**IDENTITY_DEFAULTS_LEFT_OUT,
+                    **{name: option.default for name, option in step_options().items()}}
         return {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY
-                and not (k in IDENTITY_DEFAULTS_LEFT_OUT and v == IDENTITY_DEFAULTS_LEFT_OUT[k])}
+                and not (k in left_out and v == left_out[k])}
 
     def identity_hash(self, length: int = 8) -> str:
         """Short stable hash of `identity()`."""

@@ -89,13 +89,18 @@ def _kind(value: Any) -> str:
 
 
 def resolved_options(config) -> dict[str, Any]:
-    """The options of a RunConfig that reproduce it: unset ones, options of samplers other than
-    the run's, memory options of a run without memory, and the exemplar count that a byte budget
-    replaces are left out (giving them would be an error), and the run's folder name is fixed."""
+    """The options of a RunConfig that reproduce it: unset ones, steps' own options at their
+    default, options of samplers other than the run's, memory options of a run without memory,
+    and the exemplar count that a byte budget replaces are left out (giving them would be an
+    error), and the run's folder name is fixed."""
     from edgecl.config import memory_options
     from edgecl.samplers import option_owners, sampler_options
+    from edgecl.steps import step_options
 
     values = dict(config.to_dict(), exp_name=config.name)
+    for name, option in step_options().items():  # at its default: as before the step existed
+        if values.get(name) == option.default:
+            values.pop(name)
     for name in sampler_options():
         if not config.uses_memory or config.mem_manage not in option_owners(name):
             values.pop(name, None)

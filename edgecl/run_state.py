@@ -111,15 +111,15 @@ def _tensors(value: Any) -> Any:
 # --- the file -----------------------------------------------------------------------------
 
 def save_state(run_dir: str | Path, phase: int, *, records: list[dict[str, Any]], memory,
-               sampler, run_rng: np.random.Generator,
-               learner_head: dict[str, Any] | None = None) -> Path:
-    """Write phase_<phase>/state.pt atomically, then drop the previous phase's. `learner_head`:
-    the head the run goes on from when it differs from the checkpoint's (a deployed-only bias
-    correction)."""
+               sampler, run_rng: np.random.Generator, **step_state: Any) -> Path:
+    """Write phase_<phase>/state.pt atomically, then drop the previous phase's. `step_state`:
+    entries the training steps keep for a resumed run (edgecl.steps.Step.state: tensors, plain
+    values and dicts of them), e.g. `learner_head`, the head the run goes on from when it differs
+    from the checkpoint's (a deployed-only bias correction)."""
     import torch
 
-    payload = {"phase": phase, "records": json.dumps(records), "learner_head": learner_head,
-               "memory": memory_state(memory),
+    payload = {"phase": phase, "records": json.dumps(records), "learner_head": None,
+               **step_state, "memory": memory_state(memory),
                "sampler": _tensors(sampler.get_state()) if sampler is not None else {},
                "rng": rng_state(run_rng), "torch_rng": torch.get_rng_state(),
                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}

@@ -64,13 +64,25 @@ def sampler_options(only: Callable[[str], bool] = lambda name: True) -> Callable
     """Decorator adding one CLI option per registered sampler option (`only(name)` filters)."""
     from edgecl.samplers import option_owners, sampler_options as declared
 
+    return _declared_options(
+        [option for option in declared().values() if only(option.name)],
+        lambda option: f"{option.help} (--mem-manage {', '.join(option_owners(option.name))})")
+
+
+def step_options() -> Callable:
+    """Decorator adding one CLI option per option a training step declares (edgecl.steps)."""
+    from edgecl.steps import step_options as declared
+
+    return _declared_options(list(declared().values()), lambda option: option.help)
+
+
+def _declared_options(options: list, help_of: Callable) -> Callable:
+    """Decorator adding a CLI option per SamplerOption-like declaration (`help_of(option)`: its
+    help text)."""
+
     def decorate(command):
-        for option in reversed(list(declared().values())):
-            if not only(option.name):
-                continue
-            owners = ", ".join(option_owners(option.name))
-            kwargs = dict(default=option.default, show_default=True,
-                          help=f"{option.help} (--mem-manage {owners})")
+        for option in reversed(options):
+            kwargs = dict(default=option.default, show_default=True, help=help_of(option))
             if option.choices is not None and all(isinstance(c, int) for c in option.choices):
                 kwargs.update(type=click.Choice([str(c) for c in option.choices]),
                               default=str(option.default), callback=_int_choice)

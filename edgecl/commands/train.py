@@ -129,6 +129,7 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
               show_default=True,
               help="Augment each training batch: specaugment masks one band of mel bins and one "
                    "span of frames per clip (up to an eighth of each).")
+@registry_options.step_options()
 @click.option("--val-fraction", type=float, default=_DEFAULTS.val_fraction, metavar="F",
               show_default=True,
               help="Share of each task's training clips held out for model selection, in "
