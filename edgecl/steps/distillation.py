@@ -78,12 +78,12 @@ class Distillation(Step):
 
         teacher_train_macs = share = None
         if train_macs is not None:
-            # A step on B clips costs B x per_clip MACs, so train_macs / per_clip clips were trained.
+            # A step on B clips costs B x per_clip MACs: train_macs / per_clip clips were trained.
             teacher_train_macs = train_macs // per_clip * self.teacher_macs
             share = teacher_train_macs / train_macs if train_macs else 0.0
-        teacher_ram = device_inference_ram(self.distiller.teacher, run.config.batch_size,
-                                           run.logmel_shape(),
-                                           forward=lambda model, batch: model.forward_features(batch))
+        teacher_ram = device_inference_ram(
+            self.distiller.teacher, run.config.batch_size, run.logmel_shape(),
+            forward=lambda model, batch: model.forward_features(batch))
         ram = replace(ram, teacher=teacher_ram.total)
         record = {**self.distiller.record(), "teacher_macs_per_clip": self.teacher_macs,
                   "teacher_train_macs": teacher_train_macs, "teacher_macs_share": share,

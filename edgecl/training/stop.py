@@ -71,10 +71,11 @@ class ComputeBudget:
 class PhaseMeter(StopCondition):
     """Counts one phase's optimizer steps, training MACs and time, and stops at its budget.
 
-    A step on B clips costs `B x step_macs_per_clip` MACs (`train_step_macs(macs, 1)`, plus a
-    distillation teacher's forward per clip: a step's MACs are linear in the batch). Steps and MACs never exceed their budget (a step that would
-    overshoot the MAC budget is not taken); the time budget is checked between steps, so a phase
-    may overrun it by at most one step.
+    A step on B clips costs `B x step_macs_per_clip` MACs (`train_step_macs(macs, 1)`, plus what
+    the training steps of edgecl.steps add per clip, e.g. a distillation teacher's forward: a
+    step's MACs are linear in the batch). Steps and MACs never exceed their budget (a step that
+    would overshoot the MAC budget is not taken); the time budget is checked between steps, so a
+    phase may overrun it by at most one step.
     """
 
     budget: ComputeBudget = field(default_factory=ComputeBudget)
