@@ -180,7 +180,7 @@ class ContinualRun:
         save and export one phase."""
         trained = self.train_phase(phase, tasks)
         record = trained.record
-        for step in self.steps:  # the last of them refills the memory (edgecl.steps)
+        for step in self.steps:  # among them the memory refill (edgecl.steps)
             step.after_fit(self, trained)
         for step in self.steps:
             step.before_test(self, trained)
