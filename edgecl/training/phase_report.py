@@ -53,7 +53,7 @@ def export_notes(exports: list[dict[str, Any]]) -> list[str]:
 def run_header(config, memory, plan, split) -> list[str]:
     """The run log's first lines: the method, its memory, the tasks of `plan` and the dataset."""
     with_memory = ""
-    if memory:
+    if memory is not None:  # an empty memory (a fresh run) is described too
         with_memory = (f" with {config.mem_manage} memory of {memory.capacity} "
                        f"{memory.format.name} exemplars"
                        + (f" ({config.memory_bytes} bytes)" if config.memory_bytes else ""))
