@@ -62,3 +62,24 @@ def test_a_steps_own_option_is_a_config_keyword_checked_and_left_out_at_its_defa
     assert "toy" in [type(step).name for step in build_steps(weighted)]
     with pytest.raises(EdgeclError, match="--toy-weight"):
         RunConfig(toy_weight=-1.0)
+
+
+def test_a_damaged_step_entry_in_state_pt_is_a_one_line_error(six_class_manifest, tmp_path,
+                                                              monkeypatch):
+    import torch
+
+    from edgecl.run_state import state_path
+    from edgecl.trainer import ContinualRun
+    from run_helpers import Interrupted, dies_before_committing, small_run_options
+
+    config = RunConfig(**small_run_options(six_class_manifest, mem_manage="reservoir",
+                                           bias_correction="deployed", seed=3, n_tasks=2),
+                       workspace=str(tmp_path))
+    with dies_before_committing(monkeypatch, 1), pytest.raises(Interrupted):
+        ContinualRun(config).run()
+    path = state_path(tmp_path / config.name, 0)
+    payload = torch.load(path, weights_only=True)
+    payload["learner_head"] = {"fc.weight": torch.zeros(1)}  # a dict, but not this head's
+    torch.save(payload, path)
+    with pytest.raises(EdgeclError, match="state.pt: unreadable run state .*--overwrite"):
+        ContinualRun(config).run()

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from edgecl.device import device_change_note
+from edgecl.errors import EdgeclError
 from edgecl.results import PhaseRecord, write_results
 from edgecl.run_state import drop_uncommitted, load_phase_weights, load_state, restore_state
 
@@ -29,8 +30,7 @@ def resume_run(run, previous: dict[str, Any] | None) -> int:
         run.open_features()  # the run's own front end (see load_phase_weights): its features
         run.log(f"resuming with the front end the run started with (stft_impl "
                 f"{run.model.frontend.stft_impl!r})")
-    for step in run.steps:
-        step.restore(run, payload)
+    _restore_steps(run, payload)
     run.records = [PhaseRecord.from_dict(r) for r in payload["records"]]
     restore_state(payload, memory=run.memory, sampler=run.sampler, run_rng=run.rng)
     write_results(run.run_dir, run.results(complete=False))
@@ -49,3 +49,17 @@ def note_thread_change(log, previous: dict[str, Any] | None, done: int) -> None:
         log(f"note: phases 0-{done} ran on {ran_on} thread(s), this session on {now}; "
             f"the results will differ in the last bits from an uninterrupted run "
             f"(--threads {ran_on} matches it)")
+
+
+def _restore_steps(run, payload: dict[str, Any]) -> None:
+    """Each step's state back from the payload; an entry that does not fit (a damaged file) is
+    a one-line error naming the file."""
+    try:
+        for step in run.steps:
+            step.restore(run, payload)
+    except EdgeclError:
+        raise
+    except Exception as error:  # an entry of the right type holding values that do not fit
+        detail = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+        raise EdgeclError(f"{payload.get('path', 'state.pt')}: unreadable run state ({detail}); "
+                          f"pass --overwrite to start the run again") from None
