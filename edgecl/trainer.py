@@ -45,8 +45,8 @@ from edgecl.training import ComputeBudget, PhaseData, PhaseMeter, StopCondition,
 from edgecl.training.budget_check import check_first_step
 from edgecl.training.epoch_progress import EpochProgress
 from edgecl.training.phase_data import training_items
-from edgecl.training.resume import resume_run
 from edgecl.training.phase_report import export_notes, percent, run_header, training_details
+from edgecl.training.resume import resume_run
 
 
 def set_determinism(seed: int, threads: int) -> None:
