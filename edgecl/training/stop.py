@@ -9,8 +9,9 @@ the first limit reached ("max_steps", "max_train_macs", "max_train_seconds") or 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from edgecl.errors import EdgeclError
 
