@@ -38,7 +38,8 @@ IDENTITY_DEFAULTS_LEFT_OUT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 
                              "tflm_window_seconds": None, "balanced_epochs": 0,
                              "balanced_lr": 1e-4, "uncert_trim": 0.0, "uncert_ties": "random",
                              "batch_sampling": "uniform", "lr_incremental": None,
-                             "augment": "none", "bias_correction": "off", "allow_tf32": False}
+                             "augment": "none", "bias_correction": "off", "allow_tf32": False,
+                             "precision": "fp32"}
 
 
 def memory_options() -> tuple[str, ...]:
@@ -145,6 +146,9 @@ class RunConfig:
     device: str = "auto"  # auto, cpu or cuda (edgecl.device)
     # TF32 matmuls and convolutions on a GPU: faster, not bit-reproducible (edgecl.device).
     allow_tf32: bool = False
+    # Number format of the training forward (edgecl.precision): fp32, bf16 or auto (bf16 where
+    # the hardware runs it natively); a run records the resolved value.
+    precision: str = "fp32"
     threads: int = 2
     quiet: bool = False
 
@@ -190,11 +194,13 @@ class RunConfig:
 
         from edgecl.training.augment import AUGMENTS
         from edgecl.training.batch_sampling import BATCH_SAMPLINGS
+        from edgecl.precision import PRECISIONS
         from edgecl.training.bias_correction import BIAS_CORRECTIONS
 
         for name, allowed in (("model", MODEL_NAMES), ("mode", MODES), ("device", DEVICES),
                               ("target", TARGETS), ("batch_sampling", BATCH_SAMPLINGS),
-                              ("augment", AUGMENTS), ("bias_correction", BIAS_CORRECTIONS)):
+                              ("augment", AUGMENTS), ("bias_correction", BIAS_CORRECTIONS),
+                              ("precision", PRECISIONS)):
             if getattr(self, name) not in allowed:
                 raise EdgeclError(f"{option_name(name)}: expected one of {', '.join(allowed)}, "
                                   f"got {getattr(self, name)!r}")

@@ -89,11 +89,12 @@ class TrainingPrecision:
 
     name: str = "fp32"  # fp32 or bf16 (resolved)
     device_type: str = "cpu"
+    requested: str = "fp32"  # as given: fp32, bf16 or auto
 
     @classmethod
     def for_device(cls, requested: str, device) -> TrainingPrecision:
         device_type = getattr(device, "type", str(device))
-        return cls(resolve_precision(requested, device_type), device_type)
+        return cls(resolve_precision(requested, device_type), device_type, requested)
 
     @property
     def autocast_dtype(self) -> str | None:
@@ -133,16 +134,22 @@ class TrainingPrecision:
         return scaled_step
 
     def record(self) -> dict[str, str | None]:
-        """For results.json's provenance: the resolved precision and autocast's type."""
-        return {"precision": self.name, "autocast_dtype": self.autocast_dtype}
+        """For results.json's provenance: the precision as requested and resolved, and
+        autocast's type."""
+        return {"requested": self.requested, "resolved": self.name,
+                "autocast_dtype": self.autocast_dtype}
 
     def describe(self) -> str:
         """One line for train.log."""
+        why = ""
+        if self.requested == "auto":
+            native = "has" if self.name == "bf16" else "has no"
+            why = f" (auto: this {self.device_type} {native} native bfloat16)"
         if self.name == "fp32":
-            return "training precision fp32"
-        return (f"training precision {self.name}: backbone and head under {self.device_type} "
-                f"autocast ({self.autocast_dtype}); front end, loss, weights and optimizer in "
-                f"float32")
+            return f"training precision fp32{why}"
+        return (f"training precision {self.name}{why}: backbone and head under "
+                f"{self.device_type} autocast ({self.autocast_dtype}); front end, loss, weights "
+                f"and optimizer in float32")
 
 
 FP32 = TrainingPrecision()

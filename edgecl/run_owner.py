@@ -88,9 +88,11 @@ class OwnedFolder:
 
 
 def _differences(recorded: dict[str, Any], wanted: dict[str, Any], limit: int = 4) -> str:
+    from edgecl.config import IDENTITY_DEFAULTS_LEFT_OUT as left_out  # an absent key: its default
+
     keys = sorted(set(recorded) | set(wanted))
-    diffs = [f"{k} {recorded.get(k)!r} (now {wanted.get(k)!r})" for k in keys
-             if recorded.get(k) != wanted.get(k)]
+    diffs = [f"{k} {recorded.get(k, left_out.get(k))!r} (now {wanted.get(k, left_out.get(k))!r})"
+             for k in keys if recorded.get(k) != wanted.get(k)]
     more = f" and {len(diffs) - limit} more" if len(diffs) > limit else ""
     return ", ".join(diffs[:limit]) + more
 

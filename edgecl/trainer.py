@@ -33,6 +33,7 @@ from edgecl.feature_store import STORE_FOLDER, FeatureStore
 from edgecl.features import FeatureCache
 from edgecl.items import ClipItems
 from edgecl.memory_update import build_memory
+from edgecl.precision import TrainingPrecision
 from edgecl.progress import ProgressLines, RunEstimate
 from edgecl.provenance import provenance, utc_now
 from edgecl.results import PhaseRecord, RunLog, build_results, phase_table, write_results
@@ -47,6 +48,7 @@ from edgecl.training.epoch_progress import EpochProgress
 from edgecl.training.phase_data import training_items
 from edgecl.training.phase_report import export_notes, percent, run_header, training_details
 from edgecl.training.resume import resume_run
+from edgecl.training.run_model import build_run_model
 
 
 def set_determinism(seed: int, threads: int) -> None:
@@ -77,12 +79,13 @@ class ContinualRun:
                  overwrite: bool = False) -> None:
         check_exp_name(config.name)
         self.device = resolve_device(config.device)  # before any work: cuda may be missing
+        self.precision = TrainingPrecision.for_device(config.precision, self.device)  # auto too
         set_determinism(config.seed, config.threads)
         deterministic_kernels(self.device, allow_tf32=config.allow_tf32)
         name = config.name  # the default name hashes the options as given, before resolving
         self.config, self.split, self.plan = load_plan(config)
         validate_dataset(self.split, self.plan.class_order, progress=not config.quiet)
-        self.config = config = replace(self.config, exp_name=name)
+        self.config = config = replace(self.config, exp_name=name, precision=self.precision.name)
         self.overwrite, self.skipped = overwrite, False  # skipped: run() found it complete
         self.run_dir = Path(config.workspace) / config.name
         self.log = RunLog(self.run_dir / LOG_NAME, echo=not config.quiet)
@@ -97,7 +100,7 @@ class ContinualRun:
             config.compute_budget(), step_macs_per_clip=self.step_macs(macs, extra)))
         self.rng = np.random.default_rng(config.seed)
         self.audio = ClipAudio(self.split.sample_rate, self.split.clip_samples)
-        self.model = self._build_model().to(self.device)
+        self.model = build_run_model(config, self.plan, self.split).to(self.device)
         check_input_lengths(self.model, self.split, config)
         self.open_features()
         self.memory, self.sampler = build_memory(config, self.exemplar_shape, len(
@@ -106,15 +109,6 @@ class ContinualRun:
         check_first_step(config.max_train_macs, self.phases, self.model, self.split.clip_samples,
                          batch_size=config.batch_size, step_macs=self.step_macs, steps=self.steps)
         self.records: list[PhaseRecord] = []
-
-    def _build_model(self):
-        from models import build_model
-        from models.frontend import FrontEndConfig
-
-        n_classes = (len(self.plan.class_order) if self.config.mode == "joint"
-                     else len(self.plan.tasks[0].classes))
-        frontend = FrontEndConfig.for_sample_rate(self.split.sample_rate, n_mels=self.config.n_mels)
-        return build_model(self.config.model, n_classes, frontend, width=self.config.width)
 
     def open_features(self) -> None:
         """The feature cache of the model's front end (and its store) and the clip items on it."""
@@ -156,7 +150,8 @@ class ContinualRun:
     def _run(self, start: int) -> dict[str, Any]:
         self.started_utc = utc_now()
         write_config_file(self.run_dir, self.config)
-        for line in run_header(self.config, self.memory, self.plan, self.split):
+        for line in [*run_header(self.config, self.memory, self.plan, self.split),
+                     self.precision.describe()]:
             self.log(line)
         for phase, tasks in enumerate(self.phases):
             if phase < start:
@@ -261,7 +256,8 @@ class ContinualRun:
                          batch_size=config.batch_size, lr=config.phase_lr(phase),
                          patience=config.patience, bn_recal_clips=config.bn_recal_clips,
                          generator=generator, stop=stop, progress=progress,
-                         name=f"phase {phase}", loss_terms=terms, **options)
+                         name=f"phase {phase}", loss_terms=terms, precision=self.precision,
+                         **options)
         finally:
             progress.close()
         self.estimate.phase_done(report.epochs_run)
@@ -289,6 +285,7 @@ class ContinualRun:
         made_by = provenance(started=getattr(self, "started_utc", None),
                              ended=utc_now() if complete else None,
                              threads=torch.get_num_threads(), device=self.device)
+        made_by["training_precision"] = self.precision.record()
         return build_results(self.config.to_dict(), self.plan.class_order,
                              [t.classes for t in self.plan.tasks],
                              [r.as_dict() for r in self.records], complete, provenance=made_by)

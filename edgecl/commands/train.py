@@ -9,6 +9,7 @@ from edgecl import config as cfg
 from edgecl.commands import options as registry_options
 from edgecl.device import DEVICES
 from edgecl.errors import EdgeclError
+from edgecl.precision import PRECISIONS
 from edgecl.training.augment import AUGMENTS
 from edgecl.training.batch_sampling import BATCH_SAMPLINGS
 from edgecl.training.bias_correction import BIAS_CORRECTIONS
@@ -200,6 +201,12 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
 @click.option("--allow-tf32/--no-allow-tf32", default=_DEFAULTS.allow_tf32, show_default=True,
               help="On a GPU, let matmuls and convolutions use TF32 (faster; results are then "
                    "not reproducible bit for bit and differ from float32).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=_DEFAULTS.precision,
+              show_default=True,
+              help="Training forward in float32, or the backbone and head in bfloat16 under "
+                   "autocast (front end, loss, weights and optimizer stay float32; exports come "
+                   "from float32 weights); auto: bf16 where the CPU (AVX-512 BF16, AMX) or GPU "
+                   "runs it natively, else fp32.")
 @click.option("--threads", type=int, default=_DEFAULTS.threads, show_default=True,
               help="CPU threads for torch.")
 @click.option("--quiet", is_flag=True, help="No progress bars or log lines on stderr.")

@@ -108,9 +108,9 @@ def method_label(config: dict[str, Any]) -> str:
     -pgb progressive); -specaugment;
     -ilr0.0001 with another learning rate after phase 0; -bft5 with 5 epochs of class-balanced
     fine-tuning (-bft5lr0.001 at another lr); a BatchNorm recalibration other than the default
-    adds -bn256 (its clips)."""
+    adds -bn256 (its clips); training in bf16 adds -bf16."""
     return (_memory_label(config) + _distill_label(config) + _bias_label(config)
-            + _recal_label(config))
+            + _recal_label(config) + _precision_label(config))
 
 
 _BATCH_SAMPLING_LABELS = {"class-balanced": "-cbb", "square-root": "-sqb", "progressive": "-pgb"}
@@ -139,6 +139,11 @@ def _bias_label(config: dict[str, Any]) -> str:
 def _recal_label(config: dict[str, Any]) -> str:
     clips = config.get("bn_recal_clips", IDENTITY_DEFAULTS_LEFT_OUT["bn_recal_clips"])
     return "" if clips == IDENTITY_DEFAULTS_LEFT_OUT["bn_recal_clips"] else f"-bn{clips}"
+
+
+def _precision_label(config: dict[str, Any]) -> str:
+    precision = config.get("precision", IDENTITY_DEFAULTS_LEFT_OUT["precision"])
+    return "" if precision == IDENTITY_DEFAULTS_LEFT_OUT["precision"] else f"-{precision}"
 
 
 def _distill_label(config: dict[str, Any]) -> str:

@@ -71,7 +71,7 @@ class BalancedFinetuning(Step):
         report = fit(run.model, data, val, epochs=settings.epochs, batch_size=config.batch_size,
                      lr=settings.lr, patience=0, bn_recal_clips=config.bn_recal_clips,
                      generator=generator, stop=meter,
-                     name=f"phase {phase.index} balanced fine-tuning")
+                     name=f"phase {phase.index} balanced fine-tuning", precision=run.precision)
         seconds = time.perf_counter() - started
         run.features.forget_source("coded")
         entry.update(steps=meter.steps, macs=meter.macs, seconds=seconds,

@@ -37,7 +37,7 @@ class Distillation(Step):
         from edgecl.training.distill import Distiller
 
         self.distiller = None if phase.index == 0 else Distiller(run.model, self.settings,
-                                                                  len(phase.seen))
+                                                                  len(phase.seen), run.precision)
 
     def extra_macs_per_clip(self, run, phase: Phase) -> int:
         from edgecl.budget.macs import ModelMacs

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from edgecl.precision import FP32
+
 
 def output_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                         temperature: float) -> torch.Tensor:
@@ -75,14 +77,18 @@ class Distiller:
 
     `teacher` is copied (the caller's model goes on training), put in eval mode (its BatchNorm
     uses the statistics it ended its phase with) and never gets gradients. `n_seen` is the number
-    of classes the student learns in this phase; the teacher's head gives n_old.
+    of classes the student learns in this phase; the teacher's head gives n_old. `precision` (an
+    edgecl.precision.TrainingPrecision) runs the teacher's forward under the student's autocast;
+    the losses are computed in float32.
     """
 
-    def __init__(self, teacher, settings: DistillSettings, n_seen: int) -> None:
+    def __init__(self, teacher, settings: DistillSettings, n_seen: int,
+                 precision=None) -> None:
         self.teacher = copy.deepcopy(teacher).eval()
         for parameter in self.teacher.parameters():
             parameter.requires_grad_(False)
         self.settings = settings
+        self.precision = precision or FP32  # the teacher's forward runs as the student's
         self.n_old = int(self.teacher.head.n_classes)
         self.n_seen = int(n_seen)
         self.scale = adaptive_scale(self.n_old, self.n_seen) if settings.adaptive else 1.0
@@ -92,8 +98,9 @@ class Distiller:
     def loss(self, logmel: torch.Tensor, student_logits: torch.Tensor,
              student_embedding: torch.Tensor) -> torch.Tensor:
         """The weighted distillation loss of one batch (the teacher runs on the same log-mels)."""
-        with torch.no_grad():
+        with torch.no_grad(), self.precision.autocast():
             teacher_logits, teacher_embedding = self.teacher.forward_features(logmel)
+        teacher_logits, teacher_embedding = teacher_logits.float(), teacher_embedding.float()
         total = student_logits.new_zeros(())
         if self.output_weight > 0:
             total = total + self.output_weight * output_distillation(

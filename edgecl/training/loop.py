@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from edgecl.device import device_of, synchronize
 from edgecl.errors import EdgeclError
+from edgecl.precision import FP32
 from edgecl.training.augment import augment as augment_batch
 from edgecl.training.batch_sampling import epoch_order
 from edgecl.training.stop import StopCondition
@@ -179,7 +180,7 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
         patience: int, generator: torch.Generator, bn_recal_clips: int = 1024,
         stop: StopCondition | None = None, progress: Callable | None = None,
         name: str = "training", loss_terms: Sequence[Callable] = (), sampling: str = "uniform",
-        augment: str = "none") -> FitReport:
+        augment: str = "none", precision=None) -> FitReport:
     """Train `model` on `train`; keep the weights of the best epoch on the validation split
     (highest accuracy, ties broken by lower loss).
 
@@ -190,7 +191,8 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
     clips (0: kept as training left them). `sampling` draws each epoch's clips
     (edgecl.training.batch_sampling: uniform, class-balanced, square-root or progressive); the
     recalibration clips are drawn the same way. `augment` (edgecl.training.augment) transforms
-    each training batch.
+    each training batch. `precision` (an edgecl.precision.TrainingPrecision; None: fp32) runs
+    the training forward under its autocast; the loss is computed in float32.
     Without validation clips the last epoch's weights are kept. `progress(epoch, loss, val_acc,
     steps)` is called after each epoch. A non-finite loss raises DivergedError naming `name` (e.g.
     "phase 2"): the weights are unusable, so nothing trained after it may be reported.
@@ -198,6 +200,7 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
     stop = stop or StopCondition()
     report = FitReport()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer_step = (precision or FP32).optimizer_step(optimizer)
     best_state, stale = copy.deepcopy(model.state_dict()), 0
     stop.start()
     for epoch in range(epochs):
@@ -205,10 +208,11 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
         started = time.perf_counter()
         model.train()
         order = epoch_order(train.targets, sampling, generator, epoch=epoch, epochs=epochs)
-        total_loss, seen = _train_epoch(model, optimizer, train, _batches(order, batch_size),
-                                        stop=stop, report=report, loss_terms=loss_terms,
-                                        augment=augment, generator=generator,
-                                        where=(name, epoch, lr))
+        total_loss, seen = _train_epoch(model, (optimizer, optimizer_step), train,
+                                        _batches(order, batch_size), stop=stop, report=report,
+                                        loss_terms=loss_terms, augment=augment,
+                                        generator=generator, where=(name, epoch, lr),
+                                        precision=precision or FP32)
         if seen == 0:  # stopped before any step of this epoch
             break
         if bn_recal_clips:
@@ -234,20 +238,24 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
     return report
 
 
-def _train_epoch(model, optimizer, train: PhaseData, batches: list[torch.Tensor], *,
-                 stop: StopCondition, report: FitReport, loss_terms: Sequence[Callable],
-                 augment: str, generator: torch.Generator,
-                 where: tuple[str, int, float]) -> tuple[float, int]:
+def _train_epoch(model, optimizer: tuple, train: PhaseData,
+                 batches: list[torch.Tensor], *, stop: StopCondition, report: FitReport,
+                 loss_terms: Sequence[Callable], augment: str, generator: torch.Generator,
+                 where: tuple[str, int, float], precision) -> tuple[float, int]:
     """One epoch's optimizer steps over `batches` (index tensors into `train`) until `stop`
-    says no; returns (summed loss x clips, clips trained). `where`: (the training's name, the
+    says no; returns (summed loss x clips, clips trained). `optimizer`: (the optimizer, its
+    `step(loss)` in the run's precision). `where`: (the training's name, the
     epoch, the learning rate) for a DivergedError's message."""
     total_loss, seen = 0.0, 0
+    optimizer, optimizer_step = optimizer
     for indices in batches:
         if stop.should_stop(len(indices)):
             report.stopped_by = stop.reason or "stop condition"
             break
         batch = augment_batch(train.features(indices.tolist()), augment, generator)
-        logits, embedding = model.forward_features(batch)
+        with precision.autocast():
+            logits, embedding = model.forward_features(batch)
+        logits, embedding = logits.float(), embedding.float()  # the losses in float32
         loss = F.cross_entropy(logits, train.targets[indices])
         for term in loss_terms:
             loss = loss + term(batch, logits, embedding)
@@ -258,8 +266,7 @@ def _train_epoch(model, optimizer, train: PhaseData, batches: list[torch.Tensor]
                                 f"step {report.steps}); lower --lr (this run: {lr:g}) or check "
                                 f"the training clips")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        optimizer_step(loss)
         stop.step_done(len(indices))
         report.steps += 1
         total_loss += value * len(indices)
