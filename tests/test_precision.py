@@ -136,3 +136,24 @@ def test_bf16_run_is_reproducible_at_the_same_thread_count(six_class_manifest, t
     for a, b in zip(_checkpoint_tensors(tmp_path / "first" / "run"),
                     _checkpoint_tensors(tmp_path / "second" / "run"), strict=True):
         assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_bench_train_times_every_precision_with_the_speedup(tiny_manifest, tmp_path):
+    from click.testing import CliRunner
+
+    from edgecl.cli import main
+
+    args = ["bench", "train", "--dataset", "manifest", "--data-root", str(tiny_manifest),
+            "--workspace", str(tmp_path), "--models", "bc-resnet", "--sample-rates",
+            "8000,16000", "--width", "8", "--epochs", "1", "--batch-size", "4", "--threads", "1"]
+    result = CliRunner().invoke(main, args + ["--precision", "fp32,bf16", "--rounds", "2",
+                                              "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [(r["sample_rate"], r["precision"]) for r in rows] == [
+        (8000, "fp32"), (8000, "bf16"), (16000, "fp32"), (16000, "bf16")]
+    for fp32, bf16 in (rows[:2], rows[2:]):
+        assert fp32["speedup"] == 1.0
+        assert bf16["speedup"] == pytest.approx(fp32["epoch_seconds"] / bf16["epoch_seconds"])
+    bad = CliRunner().invoke(main, args + ["--precision", "fp32,fp16"])
+    assert bad.exit_code != 0 and "--precision" in bad.output

@@ -178,11 +178,46 @@ def time_training_epoch(config) -> dict:
     seconds = statistics.median(trained.record.details["epoch_seconds"])
     audio_seconds = run.split.clip_samples / run.split.sample_rate
     return {"model": config.model, "device": str(run.device), "sample_rate": run.split.sample_rate,
+            "precision": run.precision.name,
             "clip_seconds": audio_seconds, "train_clips": len(task.train),
             "val_clips": len(task.val), "epochs": len(trained.record.details["epoch_seconds"]),
             "epoch_seconds": seconds, "ms_per_train_clip": 1000 * seconds / len(task.train),
             "frontend_mmacs_per_second": trained.macs.frontend / audio_seconds / 1e6,
             "backbone_mmacs_per_second": trained.macs.backbone / audio_seconds / 1e6}
+
+
+def time_precisions(config, precisions: list[str], rounds: int) -> list[dict]:
+    """Rows of `bench train` for one model and rate, one per precision: `rounds` rounds, each
+    timing every precision in turn (interleaved, so a busy machine slows them alike); each row
+    holds the median over rounds and `speedup`, the first precision's epoch time over its own."""
+    from dataclasses import replace
+
+    timed: dict[str, list[dict]] = {p: [] for p in precisions}
+    for _ in range(rounds):
+        for precision in precisions:
+            name = config.exp_name + ("" if precision == "fp32" else f"-{precision}")
+            timed[precision].append(time_training_epoch(
+                replace(config, precision=precision, exp_name=name)))
+    rows = []
+    for precision in precisions:
+        row = dict(timed[precision][0])
+        row["epoch_seconds"] = statistics.median(r["epoch_seconds"] for r in timed[precision])
+        row["ms_per_train_clip"] = 1000 * row["epoch_seconds"] / row["train_clips"]
+        rows.append(row)
+    for row in rows:
+        row["speedup"] = rows[0]["epoch_seconds"] / row["epoch_seconds"]
+    return rows
+
+
+def _precision_list(_ctx, param, value: str) -> list[str]:
+    from edgecl.errors import EdgeclError
+    from edgecl.precision import PRECISIONS
+
+    names = list(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    if not names or any(name not in PRECISIONS for name in names):
+        raise EdgeclError(f"--{param.name}: expected comma-separated precisions from "
+                          f"{', '.join(PRECISIONS)}, got {value!r}")
+    return names
 
 
 def _int_list(_ctx, param, value: str) -> list[int]:
@@ -216,6 +251,15 @@ def _int_list(_ctx, param, value: str) -> list[int]:
 @click.option("--clips-per-class", type=int, default=100, show_default=True)
 @click.option("--epochs", type=int, default=2, show_default=True,
               help="Epochs timed per model and rate (the median is reported).")
+@click.option("--precision", "precisions", default="fp32", show_default=True,
+              callback=_precision_list,
+              help="Comma-separated training precisions to time (fp32, bf16, auto), e.g. "
+                   "fp32,bf16: each model and rate in every one, with the speed-up over the "
+                   "first.")
+@click.option("--rounds", type=int, default=1, show_default=True,
+              callback=option_range(1, 1000),
+              help="Rounds of timing every precision in turn (the median over rounds is "
+                   "reported).")
 @click.option("--seed", type=int, default=3, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
@@ -223,13 +267,15 @@ def _int_list(_ctx, param, value: str) -> list[int]:
 @click.option("--workspace", type=click.Path(file_okay=False), default="workspace",
               show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def bench_train_command(models: str, sample_rates: list[int], epochs: int, as_json: bool,
-                        **options) -> None:
+def bench_train_command(models: str, sample_rates: list[int], epochs: int, precisions: list[str],
+                        rounds: int, as_json: bool, **options) -> None:
     """Time one training epoch per model and sample rate, on cached log-mel features.
 
     Each model and rate trains the first task of a finetune run (--n-init-cls classes) for
     --epochs epochs after computing its features; prints the median epoch time, the time per
-    training clip and the front end's and backbone's MACs per second of audio.
+    training clip and the front end's and backbone's MACs per second of audio. With several
+    --precision values, each model and rate is timed in each (interleaved over --rounds) and
+    `speedup` is the first precision's epoch time over the row's.
     """
     from models import MODEL_NAMES
 
@@ -248,14 +294,16 @@ def bench_train_command(models: str, sample_rates: list[int], epochs: int, as_js
             config = RunConfig(mode="finetune", model=name, sample_rate=rate, epochs=epochs,
                                patience=0, export=False, quiet=True, n_tasks=1,
                                exp_name=f"bench-train-{name}-{rate}", **options)
-            rows.append(time_training_epoch(config))
+            rows += time_precisions(config, precisions, rounds)
     if as_json:
         click.echo(json_text(rows))
         return
     click.echo(f"median of {epochs} epoch(s) on cached features, on {rows[0]['device']}, "
-               f"{options['threads']} thread(s)")
+               f"{options['threads']} thread(s)"
+               + (f"; median of {rounds} interleaved rounds, speedup against {precisions[0]}"
+                  if len(precisions) > 1 else ""))
     click.echo(format_table(rows, ("model", "sample_rate", "clip_seconds", "train_clips",
-                                   "epoch_seconds", "ms_per_train_clip",
+                                   "precision", "epoch_seconds", "ms_per_train_clip", "speedup",
                                    "frontend_mmacs_per_second", "backbone_mmacs_per_second")))
 
 
