@@ -157,3 +157,18 @@ def test_bench_train_times_every_precision_with_the_speedup(tiny_manifest, tmp_p
         assert bf16["speedup"] == pytest.approx(fp32["epoch_seconds"] / bf16["epoch_seconds"])
     bad = CliRunner().invoke(main, args + ["--precision", "fp32,fp16"])
     assert bad.exit_code != 0 and "--precision" in bad.output
+
+
+def test_a_grid_spec_sets_the_precision_of_its_trials():
+    from edgecl.grid.spec import GridSpec
+
+    spec = GridSpec("g", common={"dataset": "synthetic", "precision": "bf16"},
+                    methods=[("finetune", {"mode": "finetune"})])
+    trial = spec.trials()[0]
+    args = trial.train_args("ws")
+    assert args[args.index("--precision") + 1] == "bf16"
+    fp32 = GridSpec("g", common={"dataset": "synthetic"},
+                    methods=[("finetune", {"mode": "finetune"})]).trials()[0]
+    assert fp32.name != trial.name  # separate run folders
+    with pytest.raises(EdgeclError, match="'precision' = 'fp16'"):
+        GridSpec("g", common={"precision": "fp16"}, methods=[("f", {"mode": "finetune"})]).trials()
