@@ -155,6 +155,8 @@ def test_bench_train_times_every_precision_with_the_speedup(tiny_manifest, tmp_p
     for fp32, bf16 in (rows[:2], rows[2:]):
         assert fp32["speedup"] == 1.0
         assert bf16["speedup"] == pytest.approx(fp32["epoch_seconds"] / bf16["epoch_seconds"])
+        assert bf16["cpu_speedup"] == pytest.approx(
+            fp32["epoch_cpu_seconds"] / bf16["epoch_cpu_seconds"])
     bad = CliRunner().invoke(main, args + ["--precision", "fp32,fp16"])
     assert bad.exit_code != 0 and "--precision" in bad.output
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import time
 
 import click
 
@@ -174,7 +175,9 @@ def time_training_epoch(config) -> dict:
     run = ContinualRun(config)
     task = run.plan.tasks[0]
     run.items.features.get([run.items.clip(lc.clip) for lc in task.train + task.val])
+    cpu_started = time.process_time()  # CPU time: what a shared machine's load inflates least
     trained = run.train_phase(0, [task])
+    cpu_seconds = (time.process_time() - cpu_started) / trained.record.details["epochs_run"]
     seconds = statistics.median(trained.record.details["epoch_seconds"])
     audio_seconds = run.split.clip_samples / run.split.sample_rate
     return {"model": config.model, "device": str(run.device), "sample_rate": run.split.sample_rate,
@@ -182,6 +185,7 @@ def time_training_epoch(config) -> dict:
             "clip_seconds": audio_seconds, "train_clips": len(task.train),
             "val_clips": len(task.val), "epochs": len(trained.record.details["epoch_seconds"]),
             "epoch_seconds": seconds, "ms_per_train_clip": 1000 * seconds / len(task.train),
+            "epoch_cpu_seconds": cpu_seconds,
             "frontend_mmacs_per_second": trained.macs.frontend / audio_seconds / 1e6,
             "backbone_mmacs_per_second": trained.macs.backbone / audio_seconds / 1e6}
 
@@ -189,7 +193,8 @@ def time_training_epoch(config) -> dict:
 def time_precisions(config, precisions: list[str], rounds: int) -> list[dict]:
     """Rows of `bench train` for one model and rate, one per precision: `rounds` rounds, each
     timing every precision in turn (interleaved, so a busy machine slows them alike); each row
-    holds the median over rounds and `speedup`, the first precision's epoch time over its own."""
+    holds the median over rounds and `speedup`, the first precision's epoch time over its own
+    (`cpu_speedup`: the same in CPU seconds, which other jobs on a shared machine inflate less)."""
     from dataclasses import replace
 
     timed: dict[str, list[dict]] = {p: [] for p in precisions}
@@ -203,9 +208,12 @@ def time_precisions(config, precisions: list[str], rounds: int) -> list[dict]:
         row = dict(timed[precision][0])
         row["epoch_seconds"] = statistics.median(r["epoch_seconds"] for r in timed[precision])
         row["ms_per_train_clip"] = 1000 * row["epoch_seconds"] / row["train_clips"]
+        row["epoch_cpu_seconds"] = statistics.median(r["epoch_cpu_seconds"]
+                                                     for r in timed[precision])
         rows.append(row)
     for row in rows:
         row["speedup"] = rows[0]["epoch_seconds"] / row["epoch_seconds"]
+        row["cpu_speedup"] = rows[0]["epoch_cpu_seconds"] / row["epoch_cpu_seconds"]
     return rows
 
 
@@ -304,6 +312,7 @@ def bench_train_command(models: str, sample_rates: list[int], epochs: int, preci
                   if len(precisions) > 1 else ""))
     click.echo(format_table(rows, ("model", "sample_rate", "clip_seconds", "train_clips",
                                    "precision", "epoch_seconds", "ms_per_train_clip", "speedup",
+                                   "epoch_cpu_seconds", "cpu_speedup",
                                    "frontend_mmacs_per_second", "backbone_mmacs_per_second")))
 
 
