@@ -20,11 +20,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import models.inference as inference
 from edgecl.config import RunConfig
 from edgecl.memory_update import embedding_pass_seconds, update_memory, warm_items
 from edgecl.samplers import build_sampler
 from edgecl.trainer import ContinualRun
+from models import inference
 
 # The samplers whose choice goes through the embedding pass (random, reservoir and balanced-random
 # use no model; uncertainty shift and noise run the whole model on perturbed waveforms).
@@ -43,7 +43,7 @@ class Bf16Embedder(inference.InferenceEmbedder):
 
 
 def picks(run, trained, name, options, embedder) -> set:
-    import edgecl.memory_update as memory_update
+    from edgecl import memory_update
 
     memory = run.memory.copy()
     real = memory_update.InferenceEmbedder
@@ -60,7 +60,7 @@ def picks(run, trained, name, options, embedder) -> set:
 
 
 def pass_seconds(run, trained, embedder, repeats: int = 5) -> float:
-    import edgecl.memory_update as memory_update
+    from edgecl import memory_update
 
     real = memory_update.InferenceEmbedder
     memory_update.InferenceEmbedder = embedder

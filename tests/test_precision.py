@@ -8,6 +8,8 @@ import json
 
 import pytest
 import torch
+from run_helpers import Interrupted, dies_before_committing, small_run_options
+from test_resume import comparable
 
 import edgecl.precision as precision_module
 from edgecl.config import RunConfig
@@ -16,8 +18,6 @@ from edgecl.precision import TrainingPrecision, resolve_precision
 from edgecl.report.aggregate import method_label
 from edgecl.trainer import ContinualRun, train
 from edgecl.training.distill import Distiller, DistillSettings
-from run_helpers import Interrupted, dies_before_committing, small_run_options
-from test_resume import comparable
 
 
 @pytest.mark.parametrize("native, expected", [(False, "fp32"), (True, "bf16")])
