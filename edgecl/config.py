@@ -35,7 +35,8 @@ NOT_IDENTITY = ("workspace", "exp_name", "threads", "quiet", "feature_store", "d
 # Options added after runs existed: at these defaults they are left out of a run's identity, so
 # older runs keep their identity and name.
 IDENTITY_DEFAULTS_LEFT_OUT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 1024,
-                             "tflm_window_seconds": None, "balanced_epochs": 0,
+                             "tflm_window_seconds": None, "arena_limit": None,
+                             "flash_limit": None, "balanced_epochs": 0,
                              "balanced_lr": 1e-4, "uncert_trim": 0.0, "uncert_ties": "random",
                              "batch_sampling": "uniform", "lr_incremental": None,
                              "augment": "none", "bias_correction": "off", "allow_tf32": False,
@@ -140,6 +141,10 @@ class RunConfig:
     # Window of the TFLM build in seconds (firmware_export.device.windows): None = auto (1 s
     # windows for clips longer than 1 s), 0 = the whole clip.
     tflm_window_seconds: float | None = None
+    # The TFLM build's deployment budget in bytes (firmware_export.tflm.limits): checked on the
+    # untrained model before phase 0 and on each phase's build (over a limit: withheld).
+    arena_limit: int | None = None
+    flash_limit: int | None = None
     feature_cache: bool = True
     # Keep each clip's log-mel in WORKSPACE/features/ for later runs (edgecl.feature_store).
     feature_store: bool = True
@@ -247,6 +252,11 @@ class RunConfig:
     def _check_budgets(self) -> None:
         from edgecl.budget.units import parse_bytes, parse_count
 
+        for name in ("arena_limit", "flash_limit"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, parse_bytes(getattr(self, name), option_name(name)))
+                if self.target != "tflm":
+                    raise EdgeclError(f"{option_name(name)}: only used with --target tflm")
         if self.memory_bytes is not None:  # "4MB" from Python callers too; stored as an int
             object.__setattr__(self, "memory_bytes", parse_bytes(self.memory_bytes))
         if self.max_train_macs is not None:

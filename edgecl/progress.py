@@ -125,3 +125,58 @@ def format_duration(seconds: float) -> str:
         return f"{seconds} s"
     minutes = round(seconds / 60)
     return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+class ExportProgress:
+    """What an export tells while it works: the phase and the step (the fp32 check, each int8
+    candidate, the TFLM build). In a terminal a tqdm bar per phase counts the steps and shows the
+    current one; without one a line per step, at most one every `every` seconds; nothing when
+    quiet. `step` is the callback the exporter is given; with `n_phases` > 1 the title counts
+    the phases started."""
+
+    def __init__(self, n_phases: int, *, quiet: bool = False, terminal: bool | None = None,
+                 stream: TextIO | None = None, every: float = LINE_SECONDS) -> None:
+        self.stream = stream or sys.stderr
+        self.n_phases, self.quiet, self.every = n_phases, quiet, every
+        self.terminal = self.stream.isatty() if terminal is None else terminal
+        self._bar = None
+        self._title = ""
+        self._started = self._last = float("-inf")
+        self._done = 0
+
+    def start(self, phase: int) -> None:
+        self.finish()
+        self._done += 1
+        self._title = f"export phase {phase}" + (f" ({self._done}/{self.n_phases})"
+                                                 if self.n_phases > 1 else "")
+        self._started = time.monotonic()
+        if self.quiet:
+            return
+        if self.terminal:
+            from tqdm import tqdm
+
+            self._bar = tqdm(desc=self._title, unit="step", file=self.stream, leave=False)
+        else:
+            self._line("started", force=True)
+
+    def step(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix_str(text)
+        else:
+            self._line(text)
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def _line(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.every:
+            return
+        self._last = now
+        print(f"{self._title}: {text} ({format_duration(now - self._started)} in)",
+              file=self.stream, flush=True)

@@ -136,6 +136,10 @@ class ContinualRun:
     def run(self) -> dict[str, Any]:
         """Train every phase not done yet; returns the results document (also written to
         results.json). Holds the run folder's lock throughout."""
+        from firmware_export.tflm.limits import check_run_limits
+
+        check_run_limits(self.config, self.split.sample_rate, self.split.clip_samples,
+                         len(self.plan.class_order))  # before the folder: nothing half-written
         folder = open_run_folder(self.run_dir, self.config.identity(), overwrite=self.overwrite,
                                  data=run_fingerprint(self.config, self.split))
         try:
@@ -272,14 +276,17 @@ class ContinualRun:
         firmware_export.run_export.export_with_status: a miss never stops the run)."""
         if not self.config.export:
             return None
-        from firmware_export.run_export import export_with_status
+        from edgecl.progress import ExportProgress
+        from firmware_export.run_export import export_with_status, run_limits
 
         model = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).cpu()
         return export_with_status(model, phase_dir(self.run_dir, trained.index),
                                   phase=trained.index, classes=trained.seen,
                                   seen_tasks=trained.seen_tasks, waveform=self.audio.waveform,
                                   log=self.log, target=self.config.target,
-                                  tflm_window_seconds=self.config.tflm_window_seconds)
+                                  tflm_window_seconds=self.config.tflm_window_seconds,
+                                  limits=run_limits(self.config), progress=ExportProgress(
+                                      1, quiet=self.config.quiet, terminal=self.show_progress))
 
     def results(self, complete: bool) -> dict[str, Any]:
         made_by = provenance(started=getattr(self, "started_utc", None),

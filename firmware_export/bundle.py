@@ -33,11 +33,13 @@ from firmware_export.c_header import render_c_header
 from firmware_export.device.head_graph import embedding_model, trained_head
 from firmware_export.device.layout import (C_HEADER, EMBEDDING_NAME, INPUT_NAME, LABELS,
                                            MANIFEST_FORMAT, MODEL_EMBEDDING, MODEL_FP32,
-                                           MODEL_INT8, OUTPUT_NAME, TARGETS)
+                                           MODEL_INT8, MODEL_TFLM, OUTPUT_NAME, TARGETS,
+                                           WITHHELD_DIR, WITHHELD_REPORT)
 from firmware_export.device.runtime import cpu_session
 from firmware_export.export import OPSET, export_onnx, serialize
 from firmware_export.int8_search import SearchResult, search_int8
 from firmware_export.quantize import REDUCE_RANGE
+from firmware_export.tflm.limits import DeviceLimits
 
 # MinMax ranges settle after a hundred-odd clips; more only costs calibration time.
 MAX_CALIBRATION_CLIPS = 128
@@ -49,7 +51,8 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
                  holdout_counts: dict[str, int] | None = None,
                  extra_manifest: dict[str, Any] | None = None,
                  log: Callable[[str], None] | None = None, target: str = "onnx",
-                 tflm_window_seconds: float | None = None) -> dict[str, Any]:
+                 tflm_window_seconds: float | None = None, limits: DeviceLimits | None = None,
+                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Export a SoundClassifier after `phase` to the bundle folder `out_dir`; returns the manifest.
 
     `classes` are the names of the model's outputs in order; `calibration_waveforms` [N, T] and
@@ -64,8 +67,14 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
     `target` "tflm" adds the TFLM build (firmware_export.tflm.build: model.tflm.tflite, its C
     header, the C front end and test vectors, and the manifest's "tflm" section), calibrated on
     the same clips; a miss of its rule withholds those files only. `tflm_window_seconds` is its
-    window (None: auto, 0: the whole clip; firmware_export.device.windows).
+    window (None: auto, 0: the whole clip; firmware_export.device.windows), `limits` its arena
+    and flatbuffer ceilings (a build over one is withheld).
+
+    A withheld build (int8 ONNX or TFLM) is kept for diagnosis in `out_dir`/withheld/<artifact>/
+    with a report (WITHHELD_REPORT: the reason, the figures, for int8 the per-layer errors),
+    never listed in the manifest. `progress` is told each step as it starts.
     """
+    step = progress or (lambda text: None)
     if target not in TARGETS:
         raise EdgeclError(f"--target: expected one of {', '.join(TARGETS)}, got {target!r}")
     if target == "tflm":
@@ -89,6 +98,7 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
     was_training = model.training
     model.eval()
     try:
+        step("fp32 export and parity")
         fp32 = export_onnx(model, labels=classes, sample_rate=sample_rate,
                            clip_samples=clip_samples)
         fp32_bytes = serialize(fp32)
@@ -104,7 +114,8 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
             raise parity.ParityError(f"export phase {phase} to {out_dir}: fp32 parity check "
                                      f"failed: " + "; ".join(fp32_failures),
                                      {"fp32_vs_torch": fp32_figures})
-        search = search_int8(fp32, fp32_runner, calibration, holdout, targets, log=log)
+        search = search_int8(fp32, fp32_runner, calibration, holdout, targets, log=log,
+                             progress=step)
         manifest = _manifest(model, phase=phase, classes=classes, sample_rate=sample_rate,
                              clip_samples=clip_samples, n_calibration=len(calibration),
                              n_holdout=len(holdout), holdout_counts=holdout_counts,
@@ -113,10 +124,12 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
         if target == "tflm":
             from firmware_export.tflm.build import build_tflm
 
+            step("TFLM build")
             tflm = build_tflm(model, classes=classes, sample_rate=sample_rate,
                               clip_samples=clip_samples, calibration_waveforms=calibration,
                               holdout_waveforms=holdout, holdout_targets=targets,
-                              fp32_runner=fp32_runner, window_seconds=tflm_window_seconds)
+                              fp32_runner=fp32_runner, window_seconds=tflm_window_seconds,
+                              limits=limits)
             manifest["tflm"] = tflm.section
     finally:
         model.train(was_training)
@@ -134,13 +147,40 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
                                       precision=_PRECISION[device_name]).encode("utf-8")
     if tflm is not None:
         files.update(tflm.files)
-    manifest = write_bundle(Path(out_dir), files, manifest)
+    withheld = withheld_builds(manifest, search, tflm)
+    if withheld:
+        manifest["withheld_dir"] = WITHHELD_DIR
+    step("writing the bundle")
+    manifest = write_bundle(Path(out_dir), files, manifest, withheld)
     if log is not None:
         log(summary_line(manifest, out_dir))
     return manifest
 
 
 _PRECISION = {MODEL_FP32: "fp32", MODEL_INT8: "int8"}
+WITHHELD_NOTE = ("kept for diagnosis only: this build missed its shipping rule; it is not a "
+                 "bundle and edgecl infer refuses it")
+
+
+def withheld_builds(manifest: dict[str, Any], search: SearchResult, tflm) -> dict[str, bytes]:
+    """The withheld builds' files, by path under WITHHELD_DIR: each artifact's model file and
+    its report (why, the figures; for int8 the search's layer-by-layer diagnosis)."""
+    files: dict[str, bytes] = {}
+    common = {"note": WITHHELD_NOTE, "phase": manifest["phase"], "classes": manifest["classes"],
+              "sample_rate": manifest["sample_rate"], "clip_samples": manifest["clip_samples"],
+              "holdout_clips": manifest["parity"]["holdout_clips"]}
+    if not search.meets_bound:
+        int8 = manifest["artifacts"]["int8"]
+        report = {**common, "artifact": "int8", "file": MODEL_INT8, "reason": int8["reason"],
+                  "parity_vs_fp32": int8["parity_vs_fp32"],
+                  "quantization": int8["quantization"], "diagnosis": search.diagnosis}
+        files[f"int8/{MODEL_INT8}"] = serialize(search.model.proto)
+        files[f"int8/{WITHHELD_REPORT}"] = _json_text(report).encode("utf-8")
+    if tflm is not None and not tflm.shipped:
+        report = {**common, "artifact": "tflm", **tflm.section}
+        files[f"tflm/{MODEL_TFLM}"] = tflm.model
+        files[f"tflm/{WITHHELD_REPORT}"] = _json_text(report).encode("utf-8")
+    return files
 
 
 def summary_line(manifest: dict[str, Any], out_dir: str | os.PathLike) -> str:

@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from edgecl.fileio import atomic_write_bytes, atomic_write_json, staging_folder
-from firmware_export.device.layout import BUNDLE_FILES, MANIFEST
+from firmware_export.device.layout import BUNDLE_FILES, MANIFEST, WITHHELD_DIR
 from firmware_export.device.manifest import file_entries
 
 
-def write_bundle(out_dir: Path, files: dict[str, bytes],
-                 manifest: dict[str, Any]) -> dict[str, Any]:
-    """Write `files` plus manifest.json (with their sizes and sha256) into `out_dir` atomically.
+def write_bundle(out_dir: Path, files: dict[str, bytes], manifest: dict[str, Any],
+                 withheld: dict[str, bytes] | None = None) -> dict[str, Any]:
+    """Write `files` plus manifest.json (with their sizes and sha256) into `out_dir` atomically,
+    and `withheld` ({"int8/withheld.json": ...}, paths under WITHHELD_DIR, not in the manifest)
+    with them; a previous WITHHELD_DIR is replaced, never carried over.
 
     Returns the manifest as written (with its "files" table).
     """
@@ -33,8 +35,10 @@ def write_bundle(out_dir: Path, files: dict[str, bytes],
             atomic_write_bytes(staging / name, data)
         manifest = dict(manifest, files=file_entries(staging, files))
         atomic_write_json(staging / MANIFEST, manifest)
+        for name, data in (withheld or {}).items():
+            atomic_write_bytes(staging / WITHHELD_DIR / name, data)
         if out_dir.exists():
-            _carry_over(out_dir, staging, keep=set(files) | {MANIFEST})
+            _carry_over(out_dir, staging, keep=set(files) | {MANIFEST, WITHHELD_DIR})
         _swap_in(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -14,8 +14,10 @@ Each candidate is first screened at the larger batch size, in an order that spre
 over the held-out clips, and dropped as soon as the clips seen already make the agreement rule
 miss on all of them (parity.agreement_miss_certain); only a candidate that passes the screen is
 measured at batch 1 too. The fp32 model's logits are computed once per search and batch size
-(HeldOut), not once per candidate. The closest candidate, when none meets the rule, is measured
-in full for the manifest.
+(HeldOut), not once per candidate, and the fp32 graph is copied and pre-processed for the
+quantizer once per search (quantize.prepare_graph). The search returns the first candidate that
+meets the rule. The closest candidate, when none meets the rule, is measured in full for the
+manifest and diagnosed layer by layer (layer_report), for the withheld build's report.
 
 Everything is deterministic for fixed inputs: the recipe order is fixed, calibration is
 deterministic and ties in the ranking break on node order. Every candidate tried is recorded.
@@ -35,9 +37,9 @@ from edgecl.errors import EdgeclError
 from firmware_export import parity
 from firmware_export.device.runtime import cpu_session
 from firmware_export.export import serialize
-from firmware_export.graph import front_end_nodes, node_macs
+from firmware_export.graph import front_end_nodes, node_macs, producers
 from firmware_export.quantize import (QuantizedModel, QuantRecipe, WaveformReader,
-                                      default_float_nodes, prepared_source, quantize_candidate,
+                                      prepare_graph, quantize_candidate,
                                       quantized_front_end_inputs)
 
 BASE_RECIPES = (
@@ -52,6 +54,7 @@ MAX_MIXED_STEPS = 12  # nodes moved to float one at a time at most
 SENSITIVITY_CLIPS = 32
 SENSITIVITY_BATCH = 4  # clips whose intermediate tensors are held at once
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
+POOL_OPS = ("ReduceMean", "GlobalAveragePool")
 
 Log = Callable[[str], None]
 
@@ -67,6 +70,8 @@ class SearchResult:
     tried: list[dict[str, Any]] = field(default_factory=list)
     # Whether each screened clip kept its top-1, in HeldOut's order (see _closest).
     agrees: np.ndarray | None = None
+    # Why it was withheld, layer by layer (layer_report), when no candidate met the rule.
+    diagnosis: dict[str, Any] | None = None
 
     @property
     def meets_bound(self) -> bool:
@@ -82,46 +87,54 @@ class SearchResult:
 def search_int8(fp32: onnx.ModelProto, fp32_runner: parity.Runner, calibration: np.ndarray,
                 holdout: np.ndarray, targets: np.ndarray, *,
                 recipes: tuple[QuantRecipe, ...] = BASE_RECIPES,
-                max_float_share: float = MAX_FLOAT_SHARE, log: Log | None = None) -> SearchResult:
-    """The first candidate that meets the int8 parity rule on (holdout, targets), else the best."""
-    source = prepared_source(fp32)
-    backbone = _backbone_macs(source)
-    always_float = set(default_float_nodes(source))
+                max_float_share: float = MAX_FLOAT_SHARE, log: Log | None = None,
+                progress: Log | None = None) -> SearchResult:
+    """The first candidate that meets the int8 parity rule on (holdout, targets), else the
+    closest one with its layer-by-layer diagnosis. `progress` is told each candidate as it
+    starts. The fp32 graph is prepared for quantization once and shared by every candidate."""
+    graph = prepare_graph(fp32)
+    backbone = _backbone_macs(graph.source)
+    always_float = set(graph.always_float)
     held_out = HeldOut(fp32_runner, holdout, targets)
     with tempfile.TemporaryDirectory(prefix="edgecl-int8-search-") as cache:
+        tried: list[dict[str, Any]] = []
+
         def evaluate(recipe: QuantRecipe) -> SearchResult:
-            candidate = quantize_candidate(fp32, calibration, recipe=recipe, cache_dir=cache)
+            if progress is not None:
+                progress(f"int8 candidate {len(tried) + 1} ({_recipe_text(recipe)})")
+            candidate = quantize_candidate(graph, calibration, recipe=recipe, cache_dir=cache)
             offenders = quantized_front_end_inputs(candidate.proto)
             if offenders:
                 raise EdgeclError(f"int8 quantization put Q/DQ nodes into the float front end: "
                                   f"{', '.join(offenders)}")
             figures, failures, agrees = held_out.screen(_runner(candidate))
             share = _float_share(always_float | set(recipe.float_nodes), backbone)
-            return SearchResult(candidate, figures, failures, share, agrees=agrees)
+            return _note(SearchResult(candidate, figures, failures, share, agrees=agrees),
+                         tried, log)
 
-        tried: list[dict[str, Any]] = []
         results: list[SearchResult] = []
         for recipe in recipes:
-            result = _note(evaluate(recipe), tried, log)
-            results.append(result)
-            if result.meets_bound:
-                return _done(result, tried)
+            results.append(evaluate(recipe))
+            if results[-1].meets_bound:
+                return _done(results[-1], tried)
         best = _closest(results)
-        ranking = sensitivity_ranking(source, best.model.proto, calibration)
+        ranking = sensitivity_ranking(graph.source, best.model.proto, calibration)
         floated = list(best.model.recipe.float_nodes)
         for name in ranking[:MAX_MIXED_STEPS]:
             share = _float_share(always_float | set(floated) | {name}, backbone)
             if share > max_float_share:
                 break
             floated.append(name)
-            result = _note(evaluate(replace(best.model.recipe, float_nodes=tuple(floated))),
-                           tried, log)
-            results.append(result)
-            if result.meets_bound:
-                return _done(result, tried)
+            results.append(evaluate(replace(best.model.recipe, float_nodes=tuple(floated))))
+            if results[-1].meets_bound:
+                return _done(results[-1], tried)
         closest = _closest(results)
+        if progress is not None:
+            progress("int8 withheld: measuring the closest candidate layer by layer")
         closest.figures = held_out.measure(_runner(closest.model))
         closest.failures = parity.int8_failures(closest.figures)
+        closest.diagnosis = layer_report(graph.source, closest.model.proto, calibration,
+                                         held_out.reference(held_out.sizes[-1]))
         return _done(closest, tried)
 
 
@@ -254,9 +267,19 @@ def sensitivity_ranking(source: onnx.ModelProto, quantized: onnx.ModelProto,
     """Quantized compute nodes of `quantized`, noisiest first.
 
     A node's local noise is the sum of the noise-to-signal power of its weight quantization and
-    of the Q/DQ of its output activation, both measured with onnxruntime.quantization's QDQ
-    debugging tools on up to SENSITIVITY_CLIPS calibration clips.
+    of the Q/DQ of its output activation (node_noise).
     """
+    layers = node_noise(source, quantized, calibration)
+    order = sorted(range(len(layers)), key=lambda i: (-layers[i]["noise_to_signal"], i))
+    return [layers[i]["node"] for i in order]
+
+
+def node_noise(source: onnx.ModelProto, quantized: onnx.ModelProto,
+               calibration: np.ndarray) -> list[dict[str, Any]]:
+    """Every quantized compute node of `quantized` in graph order, with its weight SQNR and the
+    SQNR of its output activation's Q/DQ (dB; None when that output is not quantized) and their
+    summed noise-to-signal power, measured with onnxruntime.quantization's QDQ debugging tools
+    on up to SENSITIVITY_CLIPS calibration clips. `source` is the named fp32 graph."""
     import models  # noqa: F401  (before onnxruntime.quantization: see firmware_export.quantize)
     from onnxruntime.quantization.qdq_loss_debug import (compute_weight_error,
                                                          create_weight_matching,
@@ -269,18 +292,74 @@ def sensitivity_ranking(source: onnx.ModelProto, quantized: onnx.ModelProto,
         modify_model_output_intermediate_tensors(paths["qdq"], paths["qdq_aug"])
         activation_sqnr = qdq_activation_sqnr(paths["qdq_aug"], calibration[:SENSITIVITY_CLIPS])
         weight_sqnr = compute_weight_error(create_weight_matching(paths["float"], paths["qdq"]))
-    noise: list[tuple[float, int, str]] = []
-    for index, node in enumerate(source.graph.node):
+    head = set(head_nodes(source))
+    layers: list[dict[str, Any]] = []
+    for node in source.graph.node:
         if node.op_type not in COMPUTE_OPS or len(node.input) < 2:
             continue
         weight, output = weight_sqnr.get(node.input[1]), activation_sqnr.get(node.output[0])
         if weight is None:  # not quantized (kept float already)
             continue
-        power = 10 ** (-weight / 10)
-        if output is not None:
-            power += 10 ** (-output / 10)
-        noise.append((-power, index, node.name))
-    return [name for _, _, name in sorted(noise)]
+        power = 10 ** (-weight / 10) + (0.0 if output is None else 10 ** (-output / 10))
+        layers.append({"node": node.name, "op": node.op_type,
+                       "part": "head" if node.name in head else "backbone",
+                       "weight_sqnr_db": round(float(weight), 2),
+                       "activation_sqnr_db": None if output is None else round(float(output), 2),
+                       "noise_to_signal": float(power)})
+    return layers
+
+
+def head_nodes(source: onnx.ModelProto) -> list[str]:
+    """Compute nodes after the last global pooling (ReduceMean, GlobalAveragePool): the
+    classifier head; the last compute node when the graph has no such pooling."""
+    nodes = list(source.graph.node)
+    pools = [i for i, node in enumerate(nodes) if node.op_type in POOL_OPS]
+    start = pools[-1] + 1 if pools else max(
+        (i for i, node in enumerate(nodes) if node.op_type in COMPUTE_OPS), default=len(nodes))
+    return [node.name for node in nodes[start:] if node.op_type in COMPUTE_OPS]
+
+
+def output_step(quantized: onnx.ModelProto) -> float | None:
+    """The int8 step of the logits (the scale of the QuantizeLinear the graph's output is
+    dequantized from), or None when the logits are computed in float."""
+    graph = quantized.graph
+    producer_of = producers(graph)
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    node = producer_of.get(graph.output[0].name)
+    while node is not None and node.op_type != "QuantizeLinear":
+        if node.op_type != "DequantizeLinear" and node.op_type not in ("Reshape", "Identity"):
+            return None
+        node = producer_of.get(node.input[0])
+    if node is None or node.input[1] not in initializers:
+        return None
+    return float(onnx.numpy_helper.to_array(initializers[node.input[1]]).reshape(-1)[0])
+
+
+def layer_report(source: onnx.ModelProto, quantized: onnx.ModelProto, calibration: np.ndarray,
+                 reference_logits: np.ndarray) -> dict[str, Any]:
+    """Where a withheld int8 model loses against fp32: per quantized compute node its weight and
+    output-activation SQNR (node_noise), noisiest first, the head's share of the summed noise
+    against the backbone's, the fp32 logits' range on the held-out clips and the int8 step of
+    the logits (how many steps the range spans, and the median top-2 margin in steps)."""
+    layers = node_noise(source, quantized, calibration)
+    total = sum(layer["noise_to_signal"] for layer in layers) or 1.0
+    head = sum(layer["noise_to_signal"] for layer in layers if layer["part"] == "head")
+    step = output_step(quantized)
+    logits = np.asarray(reference_logits, dtype=np.float64)
+    top2 = np.sort(logits, axis=1)[:, -2:] if logits.shape[1] > 1 else None
+    margin = float(np.median(top2[:, 1] - top2[:, 0])) if top2 is not None else None
+    logits_record = {"min": round(float(logits.min()), 4), "max": round(float(logits.max()), 4),
+                     "median_top2_margin": None if margin is None else round(margin, 4),
+                     "int8_step": step}
+    if step:
+        logits_record["range_in_steps"] = round(float(logits.max() - logits.min()) / step, 1)
+        if margin is not None:
+            logits_record["median_top2_margin_in_steps"] = round(margin / step, 2)
+    ranked = sorted(layers, key=lambda layer: -layer["noise_to_signal"])
+    return {"layers_noisiest_first": [dict(layer, noise_to_signal=round(
+                layer["noise_to_signal"], 6)) for layer in ranked],
+            "head_share_of_noise": round(head / total, 4), "head_nodes": head_nodes(source),
+            "logits": logits_record, "sqnr_clips": int(min(len(calibration), SENSITIVITY_CLIPS))}
 
 
 def qdq_activation_sqnr(augmented_qdq: str, clips: np.ndarray,

@@ -154,10 +154,15 @@ def _name_nodes(model: onnx.ModelProto) -> None:
         seen.add(node.name)
 
 
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    duplicate = onnx.ModelProto()
+    duplicate.CopyFrom(model)
+    return duplicate
+
+
 def prepared_source(fp32: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `fp32` with unique node names (nodes_to_exclude matches on names)."""
-    source = onnx.ModelProto()
-    source.CopyFrom(fp32)
+    source = _copy(fp32)
     _name_nodes(source)
     return source
 
@@ -168,27 +173,51 @@ def default_float_nodes(source: onnx.ModelProto) -> list[str]:
                               + unfolded_norm_nodes(source)))
 
 
-def quantize_candidate(fp32: onnx.ModelProto, calibration_waveforms: np.ndarray, *,
-                       per_channel: bool | None = None, recipe: QuantRecipe | None = None,
+@dataclass(frozen=True)
+class PreparedGraph:
+    """The fp32 graph as every int8 candidate of a phase starts from: `source` (a named copy),
+    `prepared` (onnxruntime's pre-processing of it) and the nodes every candidate keeps float.
+    Built once per phase (`prepare_graph`) and shared by every candidate of the search."""
+
+    fp32: onnx.ModelProto
+    source: onnx.ModelProto
+    prepared: onnx.ModelProto
+    always_float: tuple[str, ...]
+
+
+def prepare_graph(fp32: onnx.ModelProto) -> PreparedGraph:
+    """Copy, name and pre-process `fp32` for quantization (see PreparedGraph)."""
+    source = prepared_source(fp32)
+    with tempfile.TemporaryDirectory(prefix="edgecl-quant-prep-") as folder:
+        prepared = pre_processed(source, Path(folder))
+    return PreparedGraph(fp32, source, prepared, tuple(default_float_nodes(source)))
+
+
+def quantize_candidate(graph: onnx.ModelProto | PreparedGraph,
+                       calibration_waveforms: np.ndarray, *, per_channel: bool | None = None,
+                       recipe: QuantRecipe | None = None,
                        cache_dir: str | Path | None = None) -> QuantizedModel:
-    """Static int8 QDQ quantization of `fp32` by `recipe` (or the default recipe with the given
-    weight granularity); the front end and the unfolded normalisations (with their convs) stay
-    float. With `cache_dir`, calibration ranges are computed once per calibration method and
-    reused by later candidates (they do not depend on the other recipe fields)."""
+    """Static int8 QDQ quantization of an fp32 model (or its PreparedGraph, which a search builds
+    once for all its candidates) by `recipe` (or the default recipe with the given weight
+    granularity); the front end and the unfolded normalisations (with their convs) stay float.
+    With `cache_dir`, calibration ranges are computed once per calibration method and reused by
+    later candidates (they do not depend on the other recipe fields)."""
     if len(calibration_waveforms) == 0:
         raise EdgeclError("int8 quantization: no calibration waveforms were given")
     if recipe is None:
         recipe = QuantRecipe(per_channel=True if per_channel is None else per_channel)
-    source = prepared_source(fp32)
-    excluded = default_float_nodes(source) + [n for n in recipe.float_nodes]
-    excluded = list(dict.fromkeys(excluded))
+    if not isinstance(graph, PreparedGraph):
+        graph = prepare_graph(graph)
+    fp32 = graph.fp32
+    excluded = list(dict.fromkeys([*graph.always_float, *recipe.float_nodes]))
     with tempfile.TemporaryDirectory(prefix="edgecl-quant-") as folder:
         output = Path(folder) / "model.int8.onnx"
         cache = None if cache_dir is None else Path(cache_dir) / f"ranges-{recipe.calibration}.json"
         # The histogram calibrators print their progress to stdout: keep a run's output clean.
         with contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
-                pre_processed(source, Path(folder)), output, WaveformReader(calibration_waveforms),
+                # a copy: onnxruntime moves a given proto's weights to external data in place
+                _copy(graph.prepared), output, WaveformReader(calibration_waveforms),
                 quant_format=QuantFormat.QDQ, per_channel=recipe.per_channel,
                 reduce_range=REDUCE_RANGE, activation_type=ACTIVATION_TYPES[recipe.activations],
                 weight_type=QuantType.QInt8, nodes_to_exclude=excluded,

@@ -10,18 +10,23 @@ the dataset; the replay memory of the run is not saved, so it is not used for ca
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from edgecl.budget.ram import PeakRss
+from edgecl.budget.units import format_bytes
 from edgecl.errors import EdgeclError
 from edgecl.leftovers import remove_leftovers, scratch_temp_dir
 from edgecl.run_folder import (CHECKPOINT_NAME, PHASE_PREFIX, load_checkpoint, phase_dirs,
                                run_plan)
+from edgecl.progress import ExportProgress, format_duration
 from edgecl.run_owner import RunLock
 from edgecl.samplers.base import evenly_spaced
 from firmware_export.bundle import MAX_CALIBRATION_CLIPS, export_phase
+from firmware_export.tflm.limits import DeviceLimits
 
 Log = Callable[[str], None]
 
@@ -29,12 +34,39 @@ Log = Callable[[str], None]
 def export_seen_tasks(model, phase_dir: str | os.PathLike, *, phase: int, classes: Sequence[str],
                       seen_tasks: Sequence, waveform: Callable[[Any], np.ndarray],
                       log: Log | None = None, target: str = "onnx",
-                      tflm_window_seconds: float | None = None) -> dict[str, Any]:
+                      tflm_window_seconds: float | None = None,
+                      limits: DeviceLimits | None = None,
+                      progress: ExportProgress | None = None) -> dict[str, Any]:
     """Export `model` after `phase` given the tasks seen so far (edgecl.tasks.Task).
 
     `waveform(clip)` returns a clip at the model's rate and length (the trainer's audio cache);
-    `target` "tflm" adds the TFLM build (export_phase), windowed by `tflm_window_seconds`.
+    `target` "tflm" adds the TFLM build (export_phase), windowed by `tflm_window_seconds` and
+    held to `limits`. `progress` shows the phase's steps as they start. The phase's wall time
+    and peak resident memory are logged and returned in the manifest's copy under "cost" (not
+    written: the bundle's bytes do not depend on the machine's load).
     """
+    if progress is not None:
+        progress.start(phase)
+    try:
+        with PeakRss() as peak:
+            started = time.monotonic()
+            manifest = _export_seen(model, phase_dir, phase=phase, classes=classes,
+                                    seen_tasks=seen_tasks, waveform=waveform, log=log,
+                                    target=target, tflm_window_seconds=tflm_window_seconds,
+                                    limits=limits, progress=progress)
+    finally:
+        if progress is not None:
+            progress.finish()
+    cost = {"seconds": round(time.monotonic() - started, 1), "peak_rss_bytes": peak.bytes,
+            "peak_rss_scope": "phase" if peak.scoped else "process"}
+    if log is not None:
+        log(f"  export phase {phase}: {format_duration(cost['seconds'])}, peak RSS "
+            f"{format_bytes(peak.bytes)}{'' if peak.scoped else ' (process so far)'}")
+    return dict(manifest, cost=cost)
+
+
+def _export_seen(model, phase_dir, *, phase, classes, seen_tasks, waveform, log, target,
+                 tflm_window_seconds, limits, progress) -> dict[str, Any]:
     train = [lc for task in seen_tasks for lc in task.train]
     validation = [lc for task in seen_tasks for lc in task.val]
     test = [lc for task in seen_tasks for lc in task.test]
@@ -50,7 +82,8 @@ def export_seen_tasks(model, phase_dir: str | os.PathLike, *, phase: int, classe
             holdout_waveforms=np.stack([waveform(lc.clip) for lc in holdout]),
             holdout_targets=[lc.target for lc in holdout],
             holdout_counts={"validation": len(validation), "test": len(test)}, log=log,
-            target=target, tflm_window_seconds=tflm_window_seconds)
+            target=target, tflm_window_seconds=tflm_window_seconds, limits=limits,
+            progress=None if progress is None else progress.step)
 
 
 def export_with_status(model, phase_dir: str | os.PathLike, **arguments) -> dict[str, Any]:
@@ -73,9 +106,19 @@ def export_with_status(model, phase_dir: str | os.PathLike, **arguments) -> dict
     int8 = manifest["artifacts"]["int8"]
     status = {"shipped": True, "device_model": manifest["device_model"],
               "int8": int8["status"], "int8_reason": int8["reason"]}
+    if "cost" in manifest:
+        status["cost"] = manifest["cost"]
     if "tflm" in manifest:
         status.update(tflm=manifest["tflm"]["status"], tflm_reason=manifest["tflm"]["reason"])
     return status
+
+
+def run_limits(config, given: DeviceLimits | None = None) -> DeviceLimits:
+    """The TFLM limits of a run: `given` ones first, then the run's own (RunConfig fields)."""
+    given = given or DeviceLimits()
+    return DeviceLimits(
+        arena=given.arena if given.arena is not None else getattr(config, "arena_limit", None),
+        flash=given.flash if given.flash is not None else getattr(config, "flash_limit", None))
 
 
 def recover_run_folder(run_dir: Path) -> None:
@@ -91,12 +134,14 @@ def recover_run_folder(run_dir: Path) -> None:
 def reexport_run(run_dir: str | os.PathLike, phase: int | None = None,
                  log: Log | None = None, target: str | None = None,
                  tflm_window_seconds: float | None = None,
-                 data_root: str | None = None) -> list[dict[str, Any]]:
+                 data_root: str | None = None, limits: DeviceLimits | None = None,
+                 quiet: bool = False) -> list[dict[str, Any]]:
     """Re-export every phase of `run_dir` (or one) from its checkpoint; returns the manifests.
 
     `target` (onnx or tflm) defaults to the run's own --target, `tflm_window_seconds` to the
-    run's own --tflm-window-seconds (None there too: auto). The data are the run's own
-    (edgecl.run_data): `data_root` gives their new place when they moved.
+    run's own --tflm-window-seconds (None there too: auto), each of `limits` to the run's own
+    --arena-limit / --flash-limit. The data are the run's own (edgecl.run_data): `data_root`
+    gives their new place when they moved. Progress goes to stderr unless `quiet`.
 
     A phase whose fp32 model misses its parity bound is logged with its figures and the others
     still export; then one EdgeclError lists every failed phase. A withheld int8 model is no
@@ -108,14 +153,15 @@ def reexport_run(run_dir: str | os.PathLike, phase: int | None = None,
     # The run's lock: a train still writing this folder (or another export) must finish first.
     lock = RunLock(run_dir)
     try:
-        return _reexport_locked(run_dir, phase, log, target, tflm_window_seconds, data_root)
+        return _reexport_locked(run_dir, phase, log, target, tflm_window_seconds, data_root,
+                                limits, quiet)
     finally:
         lock.release()
 
 
 def _reexport_locked(run_dir: Path, phase: int | None, log: Log | None,
-                     target: str | None, window: float | None,
-                     data_root: str | None = None) -> list[dict[str, Any]]:
+                     target: str | None, window: float | None, data_root: str | None,
+                     limits: DeviceLimits | None, quiet: bool) -> list[dict[str, Any]]:
     from edgecl.audio import load_audio
     from firmware_export.parity import ParityError
 
@@ -128,6 +174,11 @@ def _reexport_locked(run_dir: Path, phase: int | None, log: Log | None,
     if window is not None and target != "tflm":
         raise EdgeclError(f"--tflm-window-seconds: only used with --target tflm (the export's "
                           f"target is {target})")
+    limits = run_limits(config, limits)
+    if limits and target != "tflm":
+        raise EdgeclError(f"--arena-limit/--flash-limit: only used with --target tflm (the "
+                          f"export's target is {target})")
+    progress = ExportProgress(len(folders), quiet=quiet)
     manifests, failures = [], []
     for folder in folders:
         model, classes, phase_index = load_checkpoint(folder / CHECKPOINT_NAME)
@@ -139,7 +190,8 @@ def _reexport_locked(run_dir: Path, phase: int | None, log: Log | None,
             manifests.append(export_seen_tasks(
                 model, folder, phase=phase_index, classes=classes, seen_tasks=seen_tasks,
                 waveform=lambda clip: load_audio(clip.path, split.sample_rate, split.clip_samples),
-                log=log, target=target, tflm_window_seconds=window))
+                log=log, target=target, tflm_window_seconds=window, limits=limits,
+                progress=progress))
         except ParityError as error:
             failures.append(phase_index)
             if log is not None:

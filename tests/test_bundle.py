@@ -191,28 +191,79 @@ def test_an_fp32_parity_miss_raises_with_the_figures_and_writes_nothing(tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["phase_3"]
 
 
+def _count_preparations(monkeypatch) -> list[int]:
+    """Count the fp32 graph's pre-processing for the quantizer (one per phase is the contract)."""
+    import firmware_export.quantize as quantize
+
+    calls = []
+    original = quantize.pre_processed
+    monkeypatch.setattr(quantize, "pre_processed",
+                        lambda *args: calls.append(1) or original(*args))
+    return calls
+
+
 def test_an_int8_miss_withholds_only_the_int8_model(tmp_path, monkeypatch, reuse_fp32_export):
     """The search tries every recipe, then mixed precision up to the float-share cap, and gives
-    up; the bundle still ships the fp32 model, which becomes the device model."""
+    up; the bundle still ships the fp32 model, which becomes the device model. The withheld
+    build is kept beside the bundle's files with its per-layer report, and infer refuses it."""
     monkeypatch.setattr(parity, "int8_failures", lambda figures: ["forced miss"])
     monkeypatch.setattr("firmware_export.int8_search.MAX_MIXED_STEPS", 2)
+    preparations = _count_preparations(monkeypatch)
     phase_dir = tmp_path / "phase_0"
     manifest = _export(phase_dir)
     assert {p.name for p in phase_dir.iterdir()} == {"model.onnx", "model.embedding.onnx",
-                                                     "labels.json", "model.h", "manifest.json"}
+                                                     "labels.json", "model.h", "manifest.json",
+                                                     "withheld"}
     int8 = manifest["artifacts"]["int8"]
     assert int8["status"] == "withheld" and int8["reason"] == "forced miss"
     assert manifest["artifacts"]["fp32"]["status"] == "shipped"
     assert manifest["device_model"] == "model.onnx"
+    assert "withheld/int8/model.int8.onnx" not in manifest["files"]
     tried = int8["quantization"]["search"]["tried"]
     from firmware_export.int8_search import BASE_RECIPES
     assert len(tried) == len(BASE_RECIPES) + 2
+    assert preparations == [1]  # one preparation shared by all seven candidates
     assert [len(t["float_nodes"]) for t in tried[len(BASE_RECIPES):]] == [1, 2]
     assert tried[-1]["float_share"] > tried[len(BASE_RECIPES) - 1]["float_share"]
     assert not any(t["meets_bound"] for t in tried)
     header = (phase_dir / "model.h").read_text()
     assert '#define EDGECL_MODEL_PRECISION "fp32"' in header
     assert verify_bundle(phase_dir) == manifest
+
+    kept = phase_dir / "withheld" / "int8"
+    assert {p.name for p in kept.iterdir()} == {"model.int8.onnx", "withheld.json"}
+    report = json.loads((kept / "withheld.json").read_text())
+    assert report["reason"] == "forced miss" and report["phase"] == 0
+    closest = onnx.load_from_string((kept / "model.int8.onnx").read_bytes())
+    assert any(node.op_type == "QuantizeLinear" for node in closest.graph.node)
+    recorded = int8["quantization"]["search"]["recipe"]["float_nodes"]
+    diagnosis = report["diagnosis"]
+    layers = diagnosis["layers_noisiest_first"]
+    noise = [layer["noise_to_signal"] for layer in layers]
+    assert noise == sorted(noise, reverse=True) and layers
+    assert not set(recorded) & {layer["node"] for layer in layers}  # float nodes: no error
+    assert {layer["part"] for layer in layers} == {"head", "backbone"}
+    assert [layer["node"] for layer in layers if layer["part"] == "head"] == \
+        diagnosis["head_nodes"]
+    assert 0 < diagnosis["head_share_of_noise"] < 1
+    logits = diagnosis["logits"]
+    assert logits["min"] < logits["max"] and logits["int8_step"] > 0
+    assert logits["range_in_steps"] == pytest.approx(
+        (logits["max"] - logits["min"]) / logits["int8_step"], abs=0.1)
+
+    from firmware_export.device.runtime import load_model
+    for path, bare in ((kept, False), (kept / "model.int8.onnx", True)):
+        with pytest.raises(EdgeclError, match=r"a withheld build kept for diagnosis.*not a "
+                                              r"bundle") as refused:
+            load_model(path, bare=bare)
+        assert "\n" not in str(refused.value)
+    load_model(phase_dir)  # the bundle itself still runs
+
+    # Exported again with int8 shipping, the stale withheld build goes with the old bundle.
+    monkeypatch.setattr(parity, "int8_failures", lambda figures: [])
+    again = _export(phase_dir)
+    assert again["artifacts"]["int8"]["status"] == "shipped" and "withheld_dir" not in again
+    assert not (phase_dir / "withheld").exists()
 
 
 def test_the_search_ships_the_first_candidate_that_meets_the_rule(tmp_path, monkeypatch,
@@ -232,7 +283,9 @@ def test_the_search_ships_the_first_candidate_that_meets_the_rule(tmp_path, monk
 
     monkeypatch.setattr(int8_search, "quantize_candidate", remember)
     monkeypatch.setattr(parity, "int8_failures", misses_until_two_nodes_float)
+    preparations = _count_preparations(monkeypatch)
     manifest = _export(tmp_path / "phase_0")
+    assert preparations == [1]
     search = manifest["artifacts"]["int8"]["quantization"]["search"]
     assert manifest["artifacts"]["int8"]["status"] == "shipped"
     assert len(search["recipe"]["float_nodes"]) == 2

@@ -18,6 +18,41 @@ def peak_rss_bytes() -> int:
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 
 
+class PeakRss:
+    """Peak resident set size of this process during a block (`with PeakRss() as peak: ...;
+    peak.bytes`). On Linux the kernel's high-water mark (VmHWM) is reset to the current RSS at
+    the start (/proc/self/clear_refs), so the figure is the block's own (`scoped` True);
+    elsewhere it is the process's peak so far, a ceiling of the block's."""
+
+    def __enter__(self) -> "PeakRss":
+        self.scoped = _reset_high_water_mark()
+        self.bytes = 0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bytes = _high_water_mark() if self.scoped else peak_rss_bytes()
+
+
+def _reset_high_water_mark() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return _high_water_mark() > 0
+    except OSError:
+        return False
+
+
+def _high_water_mark() -> int:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 @dataclass(frozen=True)
 class TrainRam:
     """Parts of the device training-RAM estimate, in bytes (see device_train_ram_bytes)."""

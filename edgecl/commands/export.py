@@ -25,8 +25,16 @@ from firmware_export.device.layout import TARGETS
 @click.option("--data-root", type=click.Path(), default=None,
               help="Where the run's dataset is now, when it moved since training; accepted when "
                    "its clips match the ones the run recorded, and recorded [the run's own].")
+@click.option("--arena-limit", default=None, metavar="SIZE",
+              help="Most TFLM arena bytes the part gives the model (256KB, 256KiB); a build over "
+                   "it is withheld (--target tflm) [the run's own].")
+@click.option("--flash-limit", default=None, metavar="SIZE",
+              help="Most TFLM flatbuffer bytes the part gives the model (1MB); a build over it "
+                   "is withheld (--target tflm) [the run's own].")
+@click.option("--quiet", is_flag=True, help="No progress bars or progress lines on stderr.")
 def export_command(run_dir: str, phase: int | None, threads: int, target: str | None,
-                   tflm_window_seconds: float | None, data_root: str | None) -> None:
+                   tflm_window_seconds: float | None, data_root: str | None,
+                   arena_limit: str | None, flash_limit: str | None, quiet: bool) -> None:
     """Re-export WORKSPACE/EXP_NAME/phase_<i>/ bundles from the saved checkpoints.
 
     Each bundle gets model.onnx (fp32, waveform in, logits out), model.int8.onnx (static int8 QDQ,
@@ -39,7 +47,15 @@ def export_command(run_dir: str, phase: int | None, threads: int, target: str | 
     the C front end (logmel.h, logmel.c) and tflm_test_vectors.h, unless the TFLM build misses
     its parity rule (then withheld, the reason in the manifest's "tflm" section). A clip longer
     than the window is scored as the mean of its windows' logits, in the device and in parity.
+    A withheld build is kept for diagnosis in the phase's withheld/<artifact>/ folder with its
+    report; each phase's wall time and peak memory are logged.
     """
+    from edgecl.budget.units import parse_bytes
+    from firmware_export.tflm.limits import DeviceLimits
+
+    limits = DeviceLimits(
+        arena=None if arena_limit is None else parse_bytes(arena_limit, "--arena-limit"),
+        flash=None if flash_limit is None else parse_bytes(flash_limit, "--flash-limit"))
     if tflm_window_seconds is not None:  # the option's value first, then what it needs
         from edgecl.limits import MAX_CLIP_SECONDS, check_float
 
@@ -55,5 +71,6 @@ def export_command(run_dir: str, phase: int | None, threads: int, target: str | 
 
     torch.set_num_threads(threads)
     manifests = reexport_run(run_dir, phase, log=click.echo, target=target,
-                             tflm_window_seconds=tflm_window_seconds, data_root=data_root)
+                             tflm_window_seconds=tflm_window_seconds, data_root=data_root,
+                             limits=limits, quiet=quiet)
     click.echo(f"exported {len(manifests)} phase(s) under {run_dir}")

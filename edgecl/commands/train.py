@@ -188,6 +188,13 @@ def _load_config(ctx: click.Context, _param, path: str | None) -> None:
                    "length and averages their logits over the clip; 0 = the whole clip. "
                    "[auto: 1 s windows for clips longer than 1 s, else the whole clip] "
                    "(--target tflm)")
+@click.option("--arena-limit", default=None, metavar="SIZE",
+              help="Most TFLM arena bytes the part gives the model (256KB, 256KiB): checked on "
+                   "the untrained model before training and on each phase's build (--target "
+                   "tflm).")
+@click.option("--flash-limit", default=None, metavar="SIZE",
+              help="Most TFLM flatbuffer bytes the part gives the model (1MB): checked like "
+                   "--arena-limit (--target tflm).")
 @click.option("--feature-cache/--no-feature-cache", default=_DEFAULTS.feature_cache,
               show_default=True, help="Compute each clip's log-mel once (off only to measure it).")
 @click.option("--feature-store/--no-feature-store", default=_DEFAULTS.feature_store,

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 from edgecl.errors import EdgeclError
 from edgecl.schema import DictOf, Fields, problem
-from firmware_export.device.layout import MANIFEST, MANIFEST_FORMAT
+from firmware_export.device.layout import MANIFEST, MANIFEST_FORMAT, WITHHELD_REPORT
 
 _CHUNK = 1 << 20
 FILE_ENTRY = Fields({"bytes": int, "sha256": str}, ("bytes", "sha256"))
@@ -78,3 +78,13 @@ def verify_bundle(folder: str | os.PathLike) -> dict[str, Any]:
                               f"({str(expected.get('sha256'))[:16]}...); the bundle is corrupt or "
                               f"modified")
     return manifest
+
+
+def refuse_withheld(path: Path) -> None:
+    """EdgeclError when `path` is a withheld build kept for diagnosis (its folder, or a file in
+    it): never run, even with --bare."""
+    folder = path if path.is_dir() else path.parent
+    if (folder / WITHHELD_REPORT).is_file():
+        raise EdgeclError(f"{path}: a withheld build kept for diagnosis (it missed its shipping "
+                          f"rule; see {folder / WITHHELD_REPORT}), not a bundle; give the phase's "
+                          f"bundle folder")

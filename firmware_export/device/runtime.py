@@ -22,7 +22,7 @@ from edgecl.audio import fit_length, read_audio
 from edgecl.errors import EdgeclError
 from firmware_export.device.layout import (INPUT_NAME, LABELS, MANIFEST, META_CLIP_SAMPLES,
                                            META_LABELS, META_SAMPLE_RATE)
-from firmware_export.device.manifest import read_manifest, verify_bundle
+from firmware_export.device.manifest import read_manifest, refuse_withheld, verify_bundle
 from firmware_export.device.resample import resample
 
 
@@ -81,6 +81,7 @@ def load_model(path: str | os.PathLike, *, threads: int = 1, bare: bool = False)
     metadata describes it. Raises EdgeclError naming the file for every fault.
     """
     path = Path(path)
+    refuse_withheld(path)
     if path.is_dir():
         path = device_model_path(path)
     if not path.is_file():

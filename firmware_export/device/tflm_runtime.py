@@ -27,7 +27,7 @@ import numpy as np
 from edgecl.errors import EdgeclError
 from firmware_export.device.layout import LABELS, MANIFEST, MODEL_TFLM
 from firmware_export.device.logmel import LogMelPlan, logmel, quantize
-from firmware_export.device.manifest import verify_bundle
+from firmware_export.device.manifest import refuse_withheld, verify_bundle
 from firmware_export.device.windows import pool, split_windows
 
 ARENA_STEP = 16
@@ -192,6 +192,7 @@ def load_tflm_bundle(folder: str | os.PathLike) -> TflmBundle:
     if not folder.is_dir():
         raise EdgeclError(f"{folder}: --target tflm needs a bundle folder (WORKSPACE/RUN/"
                           f"phase_<i>)")
+    refuse_withheld(folder)
     if not (folder / MANIFEST).is_file():
         raise EdgeclError(f"{folder}: not a bundle (no {MANIFEST})")
     manifest = verify_bundle(folder)

@@ -38,6 +38,7 @@ from firmware_export.tflm import flatbuffer, toolchain_versions
 from firmware_export.tflm.c_frontend import render_frontend
 from firmware_export.tflm.c_model import render_model_header, render_test_vectors
 from firmware_export.tflm.convert import float_tflite
+from firmware_export.tflm.limits import DeviceLimits, limit_failures
 from firmware_export.tflm.quantize import int8_tflite
 from firmware_export.tflm.rewrite import tflm_graph
 
@@ -81,10 +82,11 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
                calibration_waveforms: np.ndarray, holdout_waveforms: np.ndarray,
                holdout_targets: np.ndarray,
                fp32_runner: Callable[[np.ndarray], np.ndarray],
-               window_seconds: float | None = None) -> TflmBuild:
+               window_seconds: float | None = None,
+               limits: DeviceLimits | None = None) -> TflmBuild:
     """Build and verify; `fp32_runner` maps waveforms [B, T] to the fp32 ONNX model's logits;
     `window_seconds` is --tflm-window-seconds (None: auto, 0: whole clip; see
-    firmware_export.device.windows)."""
+    firmware_export.device.windows); a build over `limits` (arena, flatbuffer) is withheld."""
     config = model.frontend.config.to_dict()
     window = window_samples(clip_samples, sample_rate, window_seconds,
                             min_samples=int(config["n_fft"]))
@@ -114,6 +116,7 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
     else:
         failures += [text.replace("int8 vs fp32", "TFLM int8 vs fp32 ONNX")
                      for text in parity.int8_failures(figures)]
+    failures += limit_failures(arena, len(model_bytes), limits)
     io = flatbuffer.io_tensors(model_bytes)
     section = {
         "file": MODEL_TFLM, "status": "withheld" if failures else "shipped",
@@ -132,6 +135,8 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
         "interpreter": "tflite-micro (TFLM reference kernels)",
         "toolchain": toolchain_versions(),
     }
+    if limits:
+        section["limits"] = limits.describe()
     build = TflmBuild(model_bytes, section)
     if not failures:
         labels = [str(name) for name in classes]

@@ -19,7 +19,8 @@ import numpy as np
 
 
 def probe(sample_rate: int, clip_seconds: float, width: int, n_classes: int = 10,
-          calibration_clips: int = 4, n_mels: int = 64, fold_norms: bool = True) -> dict:
+          calibration_clips: int = 4, n_mels: int = 64, fold_norms: bool = True,
+          model_name: str = "bc-resnet") -> dict:
     import torch
 
     import models
@@ -30,7 +31,7 @@ def probe(sample_rate: int, clip_seconds: float, width: int, n_classes: int = 10
 
     torch.manual_seed(0)
     config = models.FrontEndConfig.for_sample_rate(sample_rate, n_mels=n_mels)
-    model = models.build_model("bc-resnet", n_classes, config, width=width).eval()
+    model = models.build_model(model_name, n_classes, config, width=width).eval()
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):

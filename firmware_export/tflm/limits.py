@@ -1,0 +1,127 @@
+"""A deployment budget for the TFLM build: the most arena (RAM) and flatbuffer (flash) bytes the
+target part gives the model (`--arena-limit`, `--flash-limit`).
+
+Checked twice. Before training (`check_before_training`): the untrained architecture at the run's
+rate, mels, window and width is probed (firmware_export.tflm.probe: both figures depend on the
+architecture and the input shape, not on trained values), and a configuration that cannot fit is
+a one-line error naming the levers that would (fewer mels, a shorter window, a smaller width)
+with their figures. After each phase (`limit_failures`): a build over a limit is withheld with
+the reason, like a parity miss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from edgecl.budget.units import format_bytes
+from edgecl.errors import EdgeclError
+
+MIN_MELS = 32  # BC-ResNet's mels come in multiples of 32
+MIN_WIDTH = 8
+Probe = Callable[..., dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class DeviceLimits:
+    """Arena and flatbuffer ceilings in bytes (None: no limit)."""
+
+    arena: int | None = None
+    flash: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.arena is not None or self.flash is not None
+
+    def describe(self) -> dict[str, int | None]:
+        return {"arena_bytes": self.arena, "flatbuffer_bytes": self.flash}
+
+
+def limit_failures(arena_bytes: int, flatbuffer_bytes: int, limits: DeviceLimits | None
+                   ) -> list[str]:
+    """Why a build of these sizes does not fit `limits` (empty when it fits)."""
+    failures = []
+    if limits is not None and limits.arena is not None and arena_bytes > limits.arena:
+        failures.append(f"arena {format_bytes(arena_bytes)} over --arena-limit "
+                        f"{format_bytes(limits.arena)}")
+    if limits is not None and limits.flash is not None and flatbuffer_bytes > limits.flash:
+        failures.append(f"flatbuffer {format_bytes(flatbuffer_bytes)} over --flash-limit "
+                        f"{format_bytes(limits.flash)}")
+    return failures
+
+
+def check_run_limits(config, sample_rate: int, clip_samples: int, n_classes: int,
+                     log: Callable[[str], None] | None = None) -> dict[str, int] | None:
+    """check_before_training for a run (edgecl.config.RunConfig) about to train on clips of
+    `clip_samples` at `sample_rate` with `n_classes` classes in all (the largest head); nothing
+    when it sets no limit or exports no TFLM build. Returns the probed figures, if any."""
+    limits = DeviceLimits(config.arena_limit, config.flash_limit)
+    if not limits or not config.export or config.target != "tflm":
+        return None
+    from firmware_export.device.windows import window_samples
+    from models.frontend import FrontEndConfig
+
+    front_end = FrontEndConfig.for_sample_rate(sample_rate, n_mels=config.n_mels)
+    window = window_samples(clip_samples, sample_rate, config.tflm_window_seconds,
+                            min_samples=int(front_end.to_dict()["n_fft"]))
+    found = check_before_training(limits, sample_rate=sample_rate, window_samples=window,
+                                  n_mels=config.n_mels, width=config.width, n_classes=n_classes,
+                                  model_name=config.model)
+    if log is not None:
+        log(f"deployment budget: the untrained model needs {format_bytes(found['arena_bytes'])} "
+            f"arena and {format_bytes(found['flatbuffer_bytes'])} flatbuffer at "
+            f"{n_classes} classes, within {_limits_text(limits)}")
+    return found
+
+
+def _limits_text(limits: DeviceLimits) -> str:
+    parts = [f"--arena-limit {format_bytes(limits.arena)}" if limits.arena is not None else "",
+             f"--flash-limit {format_bytes(limits.flash)}" if limits.flash is not None else ""]
+    return " and ".join(part for part in parts if part)
+
+
+def check_before_training(limits: DeviceLimits, *, sample_rate: int, window_samples: int,
+                          n_mels: int, width: int, n_classes: int, model_name: str = "bc-resnet",
+                          probe: Probe | None = None) -> dict[str, int]:
+    """Probe the untrained architecture at this input; EdgeclError naming the levers that fit
+    when it does not. Returns the probed {"arena_bytes", "flatbuffer_bytes"}."""
+    if probe is None:
+        from firmware_export.tflm.probe import probe
+
+    def sizes(mels: int, window: int, model_width: int) -> dict[str, int]:
+        figures = probe(sample_rate, window / sample_rate, model_width, n_classes=n_classes,
+                        n_mels=mels, model_name=model_name)
+        return {"arena_bytes": int(figures["arena_bytes"]),
+                "flatbuffer_bytes": int(figures["flatbuffer_bytes"])}
+
+    found = sizes(n_mels, window_samples, width)
+    failures = limit_failures(found["arena_bytes"], found["flatbuffer_bytes"], limits)
+    if not failures:
+        return found
+    levers = []
+    for option, (mels, window, model_width) in _levers(n_mels, window_samples, width,
+                                                       sample_rate):
+        other = sizes(mels, window, model_width)
+        fits = not limit_failures(other["arena_bytes"], other["flatbuffer_bytes"], limits)
+        levers.append(f"{option} ({format_bytes(other['arena_bytes'])} arena, "
+                      f"{format_bytes(other['flatbuffer_bytes'])} flatbuffer"
+                      f"{'' if fits else ', still over'})")
+    raise EdgeclError(
+        f"{'; '.join(failures)}: the untrained {model_name} of width {width} at {sample_rate} Hz, {n_mels} "
+        f"mels, {window_samples / sample_rate:g} s windows, {n_classes} classes needs "
+        f"{format_bytes(found['arena_bytes'])} arena and {format_bytes(found['flatbuffer_bytes'])} "
+        f"flatbuffer; levers: {'; '.join(levers) or 'none left'}")
+
+
+def _levers(n_mels: int, window: int, width: int, sample_rate: int
+            ) -> list[tuple[str, tuple[int, int, int]]]:
+    """One step of each lever from (n_mels, window, width): half the mels (arena), half the
+    window (arena), half the width (arena and flatbuffer)."""
+    levers = []
+    if n_mels // 2 >= MIN_MELS and (n_mels // 2) % MIN_MELS == 0:
+        levers.append((f"--n-mels {n_mels // 2}", (n_mels // 2, window, width)))
+    if window // 2 >= sample_rate // 8:
+        levers.append((f"--tflm-window-seconds {window // 2 / sample_rate:g}",
+                       (n_mels, window // 2, width)))
+    if width // 2 >= MIN_WIDTH:
+        levers.append((f"--width {width // 2}", (n_mels, window, width // 2)))
+    return levers
