@@ -405,6 +405,8 @@ def test_export_command_rebuilds_bundles_from_checkpoints(tmp_path, fp32_bytes, 
     result = runner.invoke(main, ["export", str(run), "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "export phase 1" in result.output and "exported 1 phase(s)" in result.output
+    # the phase's cost: its wall time and peak resident memory
+    assert re.search(r"export phase 1: \d+ s, peak RSS \d[\d.]* [KMG]B", result.output)
     manifest = verify_bundle(run / "phase_1")
     assert manifest["classes"] == plan.class_order and manifest["phase"] == 1
     # Every held-out clip of the run: the test clips and the validation clips (one per class).
@@ -437,6 +439,13 @@ def test_export_command_rebuilds_bundles_from_checkpoints(tmp_path, fp32_bytes, 
     busy = runner.invoke(main, ["export", str(run)])
     lock.release()
     assert busy.exit_code == 2 and "another edgecl train or export is writing" in busy.output
+    assert {p.name: p.read_bytes() for p in (run / "phase_1").iterdir()} == second
+
+    limited = runner.invoke(main, ["export", str(run), "--arena-limit", "256KB"])
+    assert limited.exit_code == 2 and "--arena-limit/--flash-limit: only used with --target " \
+        "tflm (the export's target is onnx)" in limited.output
+    bad_size = runner.invoke(main, ["export", str(run), "--flash-limit", "big"])
+    assert bad_size.exit_code == 2 and "--flash-limit: expected a byte size" in bad_size.output
     assert {p.name: p.read_bytes() for p in (run / "phase_1").iterdir()} == second
 
     missing = runner.invoke(main, ["export", str(run), "--phase", "0"])

@@ -50,3 +50,49 @@ def test_progress_lines_are_throttled_and_durations_read_well():
     assert stream.getvalue() == ("phase 1/5 epoch 1: loss 1.235, validation 50.0%, about 2 min "
                                  "left in the run\n")
     assert format_duration(12) == "12 s" and format_duration(3 * 3600 + 300) == "3 h 05 min"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_export_progress_prints_each_phase_and_throttles_its_steps(monkeypatch):
+    from edgecl.progress import ExportProgress
+
+    clock = _Clock()
+    monkeypatch.setattr("edgecl.progress.time.monotonic", clock)
+    stream = io.StringIO()
+    progress = ExportProgress(2, stream=stream, terminal=False, every=5.0)
+    progress.start(3)
+    progress.step("fp32 export and parity")  # within 5 s of the phase's line: held back
+    clock.now += 6
+    progress.step("int8 candidate 2 (per-tensor, MinMax, uint8 activations)")
+    progress.finish()
+    progress.start(4)
+    assert stream.getvalue().splitlines() == [
+        "export phase 3 (1/2): started (0 s in)",
+        "export phase 3 (1/2): int8 candidate 2 (per-tensor, MinMax, uint8 activations) (6 s in)",
+        "export phase 4 (2/2): started (0 s in)"]
+
+
+def test_export_progress_is_a_bar_in_a_terminal_and_silent_when_quiet():
+    from edgecl.progress import ExportProgress
+
+    stream = io.StringIO()
+    bar = ExportProgress(1, stream=stream, terminal=True)
+    bar.start(0)
+    bar.step("int8 candidate 1")
+    bar.step("int8 candidate 2")
+    assert bar._bar.n == 2 and "int8 candidate 2" in bar._bar.postfix
+    bar.finish()
+    assert bar._bar is None
+    quiet = io.StringIO()
+    silent = ExportProgress(1, stream=quiet, terminal=False, quiet=True)
+    silent.start(0)
+    silent.step("int8 candidate 1")
+    silent.finish()
+    assert quiet.getvalue() == ""

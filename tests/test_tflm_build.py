@@ -208,7 +208,8 @@ def _c_array(text: str, name: str) -> np.ndarray:
     return np.array([int(v) for v in body.replace("\n", " ").split(",") if v.strip()], np.int8)
 
 
-def test_a_tflm_miss_withholds_the_tflm_files_and_ships_onnx(bundle, tmp_path, monkeypatch):
+def _tflm_export(bundle, out_dir, monkeypatch, **options):
+    """export_phase with --target tflm, reusing the fixture's fp32 graph and TFLM model."""
     import onnx
 
     import firmware_export.bundle as bundle_module
@@ -218,14 +219,33 @@ def test_a_tflm_miss_withholds_the_tflm_files_and_ships_onnx(bundle, tmp_path, m
     monkeypatch.setattr(bundle_module, "export_onnx", lambda *args, **kwargs: fp32)
     model_bytes = _tflite(bundle)
     monkeypatch.setattr(build_module, "convert_int8", lambda *args: model_bytes)
-    monkeypatch.setattr(build_module.parity, "int8_failures",
-                        lambda figures: ["int8 vs fp32 batch_1: top-1 agreement 50% < 98%"])
     calibration, _ = tones(48, seed=2)
-    manifest = bundle_module.export_phase(
-        trained_model(), tmp_path / "phase_0", phase=0, classes=CLASSES,
+    return bundle_module.export_phase(
+        trained_model(), out_dir, phase=0, classes=CLASSES,
         calibration_waveforms=calibration, holdout_waveforms=bundle.holdout,
         holdout_targets=bundle.holdout_targets, target="tflm",
-        tflm_window_seconds=TFLM_WINDOW_SECONDS)
+        tflm_window_seconds=TFLM_WINDOW_SECONDS, **options)
+
+
+def _assert_kept_for_diagnosis(folder, section) -> None:
+    """The withheld TFLM build sits in withheld/tflm/ with its report, and infer refuses it."""
+    kept = folder / "withheld" / "tflm"
+    assert hashlib.sha256((kept / "model.tflm.tflite").read_bytes()).hexdigest() == \
+        section["sha256"]
+    report = json.loads((kept / "withheld.json").read_text())
+    assert report["reason"] == section["reason"] and report["artifact"] == "tflm"
+    refused = CliRunner().invoke(main, ["infer", "--target", "tflm", str(kept), "x.wav"])
+    assert refused.exit_code != 0
+    assert "a withheld build kept for diagnosis" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+
+
+def test_a_tflm_miss_withholds_the_tflm_files_and_ships_onnx(bundle, tmp_path, monkeypatch):
+    import firmware_export.tflm.build as build_module
+
+    monkeypatch.setattr(build_module.parity, "int8_failures",
+                        lambda figures: ["int8 vs fp32 batch_1: top-1 agreement 50% < 98%"])
+    manifest = _tflm_export(bundle, tmp_path / "phase_0", monkeypatch)
     section = manifest["tflm"]
     assert section["status"] == "withheld"
     # a windowed build: int8 answers against the fp32 network on the same windows
@@ -236,6 +256,25 @@ def test_a_tflm_miss_withholds_the_tflm_files_and_ships_onnx(bundle, tmp_path, m
     result = CliRunner().invoke(main, ["infer", "--target", "tflm", str(tmp_path / "phase_0"),
                                        "x.wav"])
     assert result.exit_code != 0 and "withheld" in result.output
+    _assert_kept_for_diagnosis(tmp_path / "phase_0", section)
+
+
+def test_a_build_over_a_deployment_limit_is_withheld_with_the_reason(bundle, tmp_path,
+                                                                     monkeypatch):
+    from firmware_export.tflm.limits import DeviceLimits
+
+    arena, size = bundle.manifest["tflm"]["arena_bytes"], bundle.manifest["tflm"]["bytes"]
+    fits = _tflm_export(bundle, tmp_path / "fits", monkeypatch,
+                        limits=DeviceLimits(arena=arena, flash=size))
+    assert fits["tflm"]["status"] == "shipped"
+    assert fits["tflm"]["limits"] == {"arena_bytes": arena, "flatbuffer_bytes": size}
+    over = _tflm_export(bundle, tmp_path / "over", monkeypatch,
+                        limits=DeviceLimits(arena=arena - 16, flash=size - 1))
+    section = over["tflm"]
+    assert section["status"] == "withheld"
+    assert "over --arena-limit" in section["reason"] and "over --flash-limit" in section["reason"]
+    assert over["artifacts"]["int8"]["status"] == "shipped"  # the ONNX artifacts are unaffected
+    _assert_kept_for_diagnosis(tmp_path / "over", section)
 
 
 class _WideHead(torch.nn.Module):

@@ -1,0 +1,85 @@
+"""The TFLM deployment budget (firmware_export.tflm.limits): --arena-limit and --flash-limit are
+checked before training on the untrained architecture, with the levers that would fit named with
+their figures. The probe is replaced by a model of its figures here (arena grows with mels,
+window and width; flatbuffer with width); tests/test_tflm_build.py holds real builds to limits."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgecl.config import RunConfig
+from edgecl.errors import EdgeclError
+from firmware_export.tflm.limits import (DeviceLimits, check_before_training, check_run_limits,
+                                         limit_failures)
+
+
+def fake_probe(sample_rate, clip_seconds, width, *, n_classes, n_mels, model_name):
+    """Arena proportional to mels x frames x width, flatbuffer to width (and classes)."""
+    frames = round(clip_seconds * 100)
+    return {"arena_bytes": n_mels * frames * width, "flatbuffer_bytes": 5000 * width + n_classes}
+
+
+def _check(limits, **overrides):
+    arguments = dict(sample_rate=16000, window_samples=16000, n_mels=64, width=40, n_classes=10,
+                     probe=fake_probe)
+    arguments.update(overrides)
+    return check_before_training(limits, **arguments)
+
+
+def test_a_configuration_that_fits_returns_its_figures():
+    assert _check(DeviceLimits(arena=256_000, flash=1_000_000)) == {
+        "arena_bytes": 64 * 100 * 40, "flatbuffer_bytes": 200_010}
+
+
+def test_a_configuration_over_the_arena_names_the_levers_with_their_figures():
+    with pytest.raises(EdgeclError) as raised:
+        _check(DeviceLimits(arena=200_000))
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("arena 256 KB over --arena-limit 200 KB: the untrained bc-resnet "
+                              "of width 40 at 16000 Hz, 64 mels, 1 s windows, 10 classes needs "
+                              "256 KB arena")
+    assert "--n-mels 32 (128 KB arena, 200 KB flatbuffer)" in message
+    assert "--tflm-window-seconds 0.5 (128 KB arena" in message
+    assert "--width 20 (128 KB arena, 100 KB flatbuffer)" in message
+
+
+def test_a_lever_that_does_not_fit_either_says_so():
+    with pytest.raises(EdgeclError, match=r"--n-mels 32 \(128 KB arena, 200 KB flatbuffer, "
+                                          r"still over\).*--width 20 \(128 KB arena, 100 KB "
+                                          r"flatbuffer\)"):
+        _check(DeviceLimits(flash=150_000))
+
+
+def test_limit_failures_name_each_limit_passed():
+    assert limit_failures(100, 100, DeviceLimits(arena=100, flash=100)) == []
+    assert limit_failures(101, 50, DeviceLimits(arena=100)) == [
+        "arena 101 B over --arena-limit 100 B"]
+    assert limit_failures(10**9, 10**9, None) == []
+
+
+def test_limits_are_byte_sizes_and_need_the_tflm_target():
+    config = RunConfig(target="tflm", arena_limit="256KiB", flash_limit="1MB")
+    assert (config.arena_limit, config.flash_limit) == (262_144, 1_000_000)
+    with pytest.raises(EdgeclError, match=r"^--arena-limit: only used with --target tflm$"):
+        RunConfig(arena_limit="256KB")
+    with pytest.raises(EdgeclError, match=r"^--flash-limit: expected a byte size"):
+        RunConfig(target="tflm", flash_limit="lots")
+    assert "arena_limit" not in RunConfig().identity()  # older runs keep their identity
+
+
+def test_a_run_checks_its_window_and_largest_head(monkeypatch):
+    seen = {}
+
+    def recording_probe(sample_rate, clip_seconds, width, **kwargs):
+        seen.update(sample_rate=sample_rate, clip_seconds=clip_seconds, width=width, **kwargs)
+        return fake_probe(sample_rate, clip_seconds, width, **kwargs)
+
+    monkeypatch.setattr("firmware_export.tflm.probe.probe", recording_probe)
+    config = RunConfig(target="tflm", arena_limit="1MB", n_mels=32, width=16)
+    found = check_run_limits(config, 44100, 5 * 44100, n_classes=50)
+    # auto window: 1 s of a 5 s clip; the head of every class the run will learn
+    assert seen == {"sample_rate": 44100, "clip_seconds": 1.0, "width": 16, "n_classes": 50,
+                    "n_mels": 32, "model_name": "bc-resnet"}
+    assert found["arena_bytes"] == 32 * 100 * 16
+    assert check_run_limits(RunConfig(target="tflm"), 44100, 44100, n_classes=50) is None
