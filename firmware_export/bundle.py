@@ -7,7 +7,9 @@ int8 file is withheld and the manifest says why. The device model (`device_model
 embedded in model.h, run by `edgecl infer BUNDLE`) is the int8 one when shipped, else the fp32 one.
 
 The bundle (`model.onnx`, `model.int8.onnx` when shipped, `labels.json`, `model.h`,
-`manifest.json`) is written atomically by firmware_export.bundle_folder.
+`manifest.json`) is written atomically by firmware_export.bundle_folder, together with any
+withheld build, kept for diagnosis under `withheld/<artifact>/` and listed nowhere in the
+manifest (`withheld_builds`).
 """
 
 from __future__ import annotations
@@ -205,6 +207,8 @@ def summary_line(manifest: dict[str, Any], out_dir: str | os.PathLike) -> str:
             f"diff| {fp32_figures['max_abs_logit_diff']:.2g}; {int8_text}; {sizes}")
     if "tflm" in manifest:
         line += "; " + tflm_summary(manifest["tflm"])
+    if "withheld_dir" in manifest:
+        line += f"; withheld build(s) kept for diagnosis in {Path(out_dir) / WITHHELD_DIR}"
     return line
 
 
