@@ -83,3 +83,18 @@ def test_a_run_checks_its_window_and_largest_head(monkeypatch):
                     "n_mels": 32, "model_name": "bc-resnet"}
     assert found["arena_bytes"] == 32 * 100 * 16
     assert check_run_limits(RunConfig(target="tflm"), 44100, 44100, n_classes=50) is None
+
+
+def test_train_refuses_a_run_that_cannot_fit_before_writing_its_folder(tiny_manifest, tmp_path,
+                                                                        monkeypatch):
+    from edgecl.trainer import train
+
+    monkeypatch.setattr("firmware_export.tflm.probe.probe", fake_probe)
+    config = RunConfig(dataset="manifest", data_root=str(tiny_manifest),
+                       workspace=str(tmp_path / "ws"), width=8, epochs=1, n_tasks=2,
+                       n_init_cls=2, n_cls_a_task=2, memory_size=4, target="tflm",
+                       arena_limit="100B", quiet=True, threads=1)
+    with pytest.raises(EdgeclError, match=r"^arena .* over --arena-limit 100 B: .* at 8000 Hz, "
+                                          r"64 mels, 1 s windows, 4 classes needs"):
+        train(config)
+    assert not (tmp_path / "ws" / config.name).exists()
