@@ -220,7 +220,7 @@ def test_int8_quantization_is_deterministic(fp32_bytes):
 
 @pytest.mark.parametrize("method", ["Percentile", "Entropy"])
 def test_histogram_calibration_works_with_any_number_of_clips(fp32_bytes, method, capfd):
-    """21 clips do not split into batches of 16: the histogram calibrators need equal batches.
+    """21 clips do not split into equal batches of 4: the histogram calibrators need them.
     Their progress chatter does not reach the run's output."""
     from firmware_export.quantize import QuantRecipe, WaveformReader
 
@@ -244,7 +244,9 @@ def test_calibration_takes_one_batch_a_pass_and_minmax_matches_a_single_pass(fp3
     import firmware_export.quantize as quantize
 
     fp32 = onnx.load_from_string(fp32_bytes)
-    calibration, _ = tones(32, seed=7)  # two batches of 16
+    calibration, _ = tones(32, seed=7)
+    batches = 32 // quantize.CALIBRATION_BATCH
+    assert batches > 1
     ranges: list[tuple[int, int]] = []
     set_range = quantize.WaveformReader.set_range
 
@@ -254,10 +256,10 @@ def test_calibration_takes_one_batch_a_pass_and_minmax_matches_a_single_pass(fp3
 
     monkeypatch.setattr(quantize.WaveformReader, "set_range", recording)
     strided = quantize_candidate(fp32, calibration, per_channel=True)
-    assert ranges == [(0, 1), (1, 2)]
-    monkeypatch.setattr(quantize, "CALIBRATION_STRIDE", 2)
+    assert ranges == [(i, i + 1) for i in range(batches)]
+    monkeypatch.setattr(quantize, "CALIBRATION_STRIDE", batches)
     single = quantize_candidate(fp32, calibration, per_channel=True)
-    assert ranges[2:] == [(0, 2)]
+    assert ranges[batches:] == [(0, batches)]
     assert serialize(strided.proto) == serialize(single.proto)
 
 
