@@ -8,6 +8,7 @@ to prototype), and `noise_lambda` is 0.2 as in the paper's description (the publ
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -15,39 +16,32 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
+import click
+
 from edgecl.errors import EdgeclError
-from edgecl.limits import (INT_RANGES, MAX_CLIP_SECONDS, MAX_DISTILL_TEMPERATURE,
-                           MAX_DISTILL_WEIGHT, MAX_MEMORY_BYTES, MAX_STEPS, MAX_TRAIN_MACS,
-                           MAX_TRAIN_SECONDS, MAX_VAL_FRACTION, check_float, check_int)
+from edgecl.limits import (MAX_CLIP_SECONDS, MAX_DISTILL_TEMPERATURE, MAX_DISTILL_WEIGHT,
+                           MAX_MEMORY_BYTES, MAX_STEPS, MAX_TRAIN_MACS, MAX_TRAIN_SECONDS,
+                           MAX_VAL_FRACTION, Range, int_range)
+from edgecl.options import DatasetName, Option, declared_options, names_where, run_field
+from edgecl.targets import TARGETS
 
 MODES = ("finetune", "replay", "joint")
-
-# Options that only make sense with a replay memory (every sampler's own options too, see
-# memory_options()).
-_MEMORY_FIELDS = ("mem_manage", "memory_size", "memory_bytes", "memory_format", "code_new_clips",
-                  "balanced_epochs", "balanced_lr", "batch_sampling")
 DEFAULT_N_TASKS = 5
-# Options that do not change the experiment: left out of its identity (run.json, the hash in its
-# default name), so a run may be resumed with other values of them. `threads` does change the last
-# bits of torch's float sums; results.json's provenance records it and a resume on another count
-# says so in train.log.
-NOT_IDENTITY = ("workspace", "exp_name", "threads", "quiet", "feature_store", "device")
-# Options added after runs existed: at these defaults they are left out of a run's identity, so
-# older runs keep their identity and name.
-IDENTITY_DEFAULTS_LEFT_OUT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 1024,
-                             "tflm_window_seconds": None, "arena_limit": None,
-                             "flash_limit": None, "balanced_epochs": 0,
-                             "balanced_lr": 1e-4, "uncert_trim": 0.0, "uncert_ties": "random",
-                             "batch_sampling": "uniform", "lr_incremental": None,
-                             "augment": "none", "bias_correction": "off", "allow_tf32": False,
-                             "precision": "fp32"}
+
+_LEARNING_RATE = Range(0.0, math.inf, what="a finite learning rate")
+_DISTILL_WEIGHT = Range(0.0, MAX_DISTILL_WEIGHT, low_inclusive=True, what="a weight (0 = off)")
+# Options that do not change what a run computes (its folder, where and how fast it runs): out
+# of its identity and every method, so a run may be resumed with other values of them. `threads`
+# does change the last bits of torch's float sums; results.json's provenance records it and a
+# resume on another count says so in train.log.
+_NOT_IDENTITY = {"identity": False, "method": False}
 
 
-def memory_options() -> tuple[str, ...]:
-    """Config fields used only with --mode replay: the memory's and every sampler's options."""
-    from edgecl.samplers import sampler_options
+def _dataset_help() -> str:
+    from edgecl.data import all_aliases
 
-    return _MEMORY_FIELDS + tuple(sampler_options())
+    aliases = sorted(a for a, name in all_aliases().items() if a != name.lower())
+    return f"Dataset to learn from (any case; aliases {', '.join(aliases)})."
 
 
 def declared_options() -> dict:
@@ -68,6 +62,10 @@ def option_name(field_name: str) -> str:
 class RunConfig:
     """Every option of one continual-learning run (recorded in results.json as `config`).
 
+    Each field declares its option (edgecl.options.Option: help, group, choices, range, part of
+    the run identity or not); `edgecl train`'s click options, its TOML config file, the grid's
+    trial hash and the report's method key are generated from these declarations.
+
     Names come from the registries: `dataset` (edgecl.data, any alias, stored canonical),
     `model` (models.MODEL_NAMES), `mem_manage` (edgecl.samplers), `memory_format`
     (edgecl.memory.formats). The samplers' own options (e.g. uncert_metric, metric_k,
@@ -76,86 +74,187 @@ class RunConfig:
     top-level keys of `to_dict()`, held in `sampler_options`.
     """
 
-    dataset: str = "synthetic"
-    data_root: str | None = None  # absolute: a relative one is resolved when the config is made
-    sample_rate: int | None = None  # override the model's rate (manifest, synthetic)
-    clip_seconds: float | None = None  # override the clip length
-    clips_per_class: int = 100  # synthetic dataset size
-    model: str = "bc-resnet"
-    width: int = 40
-    n_mels: int = 64  # log-mel bins (BC-ResNet needs a multiple of 32; 32 halves the activations)
-    mode: str = "replay"
-    mem_manage: str = "uncertainty"  # noisytune, k = 6: the method this project is built around
+    dataset: str = run_field("synthetic", Option(_dataset_help, "data", type=DatasetName()))
+    # Absolute: a relative one is resolved when the config is made.
+    data_root: str | None = run_field(None, Option(
+        "Dataset folder (ESC-50, TAU-ASC) or manifest CSV (manifest).", "data",
+        type=click.Path(), show_default=False))
+    # Overrides of the model's rate (manifest, synthetic) and of the clip length.
+    sample_rate: int | None = run_field(None, Option(
+        "Model sample rate in Hz [dataset's own].", "data", type=int,
+        range=int_range("sample_rate"), show_default=False))
+    clip_seconds: float | None = run_field(None, Option(
+        "Clip length [dataset's own].", "data", type=float, show_default=False,
+        range=Range(0.0, MAX_CLIP_SECONDS, what="a clip length in seconds")))
+    clips_per_class: int = run_field(100, Option(
+        "Size of the generated synthetic dataset.", "data", range=int_range("clips_per_class")))
+    model: str = run_field("bc-resnet", Option(None, "model", choices="models:MODEL_NAMES"))
+    width: int = run_field(40, Option("BC-ResNet base width (40 = the published c = 4).", "model",
+                                      range=int_range("width")))
+    # BC-ResNet needs a multiple of 32 log-mel bins; 32 halves the activations.
+    n_mels: int = run_field(64, Option(
+        "Log-mel bins of the front end (bc-resnet: a multiple of 32; 32 halves every "
+        "activation, e.g. to fit a microcontroller's tensor arena).", "model",
+        range=int_range("n_mels"), left_out_at_default=True))
+    mode: str = run_field("replay", Option(
+        "finetune: no memory; replay: memory refilled by --mem-manage; joint: every class in one "
+        "phase (upper bound).", "memory", choices=MODES))
+    # noisytune, k = 6: the method this project is built around.
+    mem_manage: str = run_field("uncertainty", Option(
+        "Memory sampler (replay).", "memory", choices="edgecl.samplers:sampler_names",
+        replay_only=True))
     sampler_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
-    memory_size: int = 500
-    memory_format: str = "float32"
+    memory_size: int = run_field(500, Option(
+        "Replay memory capacity in exemplars.", "memory", range=int_range("memory_size"),
+        replay_only=True))
+    memory_format: str = run_field("float32", Option(
+        "How exemplars are stored: float32, pcm16 or mulaw8 audio, or logmel8 (8-bit log-mel "
+        "with a per-exemplar scale and offset).", "memory",
+        choices="edgecl.memory.formats:FORMAT_NAMES", replay_only=True))
     # Device budgets: a byte budget sets the memory's capacity in exemplars of
     # memory_format (memory_size is then unused); compute limits apply to each phase.
-    memory_bytes: int | None = None
-    max_steps: int | None = None
-    max_train_seconds: float | None = None
-    max_train_macs: int | None = None
+    memory_bytes: int | None = run_field(None, Option(
+        "Replay memory budget in bytes of stored data, headers included: 512KB, 4MB (x1000), "
+        "4MiB (x1024) or plain bytes. Replaces --memory-size.", "memory", type=click.STRING,
+        metavar="SIZE", show_default=False, range=Range(1, MAX_MEMORY_BYTES, integer=True),
+        replay_only=True))
+    max_steps: int | None = run_field(None, Option(
+        "Compute budget: optimizer steps per phase.", "budget", type=int, show_default=False,
+        range=Range(1, MAX_STEPS, integer=True)))
+    max_train_seconds: float | None = run_field(None, Option(
+        "Compute budget: training wall time per phase.", "budget", type=float,
+        show_default=False, range=Range(0.0, MAX_TRAIN_SECONDS, what="a time in seconds")))
+    max_train_macs: int | None = run_field(None, Option(
+        "Compute budget: training MACs per phase (3 x forward MACs per clip per step), e.g. "
+        "500M, 2G, 2e9.", "budget", type=click.STRING, metavar="COUNT", show_default=False,
+        range=Range(1, MAX_TRAIN_MACS, integer=True)))
     # Train on new clips passed through a lossy memory_format too (edgecl.items.ClipItems.new_clip).
-    code_new_clips: bool = True
+    code_new_clips: bool = run_field(True, Option(
+        "Train on new clips passed through a lossy --memory-format as well, so its artefacts do "
+        "not mark the replayed (old) classes.", "memory", replay_only=True))
     # Bias correction after each phase (edgecl.training.weight_align).
-    weight_align: bool = False
+    weight_align: bool = run_field(False, Option(
+        "Bias correction: after each phase, rescale the new classes' classifier weights to the "
+        "old classes' mean norm (weight aligning; no training cost).", "learning"))
     # BiC's correction of the new classes' logits, fit on the validation split after each phase
     # (edgecl.training.bias_correction): off, in-loop or deployed (the phase's model only).
-    bias_correction: str = "off"
+    bias_correction: str = run_field("off", Option(
+        "After each phase, map the new classes' logits z to alpha z + beta, fit on the "
+        "validation clips of every seen class and folded into the head (BiC): in-loop (the run "
+        "goes on from the corrected head) or deployed (only the phase's tested and exported "
+        "model; the run goes on uncorrected).", "learning",
+        choices="edgecl.training.bias_correction:BIAS_CORRECTIONS", left_out_at_default=True))
     # Distillation from the previous phase's model (edgecl.training.distill): weights 0 = off.
-    distill_output: float = 0.0
-    distill_feature: float = 0.0
-    distill_temperature: float = 2.0
-    distill_adaptive: bool = False
+    distill_output: float = run_field(0.0, Option(
+        "Output distillation weight: KL divergence (x T^2) between the previous phase's frozen "
+        "model and this one on the old classes' logits (0 = off).", "learning", metavar="W",
+        range=_DISTILL_WEIGHT))
+    distill_feature: float = run_field(0.0, Option(
+        "Feature distillation weight: 1 - cosine similarity of the previous phase's and this "
+        "model's embeddings (0 = off).", "learning", metavar="W", range=_DISTILL_WEIGHT))
+    distill_temperature: float = run_field(2.0, Option(
+        "Temperature of output distillation.", "learning", metavar="T",
+        range=Range(0.0, MAX_DISTILL_TEMPERATURE, what="a temperature")))
+    distill_adaptive: bool = run_field(False, Option(
+        "Scale the distillation weights by the share of old classes (old / seen).", "learning"))
     # Class-balanced fine-tuning after each phase (edgecl.training.balanced_finetune): 0 = off.
-    balanced_epochs: int = 0
-    balanced_lr: float = 1e-4
+    balanced_epochs: int = run_field(0, Option(
+        "Class-balanced fine-tuning after each phase (replay, phase >= 1): E epochs on the "
+        "memory's old-class exemplars plus as many new clips per new class (0 = off).",
+        "learning", metavar="E", range=int_range("balanced_epochs"), left_out_at_default=True,
+        replay_only=True))
+    balanced_lr: float = run_field(1e-4, Option(
+        "Adam learning rate of the class-balanced fine-tuning.", "learning", metavar="LR",
+        range=_LEARNING_RATE, left_out_at_default=True, replay_only=True))
     # How a phase draws its batches from new clips and exemplars
     # (edgecl.training.batch_sampling): uniform (published), class-balanced, square-root or
     # progressive.
-    batch_sampling: str = "uniform"
+    batch_sampling: str = run_field("uniform", Option(
+        "How a phase draws its batches (replay): uniform (each clip once an epoch, the published "
+        "rule), class-balanced (every seen class the same share of each batch, exemplars "
+        "repeated), square-root (shares by the square root of a class's clips) or progressive "
+        "(uniform in the first epoch to class-balanced in the last); the same steps in every "
+        "case.", "learning", choices="edgecl.training.batch_sampling:BATCH_SAMPLINGS",
+        left_out_at_default=True, replay_only=True))
     # Augmentation of each training batch (edgecl.training.augment): none or specaugment.
-    augment: str = "none"
+    augment: str = run_field("none", Option(
+        "Augment each training batch: specaugment masks one band of mel bins and one span of "
+        "frames per clip (up to an eighth of each).", "learning",
+        choices="edgecl.training.augment:AUGMENTS", left_out_at_default=True))
     # Share of each task's training clips held out for model selection (edgecl.tasks).
-    val_fraction: float = 0.1
-    n_tasks: int | None = None
-    n_init_cls: int | None = None
-    n_cls_a_task: int | None = None
-    seed: int = 3
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-3
+    val_fraction: float = run_field(0.1, Option(
+        "Share of each task's training clips held out for model selection, in [0, 0.9] (best "
+        "epoch: highest validation accuracy, ties broken by lower validation loss).", "data",
+        metavar="F", range=Range(0.0, MAX_VAL_FRACTION, low_inclusive=True,
+                                 what="a fraction of each task's training clips")))
+    n_tasks: int | None = run_field(None, Option(
+        "Number of tasks [TAU-ASC 5, ESC-50 5, else min(5, classes)].", "data", type=int,
+        show_default=False, range=int_range("n_tasks")))
+    n_init_cls: int | None = run_field(None, Option(
+        "Classes in the first task [TAU-ASC 2, ESC-50 10, else an even split].", "data",
+        type=int, show_default=False, range=int_range("n_init_cls")))
+    n_cls_a_task: int | None = run_field(None, Option(
+        "Classes in each later task [TAU-ASC 2, ESC-50 10, else an even split].", "data",
+        type=int, show_default=False, range=int_range("n_cls_a_task")))
+    seed: int = run_field(3, Option(None, "run", method=False, range=int_range("seed")))
+    epochs: int = run_field(30, Option("Maximum epochs per phase.", "learning",
+                                       range=int_range("epochs")))
+    batch_size: int = run_field(32, Option(None, "learning", range=int_range("batch_size")))
+    lr: float = run_field(1e-3, Option("Adam learning rate.", "learning", range=_LEARNING_RATE))
     # Adam learning rate of phases >= 1 (None: --lr): a smaller step moves the features the old
     # classes rely on less while the new classes are learned.
-    lr_incremental: float | None = None
-    patience: int = 7
+    lr_incremental: float | None = run_field(None, Option(
+        "Adam learning rate of phases >= 1 (a smaller step forgets less) [--lr].", "learning",
+        type=float, metavar="LR", show_default=False, range=_LEARNING_RATE,
+        left_out_at_default=True))
+    patience: int = run_field(7, Option(
+        "Early-stopping patience in epochs on the validation split (0 = off).", "learning",
+        range=int_range("patience")))
     # Clips whose forward pass re-estimates BatchNorm statistics after every epoch (0 = off);
     # edgecl.training.loop.recalibrate_batchnorm.
-    bn_recal_clips: int = 1024
-    test_fold: int = 1
-    workspace: str = "workspace"
-    exp_name: str | None = None
-    export: bool = True
+    bn_recal_clips: int = run_field(1024, Option(
+        "Training clips (evenly spaced) whose forward pass re-estimates BatchNorm statistics "
+        "after each epoch; fewer is faster (0 = off).", "learning",
+        range=int_range("bn_recal_clips"), left_out_at_default=True))
+    test_fold: int = run_field(1, Option("ESC-50 test fold.", "data", type=click.IntRange(1, 5),
+                                         method=False))
+    workspace: str = run_field("workspace", Option(
+        None, "run", type=click.Path(file_okay=False), **_NOT_IDENTITY))
+    exp_name: str | None = run_field(None, Option(
+        "Run folder name under the workspace [derived from the options].", "run", type=str,
+        show_default=False, **_NOT_IDENTITY))
+    export: bool = run_field(True, Option("Export each phase's model for the device.", "export"))
     # Device targets of the export: onnx (fp32 + int8 ONNX), or tflm (those plus the TFLM build).
-    target: str = "onnx"
+    target: str = run_field("onnx", Option(
+        "Device export: onnx (fp32 and int8 ONNX per phase) or tflm (those plus an int8 "
+        "TensorFlow Lite Micro build with a C front end; needs pip install 'edgecl[tflm]').",
+        "export", choices=TARGETS, left_out_at_default=True))
     # Window of the TFLM build in seconds (firmware_export.device.windows): None = auto (1 s
     # windows for clips longer than 1 s), 0 = the whole clip.
-    tflm_window_seconds: float | None = None
-    # The TFLM build's deployment budget in bytes (firmware_export.tflm.limits): checked on the
-    # untrained model before phase 0 and on each phase's build (over a limit: withheld).
-    arena_limit: int | None = None
-    flash_limit: int | None = None
-    feature_cache: bool = True
+    tflm_window_seconds: float | None = run_field(None, Option(
+        "Window of the TFLM build: the device runs the model on windows of this length and "
+        "averages their logits over the clip; 0 = the whole clip. [auto: 1 s windows for clips "
+        "longer than 1 s, else the whole clip] (--target tflm)", "export", type=float,
+        metavar="SECONDS", show_default=False, left_out_at_default=True,
+        range=Range(0.0, MAX_CLIP_SECONDS, low_inclusive=True,
+                    what="a window length in seconds (0 = whole clip)")))
+    feature_cache: bool = run_field(True, Option(
+        "Compute each clip's log-mel once (off only to measure it).", "run"))
     # Keep each clip's log-mel in WORKSPACE/features/ for later runs (edgecl.feature_store).
-    feature_store: bool = True
-    device: str = "auto"  # auto, cpu or cuda (edgecl.device)
+    feature_store: bool = run_field(True, Option(
+        "Keep each clip's log-mel features in WORKSPACE/features/, shared by every run of the "
+        "workspace, so a later run over the same files computes none.", "run", **_NOT_IDENTITY))
+    device: str = run_field("auto", Option(  # edgecl.device
+        "Where to train and update the memory: cuda when available (auto), cpu or cuda.", "run",
+        choices="edgecl.device:DEVICES", **_NOT_IDENTITY))
     # TF32 matmuls and convolutions on a GPU: faster, not bit-reproducible (edgecl.device).
-    allow_tf32: bool = False
-    # Number format of the training forward (edgecl.precision): fp32, bf16 or auto (bf16 where
-    # the hardware runs it natively); a run records the resolved value.
-    precision: str = "fp32"
-    threads: int = 2
-    quiet: bool = False
+    allow_tf32: bool = run_field(False, Option(
+        "On a GPU, let matmuls and convolutions use TF32 (faster; results are then not "
+        "reproducible bit for bit and differ from float32).", "run", left_out_at_default=True))
+    threads: int = run_field(2, Option("CPU threads for torch.", "run", range=int_range("threads"),
+                                       **_NOT_IDENTITY))
+    quiet: bool = run_field(False, Option("No progress bars or log lines on stderr.", "run",
+                                          flag="on", **_NOT_IDENTITY))
 
     def __init__(self, **values: Any) -> None:
         declared = declared_options()
@@ -181,11 +280,21 @@ class RunConfig:
         raise AttributeError(f"RunConfig has no option {name!r}")
 
     def __post_init__(self) -> None:
-        from edgecl.data import canonical_name
-        from edgecl.memory.formats import get_format
-        from edgecl.samplers import sampler_class
-        from models import MODEL_NAMES
+        """Normalise values given in other spellings, check each option against its declared
+        choices and range, then the rules between options."""
+        from edgecl.samplers import sampler_options
 
+        self._normalise()
+        self.compute_budget()  # a compute limit must be positive (said before its range)
+        for name, option in field_options().items():
+            option.check(getattr(self, name))
+        for name, option in sampler_options().items():
+            option.check(self.sampler_options[name])
+        self._check_rules()
+
+    def _normalise(self) -> None:
+        from edgecl.budget.units import parse_bytes, parse_count
+        from edgecl.data import canonical_name
         from edgecl.data.fingerprint import absolute_data_root
 
         object.__setattr__(self, "dataset", canonical_name(self.dataset))
@@ -193,51 +302,16 @@ class RunConfig:
         if isinstance(self.bias_correction, bool):  # a flag before `deployed` existed
             object.__setattr__(self, "bias_correction",
                                "in-loop" if self.bias_correction else "off")
-        from edgecl.device import DEVICES
+        if self.memory_bytes is not None:  # "4MB" from Python callers too; stored as an int
+            object.__setattr__(self, "memory_bytes", parse_bytes(self.memory_bytes))
+        if self.max_train_macs is not None:
+            object.__setattr__(self, "max_train_macs",
+                               parse_count(self.max_train_macs, "--max-train-macs"))
 
-        from firmware_export.device.layout import TARGETS
-
-        from edgecl.training.augment import AUGMENTS
-        from edgecl.training.batch_sampling import BATCH_SAMPLINGS
-        from edgecl.precision import PRECISIONS
-        from edgecl.training.bias_correction import BIAS_CORRECTIONS
-
-        for name, allowed in (("model", MODEL_NAMES), ("mode", MODES), ("device", DEVICES),
-                              ("target", TARGETS), ("batch_sampling", BATCH_SAMPLINGS),
-                              ("augment", AUGMENTS), ("bias_correction", BIAS_CORRECTIONS),
-                              ("precision", PRECISIONS)):
-            if getattr(self, name) not in allowed:
-                raise EdgeclError(f"{option_name(name)}: expected one of {', '.join(allowed)}, "
-                                  f"got {getattr(self, name)!r}")
-        sampler_class(self.mem_manage)
-        get_format(self.memory_format)
-        for name, option in declared_options().items():
-            option.check(self.sampler_options[name])
-        for name, (low, high) in INT_RANGES.items():
-            value = getattr(self, name, None)
-            if value is not None:
-                check_int(option_name(name), value, low, high)
-        if self.clip_seconds is not None:
-            check_float("--clip-seconds", self.clip_seconds, 0.0, MAX_CLIP_SECONDS,
-                        what="a clip length in seconds")
-        if self.tflm_window_seconds is not None:
-            check_float("--tflm-window-seconds", self.tflm_window_seconds, 0.0, MAX_CLIP_SECONDS,
-                        low_inclusive=True, what="a window length in seconds (0 = whole clip)")
-            if self.target != "tflm":
-                raise EdgeclError("--tflm-window-seconds: only used with --target tflm")
-        check_float("--lr", self.lr, 0.0, math.inf, what="a finite learning rate")
-        if self.lr_incremental is not None:
-            check_float("--lr-incremental", self.lr_incremental, 0.0, math.inf,
-                        what="a finite learning rate")
-        for name in ("distill_output", "distill_feature"):
-            check_float(option_name(name), getattr(self, name), 0.0, MAX_DISTILL_WEIGHT,
-                        low_inclusive=True, what="a weight (0 = off)")
-        check_float("--distill-temperature", self.distill_temperature, 0.0,
-                    MAX_DISTILL_TEMPERATURE, what="a temperature")
-        check_float("--balanced-lr", self.balanced_lr, 0.0, math.inf,
-                    what="a finite learning rate")
-        check_float("--val-fraction", self.val_fraction, 0.0, MAX_VAL_FRACTION,
-                    low_inclusive=True, what="a fraction of each task's training clips")
+    def _check_rules(self) -> None:
+        """The rules between options (each option's own values are checked by its Option)."""
+        if self.tflm_window_seconds is not None and self.target != "tflm":
+            raise EdgeclError("--tflm-window-seconds: only used with --target tflm")
         if self.model == "bc-resnet":
             from models import BC_RESNET_N_MELS_MULTIPLE as multiple
 
@@ -245,33 +319,8 @@ class RunConfig:
                 raise EdgeclError(f"--n-mels: bc-resnet needs a multiple of {multiple} "
                                   f"(SubSpectralNorm's bands after the frequency strides), got "
                                   f"{self.n_mels}")
-        self._check_budgets()
         if self.dataset != "synthetic" and not self.data_root:
             raise EdgeclError(f"--data-root: required for --dataset {self.dataset}")
-
-    def _check_budgets(self) -> None:
-        from edgecl.budget.units import parse_bytes, parse_count
-
-        for name in ("arena_limit", "flash_limit"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, parse_bytes(getattr(self, name), option_name(name)))
-                if self.target != "tflm":
-                    raise EdgeclError(f"{option_name(name)}: only used with --target tflm")
-        if self.memory_bytes is not None:  # "4MB" from Python callers too; stored as an int
-            object.__setattr__(self, "memory_bytes", parse_bytes(self.memory_bytes))
-        if self.max_train_macs is not None:
-            object.__setattr__(self, "max_train_macs",
-                               parse_count(self.max_train_macs, "--max-train-macs"))
-        self.compute_budget()  # validates the limits are positive
-        if self.memory_bytes is not None:
-            check_int("--memory-bytes", self.memory_bytes, 1, MAX_MEMORY_BYTES)
-        if self.max_steps is not None:
-            check_int("--max-steps", self.max_steps, 1, MAX_STEPS)
-        if self.max_train_macs is not None:
-            check_int("--max-train-macs", self.max_train_macs, 1, MAX_TRAIN_MACS)
-        if self.max_train_seconds is not None:
-            check_float("--max-train-seconds", self.max_train_seconds, 0.0, MAX_TRAIN_SECONDS,
-                        what="a time in seconds")
 
     def phase_lr(self, phase: int) -> float:
         """Adam's learning rate in `phase`: --lr in phase 0, --lr-incremental (if set) after."""
@@ -336,13 +385,10 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         """Every option that can change what the run computes (`to_dict()` minus NOT_IDENTITY):
-        a run folder holds one run of one identity (edgecl.run_owner). Options at their
-        IDENTITY_DEFAULTS_LEFT_OUT value, and the steps' own options at their default, are left
-        out, so runs from before them keep their identity and name."""
-        from edgecl.steps import step_options
-
-        left_out = {**IDENTITY_DEFAULTS_LEFT_OUT,
-                    **{name: option.default for name, option in step_options().items()}}
+        a run folder holds one run of one identity (edgecl.run_owner). Options declared
+        `left_out_at_default` are left out at their default, so runs from before them keep
+        their identity and name."""
+        left_out = identity_defaults_left_out()
         return {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY
                 and not (k in left_out and v == left_out[k])}
 
@@ -373,3 +419,55 @@ class RunConfig:
     @property
     def name(self) -> str:
         return self.exp_name or self.default_exp_name()
+
+
+@functools.cache
+def field_options() -> dict[str, Option]:
+    """RunConfig's declared options by field name, in field order."""
+    return declared_options(RunConfig)
+
+
+def run_options() -> dict[str, Option]:
+    """Every option of a run: RunConfig's fields, the samplers' options after --mem-manage."""
+    from edgecl.samplers import option_owners, sampler_options
+
+    options: dict[str, Option] = {}
+    for name, option in field_options().items():
+        options[name] = option
+        if name == "mem_manage":
+            options.update({own: declared.as_option(option_owners(own))
+                            for own, declared in sampler_options().items()})
+    return options
+
+
+# Options of `edgecl train` that are not part of a run's config.
+COMMAND_OPTIONS = {option.name: option for option in (
+    Option("TOML file of these options (keys as option names: mem-manage = \"uncertainty\"); "
+           "flags given here override it. Every run writes its own as RUN/config.toml.", "run",
+           type=click.Path(dir_okay=False), show_default=False).bound("config", None),
+    Option("Delete what the run folder holds and run again (by default a rerun with the same "
+           "options resumes or skips the run, and a folder holding another run is an error).",
+           "run", flag="on", show_default=False).bound("overwrite", False),
+)}
+
+
+def train_options() -> dict[str, Option]:
+    """Every option of `edgecl train`: the run's, then the command's own."""
+    return {**run_options(), **COMMAND_OPTIONS}
+
+
+# Options that do not change what a run computes: left out of its identity (run.json, the hash
+# in its default name, the grid's trial hash), so a run may be resumed with other values of them.
+NOT_IDENTITY = names_where(field_options(), lambda option: not option.identity)
+
+
+def identity_defaults_left_out() -> dict[str, Any]:
+    """Options added after runs existed, with the default at which they are left out of a
+    run's identity (so older runs keep their identity and name)."""
+    return {name: option.default for name, option in run_options().items()
+            if option.left_out_at_default}
+
+
+def memory_options() -> tuple[str, ...]:
+    """Options used only with --mode replay: the memory's and every sampler's options."""
+    return names_where(run_options(), lambda option: option.replay_only)

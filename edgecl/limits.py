@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import operator
+from dataclasses import dataclass
 
 from edgecl.errors import EdgeclError
 
@@ -78,6 +79,29 @@ def check_float(option: str, value, low: float, high: float, *, low_inclusive: b
                 else f"in {bracket}{low:g}, {high:g}]")
         raise EdgeclError(f"{option}: expected {what} {span}, got {shown(value)}")
     return number
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric option: integers in [low, high], or finite numbers in
+    (low, high] ([low, high] when `low_inclusive`), `what` naming them in the error."""
+
+    low: float
+    high: float
+    integer: bool = False
+    low_inclusive: bool = False
+    what: str = "a number"
+
+    def check(self, option: str, value):
+        if self.integer:
+            return check_int(option, value, int(self.low), int(self.high))
+        return check_float(option, value, self.low, self.high, low_inclusive=self.low_inclusive,
+                           what=self.what)
+
+
+def int_range(name: str) -> Range:
+    """The integer Range of INT_RANGES[name]."""
+    return Range(*INT_RANGES[name], integer=True)
 
 
 def check_seed(value, option: str = "--seed") -> int:

@@ -29,14 +29,14 @@ from edgecl import __version__
 from edgecl.errors import EdgeclError
 from edgecl.provenance import provenance
 from edgecl.samplers.base import evenly_spaced
+from edgecl.targets import TARGETS
 from firmware_export import parity
 from firmware_export.bundle_folder import write_bundle
 from firmware_export.c_header import render_c_header
 from firmware_export.device.head_graph import embedding_model, trained_head
 from firmware_export.device.layout import (C_HEADER, EMBEDDING_NAME, INPUT_NAME, LABELS,
                                            MANIFEST_FORMAT, MODEL_EMBEDDING, MODEL_FP32,
-                                           MODEL_INT8, MODEL_TFLM, OUTPUT_NAME, TARGETS,
-                                           WITHHELD_DIR, WITHHELD_REPORT)
+                                           MODEL_INT8, OUTPUT_NAME)
 from firmware_export.device.runtime import cpu_session
 from firmware_export.export import OPSET, export_onnx, serialize
 from firmware_export.int8_search import SearchResult, search_int8

@@ -171,6 +171,7 @@ TRAIN_OPTIONS = {
     'feature_cache': (('--feature-cache',), ('--no-feature-cache',), True, 'boolean'),
     'feature_store': (('--feature-store',), ('--no-feature-store',), True, 'boolean'),
     'device': (('--device',), (), 'auto', 'choice'),
+    'allow_tf32': (('--allow-tf32',), ('--no-allow-tf32',), False, 'boolean'),
     'threads': (('--threads',), (), 2, 'integer'),
     'quiet': (('--quiet',), (), 'unset', 'boolean'),
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from edgecl.limits import INT_RANGES, option_range
-from firmware_export.device.layout import TARGETS
+from edgecl.targets import TARGETS
 
 
 @click.command("export")

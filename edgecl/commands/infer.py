@@ -7,7 +7,7 @@ import click
 from edgecl.errors import EdgeclError
 from edgecl.fileio import json_text
 from edgecl.limits import INT_RANGES, option_range
-from firmware_export.device.layout import TARGETS
+from edgecl.targets import TARGETS
 
 
 @click.command("infer")

@@ -1,68 +1,74 @@
-"""Command-line options whose choices come from the registries (datasets, models, samplers and
-their own options, memory formats), shared by `edgecl train` and `edgecl bench memory-update`."""
+"""Click options generated from the option declarations (edgecl.options.Option), and a command
+whose --help shows them under the headings of edgecl.options.GROUPS. Shared by `edgecl train`
+and `edgecl bench memory-update`.
+
+Click has no option groups; `GroupedCommand` is a small subclass rather than a dependency such as
+cloup or click-option-group, since one `format_options` is all the headings need.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import click
 
-
-class DatasetName(click.ParamType):
-    """A dataset name in any accepted spelling (case-insensitive, aliases such as esc50 and tau),
-    converted to its canonical name."""
-
-    name = "dataset"
-
-    def get_metavar(self, param, ctx=None) -> str:
-        from edgecl.data import DATASET_NAMES
-
-        return "[" + "|".join(DATASET_NAMES) + "]"
-
-    def convert(self, value, param, ctx):
-        from edgecl.data import canonical_name
-        from edgecl.errors import EdgeclError
-
-        try:
-            return canonical_name(str(value))
-        except EdgeclError as error:
-            self.fail(str(error).removeprefix("--dataset: "), param, ctx)
+from edgecl.options import GROUPS, Option
 
 
-def dataset_option(default: str) -> Callable:
-    from edgecl.data import all_aliases
+class GroupedOption(click.Option):
+    """A click option that knows its heading in --help."""
 
-    aliases = sorted(a for a, name in all_aliases().items() if a != name.lower())
-    return click.option("--dataset", type=DatasetName(), default=default, show_default=True,
-                        help=f"Dataset to learn from (any case; aliases {', '.join(aliases)}).")
-
-
-def model_option(default: str) -> Callable:
-    from models import MODEL_NAMES
-
-    return click.option("--model", type=click.Choice(MODEL_NAMES), default=default,
-                        show_default=True)
+    def __init__(self, *args, group: str = "run", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.group = group
 
 
-def memory_format_choice() -> click.Choice:
-    from edgecl.memory.formats import FORMAT_NAMES
+class GroupedCommand(click.Command):
+    """A command whose --help lists its options under one heading per group, in GROUPS order
+    (options without a group, such as --help, under the last)."""
 
-    return click.Choice(FORMAT_NAMES)
-
-
-def mem_manage_choice() -> click.Choice:
-    from edgecl.samplers import sampler_names
-
-    return click.Choice(sampler_names())
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {group: [] for group in GROUPS}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                sections[getattr(param, "group", GROUPS[-1])].append(record)
+        for group, records in sections.items():
+            if records:
+                with formatter.section(f"{group.capitalize()} options"):
+                    formatter.write_dl(records)
 
 
 def _int_choice(_ctx, _param, value):
     return None if value is None else int(value)
 
 
-def sampler_options(only: Callable[[str], bool] = lambda name: True) -> Callable:
-    """Decorator adding one CLI option per registered sampler option (`only(name)` filters)."""
-    from edgecl.samplers import option_owners, sampler_options as declared
+def click_option(option: Option, *, no_default: bool = False, **overrides: Any) -> Callable:
+    """The click option of a declared Option (`overrides` replace click keyword arguments;
+    `no_default`: give click no default, as for --config)."""
+    kwargs: dict[str, Any] = dict(help=option.help_text(), group=option.group, cls=GroupedOption)
+    declarations = [option.flag_name]
+    if option.is_bool and option.flag == "on":
+        kwargs.update(is_flag=True)
+    elif option.is_bool:
+        declarations = [f"{option.flag_name}/--no-{option.flag_name[2:]}"]
+        kwargs.update(default=option.default, show_default=option.show_default)
+    else:
+        kwargs.update(type=option.click_type(), default=option.default,
+                      show_default=option.show_default or None, metavar=option.metavar)
+        if option.int_choices():  # parsed as text by click.Choice, handed on as an int
+            kwargs.update(default=str(option.default), callback=_int_choice)
+    if no_default:
+        kwargs.pop("default", None)
+    kwargs.update(overrides)
+    kwargs = {key: value for key, value in kwargs.items() if value is not None or key == "default"}
+    return click.option(*declarations, option.name, **kwargs)
+
+
+def add_options(options: Iterable[Option], **overrides: dict[str, Any]) -> Callable:
+    """Decorator adding the click option of each of `options` (in their order);
+    `overrides[name]` are click keyword arguments for that option."""
 
     return _declared_options(
         [option for option in declared().values() if only(option.name)],
@@ -81,16 +87,29 @@ def _declared_options(options: list, help_of: Callable) -> Callable:
     help text)."""
 
     def decorate(command):
-        for option in reversed(options):
-            kwargs = dict(default=option.default, show_default=True, help=help_of(option))
-            if option.choices is not None and all(isinstance(c, int) for c in option.choices):
-                kwargs.update(type=click.Choice([str(c) for c in option.choices]),
-                              default=str(option.default), callback=_int_choice)
-            elif option.choices is not None:
-                kwargs.update(type=click.Choice(list(option.choices)))
-            else:
-                kwargs.update(type=type(option.default))
-            command = click.option(option.flag, option.name, **kwargs)(command)
+        for option in reversed(list(options)):
+            command = click_option(option, **overrides.get(option.name, {}))(command)
         return command
 
     return decorate
+
+
+def dataset_option(default: str) -> Callable:
+    from edgecl.config import field_options
+
+    return click_option(field_options()["dataset"], default=default)
+
+
+def model_option(default: str) -> Callable:
+    from edgecl.config import field_options
+
+    return click_option(field_options()["model"], default=default)
+
+
+def sampler_options(only: Callable[[str], bool] = lambda name: True) -> Callable:
+    """Decorator adding one CLI option per registered sampler option (`only(name)` filters)."""
+    from edgecl.config import run_options
+    from edgecl.samplers import sampler_options as declared
+
+    return add_options(option for name, option in run_options().items()
+                       if name in declared() and only(name))

@@ -45,14 +45,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from edgecl.config import NOT_IDENTITY, train_options
 from edgecl.errors import EdgeclError
 
 # Options the grid owns: set per trial by the runner, never by a spec.
 # `device` too: the grid gives each trial its GPUs and says which device it trains on
 # (edgecl.grid.gpus).
 GRID_OWNED = ("workspace", "exp_name", "threads", "quiet", "device")
-# Options that do not change what a run computes; left out of the run-folder hash.
-NOT_HASHED = GRID_OWNED + ("feature_store",)
+# Options that do not change what a run computes (outside its identity); left out of the
+# run-folder hash.
+NOT_HASHED = NOT_IDENTITY
 # Built-in specs shipped as package data (edgecl/grid/specs/<name>.toml); aliases are lower-cased.
 BUILTIN_ALIASES = {"tau-asc": "tau-asc", "tau": "tau-asc", "esc-50": "esc-50", "esc50": "esc-50",
                    "fsdd": "fsdd", "fsdd-m50": "fsdd-m50"}
@@ -62,32 +64,23 @@ _LABEL_PREFIX = {"metric_k": "k", "memory_size": "m", "memory_bytes": "b", "widt
                  "val_fraction": "val", "balanced_epochs": "bft", "uncert_trim": "trim"}
 
 
-def _train_params() -> dict[str, Any]:
-    """edgecl train's click options by their snake_case name."""
-    from edgecl.commands.train import train_command
-
-    return {p.name: p for p in train_command.params if p.name}
-
-
 def canonical_value(name: str, value: Any) -> Any:
     """`value` as edgecl train would parse it (so 5, "5" and 5.0 for an int option agree);
     raises EdgeclError for an unknown option or a value the option rejects."""
     import click
 
-    params = _train_params()
-    if name not in params:
+    options = train_options()
+    if name not in options:
         raise EdgeclError(f"grid spec: '{name}' is not an edgecl train option "
-                          f"(known: {', '.join(sorted(params))})")
-    param = params[name]
-    if isinstance(value, bool) or getattr(param, "is_bool_flag", False):
+                          f"(known: {', '.join(sorted(options))})")
+    option = options[name]
+    if isinstance(value, bool) or option.is_bool:
         if not isinstance(value, bool):
             raise EdgeclError(f"grid spec: '{name}' is an on/off option; expected true or false, "
                               f"got {value!r}")
         return value
     try:
-        from edgecl.commands.train import train_command
-
-        converted = param.type.convert(value, param, click.Context(train_command))
+        converted = option.click_type().convert(value, None, None)
     except click.BadParameter as error:
         raise EdgeclError(f"grid spec: '{name}' = {value!r}: {error.message}") from None
     return converted
@@ -107,13 +100,11 @@ def option_args(name: str, value: Any) -> list[str]:
 
 def parse_train_args(args: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Parse `edgecl train` arguments (train.sh's EXTRA...) into a {name: value} dict."""
-    params = _train_params()
     by_flag: dict[str, tuple[str, Any]] = {}
-    for name, param in params.items():
-        for opt in param.opts:
-            by_flag[opt] = (name, True if getattr(param, "is_flag", False) else None)
-        for opt in getattr(param, "secondary_opts", []):
-            by_flag[opt] = (name, False)
+    for name, option in train_options().items():
+        by_flag[option.flag_name] = (name, True if option.is_bool else None)
+        if option.is_bool and option.flag == "pair":
+            by_flag["--no-" + option.flag_name[2:]] = (name, False)
     out: dict[str, Any] = {}
     i = 0
     args = list(args)

@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgecl.config import IDENTITY_DEFAULTS_LEFT_OUT
+from edgecl.config import field_options
 from edgecl.errors import EdgeclError
 from edgecl.results import RESULTS_NAME
 from edgecl.samplers import sampler_class, sampler_names
 from edgecl.schema import GRID_STATE, problem, read_checked, read_results
 
-NOT_METHOD = ("seed", "test_fold", "workspace", "exp_name", "threads", "quiet", "feature_store",
-              "device")
+# Options outside a method: those outside the run identity, and the seed and test fold.
+NOT_METHOD = tuple(name for name, option in field_options().items() if not option.method)
 METRICS = ("A_avg", "A_last", "BWT", "forgetting", "mem_update_s", "train_s",
            "A_last_uncorrected")
 
@@ -137,8 +137,9 @@ def _bias_label(config: dict[str, Any]) -> str:
 
 
 def _recal_label(config: dict[str, Any]) -> str:
-    clips = config.get("bn_recal_clips", IDENTITY_DEFAULTS_LEFT_OUT["bn_recal_clips"])
-    return "" if clips == IDENTITY_DEFAULTS_LEFT_OUT["bn_recal_clips"] else f"-bn{clips}"
+    default = field_options()["bn_recal_clips"].default
+    clips = config.get("bn_recal_clips", default)
+    return "" if clips == default else f"-bn{clips}"
 
 
 def _precision_label(config: dict[str, Any]) -> str:

@@ -112,7 +112,9 @@ class SelectionContext:
 @dataclass(frozen=True)
 class SamplerOption:
     """An option a sampler declares: a run-config field, the CLI flag `--<name with dashes>`.
-    `choices`, or `minimum` and `maximum` (both inclusive), say which values are valid."""
+    `choices`, or `minimum` and `maximum` (both inclusive), say which values are valid;
+    `left_out_at_default`: added after runs existed, left out of a run's identity at its default
+    (edgecl.options.Option)."""
 
     name: str
     default: Any
@@ -120,10 +122,20 @@ class SamplerOption:
     choices: tuple | None = None
     minimum: float | None = None
     maximum: float | None = None
+    left_out_at_default: bool = False
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    def as_option(self, owners: Sequence[str]):
+        """This option as an edgecl.options.Option of `edgecl train` (memory group, replay only,
+        its help naming the samplers that take it)."""
+        from edgecl.options import Option
+
+        return Option(f"{self.help} (--mem-manage {', '.join(owners)})", "memory",
+                      choices=self.choices, replay_only=True,
+                      left_out_at_default=self.left_out_at_default).bound(self.name, self.default)
 
     def check(self, value: Any) -> None:
         """Raise EdgeclError naming the flag when `value` is not valid."""

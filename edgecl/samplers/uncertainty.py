@@ -99,10 +99,11 @@ class UncertaintySampler(Sampler):
                       minimum=0),
         SamplerOption("uncert_trim", 0.0, "Drop this most uncertain fraction of each class's "
                       "candidates before the evenly spaced picks (0 = the full spread).",
-                      minimum=0, maximum=0.9),
+                      minimum=0, maximum=0.9, left_out_at_default=True),
         SamplerOption("uncert_ties", "random", "How clips with equal vote uncertainty are "
                       "chosen: at random (published), by the perturbed softmax (soft), or by "
-                      "herding on the embeddings (herding).", choices=TIES),
+                      "herding on the embeddings (herding).", choices=TIES,
+                      left_out_at_default=True),
     )
 
     def __init__(self, metric: str = "noisytune", k: int = 6, noise_lambda: float = 0.2,
