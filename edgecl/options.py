@@ -164,13 +164,5 @@ def declared_options(cls) -> dict[str, Option]:
     return out
 
 
-def grouped(options: Sequence[Option]) -> dict[str, list[Option]]:
-    """The options under each heading of GROUPS (declaration order within a group)."""
-    groups: dict[str, list[Option]] = {group: [] for group in GROUPS}
-    for option in options:
-        groups[option.group].append(option)
-    return groups
-
-
 def names_where(options: dict[str, Option], test: Callable[[Option], bool]) -> tuple[str, ...]:
     return tuple(name for name, option in options.items() if test(option))

@@ -84,7 +84,28 @@ def grid_command(spec: str, train_args: tuple[str, ...], data_root: str | None, 
     are skipped; a failed trial is retried --retries times, then recorded as failed with the end of
     its stderr in WORKSPACE/grid.json. Exit code 1 when a trial failed, 130 on Ctrl-C.
     """
-    from edgecl.grid.runner import GridRunner, run_is_complete
+    from edgecl.grid.runner import run_is_complete
+
+    grid, trials = _selected_trials(spec, train_args, data_root, seeds, folds, memory_sizes,
+                                    methods)
+    ws = Path(workspace).absolute()
+    if dry_run:
+        _list_trials(grid, trials, ws, threads)
+        return
+    if not any(not run_is_complete(ws / t.name) for t in trials):  # no need to start Ray
+        executor = "local"
+    runner_executor = _executor(executor, workers, address, gpus_per_trial, threads)
+    click.echo(f"grid {grid.name}: {len(trials)} trials, {runner_executor.capacity} at once "
+               f"({executor}{' at ' + address if address else ''}, --device "
+               f"{runner_executor.device}), workspace {ws}", err=True)
+    state = _run_trials(grid, trials, ws, runner_executor, retries, threads)
+    _report_outcome(grid, state, ws)
+
+
+def _selected_trials(spec: str, train_args: tuple[str, ...], data_root: str | None,
+                     seeds: str | None, folds: str | None, memory_sizes: str | None,
+                     methods: str | None):
+    """The spec and its trials after the command line's overrides and --methods filter."""
     from edgecl.grid.spec import load_spec, parse_train_args, select_methods
 
     grid = load_spec(spec)
@@ -107,39 +128,42 @@ def grid_command(spec: str, train_args: tuple[str, ...], data_root: str | None, 
     needs_root = {t.options.get("dataset", "synthetic") for t in trials} - {"synthetic"}
     if needs_root and not any(t.options.get("data_root") for t in trials):
         raise EdgeclError(f"--data-root: required for --dataset {', '.join(sorted(needs_root))}")
-    ws = Path(workspace).absolute()
+    return grid, trials
 
-    if dry_run:
-        skip = 0
-        for trial in trials:
-            complete = run_is_complete(ws / trial.name)
-            skip += complete
-            click.echo(f"{'skip' if complete else 'run '}  {trial.name}")
-            click.echo(f"      edgecl train {shlex.join(trial.train_args(ws, threads))}")
-        click.echo(f"{len(trials)} trials in grid {grid.name}: {len(trials) - skip} to run, "
-                   f"{skip} complete (skipped)")
-        return
 
+def _list_trials(grid, trials, ws: Path, threads: int) -> None:
+    """--dry-run: each trial, whether it runs or is skipped, and its command."""
+    from edgecl.grid.runner import run_is_complete
+
+    skip = 0
+    for trial in trials:
+        complete = run_is_complete(ws / trial.name)
+        skip += complete
+        click.echo(f"{'skip' if complete else 'run '}  {trial.name}")
+        click.echo(f"      edgecl train {shlex.join(trial.train_args(ws, threads))}")
+    click.echo(f"{len(trials)} trials in grid {grid.name}: {len(trials) - skip} to run, "
+               f"{skip} complete (skipped)")
+
+
+def _executor(executor: str, workers: int | None, address: str | None,
+              gpus_per_trial: float | None, threads: int):
     from edgecl.grid.executors import LocalExecutor, RayExecutor
     from edgecl.grid.gpus import local_gpu_count, resolve_gpus_per_trial
-    from edgecl.grid.progress import Progress
 
-    to_run = sum(not run_is_complete(ws / t.name) for t in trials)
-    if to_run == 0:  # nothing to run: no need to start Ray
-        executor = "local"
     if executor == "ray":
-        runner_executor = RayExecutor(workers or (None if address else os.cpu_count() or 1),
-                                      address=address, gpus_per_trial=gpus_per_trial,
-                                      cpus_per_trial=threads)
-    else:
-        gpus = local_gpu_count()
-        runner_executor = LocalExecutor(workers or os.cpu_count() or 1, gpus=gpus,
-                                        gpus_per_trial=resolve_gpus_per_trial(gpus_per_trial,
-                                                                              gpus))
+        return RayExecutor(workers or (None if address else os.cpu_count() or 1),
+                           address=address, gpus_per_trial=gpus_per_trial, cpus_per_trial=threads)
+    gpus = local_gpu_count()
+    return LocalExecutor(workers or os.cpu_count() or 1, gpus=gpus,
+                         gpus_per_trial=resolve_gpus_per_trial(gpus_per_trial, gpus))
+
+
+def _run_trials(grid, trials, ws: Path, runner_executor, retries: int, threads: int) -> dict:
+    """Run the trials to the end (exit 130 on Ctrl-C or SIGTERM); the grid's final state."""
+    from edgecl.grid.progress import Progress
+    from edgecl.grid.runner import GridRunner
+
     progress = Progress()
-    click.echo(f"grid {grid.name}: {len(trials)} trials, {runner_executor.capacity} at once "
-               f"({executor}{' at ' + address if address else ''}, --device "
-               f"{runner_executor.device}), workspace {ws}", err=True)
     runner = GridRunner(trials, ws, runner_executor, spec_name=grid.name, retries=retries,
                         threads=threads, progress=progress)
     _interrupt_on_signals()
@@ -153,6 +177,11 @@ def grid_command(spec: str, train_args: tuple[str, ...], data_root: str | None, 
         sys.exit(130)
     progress.close()
     runner_executor.close()
+    return state
+
+
+def _report_outcome(grid, state: dict, ws: Path) -> None:
+    """The counts, and each failed trial's last error line (exit 1 when one failed)."""
     counts = state["counts"]
     click.echo(f"grid {grid.name}: {counts['done']} done, {counts['skipped']} skipped, "
                f"{counts['failed']} failed of {counts['total']}; state in {ws / 'grid.json'}")

@@ -118,33 +118,16 @@ def _logits(model, features: torch.Tensor, batch_size: int = 128) -> torch.Tenso
 
 def diagnose(run_dir: str | Path, phase: int | None = None) -> dict[str, Any]:
     """The diagnosis of `run_dir` after `phase` (default: its last completed phase)."""
-    from edgecl.audio import ClipAudio
-    from edgecl.feature_store import STORE_FOLDER, FeatureStore
-    from edgecl.features import FeatureCache
-    from edgecl.items import ClipItems
     from edgecl.run_folder import checkpoint_path, load_checkpoint, run_plan
-    from edgecl.run_state import last_state_phase
-    from edgecl.training.bias_correction import corrected, fit_bias_correction
-    from edgecl.training.loop import recalibrate_batchnorm
-    from edgecl.training.weight_align import align_weights
 
     run_dir = Path(run_dir)
     config, split, plan = run_plan(run_dir)
-    last = last_state_phase(run_dir)
-    if last is None:
-        raise EdgeclError(f"{run_dir}: no completed phase to diagnose")
-    phase = last if phase is None else phase
-    if not 0 <= phase <= last:
-        raise EdgeclError(f"--phase: expected a completed phase in [0, {last}], got {phase}")
+    phase, last = _phase_to_diagnose(run_dir, phase)
     model, classes, _ = load_checkpoint(checkpoint_path(run_dir, phase))
     tasks = plan.tasks_seen(plan.tasks[phase].index) if config.mode != "joint" else plan.tasks
     task_classes = [[lc.target for lc in task.test] for task in tasks]
     task_ids = [sorted(set(t)) for t in task_classes]
-    store = FeatureStore(Path(config.workspace) / STORE_FOLDER,
-                         frontend=model.frontend.config.to_dict(), sample_rate=split.sample_rate,
-                         clip_samples=split.clip_samples) if config.feature_store else None
-    items = ClipItems(ClipAudio(split.sample_rate, split.clip_samples),
-                      FeatureCache(model.frontend, store=store))
+    items = _clip_items(config, split, model)
 
     def features_of(labelled):
         data = items.clip_data(labelled)
@@ -176,17 +159,65 @@ def diagnose(run_dir: str | Path, phase: int | None = None) -> dict[str, Any]:
     result["old_accuracy_old_logits_only"] = _accuracy(restricted, targets, old_mask)
     old_test, new_test = features[torch.from_numpy(old_mask)], features[torch.from_numpy(~old_mask)]
     result["batchnorm"] = batchnorm_drift(model, old_test, new_test)
-
-    # Counterfactuals: weight aligning after the fact, BatchNorm on a class-balanced train set.
     quota = max(1, (config.memory_size if config.uses_memory else 50) // len(classes))
+    balanced_data = items.clip_data(_balanced_train_clips(tasks, quota))
+    result["counterfactual"] = _counterfactuals(model, features, targets, per_task, balanced_data,
+                                                len(old_ids))
+    if tasks[0].val:
+        result["counterfactual"]["bias_corrected"] = _bias_corrected(
+            model, logits, targets, per_task, features_of, tasks, len(old_ids))
+    result["balanced_bn_clips_per_class"] = quota
+    if config.uses_memory and phase == last:
+        result["memory"] = memory_typicality(model, run_dir, phase, tasks, features_of)
+    result["newest_uncertainty"] = newest_uncertainty(model, config, tasks[-1], features_of)
+    return result
+
+
+def _phase_to_diagnose(run_dir: Path, phase: int | None) -> tuple[int, int]:
+    """(the phase to diagnose, the run's last completed phase)."""
+    from edgecl.run_state import last_state_phase
+
+    last = last_state_phase(run_dir)
+    if last is None:
+        raise EdgeclError(f"{run_dir}: no completed phase to diagnose")
+    phase = last if phase is None else phase
+    if not 0 <= phase <= last:
+        raise EdgeclError(f"--phase: expected a completed phase in [0, {last}], got {phase}")
+    return phase, last
+
+
+def _clip_items(config, split, model):
+    """The run's clips as feature items, through its workspace's feature store when it has one."""
+    from edgecl.audio import ClipAudio
+    from edgecl.feature_store import STORE_FOLDER, FeatureStore
+    from edgecl.features import FeatureCache
+    from edgecl.items import ClipItems
+
+    store = FeatureStore(Path(config.workspace) / STORE_FOLDER,
+                         frontend=model.frontend.config.to_dict(), sample_rate=split.sample_rate,
+                         clip_samples=split.clip_samples) if config.feature_store else None
+    return ClipItems(ClipAudio(split.sample_rate, split.clip_samples),
+                     FeatureCache(model.frontend, store=store))
+
+
+def _balanced_train_clips(tasks, quota: int) -> list:
+    """Up to `quota` training clips per seen class, drawn at random (seed 0), in class order."""
     rng = np.random.default_rng(0)
     balanced = []
     for task in tasks:
         for target in sorted({lc.target for lc in task.train}):
             members = [lc for lc in task.train if lc.target == target]
             balanced += [members[i] for i in sorted(rng.permutation(len(members))[:quota])]
-    balanced_data = items.clip_data(balanced)
-    n_old = len(old_ids)
+    return balanced
+
+
+def _counterfactuals(model, features, targets, per_task, balanced_data,
+                     n_old: int) -> dict[str, Any]:
+    """Accuracies with weight aligning after the fact, BatchNorm recalibrated on a
+    class-balanced training set, and both (on copies of the model)."""
+    from edgecl.training.loop import recalibrate_batchnorm
+    from edgecl.training.weight_align import align_weights
+
     variants = {}
     for name, align, recalibrate in (("weight_aligned", True, False),
                                      ("balanced_bn", False, True), ("both", True, True)):
@@ -198,22 +229,21 @@ def diagnose(run_dir: str | Path, phase: int | None = None) -> dict[str, Any]:
         guess = _logits(trial, features).argmax(dim=1).numpy()
         variants[name] = {"accuracy": float((guess == targets).mean()),
                           "task_accuracy": per_task(guess)}
-    # BiC's correction of the newest classes' logits, fit on the validation clips, applied to
-    # this model only (the run's later phases would not see it).
-    if tasks[0].val:
-        val_features, val_targets = features_of([lc for task in tasks for lc in task.val])
-        alpha, beta = fit_bias_correction(_logits(model, val_features),
-                                          torch.from_numpy(val_targets), n_old)
-        guess = corrected(logits, n_old, alpha, beta).argmax(dim=1).numpy()
-        variants["bias_corrected"] = {"accuracy": float((guess == targets).mean()),
-                                      "task_accuracy": per_task(guess),
-                                      "alpha": alpha, "beta": beta}
-    result["counterfactual"] = variants
-    result["balanced_bn_clips_per_class"] = quota
-    if config.uses_memory and phase == last:
-        result["memory"] = memory_typicality(model, run_dir, phase, tasks, features_of)
-    result["newest_uncertainty"] = newest_uncertainty(model, config, tasks[-1], features_of)
-    return result
+    return variants
+
+
+def _bias_corrected(model, logits, targets, per_task, features_of, tasks,
+                    n_old: int) -> dict[str, Any]:
+    """BiC's correction of the newest classes' logits, fit on the validation clips, applied to
+    this model only (the run's later phases would not see it)."""
+    from edgecl.training.bias_correction import corrected, fit_bias_correction
+
+    val_features, val_targets = features_of([lc for task in tasks for lc in task.val])
+    alpha, beta = fit_bias_correction(_logits(model, val_features),
+                                      torch.from_numpy(val_targets), n_old)
+    guess = corrected(logits, n_old, alpha, beta).argmax(dim=1).numpy()
+    return {"accuracy": float((guess == targets).mean()), "task_accuracy": per_task(guess),
+            "alpha": alpha, "beta": beta}
 
 
 def percentile_ranks(values: np.ndarray) -> np.ndarray:
