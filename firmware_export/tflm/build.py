@@ -92,41 +92,66 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
                             min_samples=int(config["n_fft"]))
     plan = LogMelPlan.from_config(config, window)
     model_bytes = convert_int8(model, plan, all_windows(calibration_waveforms, window))
-    ops = flatbuffer.operators(model_bytes)
     float_ops = flatbuffer.float_operators(model_bytes)
     arena = find_arena(model_bytes)
     micro = MicroModel(model_bytes, arena)
+    failures = [f"{len(float_ops)} float operator(s): {', '.join(sorted(set(float_ops)))}"
+                ] if float_ops else []
+    window_record = describe(window, clip_samples, sample_rate, window_seconds)
+    figures, parity_failures = _parity(model, micro, plan, fp32_runner, holdout_waveforms,
+                                       np.asarray(holdout_targets), clip_samples, window_record)
+    failures += parity_failures
+    section = _section(model_bytes, float_ops, arena, failures, window_record, figures, plan,
+                       n_calibration=len(calibration_waveforms))
+    build = TflmBuild(model_bytes, section)
+    if not failures:
+        build.files = _shipped_files(model_bytes, classes, section, plan, micro,
+                                     split_windows(holdout_waveforms[0], window)[0],
+                                     sample_rate=sample_rate, clip_samples=clip_samples)
+    return build
 
+
+def _parity(model: nn.Module, micro: MicroModel, plan: LogMelPlan,
+            fp32_runner: Callable[[np.ndarray], np.ndarray], holdout_waveforms: np.ndarray,
+            targets: np.ndarray, clip_samples: int, window_record: dict[str, Any]):
+    """(figures, failures) of TFLM against the fp32 ONNX model on whole clips, and for a
+    windowed build against the fp32 network on the same windows, recorded in `window_record`
+    (module docstring)."""
     def tflm_runner(batch: np.ndarray) -> np.ndarray:
         return np.stack([clip_logits(micro, plan, clip) for clip in batch])
 
-    targets = np.asarray(holdout_targets)
     whole = parity.batched(fp32_runner, holdout_waveforms, 1)
     device = parity.batched(tflm_runner, holdout_waveforms, 1)
     figures = {"batch_1": parity.compare(whole, device, targets)}
-    window_record = describe(window, clip_samples, sample_rate, window_seconds)
-    failures = [f"{len(float_ops)} float operator(s): {', '.join(sorted(set(float_ops)))}"
-                ] if float_ops else []
+    window = plan.clip_samples  # the model's input: one window
     if window < clip_samples:
         fp32_windows = windowed_fp32(model, holdout_waveforms, window)
         window_record["fp32_windowed_vs_whole"] = parity.compare(whole, fp32_windows, targets)
         window_record["tflm_vs_fp32_windowed"] = parity.compare(fp32_windows, device, targets)
-        failures += [f"TFLM {text}" for text in parity.windowed_failures(
+        failures = [f"TFLM {text}" for text in parity.windowed_failures(
             figures["batch_1"], window_record["tflm_vs_fp32_windowed"])]
     else:
-        failures += [text.replace("int8 vs fp32", "TFLM int8 vs fp32 ONNX")
-                     for text in parity.int8_failures(figures)]
-    failures += limit_failures(arena, len(model_bytes), limits)
+        failures = [text.replace("int8 vs fp32", "TFLM int8 vs fp32 ONNX")
+                    for text in parity.int8_failures(figures)]
+    return figures, failures
+
+
+def _section(model_bytes: bytes, float_ops: list[str], arena: int, failures: list[str],
+             window_record: dict[str, Any], figures: dict[str, Any], plan: LogMelPlan,
+             n_calibration: int) -> dict[str, Any]:
+    """The manifest's "tflm" section."""
+    ops = flatbuffer.operators(model_bytes)
     io = flatbuffer.io_tensors(model_bytes)
-    section = {
+    return {
         "file": MODEL_TFLM, "status": "withheld" if failures else "shipped",
         "reason": "; ".join(failures) if failures else None,
         "bytes": len(model_bytes), "sha256": hashlib.sha256(model_bytes).hexdigest(),
-        "ops": sorted(set(ops)), "operators": len(ops), "float_ops": len(float_ops),
+        "ops": sorted(set(ops)), "operators": len(ops),
+        "float_ops": len(float_ops),
         "arena_bytes": arena, "input": io["inputs"][0], "output": io["outputs"][0],
         "input_layout": "[1, 1, n_mels, frames] log-mel of one window, mel-major",
         "window": window_record,
-        "calibration": {"clips": len(calibration_waveforms), "ranges": "global min/max"},
+        "calibration": {"clips": n_calibration, "ranges": "global min/max"},
         "front_end": {"language": "C99", "arithmetic": "float32", "files": [FRONTEND_HEADER,
                                                                             FRONTEND_SOURCE],
                       "frames": plan.n_frames, "first_bin": plan.first_bin,
@@ -135,25 +160,25 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
         "interpreter": "tflite-micro (TFLM reference kernels)",
         "toolchain": toolchain_versions(),
     }
-    if limits:
-        section["limits"] = limits.describe()
-    build = TflmBuild(model_bytes, section)
-    if not failures:
-        labels = [str(name) for name in classes]
-        clip = split_windows(holdout_waveforms[0], window)[0]
-        features = logmel(plan, clip)
-        from firmware_export.device.logmel import quantize
 
-        codes = quantize(features, micro.input.scale, micro.input.zero_point)
-        header, source = render_frontend(plan)
-        build.files = {
-            MODEL_TFLM: model_bytes,
-            TFLM_HEADER: render_model_header(model_bytes, labels, section, plan,
-                                             sample_rate=sample_rate,
-                                             clip_samples=clip_samples).encode("utf-8"),
-            FRONTEND_HEADER: header.encode("utf-8"),
-            FRONTEND_SOURCE: source.encode("utf-8"),
-            TFLM_TEST_VECTORS: render_test_vectors(clip, features, codes,
-                                                   micro.run_codes(codes)).encode("utf-8"),
-        }
-    return build
+
+def _shipped_files(model_bytes: bytes, classes: Sequence[str], section: dict[str, Any],
+                   plan: LogMelPlan, micro: MicroModel, clip: np.ndarray, *, sample_rate: int,
+                   clip_samples: int) -> dict[str, bytes]:
+    """The bundle files of a shipped build; `clip` (one window) becomes the test vectors."""
+    from firmware_export.device.logmel import quantize
+
+    labels = [str(name) for name in classes]
+    features = logmel(plan, clip)
+    codes = quantize(features, micro.input.scale, micro.input.zero_point)
+    header, source = render_frontend(plan)
+    return {
+        MODEL_TFLM: model_bytes,
+        TFLM_HEADER: render_model_header(model_bytes, labels, section, plan,
+                                         sample_rate=sample_rate,
+                                         clip_samples=clip_samples).encode("utf-8"),
+        FRONTEND_HEADER: header.encode("utf-8"),
+        FRONTEND_SOURCE: source.encode("utf-8"),
+        TFLM_TEST_VECTORS: render_test_vectors(clip, features, codes,
+                                               micro.run_codes(codes)).encode("utf-8"),
+    }
