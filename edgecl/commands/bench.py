@@ -20,6 +20,18 @@ def bench() -> None:
     """Timing benchmarks (each prints a table, or JSON with --json)."""
 
 
+def _memory_update_run_options() -> list:
+    """The run options `bench memory-update` takes: every sampler option but --uncert-metric
+    (it times each metric itself)."""
+    from edgecl.samplers import sampler_options
+
+    samplers = [name for name in sampler_options() if name != "uncert_metric"]
+    return [registry_options.run_option(name) for name in (
+        "dataset", "data_root", "model", "width", *samplers, "memory_size", "n_tasks",
+        "n_init_cls", "n_cls_a_task", "epochs", "sample_rate", "clip_seconds",
+        "clips_per_class", "seed", "threads", "device")]
+
+
 def bench_variants() -> list[tuple[str, str, dict]]:
     """(label, sampler name, options) of every memory update the benchmark times: each registered
     sampler's variants (edgecl.samplers.base.Sampler.variants)."""
@@ -87,36 +99,20 @@ def time_memory_updates(run, sampler_values: dict, repeats: int, warm: bool = Fa
 
 
 @bench.command("memory-update")
-@registry_options.dataset_option("synthetic")
-@click.option("--data-root", type=click.Path(), default=None)
-@registry_options.model_option("bc-resnet")
-@click.option("--width", type=int, default=40, show_default=True)
-@registry_options.sampler_options(only=lambda name: name != "uncert_metric")
-@click.option("--memory-size", type=int, default=500, show_default=True)
-@click.option("--n-tasks", type=int, default=None)
-@click.option("--n-init-cls", type=int, default=None)
-@click.option("--n-cls-a-task", type=int, default=None)
-@click.option("--epochs", type=int, default=3, show_default=True,
-              help="Epochs per phase of the model trained first.")
-@click.option("--sample-rate", type=int, default=None)
-@click.option("--clip-seconds", type=float, default=None)
-@click.option("--clips-per-class", type=int, default=100, show_default=True)
-@click.option("--seed", type=int, default=3, show_default=True)
-@click.option("--threads", type=int, default=2, show_default=True)
-@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
-              help="Where the model trains and the memory update runs (timings on a GPU wait "
-                   "for its kernels to finish).")
+@registry_options.add_options(_memory_update_run_options(), epochs=dict(
+    default=3, help="Epochs per phase of the model trained first."), device=dict(
+    default="cpu", help="Where the model trains and the memory update runs (timings on a GPU "
+                        "wait for its kernels to finish)."))
 @click.option("--repeats", type=int, default=1, show_default=True,
               help="Timings per sampler, 1 to 10000 (the median is reported).")
-@click.option("--workspace", type=click.Path(file_okay=False), default="workspace",
-              show_default=True)
+@registry_options.add_options([registry_options.run_option("workspace")])
 @click.option("--only", multiple=True,
               help="Time only this sampler label (e.g. uncertainty-noisytune); repeatable.")
 @click.option("--warm", is_flag=True,
               help="Start each update with the log-mels cached, as inside a run after training "
                    "(default: a cold cache, the front end included in the timing).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-@click.option("--quiet", is_flag=True)
+@registry_options.add_options([registry_options.run_option("quiet")])
 def memory_update(repeats, only, warm, as_json, **options) -> None:
     """Time every sampler's memory update on the same trained model and the same candidates.
 
@@ -251,8 +247,8 @@ def _int_list(_ctx, param, value: str) -> list[int]:
 
 
 @bench.command("train")
-@registry_options.dataset_option("synthetic")
-@click.option("--data-root", type=click.Path(), default=None)
+@registry_options.add_options([registry_options.run_option(name)
+                               for name in ("dataset", "data_root")])
 @click.option("--models", default="bc-resnet,baseline", show_default=True,
               help="Comma-separated models to time.")
 @click.option("--sample-rates", default="8000,16000,44100,48000", show_default=True,

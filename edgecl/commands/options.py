@@ -1,6 +1,6 @@
 """Click options generated from the option declarations (edgecl.options.Option), and a command
 whose --help shows them under the headings of edgecl.options.GROUPS. Shared by `edgecl train`
-and `edgecl bench memory-update`.
+and `edgecl bench`.
 
 Click has no option groups; `GroupedCommand` is a small subclass rather than a dependency such as
 cloup or click-option-group, since one `format_options` is all the headings need.
@@ -94,22 +94,8 @@ def _declared_options(options: list, help_of: Callable) -> Callable:
     return decorate
 
 
-def dataset_option(default: str) -> Callable:
-    from edgecl.config import field_options
-
-    return click_option(field_options()["dataset"], default=default)
-
-
-def model_option(default: str) -> Callable:
-    from edgecl.config import field_options
-
-    return click_option(field_options()["model"], default=default)
-
-
-def sampler_options(only: Callable[[str], bool] = lambda name: True) -> Callable:
-    """Decorator adding one CLI option per registered sampler option (`only(name)` filters)."""
+def run_option(name: str) -> Option:
+    """The declaration of the run option `name` (edgecl.config.run_options)."""
     from edgecl.config import run_options
-    from edgecl.samplers import sampler_options as declared
 
-    return add_options(option for name, option in run_options().items()
-                       if name in declared() and only(name))
+    return run_options()[name]
