@@ -22,7 +22,7 @@ from edgecl.errors import EdgeclError
 from edgecl.limits import (MAX_CLIP_SECONDS, MAX_DISTILL_TEMPERATURE, MAX_DISTILL_WEIGHT,
                            MAX_MEMORY_BYTES, MAX_STEPS, MAX_TRAIN_MACS, MAX_TRAIN_SECONDS,
                            MAX_VAL_FRACTION, Range, int_range)
-from edgecl.options import DatasetName, Option, declared_options, names_where, run_field
+from edgecl.options import DatasetName, Option, names_where, options_of_fields, run_field
 from edgecl.targets import TARGETS
 
 MODES = ("finetune", "replay", "joint")
@@ -424,7 +424,7 @@ class RunConfig:
 @functools.cache
 def field_options() -> dict[str, Option]:
     """RunConfig's declared options by field name, in field order."""
-    return declared_options(RunConfig)
+    return options_of_fields(RunConfig)
 
 
 def run_options() -> dict[str, Option]:

@@ -1,8 +1,8 @@
 """Option metadata: every `edgecl train` option is declared once, beside what owns it.
 
 A RunConfig field carries an `Option` in its metadata (`run_field(default, Option(...))`); a
-sampler declares its own options (edgecl.samplers.base.SamplerOption) and is turned into the
-same `Option` here. Everything else is generated from these declarations: the click options and
+sampler declares its own options (edgecl.samplers.base.SamplerOption), which
+`SamplerOption.as_option` turns into the same `Option`. Everything else is generated from these declarations: the click options and
 grouped help of `edgecl train` (edgecl.commands.train), the keys of its TOML config file
 (edgecl.config_file), the range and choice checks of RunConfig, the run identity and its default
 name's hash (edgecl.config), the grid's trial hash (edgecl.grid.spec) and the report's method key
@@ -151,7 +151,7 @@ def run_field(default: Any, option: Option, **kwargs) -> Any:
     return field(default=default, metadata={"option": option}, **kwargs)
 
 
-def declared_options(cls) -> dict[str, Option]:
+def options_of_fields(cls) -> dict[str, Option]:
     """The options of a dataclass's fields declared with `run_field`, in field order."""
     from dataclasses import MISSING, fields
 
