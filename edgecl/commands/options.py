@@ -16,6 +16,9 @@ import click
 from edgecl.options import GROUPS, Option
 
 
+_TERM_COLUMN = 30  # click's widest first column in a help listing
+
+
 class GroupedOption(click.Option):
     """A click option that knows its heading in --help."""
 
@@ -34,10 +37,14 @@ class GroupedCommand(click.Command):
             record = param.get_help_record(ctx)
             if record is not None:
                 sections[getattr(param, "group", GROUPS[-1])].append(record)
+        # One first-column width for every section (write_dl sizes it per call).
+        width = min(max(len(term) for records in sections.values() for term, _ in records),
+                    _TERM_COLUMN)
         for group, records in sections.items():
             if records:
                 with formatter.section(f"{group.capitalize()} options"):
-                    formatter.write_dl(records)
+                    formatter.write_dl([(term.ljust(width), text) for term, text in records],
+                                       col_max=_TERM_COLUMN)
 
 
 def _int_choice(_ctx, _param, value):
