@@ -435,8 +435,9 @@ def run_options() -> dict[str, Option]:
     for name, option in field_options().items():
         options[name] = option
         if name == "mem_manage":
-            options.update({own: declared.as_option(option_owners(own))
-                            for own, declared in sampler_options().items()})
+            options.update({own: declared.as_option(
+                f"{declared.help} (--mem-manage {', '.join(option_owners(own))})", "memory",
+                replay_only=True) for own, declared in sampler_options().items()})
     return options
 
 

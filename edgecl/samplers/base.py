@@ -128,13 +128,12 @@ class SamplerOption:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
-    def as_option(self, owners: Sequence[str]):
-        """This option as an edgecl.options.Option of `edgecl train` (memory group, replay only,
-        its help naming the samplers that take it)."""
+    def as_option(self, help_text: str, group: str, *, replay_only: bool = False):
+        """This option as an edgecl.options.Option of `edgecl train`, with `help_text` under
+        the `group` heading (`replay_only`: a memory's option)."""
         from edgecl.options import Option
 
-        return Option(f"{self.help} (--mem-manage {', '.join(owners)})", "memory",
-                      choices=self.choices, replay_only=True,
+        return Option(help_text, group, choices=self.choices, replay_only=replay_only,
                       left_out_at_default=self.left_out_at_default).bound(self.name, self.default)
 
     def check(self, value: Any) -> None:
