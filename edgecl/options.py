@@ -2,11 +2,11 @@
 
 A RunConfig field carries an `Option` in its metadata (`run_field(default, Option(...))`); a
 sampler declares its own options (edgecl.samplers.base.SamplerOption), which
-`SamplerOption.as_option` turns into the same `Option`. Everything else is generated from these declarations: the click options and
-grouped help of `edgecl train` (edgecl.commands.train), the keys of its TOML config file
-(edgecl.config_file), the range and choice checks of RunConfig, the run identity and its default
-name's hash (edgecl.config), the grid's trial hash (edgecl.grid.spec) and the report's method key
-(edgecl.report.aggregate).
+`SamplerOption.as_option` turns into the same `Option`. Everything else is generated from these
+declarations: the click options and grouped help of `edgecl train` (edgecl.commands.train), the
+keys of its TOML config file (edgecl.config_file), the range and choice checks of RunConfig, the
+run identity and its default name's hash (edgecl.config), the grid's trial hash
+(edgecl.grid.spec) and the report's method key (edgecl.report.aggregate).
 
 This module sits at the bottom of the package: it imports the standard library, click (for the
 types that parse a value as the command line does) and edgecl.limits; registries that name the
