@@ -91,29 +91,121 @@ def train_option_table() -> dict[str, tuple]:
 
 
 EXPECTED = {
-    'defaults': {'run': 'synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-8c6ca28c', 'trial': 'm-seed3-e68da95a25', 'method': 'uncertainty-noisytune-k6-m500', 'method_key': '4dce4369fe'},
-    'random': {'run': 'synthetic-bc-resnet-replay-random-m500-seed3-f34ed52d', 'trial': 'm-seed3-c4b1cb1b23', 'method': 'random-m500', 'method_key': '56d11a0490'},
-    'reservoir': {'run': 'synthetic-bc-resnet-replay-reservoir-m200-seed3-a617f671', 'trial': 'm-seed3-a51858ab8e', 'method': 'reservoir-m200', 'method_key': 'acaede6532'},
-    'prototype': {'run': 'synthetic-bc-resnet-replay-prototype-m500-seed3-10a06d34', 'trial': 'm-seed3-efda3d2cf8', 'method': 'prototype-m500', 'method_key': '49d284074d'},
-    'kcenter': {'run': 'synthetic-bc-resnet-replay-kcenter-m500-seed3-09c8cfd8', 'trial': 'm-seed3-83f66fa3e9', 'method': 'kcenter-m500', 'method_key': '915d678e3e'},
-    'balanced-random': {'run': 'synthetic-bc-resnet-replay-balanced-random-m500-logmel8-seed3-13825f03', 'trial': 'm-seed3-d2eb0e428a', 'method': 'balanced-random-m500-logmel8', 'method_key': '83f7936a77'},
-    'uncert-shift': {'run': 'synthetic-bc-resnet-replay-uncertainty-shift-k4-m500-seed3-68d65c90', 'trial': 'm-seed3-e5caa7d9c6', 'method': 'uncertainty-shift-k4-m500', 'method_key': '4ab2225658'},
-    'uncert-noise-trim': {'run': 'synthetic-bc-resnet-replay-uncertainty-noise-k2-trim0.1-m500-seed3-ebc94563', 'trial': 'm-seed3-470cc0adf6', 'method': 'uncertainty-noise-k2-trim0.1-m500', 'method_key': '61f330e579'},
-    'uncert-ties': {'run': 'synthetic-bc-resnet-replay-uncertainty-noisytune-k6-herd-m500-seed3-e9b0f208', 'trial': 'm-seed3-3901e123da', 'method': 'uncertainty-noisytune-k6-herd-m500', 'method_key': '1800f2e54b'},
-    'distill': {'run': 'synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-f4b7c202', 'trial': 'm-seed3-f6d0501337', 'method': 'uncertainty-noisytune-k6-m500-kd1-0.5a', 'method_key': '98dcb48b54'},
-    'bic-in-loop': {'run': 'synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-59566bfa', 'trial': 'm-seed3-03a2891932', 'method': 'uncertainty-noisytune-k6-m500-wa-bic', 'method_key': '53b6e7ad24'},
-    'bic-deployed': {'run': 'synthetic-bc-resnet-replay-prototype-m500-seed3-c031733f', 'trial': 'm-seed3-5f67222a4c', 'method': 'prototype-m500-bicd', 'method_key': '80450837dc'},
-    'balanced-ft': {'run': 'synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-e4bfd20b', 'trial': 'm-seed3-cf570a9745', 'method': 'uncertainty-noisytune-k6-m500-ilr0.0001-bft5lr0.001', 'method_key': '284d6fb018'},
-    'batch-sampling': {'run': 'synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-e5769723', 'trial': 'm-seed3-4523014aaf', 'method': 'uncertainty-noisytune-k6-m500-cbb-specaugment', 'method_key': '08a4b7b32e'},
-    'progressive': {'run': 'synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-a362af27', 'trial': 'm-seed3-ee0a5641a1', 'method': 'uncertainty-noisytune-k6-m500-pgb-bn256', 'method_key': 'bde1a1fae8'},
-    'tflm': {'run': 'synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-58b49e49', 'trial': 'm-seed3-21e998fc72', 'method': 'uncertainty-noisytune-k6-m500', 'method_key': '880b2a2b15'},
-    'budgets': {'run': 'synthetic-bc-resnet-replay-uncertainty-noisytune-k6-b4000000-mulaw8-seed3-7f4ac673', 'trial': 'm-seed3-0fee2d53f5', 'method': 'uncertainty-noisytune-k6-b4000000-mulaw8', 'method_key': '770a7c470c'},
-    'finetune': {'run': 'synthetic-bc-resnet-finetune-seed3-b6d16a54', 'trial': 'm-seed3-232eff8c67', 'method': 'finetune', 'method_key': 'dbcaf5db49'},
-    'joint': {'run': 'synthetic-baseline-joint-seed3-9d8e823c', 'trial': 'm-seed3-e76442edaf', 'method': 'joint', 'method_key': '08864296e5'},
-    'esc50-alias': {'run': 'ESC-50-bc-resnet-replay-uncertainty-noisytune-k6-m500-fold3-seed3-03fdfccc', 'trial': 'm-fold3-seed3-9f50df5589', 'method': 'uncertainty-noisytune-k6-m500', 'method_key': 'a7d878342e'},
-    'tau-alias': {'run': 'TAU-ASC-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-f1f6f811', 'trial': 'm-seed3-09907b59da', 'method': 'uncertainty-noisytune-k6-m500', 'method_key': '06215ea76e'},
-    'manifest': {'run': 'manifest-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed7-f2bc4512', 'trial': 'm-seed7-dbf7277f50', 'method': 'uncertainty-noisytune-k6-m500', 'method_key': '01bc0fffec'},
-    'not-identity': {'run': 'synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-34fef84a', 'trial': 'm-seed3-26583074b0', 'method': 'uncertainty-noisytune-k6-m500', 'method_key': '2baf95346e'},
+    "defaults": {
+        "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-8c6ca28c",
+        "trial": "m-seed3-e68da95a25",
+        "method": "uncertainty-noisytune-k6-m500",
+        "method_key": "4dce4369fe"},
+    "random": {
+        "run": "synthetic-bc-resnet-replay-random-m500-seed3-f34ed52d",
+        "trial": "m-seed3-c4b1cb1b23",
+        "method": "random-m500",
+        "method_key": "56d11a0490"},
+    "reservoir": {
+        "run": "synthetic-bc-resnet-replay-reservoir-m200-seed3-a617f671",
+        "trial": "m-seed3-a51858ab8e",
+        "method": "reservoir-m200",
+        "method_key": "acaede6532"},
+    "prototype": {
+        "run": "synthetic-bc-resnet-replay-prototype-m500-seed3-10a06d34",
+        "trial": "m-seed3-efda3d2cf8",
+        "method": "prototype-m500",
+        "method_key": "49d284074d"},
+    "kcenter": {
+        "run": "synthetic-bc-resnet-replay-kcenter-m500-seed3-09c8cfd8",
+        "trial": "m-seed3-83f66fa3e9",
+        "method": "kcenter-m500",
+        "method_key": "915d678e3e"},
+    "balanced-random": {
+        "run": "synthetic-bc-resnet-replay-balanced-random-m500-logmel8-seed3-13825f03",
+        "trial": "m-seed3-d2eb0e428a",
+        "method": "balanced-random-m500-logmel8",
+        "method_key": "83f7936a77"},
+    "uncert-shift": {
+        "run": "synthetic-bc-resnet-replay-uncertainty-shift-k4-m500-seed3-68d65c90",
+        "trial": "m-seed3-e5caa7d9c6",
+        "method": "uncertainty-shift-k4-m500",
+        "method_key": "4ab2225658"},
+    "uncert-noise-trim": {
+        "run": "synthetic-bc-resnet-replay-uncertainty-noise-k2-trim0.1-m500-seed3-ebc94563",
+        "trial": "m-seed3-470cc0adf6",
+        "method": "uncertainty-noise-k2-trim0.1-m500",
+        "method_key": "61f330e579"},
+    "uncert-ties": {
+        "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-herd-m500-seed3-e9b0f208",
+        "trial": "m-seed3-3901e123da",
+        "method": "uncertainty-noisytune-k6-herd-m500",
+        "method_key": "1800f2e54b"},
+    "distill": {
+        "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-f4b7c202",
+        "trial": "m-seed3-f6d0501337",
+        "method": "uncertainty-noisytune-k6-m500-kd1-0.5a",
+        "method_key": "98dcb48b54"},
+    "bic-in-loop": {
+        "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-59566bfa",
+        "trial": "m-seed3-03a2891932",
+        "method": "uncertainty-noisytune-k6-m500-wa-bic",
+        "method_key": "53b6e7ad24"},
+    "bic-deployed": {
+        "run": "synthetic-bc-resnet-replay-prototype-m500-seed3-c031733f",
+        "trial": "m-seed3-5f67222a4c",
+        "method": "prototype-m500-bicd",
+        "method_key": "80450837dc"},
+    "balanced-ft": {
+        "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-e4bfd20b",
+        "trial": "m-seed3-cf570a9745",
+        "method": "uncertainty-noisytune-k6-m500-ilr0.0001-bft5lr0.001",
+        "method_key": "284d6fb018"},
+    "batch-sampling": {
+        "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-e5769723",
+        "trial": "m-seed3-4523014aaf",
+        "method": "uncertainty-noisytune-k6-m500-cbb-specaugment",
+        "method_key": "08a4b7b32e"},
+    "progressive": {
+        "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-a362af27",
+        "trial": "m-seed3-ee0a5641a1",
+        "method": "uncertainty-noisytune-k6-m500-pgb-bn256",
+        "method_key": "bde1a1fae8"},
+    "tflm": {
+        "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-58b49e49",
+        "trial": "m-seed3-21e998fc72",
+        "method": "uncertainty-noisytune-k6-m500",
+        "method_key": "880b2a2b15"},
+    "budgets": {
+        "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-b4000000-mulaw8-seed3-7f4ac673",
+        "trial": "m-seed3-0fee2d53f5",
+        "method": "uncertainty-noisytune-k6-b4000000-mulaw8",
+        "method_key": "770a7c470c"},
+    "finetune": {
+        "run": "synthetic-bc-resnet-finetune-seed3-b6d16a54",
+        "trial": "m-seed3-232eff8c67",
+        "method": "finetune",
+        "method_key": "dbcaf5db49"},
+    "joint": {
+        "run": "synthetic-baseline-joint-seed3-9d8e823c",
+        "trial": "m-seed3-e76442edaf",
+        "method": "joint",
+        "method_key": "08864296e5"},
+    "esc50-alias": {
+        "run": "ESC-50-bc-resnet-replay-uncertainty-noisytune-k6-m500-fold3-seed3-03fdfccc",
+        "trial": "m-fold3-seed3-9f50df5589",
+        "method": "uncertainty-noisytune-k6-m500",
+        "method_key": "a7d878342e"},
+    "tau-alias": {
+        "run": "TAU-ASC-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-f1f6f811",
+        "trial": "m-seed3-09907b59da",
+        "method": "uncertainty-noisytune-k6-m500",
+        "method_key": "06215ea76e"},
+    "manifest": {
+        "run": "manifest-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed7-f2bc4512",
+        "trial": "m-seed7-dbf7277f50",
+        "method": "uncertainty-noisytune-k6-m500",
+        "method_key": "01bc0fffec"},
+    "not-identity": {
+        "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-34fef84a",
+        "trial": "m-seed3-26583074b0",
+        "method": "uncertainty-noisytune-k6-m500",
+        "method_key": "2baf95346e"},
 }
 
 TRAIN_OPTIONS = {
