@@ -3,7 +3,8 @@
 The expected strings were computed by the code before option metadata was declared once (each
 option then had a RunConfig field, a click option and three hand-kept lists); a run folder, a grid
 trial and a report row keep their names as long as these pass. The option table of `edgecl
-train` (names, flags, defaults, types) is recorded the same way.
+train` (names, flags, defaults, types) is recorded the same way: a new option adds its row, an
+existing row never changes.
 """
 
 from __future__ import annotations
