@@ -119,29 +119,10 @@ def open_run_folder(run_dir: str | Path, identity: dict[str, Any], *,
 
     run_dir = Path(run_dir)
     check_exp_name(run_dir.name)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        blocker = next((p for p in (run_dir, *run_dir.parents) if p.exists() and not p.is_dir()),
-                       run_dir)
-        if blocker != run_dir:
-            raise EdgeclError(f"{blocker}: Not a directory; a file is in the way of the run folder "
-                              f"{run_dir} (check --workspace)") from None
-        raise EdgeclError(f"{run_dir}: a file is in the way (expected a folder); choose another "
-                          f"--exp-name or --workspace") from None
-    except OSError as error:
-        raise EdgeclError(f"{run_dir}: cannot create the run folder ({error.strerror})") from None
+    _make_run_folder(run_dir)
     lock = RunLock(run_dir)
     try:
-        for leftover in run_dir.glob(f"{TRASH_PREFIX}*"):
-            shutil.rmtree(leftover, ignore_errors=True)
-        if overwrite:
-            _empty_into_trash(run_dir)
-        # What a killed run left (edgecl.leftovers); before run.json exists, only its own temp.
-        if (run_dir / RUN_RECORD_NAME).exists():
-            remove_leftovers(run_dir)
-        else:
-            remove_stale_temporaries(run_dir, targets={RUN_RECORD_NAME})
+        _clear_leftovers(run_dir, overwrite)
         wanted = json.loads(json.dumps(identity, sort_keys=True, default=str))
         record_path = run_dir / RUN_RECORD_NAME
         others = [p.name for p in run_dir.iterdir() if p.name not in (LOCK_NAME, RUN_RECORD_NAME)]
@@ -153,13 +134,8 @@ def open_run_folder(run_dir: str | Path, identity: dict[str, Any], *,
             atomic_write_json(record_path, {"config": wanted} if data is None else
                               {"config": wanted, "data": data_record(wanted["data_root"], data)})
             return OwnedFolder(run_dir, lock, "new")
-        try:
-            document = read_checked(record_path, lambda doc: problem(doc, RUN_RECORD))
-            recorded = document["config"]
-        except (OSError, EdgeclError) as error:
-            detail = str(error).removeprefix(f"{record_path}: ")
-            raise EdgeclError(f"{record_path}: unreadable run record ({detail}); pass "
-                              f"--overwrite to start the run again") from None
+        document = _read_run_record(record_path)
+        recorded = document["config"]
         settled = settle_run_data(run_dir, document, wanted, data, started=bool(others))
         if settled is not None:
             atomic_write_json(record_path, settled)
@@ -177,6 +153,45 @@ def open_run_folder(run_dir: str | Path, identity: dict[str, Any], *,
     except BaseException:
         lock.release()
         raise
+
+
+def _make_run_folder(run_dir: Path) -> None:
+    """Create `run_dir` and its parents; a one-line error when a file is in the way."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (run_dir, *run_dir.parents) if p.exists() and not p.is_dir()),
+                       run_dir)
+        if blocker != run_dir:
+            raise EdgeclError(f"{blocker}: Not a directory; a file is in the way of the run folder "
+                              f"{run_dir} (check --workspace)") from None
+        raise EdgeclError(f"{run_dir}: a file is in the way (expected a folder); choose another "
+                          f"--exp-name or --workspace") from None
+    except OSError as error:
+        raise EdgeclError(f"{run_dir}: cannot create the run folder ({error.strerror})") from None
+
+
+def _clear_leftovers(run_dir: Path, overwrite: bool) -> None:
+    """Remove earlier trash folders, what a killed run left (edgecl.leftovers; before run.json
+    exists, only its own temporary) and, with `overwrite`, everything else."""
+    for leftover in run_dir.glob(f"{TRASH_PREFIX}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    if overwrite:
+        _empty_into_trash(run_dir)
+    if (run_dir / RUN_RECORD_NAME).exists():
+        remove_leftovers(run_dir)
+    else:
+        remove_stale_temporaries(run_dir, targets={RUN_RECORD_NAME})
+
+
+def _read_run_record(record_path: Path) -> dict[str, Any]:
+    """run.json, checked; a one-line error suggesting --overwrite when it is unreadable."""
+    try:
+        return read_checked(record_path, lambda doc: problem(doc, RUN_RECORD))
+    except (OSError, EdgeclError) as error:
+        detail = str(error).removeprefix(f"{record_path}: ")
+        raise EdgeclError(f"{record_path}: unreadable run record ({detail}); pass "
+                          f"--overwrite to start the run again") from None
 
 
 def _read_results(run_dir: Path) -> dict[str, Any] | None:
