@@ -69,9 +69,8 @@ class RunConfig:
     Names come from the registries: `dataset` (edgecl.data, any alias, stored canonical),
     `model` (models.MODEL_NAMES), `mem_manage` (edgecl.samplers), `memory_format`
     (edgecl.memory.formats). The samplers' own options (e.g. uncert_metric, metric_k,
-    noise_lambda) are declared by the samplers, and the steps' own options by the steps
-    (edgecl.steps): they are keyword arguments of the constructor, attributes of the config and
-    top-level keys of `to_dict()`, held in `sampler_options`.
+    noise_lambda) are declared by the samplers: they are keyword arguments of the constructor,
+    attributes of the config and top-level keys of `to_dict()`, held in `sampler_options`.
     """
 
     dataset: str = run_field("synthetic", Option(_dataset_help, "data", type=DatasetName()))
@@ -238,6 +237,16 @@ class RunConfig:
         metavar="SECONDS", show_default=False, left_out_at_default=True,
         range=Range(0.0, MAX_CLIP_SECONDS, low_inclusive=True,
                     what="a window length in seconds (0 = whole clip)")))
+    # The TFLM build's deployment budget in bytes (firmware_export.tflm.limits): checked on the
+    # untrained model before phase 0 and on each phase's build (over a limit: withheld).
+    arena_limit: int | None = run_field(None, Option(
+        "Most TFLM arena bytes the part gives the model (256KB, 256KiB): checked on the "
+        "untrained model before training and on each phase's build (--target tflm).", "export",
+        type=click.STRING, metavar="SIZE", show_default=False, left_out_at_default=True))
+    flash_limit: int | None = run_field(None, Option(
+        "Most TFLM flatbuffer bytes the part gives the model (1MB): checked like --arena-limit "
+        "(--target tflm).", "export", type=click.STRING, metavar="SIZE", show_default=False,
+        left_out_at_default=True))
     feature_cache: bool = run_field(True, Option(
         "Compute each clip's log-mel once (off only to measure it).", "run"))
     # Keep each clip's log-mel in WORKSPACE/features/ for later runs (edgecl.feature_store).
@@ -251,6 +260,13 @@ class RunConfig:
     allow_tf32: bool = run_field(False, Option(
         "On a GPU, let matmuls and convolutions use TF32 (faster; results are then not "
         "reproducible bit for bit and differ from float32).", "run", left_out_at_default=True))
+    # Number format of the training forward (edgecl.precision): fp32, bf16 or auto (bf16 where
+    # the hardware runs it natively); a run records the resolved value.
+    precision: str = run_field("fp32", Option(
+        "Training forward in float32, or the backbone and head in bfloat16 under autocast (front "
+        "end, loss, weights and optimizer stay float32; exports come from float32 weights); "
+        "auto: bf16 where the CPU (AVX-512 BF16, AMX) or GPU runs it natively, else fp32.",
+        "run", choices="edgecl.precision:PRECISIONS", left_out_at_default=True))
     threads: int = run_field(2, Option("CPU threads for torch.", "run", range=int_range("threads"),
                                        **_NOT_IDENTITY))
     quiet: bool = run_field(False, Option("No progress bars or log lines on stderr.", "run",
@@ -282,13 +298,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         """Normalise values given in other spellings, check each option against its declared
         choices and range, then the rules between options."""
-        from edgecl.samplers import sampler_options
-
         self._normalise()
         self.compute_budget()  # a compute limit must be positive (said before its range)
         for name, option in field_options().items():
             option.check(getattr(self, name))
-        for name, option in sampler_options().items():
+        for name, option in declared_options().items():
             option.check(self.sampler_options[name])
         self._check_rules()
 
@@ -302,6 +316,9 @@ class RunConfig:
         if isinstance(self.bias_correction, bool):  # a flag before `deployed` existed
             object.__setattr__(self, "bias_correction",
                                "in-loop" if self.bias_correction else "off")
+        for name in ("arena_limit", "flash_limit"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, parse_bytes(getattr(self, name), option_name(name)))
         if self.memory_bytes is not None:  # "4MB" from Python callers too; stored as an int
             object.__setattr__(self, "memory_bytes", parse_bytes(self.memory_bytes))
         if self.max_train_macs is not None:
@@ -310,8 +327,9 @@ class RunConfig:
 
     def _check_rules(self) -> None:
         """The rules between options (each option's own values are checked by its Option)."""
-        if self.tflm_window_seconds is not None and self.target != "tflm":
-            raise EdgeclError("--tflm-window-seconds: only used with --target tflm")
+        for name in ("tflm_window_seconds", "arena_limit", "flash_limit"):
+            if getattr(self, name) is not None and self.target != "tflm":
+                raise EdgeclError(f"{option_name(name)}: only used with --target tflm")
         if self.model == "bc-resnet":
             from models import BC_RESNET_N_MELS_MULTIPLE as multiple
 
@@ -428,8 +446,10 @@ def field_options() -> dict[str, Option]:
 
 
 def run_options() -> dict[str, Option]:
-    """Every option of a run: RunConfig's fields, the samplers' options after --mem-manage."""
+    """Every option of a run: RunConfig's fields, the samplers' options after --mem-manage and
+    the steps' after --augment (a step's option is left out of the identity at its default)."""
     from edgecl.samplers import option_owners, sampler_options
+    from edgecl.steps import step_options
 
     options: dict[str, Option] = {}
     for name, option in field_options().items():
@@ -438,6 +458,10 @@ def run_options() -> dict[str, Option]:
             options.update({own: declared.as_option(
                 f"{declared.help} (--mem-manage {', '.join(option_owners(own))})", "memory",
                 replay_only=True) for own, declared in sampler_options().items()})
+        if name == "augment":
+            options.update({own: replace(declared.as_option(declared.help, "learning"),
+                                         left_out_at_default=True)
+                            for own, declared in step_options().items()})
     return options
 
 

@@ -88,8 +88,9 @@ class OwnedFolder:
 
 
 def _differences(recorded: dict[str, Any], wanted: dict[str, Any], limit: int = 4) -> str:
-    from edgecl.config import IDENTITY_DEFAULTS_LEFT_OUT as left_out  # an absent key: its default
+    from edgecl.config import identity_defaults_left_out
 
+    left_out = identity_defaults_left_out()  # an absent key: its default
     keys = sorted(set(recorded) | set(wanted))
     diffs = [f"{k} {recorded.get(k, left_out.get(k))!r} (now {wanted.get(k, left_out.get(k))!r})"
              for k in keys if recorded.get(k) != wanted.get(k)]

@@ -77,22 +77,6 @@ def add_options(options: Iterable[Option], **overrides: dict[str, Any]) -> Calla
     """Decorator adding the click option of each of `options` (in their order);
     `overrides[name]` are click keyword arguments for that option."""
 
-    return _declared_options(
-        [option for option in declared().values() if only(option.name)],
-        lambda option: f"{option.help} (--mem-manage {', '.join(option_owners(option.name))})")
-
-
-def step_options() -> Callable:
-    """Decorator adding one CLI option per option a training step declares (edgecl.steps)."""
-    from edgecl.steps import step_options as declared
-
-    return _declared_options(list(declared().values()), lambda option: option.help)
-
-
-def _declared_options(options: list, help_of: Callable) -> Callable:
-    """Decorator adding a CLI option per SamplerOption-like declaration (`help_of(option)`: its
-    help text)."""
-
     def decorate(command):
         for option in reversed(list(options)):
             command = click_option(option, **overrides.get(option.name, {}))(command)

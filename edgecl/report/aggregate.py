@@ -136,15 +136,22 @@ def _bias_label(config: dict[str, Any]) -> str:
     return label
 
 
+def _unless_default(config: dict[str, Any], name: str) -> Any:
+    """The config's value of option `name`, None at its default (or when absent: a run from
+    before it)."""
+    default = field_options()[name].default
+    value = config.get(name, default)
+    return None if value == default else value
+
+
 def _recal_label(config: dict[str, Any]) -> str:
-    default = field_options()["bn_recal_clips"].default
-    clips = config.get("bn_recal_clips", default)
-    return "" if clips == default else f"-bn{clips}"
+    clips = _unless_default(config, "bn_recal_clips")
+    return "" if clips is None else f"-bn{clips}"
 
 
 def _precision_label(config: dict[str, Any]) -> str:
-    precision = config.get("precision", IDENTITY_DEFAULTS_LEFT_OUT["precision"])
-    return "" if precision == IDENTITY_DEFAULTS_LEFT_OUT["precision"] else f"-{precision}"
+    precision = _unless_default(config, "precision")
+    return "" if precision is None else f"-{precision}"
 
 
 def _distill_label(config: dict[str, Any]) -> str:

@@ -30,6 +30,12 @@ ANALYTIC_FILES = (MODEL_EMBEDDING, ANALYTIC_STATE, MODEL_ANALYTIC, RLS_HEADER, R
 # model.int8.onnx only when it ships
 BUNDLE_FILES = (MODEL_FP32, MODEL_INT8, LABELS, C_HEADER, *TFLM_FILES, *ANALYTIC_FILES)
 
+# Builds that missed their rule, kept for diagnosis beside the bundle's files (never listed in
+# the manifest, never loaded by infer): WITHHELD_DIR/<artifact>/ holds the model file and
+# WITHHELD_REPORT (why, the parity figures, and for int8 the per-layer error report).
+WITHHELD_DIR = "withheld"
+WITHHELD_REPORT = "withheld.json"
+
 # Graph input and output names.
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "logits"

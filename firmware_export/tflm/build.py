@@ -101,8 +101,11 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
     figures, parity_failures = _parity(model, micro, plan, fp32_runner, holdout_waveforms,
                                        np.asarray(holdout_targets), clip_samples, window_record)
     failures += parity_failures
+    failures += limit_failures(arena, len(model_bytes), limits)
     section = _section(model_bytes, float_ops, arena, failures, window_record, figures, plan,
                        n_calibration=len(calibration_waveforms))
+    if limits:
+        section["limits"] = limits.describe()
     build = TflmBuild(model_bytes, section)
     if not failures:
         build.files = _shipped_files(model_bytes, classes, section, plan, micro,
