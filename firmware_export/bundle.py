@@ -78,13 +78,82 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
     never listed in the manifest. `progress` is told each step as it starts.
     """
     step = progress or (lambda text: None)
+    _check_target(target)
+    classes = [str(name) for name in classes]
+    calibration, holdout, targets = _checked_clips(phase, classes, calibration_waveforms,
+                                                   holdout_waveforms, holdout_targets)
+    clip_samples, sample_rate = holdout.shape[1], int(model.frontend.config.sample_rate)
+
+    was_training = model.training
+    model.eval()
+    try:
+        step("fp32 export and parity")
+        fp32, fp32_bytes, fp32_runner, fp32_figures = _checked_fp32(
+            model, phase, out_dir, classes, clip_samples, holdout, targets)
+        search = search_int8(fp32, fp32_runner, calibration, holdout, targets, log=log,
+                             progress=step)
+        manifest = _manifest(model, phase=phase, classes=classes, sample_rate=sample_rate,
+                             clip_samples=clip_samples, n_calibration=len(calibration),
+                             n_holdout=len(holdout), holdout_counts=holdout_counts,
+                             search=search, fp32_figures=fp32_figures)
+        tflm = _tflm_build(model, classes, calibration, holdout, targets, fp32_runner,
+                           tflm_window_seconds, limits, step) if target == "tflm" else None
+        if tflm is not None:
+            manifest["tflm"] = tflm.section
+    finally:
+        model.train(was_training)
+    if extra_manifest:
+        manifest["run"] = dict(extra_manifest)
+    embedding_bytes, manifest["embedding"] = _embedding_model(fp32, fp32_runner, holdout, phase)
+    files = _bundle_files(manifest, classes, fp32_bytes, embedding_bytes, search, sample_rate,
+                          clip_samples)
+    return _write_phase_bundle(out_dir, files, manifest, search, tflm, step, log)
+
+
+def _write_phase_bundle(out_dir, files: dict[str, bytes], manifest: dict[str, Any],
+                        search: SearchResult, tflm, step: Callable[[str], None],
+                        log: Callable[[str], None] | None) -> dict[str, Any]:
+    """Write the bundle (the TFLM files too when it ships) with any withheld build kept for
+    diagnosis; `log` gets the summary line. Returns the manifest as written."""
+    files.update(tflm.files if tflm is not None else {})
+    withheld = withheld_builds(manifest, search, tflm)
+    if withheld:
+        manifest["withheld_dir"] = WITHHELD_DIR
+    step("writing the bundle")
+    manifest = write_bundle(Path(out_dir), files, manifest, withheld)
+    if log is not None:
+        log(summary_line(manifest, out_dir))
+    return manifest
+
+
+def _tflm_build(model: nn.Module, classes: list[str], calibration: np.ndarray,
+                holdout: np.ndarray, targets: np.ndarray, fp32_runner,
+                window_seconds: float | None, limits: DeviceLimits | None,
+                step: Callable[[str], None]):
+    """The phase's TFLM build (firmware_export.tflm.build), calibrated on the same clips."""
+    from firmware_export.tflm.build import build_tflm
+
+    step("TFLM build")
+    return build_tflm(model, classes=classes,
+                      sample_rate=int(model.frontend.config.sample_rate),
+                      clip_samples=holdout.shape[1], calibration_waveforms=calibration,
+                      holdout_waveforms=holdout, holdout_targets=targets,
+                      fp32_runner=fp32_runner, window_seconds=window_seconds, limits=limits)
+
+
+def _check_target(target: str) -> None:
     if target not in TARGETS:
         raise EdgeclError(f"--target: expected one of {', '.join(TARGETS)}, got {target!r}")
     if target == "tflm":
         from firmware_export.tflm import require_toolchain
 
         require_toolchain()
-    classes = [str(name) for name in classes]
+
+
+def _checked_clips(phase: int, classes: list[str], calibration_waveforms, holdout_waveforms,
+                   holdout_targets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(calibration clips, at most MAX_CALIBRATION_CLIPS evenly spaced; held-out clips; their
+    targets), checked to be clips of one length with targets among `classes`."""
     calibration = _waveforms(calibration_waveforms, "calibration_waveforms")
     calibration = calibration[evenly_spaced(len(calibration), MAX_CALIBRATION_CLIPS)]
     holdout = _waveforms(holdout_waveforms, "holdout_waveforms")
@@ -96,50 +165,36 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
                           f"{len(holdout)} clips); expected equal lengths")
     if targets.min() < 0 or targets.max() >= len(classes):
         raise EdgeclError(f"export phase {phase}: held-out targets must lie in [0, {len(classes)})")
-    sample_rate = int(model.frontend.config.sample_rate)
+    return calibration, holdout, targets
 
-    was_training = model.training
-    model.eval()
-    try:
-        step("fp32 export and parity")
-        fp32 = export_onnx(model, labels=classes, sample_rate=sample_rate,
-                           clip_samples=clip_samples)
-        fp32_bytes = serialize(fp32)
-        fp32_session = cpu_session(fp32_bytes)
-        n_outputs = fp32_session.get_outputs()[0].shape[-1]
-        if n_outputs != len(classes):
-            raise EdgeclError(f"export phase {phase}: the model has {n_outputs} outputs but "
-                              f"{len(classes)} class names were given")
-        fp32_runner = parity.ort_runner(fp32_session)
-        fp32_figures = parity.measure(parity.torch_runner(model), fp32_runner, holdout, targets)
-        fp32_failures = parity.fp32_failures(fp32_figures)
-        if fp32_failures:
-            raise parity.ParityError(f"export phase {phase} to {out_dir}: fp32 parity check "
-                                     f"failed: " + "; ".join(fp32_failures),
-                                     {"fp32_vs_torch": fp32_figures})
-        search = search_int8(fp32, fp32_runner, calibration, holdout, targets, log=log,
-                             progress=step)
-        manifest = _manifest(model, phase=phase, classes=classes, sample_rate=sample_rate,
-                             clip_samples=clip_samples, n_calibration=len(calibration),
-                             n_holdout=len(holdout), holdout_counts=holdout_counts,
-                             search=search, fp32_figures=fp32_figures)
-        tflm = None
-        if target == "tflm":
-            from firmware_export.tflm.build import build_tflm
 
-            step("TFLM build")
-            tflm = build_tflm(model, classes=classes, sample_rate=sample_rate,
-                              clip_samples=clip_samples, calibration_waveforms=calibration,
-                              holdout_waveforms=holdout, holdout_targets=targets,
-                              fp32_runner=fp32_runner, window_seconds=tflm_window_seconds,
-                              limits=limits)
-            manifest["tflm"] = tflm.section
-    finally:
-        model.train(was_training)
-    if extra_manifest:
-        manifest["run"] = dict(extra_manifest)
-    embedding_bytes, manifest["embedding"] = _embedding_model(fp32, fp32_runner, holdout, phase)
+def _checked_fp32(model: nn.Module, phase: int, out_dir, classes: list[str], clip_samples: int,
+                  holdout: np.ndarray, targets: np.ndarray):
+    """The fp32 ONNX graph of `model`, its bytes, its ONNX Runtime runner and its parity figures
+    against torch on the held-out clips; parity.ParityError when they miss the fp32 rule."""
+    fp32 = export_onnx(model, labels=classes, sample_rate=int(model.frontend.config.sample_rate),
+                       clip_samples=clip_samples)
+    fp32_bytes = serialize(fp32)
+    fp32_session = cpu_session(fp32_bytes)
+    n_outputs = fp32_session.get_outputs()[0].shape[-1]
+    if n_outputs != len(classes):
+        raise EdgeclError(f"export phase {phase}: the model has {n_outputs} outputs but "
+                          f"{len(classes)} class names were given")
+    fp32_runner = parity.ort_runner(fp32_session)
+    fp32_figures = parity.measure(parity.torch_runner(model), fp32_runner, holdout, targets)
+    fp32_failures = parity.fp32_failures(fp32_figures)
+    if fp32_failures:
+        raise parity.ParityError(f"export phase {phase} to {out_dir}: fp32 parity check "
+                                 f"failed: " + "; ".join(fp32_failures),
+                                 {"fp32_vs_torch": fp32_figures})
+    return fp32, fp32_bytes, fp32_runner, fp32_figures
 
+
+def _bundle_files(manifest: dict[str, Any], classes: list[str], fp32_bytes: bytes,
+                  embedding_bytes: bytes, search: SearchResult, sample_rate: int,
+                  clip_samples: int) -> dict[str, bytes]:
+    """The ONNX files that ship (model.int8.onnx only when it meets its bound), the labels and
+    the C header of the device model."""
     files = {MODEL_FP32: fp32_bytes, MODEL_EMBEDDING: embedding_bytes,
              LABELS: (_json_text(classes)).encode("utf-8")}
     if search.meets_bound:
@@ -148,16 +203,7 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
     files[C_HEADER] = render_c_header(files[device_name], classes, sample_rate=sample_rate,
                                       clip_samples=clip_samples,
                                       precision=_PRECISION[device_name]).encode("utf-8")
-    if tflm is not None:
-        files.update(tflm.files)
-    withheld = withheld_builds(manifest, search, tflm)
-    if withheld:
-        manifest["withheld_dir"] = WITHHELD_DIR
-    step("writing the bundle")
-    manifest = write_bundle(Path(out_dir), files, manifest, withheld)
-    if log is not None:
-        log(summary_line(manifest, out_dir))
-    return manifest
+    return files
 
 
 _PRECISION = {MODEL_FP32: "fp32", MODEL_INT8: "int8"}
