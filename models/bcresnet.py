@@ -28,6 +28,7 @@ from torch import nn
 
 from edgecl.errors import EdgeclError
 from models import BC_RESNET_N_MELS_MULTIPLE
+from models.checkpointing import run_layers
 
 SUB_BANDS = 4
 CHANNEL_DROPOUT = 0.1
@@ -121,7 +122,11 @@ def stage_widths(width: int) -> tuple[int, int, int, int, int]:
 
 
 class BCResNetMod(nn.Module):
-    """BC-ResNet-Mod backbone returning the pooled embedding; `embedding_dim` = 2.5 * width."""
+    """BC-ResNet-Mod backbone returning the pooled embedding; `embedding_dim` = 2.5 * width.
+
+    `checkpoint_blocks` (off by default, not part of the weights): training recomputes each
+    block's activations in backward instead of keeping them (models.checkpointing), same result.
+    """
 
     arch_name = "bc-resnet"
 
@@ -133,6 +138,9 @@ class BCResNetMod(nn.Module):
             raise EdgeclError(f"--n-mels: bc-resnet needs a multiple of {N_MELS_MULTIPLE} for "
                               f"SubSpectralNorm, got {n_mels}")
         self.width = width
+        self.checkpoint_blocks = False
+        # Blocks that run checkpointed (and that the host memory estimate treats as such).
+        self.checkpointable_blocks = (TransitionBlock, BroadcastedBlock)
         stem, c1, c2, c3, c4 = stage_widths(width)
         self.embedding_dim = c4
         self.layers = nn.Sequential(
@@ -146,4 +154,6 @@ class BCResNetMod(nn.Module):
         )
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
-        return self.layers(logmel).mean(dim=(2, 3))
+        features = run_layers(self.layers, logmel, self.checkpoint_blocks,
+                              self.checkpointable_blocks)
+        return features.mean(dim=(2, 3))

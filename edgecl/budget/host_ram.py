@@ -1,0 +1,166 @@
+"""The host's training memory: an estimate of a run's peak resident set, made before phase 0.
+
+A training step's memory is dominated by what autograd keeps for the backward pass, and that
+grows with the batch and the input (one BC-ResNet-40 map at 48 kHz x 10 s is 15 MB per clip).
+The estimate measures, rather than models, what each top-level layer of the backbone keeps, on a
+copy of the model and a batch of PROBE_BATCH clips (so estimating a configuration never costs its
+peak), and scales it to the batch:
+
+    total = baseline + parameters + data + input batch + BACKWARD_FACTOR x kept activations
+
+- baseline: the process before training (interpreter, torch, the run's code), read from it;
+- parameters: weights, gradients and Adam's two moments, 16 bytes per trainable parameter, plus
+  buffers;
+- data: the run's feature cache, every clip's log-mel in float32;
+- kept activations: plain training keeps every layer's saved tensors; with activation
+  checkpointing (models.checkpointing) a checkpointed block keeps only its input, and the largest
+  block's saved tensors exist once more while it is recomputed in backward;
+- BACKWARD_FACTOR: what a step holds at its peak beyond the kept tensors (the gradients flowing
+  back through the kept maps, kernel workspaces and the heap's fragmentation under
+  edgecl.allocator's settings), as a multiple of the kept bytes. It is calibrated, not derived:
+  scripts/calibrate_host_ram.py measures the peak RSS of training steps against the kept bytes
+  over rates, batches and widths, with and without checkpointing, and the peak over the baseline
+  came to 2.2-4.2 times the kept bytes (docs/results/training-memory.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+PROBE_BATCH = 2
+BACKWARD_FACTOR = 3.0
+
+
+@dataclass(frozen=True)
+class LayerActivations:
+    """Per clip: bytes a layer's input holds and bytes autograd saves inside it."""
+
+    input_bytes: float
+    saved_bytes: float
+    checkpointable: bool
+
+
+@dataclass(frozen=True)
+class HostTrainRam:
+    """Parts of the host training-RAM estimate, in bytes."""
+
+    baseline: int
+    parameters: int
+    data: int
+    input_batch: int
+    activations: int
+    checkpointing: bool
+
+    @property
+    def total(self) -> int:
+        return self.baseline + self.parameters + self.data + self.input_batch + self.activations
+
+    def as_dict(self) -> dict[str, int | bool]:
+        return {"baseline": self.baseline, "parameters": self.parameters, "data": self.data,
+                "input_batch": self.input_batch, "activations": self.activations,
+                "checkpointing": self.checkpointing, "total": self.total}
+
+
+def activation_profile(model, input_shape: tuple[int, ...]) -> list[LayerActivations]:
+    """What one clip costs in each top-level layer of `model.backbone.layers` (the whole backbone
+    as one layer when it has no such sequence), plus the rest of the forward (pooling and head) as
+    a last entry. Measured on a copy in train mode; the model and the RNG are left untouched."""
+    import torch
+
+    probe = copy.deepcopy(model).train()
+    backbone = probe.backbone
+    layers = list(getattr(backbone, "layers", [backbone]))
+    blocks = getattr(backbone, "checkpointable_blocks", ())
+    skip = {p.untyped_storage().data_ptr() for p in probe.parameters()}
+    saved = [0] * (len(layers) + 1)
+    inputs = [0] * (len(layers) + 1)
+    seen: set[int] = set()
+    current = [len(layers)]  # pooling and head until a layer starts
+    alive: list = []
+
+    def enter(index: int):
+        def hook(_module, args):
+            current[0] = index
+            inputs[index] = args[0].untyped_storage().nbytes()
+        return hook
+
+    def leave(_module, _args, _output):
+        current[0] = len(layers)
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key not in skip and key not in seen:
+            seen.add(key)
+            saved[current[0]] += storage.nbytes()
+            alive.append(tensor.detach())
+        return None
+
+    def unpack(_placeholder):
+        raise RuntimeError("activation_profile measures a forward pass only")
+
+    handles = [layer.register_forward_pre_hook(enter(i)) for i, layer in enumerate(layers)]
+    handles += [layer.register_forward_hook(leave) for layer in layers]
+    try:
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+            device = next(probe.parameters()).device
+            batch = torch.randn(PROBE_BATCH, *input_shape, device=device)
+            skip.add(batch.untyped_storage().data_ptr())
+            with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+                output = probe.forward_features(batch)
+            del output
+            alive.clear()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [LayerActivations(inputs[i] / PROBE_BATCH, saved[i] / PROBE_BATCH,
+                             i < len(layers) and isinstance(layers[i], blocks))
+            for i in range(len(layers) + 1)]
+
+
+def kept_bytes(profile: list[LayerActivations], checkpointing: bool) -> float:
+    """Per clip: what autograd keeps from the forward until the backward pass."""
+    if not checkpointing:
+        return sum(layer.saved_bytes for layer in profile)
+    plain = [layer for layer in profile if not layer.checkpointable]
+    blocks = [layer for layer in profile if layer.checkpointable]
+    return (sum(layer.saved_bytes for layer in plain)
+            + sum(layer.input_bytes for layer in blocks)
+            + max((layer.saved_bytes for layer in blocks), default=0))
+
+
+def activation_bytes(profile: list[LayerActivations], batch_size: int,
+                     checkpointing: bool) -> int:
+    """A training step's activation memory at its peak, for a batch, from a per-clip profile."""
+    return math.ceil(batch_size * BACKWARD_FACTOR * kept_bytes(profile, checkpointing))
+
+
+def parameter_bytes(model) -> int:
+    """Weights, gradients and Adam's two moments (16 bytes per trainable parameter), buffers."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return 16 * trainable + 4 * (frozen + sum(b.numel() for b in model.buffers()))
+
+
+def supports_checkpointing(model) -> bool:
+    return bool(getattr(model.backbone, "checkpointable_blocks", ()))
+
+
+def estimate_host_train_ram(model, batch_size: int, input_shape: tuple[int, ...], *,
+                            checkpointing: bool, baseline: int, n_clips: int,
+                            profile: list[LayerActivations] | None = None) -> HostTrainRam:
+    """The peak RSS of training `model` on batches of `batch_size` log-mels of `input_shape`, for
+    a run that caches `n_clips` clips' features, in a process that holds `baseline` bytes now."""
+    profile = profile if profile is not None else activation_profile(model, input_shape)
+    clip_bytes = 4 * math.prod(input_shape)
+    return HostTrainRam(baseline=baseline, parameters=parameter_bytes(model),
+                        data=n_clips * clip_bytes, input_batch=batch_size * clip_bytes,
+                        activations=activation_bytes(profile, batch_size, checkpointing),
+                        checkpointing=checkpointing)
+
+
+def largest_batch(limit: int, fixed: int, per_clip: float) -> int:
+    """The largest batch whose estimate stays under `limit` (0 when none does)."""
+    return max(0, int((limit - fixed) // per_clip)) if per_clip > 0 else 0

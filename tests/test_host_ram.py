@@ -1,0 +1,120 @@
+"""Activation checkpointing (models.checkpointing) and the host training-memory estimate
+(edgecl.budget.host_ram)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgecl.budget.host_ram import (activation_profile, estimate_host_train_ram, kept_bytes,
+                                    largest_batch)
+from models import build_model
+from models.bcresnet import BroadcastedBlock, TransitionBlock
+from models.frontend import FrontEndConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_model(model: str = "bc-resnet"):
+    torch.manual_seed(0)
+    return build_model(model, 4, FrontEndConfig.for_sample_rate(16000, n_mels=32), width=8)
+
+
+def train_step(model, batch, targets, seed: int):
+    """One Adam step from a fixed RNG state; returns the draw the RNG gives next."""
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    logits, _ = model.forward_features(batch)
+    torch.nn.functional.cross_entropy(logits, targets).backward()
+    optimizer.step()
+    return torch.rand(3)
+
+
+def test_checkpointed_step_equals_plain_step():
+    plain = small_model().train()
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.backbone.checkpoint_blocks = True
+    batch, targets = torch.randn(4, 1, 32, 40), torch.tensor([0, 1, 2, 3])
+    next_plain = train_step(plain, batch, targets, seed=5)
+    next_checkpointed = train_step(checkpointed, batch, targets, seed=5)
+    # Same weights after the step (so the same gradients and dropout masks), same BatchNorm
+    # statistics, and the RNG stream goes on as if nothing had been recomputed.
+    for (name, a), b in zip(plain.state_dict().items(), checkpointed.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+    assert torch.equal(next_plain, next_checkpointed)
+
+
+def test_batchnorm_statistics_update_once_per_step():
+    model = small_model().train()
+    model.backbone.checkpoint_blocks = True
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    train_step(model, torch.randn(4, 1, 32, 40), torch.tensor([0, 1, 2, 3]), seed=1)
+    assert norms and all(int(norm.num_batches_tracked) == 1 for norm in norms)
+
+
+def test_checkpointing_runs_only_when_training_with_gradients(monkeypatch):
+    import models.checkpointing as checkpointing
+
+    calls = []
+    original = checkpointing.checkpointed
+    monkeypatch.setattr(checkpointing, "checkpointed",
+                        lambda block, x: calls.append(block) or original(block, x))
+    model = small_model()
+    model.backbone.checkpoint_blocks = True
+    batch = torch.randn(2, 1, 32, 40)
+    model.eval()
+    model.forward_features(batch)
+    model.train()
+    with torch.no_grad():
+        model.forward_features(batch)
+    assert calls == []
+    model.forward_features(batch)
+    blocks = [m for m in model.backbone.layers if isinstance(m, (TransitionBlock,
+                                                                 BroadcastedBlock))]
+    assert calls == blocks
+
+
+def test_profile_counts_every_layer_and_checkpointing_keeps_less():
+    model = small_model()
+    profile = activation_profile(model, (1, 32, 40))
+    assert len(profile) == len(model.backbone.layers) + 1
+    assert sum(layer.checkpointable for layer in profile) == 9  # 4 transition, 5 broadcasted
+    assert kept_bytes(profile, checkpointing=True) < kept_bytes(profile, checkpointing=False)
+    # The estimate grows with the batch through the activations alone.
+    one = estimate_host_train_ram(model, 1, (1, 32, 40), checkpointing=False, baseline=0,
+                                  n_clips=10, profile=profile)
+    many = estimate_host_train_ram(model, 9, (1, 32, 40), checkpointing=False, baseline=0,
+                                   n_clips=10, profile=profile)
+    assert many.activations == pytest.approx(9 * one.activations, rel=1e-6, abs=9)
+    assert many.parameters == one.parameters and many.data == one.data == 10 * 4 * 32 * 40
+
+
+def test_baseline_cnn_has_no_checkpointable_blocks():
+    profile = activation_profile(small_model("baseline"), (1, 32, 40))
+    assert not any(layer.checkpointable for layer in profile)
+
+
+def test_largest_batch():
+    assert largest_batch(limit=1000, fixed=400, per_clip=100) == 6
+    assert largest_batch(limit=300, fixed=400, per_clip=100) == 0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc and ru_maxrss in KiB")
+def test_estimate_within_a_quarter_of_measured_peak_rss():
+    """A fresh process estimates, then trains three steps; its peak RSS is within 25%."""
+    spec = importlib.util.spec_from_file_location("calibrate",
+                                                  ROOT / "scripts" / "calibrate_host_ram.py")
+    calibrate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibrate)
+    child = subprocess.run([sys.executable, "-c", calibrate.CHILD, "101", "32", "40", "0"],
+                           cwd=ROOT, capture_output=True, text=True, check=True)
+    measured = json.loads(child.stdout.strip().splitlines()[-1])
+    assert 0.75 <= measured["estimate"] / measured["peak"] <= 1.25, measured
