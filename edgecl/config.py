@@ -127,6 +127,18 @@ class RunConfig:
         "Compute budget: training MACs per phase (3 x forward MACs per clip per step), e.g. "
         "500M, 2G, 2e9.", "budget", type=click.STRING, metavar="COUNT", show_default=False,
         range=Range(1, MAX_TRAIN_MACS, integer=True)))
+    # The host's training memory (edgecl.budget.host_ram): checked before phase 0. Neither
+    # changes what a run computes (checkpointing recomputes the same values), so neither is
+    # part of its identity.
+    max_train_ram: int | None = run_field(None, Option(
+        "Host memory budget: the estimated peak RSS of training (2GB, 3GiB), checked before "
+        "phase 0; activation checkpointing is turned on when that brings it under.", "budget",
+        type=click.STRING, metavar="SIZE", show_default=False, identity=False, method=False,
+        range=Range(1, MAX_MEMORY_BYTES, integer=True)))
+    activation_checkpointing: str = run_field("auto", Option(
+        "Recompute BC-ResNet's blocks in backward instead of keeping their activations (same "
+        "results, more time): on, off, or auto (on only when --max-train-ram needs it).",
+        "budget", choices=("off", "on", "auto"), identity=False, method=False))
     # Train on new clips passed through a lossy memory_format too (edgecl.items.ClipItems.new_clip).
     code_new_clips: bool = run_field(True, Option(
         "Train on new clips passed through a lossy --memory-format as well, so its artefacts do "
@@ -321,6 +333,9 @@ class RunConfig:
                 object.__setattr__(self, name, parse_bytes(getattr(self, name), option_name(name)))
         if self.memory_bytes is not None:  # "4MB" from Python callers too; stored as an int
             object.__setattr__(self, "memory_bytes", parse_bytes(self.memory_bytes))
+        if self.max_train_ram is not None:
+            object.__setattr__(self, "max_train_ram",
+                               parse_bytes(self.max_train_ram, "--max-train-ram"))
         if self.max_train_macs is not None:
             object.__setattr__(self, "max_train_macs",
                                parse_count(self.max_train_macs, "--max-train-macs"))

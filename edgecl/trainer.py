@@ -9,7 +9,6 @@ Everything a run produces goes to its run folder WORKSPACE/EXP_NAME (edgecl.run_
 
 from __future__ import annotations
 
-import copy
 import random
 import sys
 import time
@@ -38,14 +37,17 @@ from edgecl.progress import ProgressLines, RunEstimate
 from edgecl.provenance import provenance, utc_now
 from edgecl.results import PhaseRecord, RunLog, build_results, phase_table, write_results
 from edgecl.run_data import run_fingerprint
-from edgecl.run_folder import LOG_NAME, checkpoint_path, load_plan, phase_dir, save_checkpoint
+from edgecl.run_folder import LOG_NAME, checkpoint_path, load_plan, save_checkpoint
 from edgecl.run_owner import check_exp_name, open_run_folder
 from edgecl.run_state import save_state
 from edgecl.steps import Phase, build_steps
 from edgecl.training import ComputeBudget, PhaseData, PhaseMeter, StopCondition, fit, task_accuracy
 from edgecl.training.budget_check import check_first_step
 from edgecl.training.epoch_progress import EpochProgress
+from edgecl.training.host_memory import describe as describe_host_memory
+from edgecl.training.host_memory import plan_host_memory
 from edgecl.training.phase_data import training_items
+from edgecl.training.phase_export import export_trained_phase
 from edgecl.training.phase_report import export_notes, percent, run_header, training_details
 from edgecl.training.resume import resume_run
 from edgecl.training.run_model import build_run_model
@@ -108,6 +110,7 @@ class ContinualRun:
         self.steps = build_steps(config)
         check_first_step(config.max_train_macs, self.phases, self.model, self.split.clip_samples,
                          batch_size=config.batch_size, step_macs=self.step_macs, steps=self.steps)
+        self.host_ram = plan_host_memory(self)  # may turn activation checkpointing on
         self.records: list[PhaseRecord] = []
 
     def open_features(self) -> None:
@@ -155,7 +158,7 @@ class ContinualRun:
         self.started_utc = utc_now()
         write_config_file(self.run_dir, self.config)
         for line in [*run_header(self.config, self.memory, self.plan, self.split),
-                     self.precision.describe()]:
+                     self.precision.describe(), describe_host_memory(self.host_ram)]:
             self.log(line)
         for phase, tasks in enumerate(self.phases):
             if phase < start:
@@ -185,14 +188,15 @@ class ContinualRun:
             step.before_test(self, trained)
         record.task_accuracy, record.accuracy = task_accuracy(
             self.model, self.items.clip_data, trained.seen_tasks)
-        record.details["peak_rss_bytes"] = peak_rss_bytes()
+        record.details.update(peak_rss_bytes=peak_rss_bytes(),
+                              host_ram_estimate_bytes=self.host_ram.total)
         if (gpu_peak := peak_gpu_memory_bytes(self.device)) is not None:
             record.details["peak_gpu_memory_bytes"] = gpu_peak
         self.log(f"  test accuracy on {len(trained.seen)} classes: {percent(record.accuracy)}; "
                  "per task " + " ".join(f"{a:.3f}" for a in record.task_accuracy))
         save_checkpoint(checkpoint_path(self.run_dir, phase), self.model,
                         classes=trained.seen, phase=phase, exp_name=self.config.name)
-        record.details["export"] = self._export_phase(trained)
+        record.details["export"] = export_trained_phase(self, trained)
         for step in self.steps:
             step.after_export(self, trained)
         return record
@@ -270,23 +274,6 @@ class ContinualRun:
     def step_macs(self, macs: ModelMacs, extra_macs: int) -> int:
         """MACs of a training step per clip: the student's step and the steps' extras."""
         return train_step_macs(macs, 1, features_cached=self.config.feature_cache) + extra_macs
-
-    def _export_phase(self, trained: Phase) -> dict[str, Any] | None:
-        """Device bundle of this phase's model; returns its export status (see
-        firmware_export.run_export.export_with_status: a miss never stops the run)."""
-        if not self.config.export:
-            return None
-        from edgecl.progress import ExportProgress
-        from firmware_export.run_export import export_with_status, run_limits
-
-        model = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).cpu()
-        return export_with_status(model, phase_dir(self.run_dir, trained.index),
-                                  phase=trained.index, classes=trained.seen,
-                                  seen_tasks=trained.seen_tasks, waveform=self.audio.waveform,
-                                  log=self.log, target=self.config.target,
-                                  tflm_window_seconds=self.config.tflm_window_seconds,
-                                  limits=run_limits(self.config), progress=ExportProgress(
-                                      1, quiet=self.config.quiet, terminal=self.show_progress))
 
     def results(self, complete: bool) -> dict[str, Any]:
         made_by = provenance(started=getattr(self, "started_utc", None),

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from edgecl.errors import EdgeclError
 from edgecl.budget.host_ram import (activation_profile, estimate_host_train_ram, kept_bytes,
                                     largest_batch)
 from models import build_model
@@ -118,3 +119,61 @@ def test_estimate_within_a_quarter_of_measured_peak_rss():
                            cwd=ROOT, capture_output=True, text=True, check=True)
     measured = json.loads(child.stdout.strip().splitlines()[-1])
     assert 0.75 <= measured["estimate"] / measured["peak"] <= 1.25, measured
+
+
+# --- in a run ----------------------------------------------------------------------------------
+
+def _run_config(manifest, workspace, **overrides):
+    from edgecl.config import RunConfig
+    from run_helpers import small_run_options
+
+    return RunConfig(**small_run_options(manifest, workspace=str(workspace), **overrides))
+
+
+def test_a_checkpointed_run_has_the_plain_runs_accuracy_matrix(six_class_manifest, tmp_path):
+    from edgecl.trainer import train
+
+    plain = train(_run_config(six_class_manifest, tmp_path / "plain",
+                              activation_checkpointing="off"))
+    checkpointed = train(_run_config(six_class_manifest, tmp_path / "checkpointed",
+                                     activation_checkpointing="on"))
+    assert checkpointed["accuracy_matrix"] == plain["accuracy_matrix"]
+    assert [p["best_val_loss"] for p in checkpointed["phases"]] == \
+        [p["best_val_loss"] for p in plain["phases"]]
+    log = (tmp_path / "checkpointed" / "run" / "train.log").read_text()
+    assert "activation checkpointing on" in log
+    assert all(p["host_ram_estimate_bytes"] > 0 for p in checkpointed["phases"])
+
+
+def test_an_impossible_max_train_ram_is_refused_before_any_training(six_class_manifest,
+                                                                    tmp_path):
+    from edgecl.errors import EdgeclError
+    from edgecl.trainer import ContinualRun
+
+    with pytest.raises(EdgeclError, match=r"^--max-train-ram 1 MB: training is estimated to peak "
+                                          r"at .*; nothing that keeps this model fits"):
+        ContinualRun(_run_config(six_class_manifest, tmp_path, max_train_ram="1MB"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_auto_checkpoints_only_when_the_limit_needs_it(six_class_manifest, tmp_path,
+                                                       monkeypatch):
+    from edgecl.budget import host_ram
+    from edgecl.trainer import ContinualRun
+
+    # A baseline of 0 makes the estimate the model's own; put the limit between the plain and
+    # the checkpointed estimate.
+    monkeypatch.setattr("edgecl.training.host_memory.current_rss_bytes", lambda: 0)
+    free = ContinualRun(_run_config(six_class_manifest, tmp_path / "a"))
+    assert not free.host_ram.checkpointing and not free.model.backbone.checkpoint_blocks
+    profile = host_ram.activation_profile(free.model, free.logmel_shape())
+    plain = free.host_ram.total
+    checkpointed = plain - host_ram.activation_bytes(profile, 8, False) + \
+        host_ram.activation_bytes(profile, 8, True)
+    limit = (plain + checkpointed) // 2
+    tight = ContinualRun(_run_config(six_class_manifest, tmp_path / "b", max_train_ram=limit))
+    assert tight.host_ram.checkpointing and tight.model.backbone.checkpoint_blocks
+    assert tight.host_ram.total <= limit
+    with pytest.raises(EdgeclError, match=r"would fit: --batch-size \d+"):
+        ContinualRun(_run_config(six_class_manifest, tmp_path / "c", max_train_ram=limit,
+                                 activation_checkpointing="off"))

@@ -175,7 +175,10 @@ EXPECTED = {
         "method": "uncertainty-noisytune-k6-m500"},
 }
 
-OUTSIDE_IDENTITY = {"workspace", "exp_name", "threads", "quiet", "feature_store", "device"}
+OUTSIDE_IDENTITY = {"workspace", "exp_name", "threads", "quiet", "feature_store", "device",
+                    # added later, outside by design: checkpointing recomputes the same values,
+                    # and a memory limit only refuses or turns checkpointing on
+                    "max_train_ram", "activation_checkpointing"}
 LEFT_OUT_AT_DEFAULT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 1024,
                        "tflm_window_seconds": None, "balanced_epochs": 0, "balanced_lr": 1e-4,
                        "uncert_trim": 0.0, "uncert_ties": "random", "batch_sampling": "uniform",
@@ -217,6 +220,8 @@ TRAIN_OPTIONS = {
     'max_steps': (('--max-steps',), (), None, 'integer'),
     'max_train_seconds': (('--max-train-seconds',), (), None, 'float'),
     'max_train_macs': (('--max-train-macs',), (), None, 'text'),
+    'max_train_ram': (('--max-train-ram',), (), None, 'text'),
+    'activation_checkpointing': (('--activation-checkpointing',), (), 'auto', 'choice'),
     'n_tasks': (('--n-tasks',), (), None, 'integer'),
     'n_init_cls': (('--n-init-cls',), (), None, 'integer'),
     'n_cls_a_task': (('--n-cls-a-task',), (), None, 'integer'),

@@ -164,3 +164,52 @@ def estimate_host_train_ram(model, batch_size: int, input_shape: tuple[int, ...]
 def largest_batch(limit: int, fixed: int, per_clip: float) -> int:
     """The largest batch whose estimate stays under `limit` (0 when none does)."""
     return max(0, int((limit - fixed) // per_clip)) if per_clip > 0 else 0
+
+
+CHECKPOINTING_MODES = ("off", "on", "auto")
+
+
+def plan_training_memory(model, batch_size: int, input_shape: tuple[int, ...], *, mode: str,
+                         limit: int | None, baseline: int, n_clips: int,
+                         n_mels: int) -> HostTrainRam:
+    """The estimate of the plan a run trains with: checkpointing `on`, `off`, or `auto` (on only
+    when the plain estimate exceeds `limit` and checkpointing brings it under). A plan over
+    `limit` is a one-line EdgeclError naming what would fit (batch size, mels, checkpointing)."""
+    from edgecl.budget.units import format_bytes
+    from edgecl.errors import EdgeclError
+
+    supported = supports_checkpointing(model)
+    if mode == "on" and not supported:
+        raise EdgeclError(f"--activation-checkpointing on: the {model.backbone.arch_name} model "
+                          "has no checkpointable blocks (bc-resnet has)")
+    profile = activation_profile(model, input_shape)
+
+    def estimate(checkpointing: bool) -> HostTrainRam:
+        return estimate_host_train_ram(model, batch_size, input_shape,
+                                       checkpointing=checkpointing, baseline=baseline,
+                                       n_clips=n_clips, profile=profile)
+
+    plain = estimate(False)
+    over = limit is not None and plain.total > limit
+    chosen = estimate(True) if mode == "on" or (mode == "auto" and over and supported) else plain
+    if limit is None or chosen.total <= limit:
+        return chosen
+    best = estimate(True) if supported and mode != "off" else chosen
+    per_clip = (best.activations + best.input_batch) / batch_size
+    fixed = best.total - best.activations - best.input_batch
+    levers = []
+    batch = largest_batch(limit, fixed, per_clip)
+    if batch >= 1:
+        levers.append(f"--batch-size {batch}")
+    if n_mels >= 64 and fixed + (best.total - fixed) / 2 <= limit:
+        levers.append(f"--n-mels {n_mels // 2}")
+    if supported and not best.checkpointing:
+        with_checkpointing = estimate(True)
+        if with_checkpointing.total <= limit:
+            levers.append("--activation-checkpointing auto")
+    hint = ("would fit: " + ", ".join(levers)) if levers else \
+        "nothing that keeps this model fits: the process and data alone take " \
+        f"{format_bytes(fixed)}"
+    raise EdgeclError(f"--max-train-ram {format_bytes(limit)}: training is estimated to peak at "
+                      f"{format_bytes(best.total)}"
+                      f"{' with activation checkpointing' if best.checkpointing else ''}; {hint}")

@@ -53,6 +53,15 @@ def _high_water_mark() -> int:
     return 0
 
 
+def current_rss_bytes() -> int:
+    """This process's resident set now (Linux: /proc/self/statm); its peak so far elsewhere."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * resource.getpagesize()
+    except (OSError, IndexError, ValueError):
+        return peak_rss_bytes()
+
+
 @dataclass(frozen=True)
 class TrainRam:
     """Parts of the device training-RAM estimate, in bytes (see device_train_ram_bytes)."""

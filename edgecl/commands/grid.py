@@ -95,10 +95,12 @@ def grid_command(spec: str, train_args: tuple[str, ...], data_root: str | None, 
     if not any(not run_is_complete(ws / t.name) for t in trials):  # no need to start Ray
         executor = "local"
     runner_executor = _executor(executor, workers, address, gpus_per_trial, threads)
-    click.echo(f"grid {grid.name}: {len(trials)} trials, {runner_executor.capacity} at once "
+    memory = _trial_memory(runner_executor, trials)
+    click.echo(f"grid {grid.name}: {len(trials)} trials, "
+               f"{memory.parallelism(trials, runner_executor.capacity)} at once "
                f"({executor}{' at ' + address if address else ''}, --device "
                f"{runner_executor.device}), workspace {ws}", err=True)
-    state = _run_trials(grid, trials, ws, runner_executor, retries, threads)
+    state = _run_trials(grid, trials, ws, runner_executor, retries, threads, memory)
     _report_outcome(grid, state, ws)
 
 
@@ -132,17 +134,25 @@ def _selected_trials(spec: str, train_args: tuple[str, ...], data_root: str | No
 
 
 def _list_trials(grid, trials, ws: Path, threads: int) -> None:
-    """--dry-run: each trial, whether it runs or is skipped, and its command."""
+    """--dry-run: each trial, whether it runs or is skipped, its estimated peak memory and its
+    command; then how many run at once on this machine (cores and memory)."""
+    from edgecl.grid.memory import HEADROOM, TrialMemory, available_memory_bytes, gib
     from edgecl.grid.runner import run_is_complete
 
+    available = available_memory_bytes()
+    memory = TrialMemory(None if available is None else int(available * HEADROOM))
     skip = 0
     for trial in trials:
         complete = run_is_complete(ws / trial.name)
         skip += complete
-        click.echo(f"{'skip' if complete else 'run '}  {trial.name}")
+        click.echo(f"{'skip' if complete else 'run '}  {trial.name}  (estimated peak "
+                   f"{gib(memory.estimate(trial))})")
         click.echo(f"      edgecl train {shlex.join(trial.train_args(ws, threads))}")
+    at_once = memory.parallelism(trials, os.cpu_count() or 1)
     click.echo(f"{len(trials)} trials in grid {grid.name}: {len(trials) - skip} to run, "
-               f"{skip} complete (skipped)")
+               f"{skip} complete (skipped); {at_once} at once on this machine's "
+               f"{os.cpu_count() or 1} cores and "
+               f"{'unknown memory' if memory.limit is None else gib(memory.limit)} (local)")
 
 
 def _executor(executor: str, workers: int | None, address: str | None,
@@ -158,14 +168,26 @@ def _executor(executor: str, workers: int | None, address: str | None,
                          gpus_per_trial=resolve_gpus_per_trial(gpus_per_trial, gpus))
 
 
-def _run_trials(grid, trials, ws: Path, runner_executor, retries: int, threads: int) -> dict:
+def _trial_memory(runner_executor, trials):
+    """The gate that starts trials only while their estimated peaks fit the executor's memory;
+    a trial that could never fit is an error before any starts."""
+    from edgecl.grid.memory import TrialMemory
+
+    memory = TrialMemory(runner_executor.memory_limit)
+    memory.check_each_fits(trials)
+    runner_executor.memory = memory  # Ray reserves each task's estimate
+    return memory
+
+
+def _run_trials(grid, trials, ws: Path, runner_executor, retries: int, threads: int,
+                memory=None) -> dict:
     """Run the trials to the end (exit 130 on Ctrl-C or SIGTERM); the grid's final state."""
     from edgecl.grid.progress import Progress
     from edgecl.grid.runner import GridRunner
 
     progress = Progress()
     runner = GridRunner(trials, ws, runner_executor, spec_name=grid.name, retries=retries,
-                        threads=threads, progress=progress)
+                        threads=threads, progress=progress, memory=memory)
     _interrupt_on_signals()
     try:
         state = runner.run()

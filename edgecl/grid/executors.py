@@ -13,8 +13,14 @@ import threading
 from typing import Any, Callable
 
 from edgecl.errors import EdgeclError
-from edgecl.grid.gpus import (gpu_capacity, gpu_slots, resolve_gpus_per_trial, trial_device,
-                              visible_devices)
+from edgecl.grid.gpus import (
+    gpu_capacity,
+    gpu_slots,
+    resolve_gpus_per_trial,
+    trial_device,
+    visible_devices,
+)
+from edgecl.grid.memory import HEADROOM, available_memory_bytes
 from edgecl.grid.runner import Outcome, run_train_subprocess
 
 
@@ -40,6 +46,9 @@ class LocalExecutor:
             args, run_dir, started=self._procs.add, env=env))
         self._pool = cf.ThreadPoolExecutor(max_workers=self.capacity,
                                            thread_name_prefix="edgecl-grid")
+        available = available_memory_bytes()
+        # The trials' estimated peaks share this (edgecl.grid.memory); None: not gated.
+        self.memory_limit = None if available is None else int(available * HEADROOM)
 
     def submit(self, trial, train_args: list[str], run_dir: str) -> cf.Future:
         with self._slots_lock:  # the runner submits only while fewer than capacity run
@@ -136,9 +145,16 @@ class RayExecutor:
             self.capacity = min(self.capacity, on_gpus)
         self._remote = ray.remote(num_cpus=cpus_per_trial, num_gpus=self.gpus_per_trial,
                                   max_retries=0)(_ray_trial)
+        # The trials' estimated peaks share Ray's memory resource, and each task reserves its
+        # own, so Ray places it on a node with room (edgecl.grid.memory). Set by the grid.
+        self.memory_limit = int(resources["memory"]) if resources.get("memory") else None
+        self.memory = None
 
     def submit(self, trial, train_args: list[str], run_dir: str):
-        return self._remote.options(name=f"edgecl-train:{trial.name}").remote(train_args, run_dir)
+        options: dict[str, Any] = {"name": f"edgecl-train:{trial.name}"}
+        if self.memory is not None:
+            options["memory"] = self.memory.estimate(trial)
+        return self._remote.options(**options).remote(train_args, run_dir)
 
     def wait(self, handles: list[Any], timeout: float) -> list[tuple[Any, Outcome]]:
         if not handles:

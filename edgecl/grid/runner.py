@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edgecl.fileio import atomic_write_json
+from edgecl.grid.memory import TrialMemory
 from edgecl.grid.spec import Trial
 from edgecl.results import RESULTS_NAME
 
@@ -127,8 +128,10 @@ class GridRunner:
 
     def __init__(self, trials: Sequence[Trial], workspace: str | Path, executor: Executor, *,
                  spec_name: str = "", retries: int = 1, threads: int = 1,
-                 progress: "Callable[[dict[str, int], float | None], None] | None" = None) -> None:
+                 progress: "Callable[[dict[str, int], float | None], None] | None" = None,
+                 memory: TrialMemory | None = None) -> None:
         self.trials = list(trials)
+        self.memory = memory  # starts trials only while their estimated peaks fit (grid.memory)
         self.workspace = Path(workspace).absolute()
         self.executor = executor
         self.retries = retries
@@ -155,7 +158,10 @@ class GridRunner:
         c = self.counts()
         left = c["pending"] + c["running"]
         mean = sum(self._durations) / len(self._durations)
-        return mean * left / max(1, min(self.executor.capacity, left or 1))
+        at_once = self.executor.capacity
+        if self.memory is not None:
+            at_once = self.memory.parallelism(self.trials, at_once)
+        return mean * left / max(1, min(at_once, left or 1))
 
     def _save(self) -> None:
         self.state["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -184,8 +190,11 @@ class GridRunner:
         in_flight: dict[Any, Trial] = {}
         try:
             while queue or in_flight:
-                while queue and len(in_flight) < self.executor.capacity:
+                while queue and len(in_flight) < self.executor.capacity and (
+                        self.memory is None or self.memory.fits(queue[0])):
                     trial = queue.pop(0)
+                    if self.memory is not None:
+                        self.memory.take(trial)
                     entry = self.state["trials"][trial.name]
                     args = trial.train_args(self.workspace, self.threads,
                                             getattr(self.executor, "device", None))
@@ -195,6 +204,8 @@ class GridRunner:
                     self._save()
                 for handle, outcome in self.executor.wait(list(in_flight), timeout=1.0):
                     trial = in_flight.pop(handle)
+                    if self.memory is not None:
+                        self.memory.release(trial)
                     self._finish(trial, outcome, queue)
         except BaseException:  # Ctrl-C (KeyboardInterrupt) or anything else: stop cleanly
             self.executor.cancel(list(in_flight))

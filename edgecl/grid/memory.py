@@ -1,0 +1,147 @@
+"""How a grid shares the machine's memory among its trials.
+
+Each trial's peak RSS is estimated before it starts (edgecl.budget.host_ram, from its model,
+width, mels, rate, clip length, batch and checkpointing, and its data's clip count), and the
+runner starts a trial only while the estimates of the running trials and its own fit the grid's
+memory: the machine's available memory on a local run, Ray's memory resource on a cluster (where
+each task also reserves its estimate, so Ray places it on a node that has it). The number of
+trials at once is so bounded by RAM as well as by cores and GPUs.
+
+Estimates are cached per distinct configuration: a 375-trial grid has a handful.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from edgecl.errors import EdgeclError
+
+# A fresh `edgecl train` process before its first step: the interpreter, torch, onnxruntime and
+# the run's code (peak RSS of the calibration's processes before training,
+# scripts/calibrate_host_ram.py: 0.69-0.81 GB).
+TRIAL_BASELINE_BYTES = 800 * 2**20
+# What the grid leaves to everything else on a machine whose available memory it reads.
+HEADROOM = 0.9
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (None where there is no such file)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class TrialShape:
+    """What a trial's training memory depends on."""
+
+    model: str
+    width: int
+    n_mels: int
+    sample_rate: int
+    clip_seconds: float
+    batch_size: int
+    checkpointing: bool
+    n_clips: int
+
+
+def trial_shape(options: dict[str, Any], data_root: str | None = None) -> TrialShape:
+    """The shape of a trial from its train options (defaults from RunConfig and the dataset)."""
+    from edgecl.config import RunConfig
+    from edgecl.data import canonical_name, load_dataset, synthetic
+
+    defaults = RunConfig.__dataclass_fields__
+    get = lambda name: options.get(name, defaults[name].default)  # noqa: E731
+    dataset = canonical_name(get("dataset"))
+    if dataset == synthetic.NAME:
+        rate = get("sample_rate") or synthetic.SAMPLE_RATE
+        seconds = get("clip_seconds") or synthetic.CLIP_SECONDS
+        n_clips = len(synthetic.CLASSES) * synthetic.CLIPS_PER_CLASS
+    else:
+        split = load_dataset(dataset, options.get("data_root", data_root),
+                             sample_rate=get("sample_rate"), clip_seconds=get("clip_seconds"))
+        rate, seconds, n_clips = split.sample_rate, split.clip_seconds, len(split.train) + len(
+            split.test)
+    return TrialShape(model=get("model"), width=get("width"), n_mels=get("n_mels"),
+                      sample_rate=int(rate), clip_seconds=float(seconds),
+                      batch_size=get("batch_size"),
+                      checkpointing=get("activation_checkpointing") == "on", n_clips=n_clips)
+
+
+def shape_estimate(shape: TrialShape) -> int:
+    """Estimated peak RSS of a trial of this shape, in bytes."""
+    import torch
+
+    from edgecl.budget.host_ram import estimate_host_train_ram
+    from models import build_model
+    from models.frontend import FrontEndConfig
+
+    frontend = FrontEndConfig.for_sample_rate(shape.sample_rate, n_mels=shape.n_mels)
+    model = build_model(shape.model, 2, frontend, width=shape.width)
+    samples = round(shape.sample_rate * shape.clip_seconds)
+    with torch.no_grad():
+        logmel_shape = tuple(model.frontend(torch.zeros(1, samples)).shape[1:])
+    return estimate_host_train_ram(model, shape.batch_size, logmel_shape,
+                                   checkpointing=shape.checkpointing,
+                                   baseline=TRIAL_BASELINE_BYTES, n_clips=shape.n_clips).total
+
+
+class TrialMemory:
+    """Estimates per trial (cached per shape) and the gate the runner starts trials through."""
+
+    def __init__(self, limit: int | None, data_root: str | None = None) -> None:
+        self.limit = limit
+        self.data_root = data_root
+        self.in_use = 0
+        self._by_shape: dict[TrialShape, int] = {}
+        self._by_trial: dict[str, int] = {}
+
+    def estimate(self, trial) -> int:
+        if trial.name not in self._by_trial:
+            shape = trial_shape(trial.options, self.data_root)
+            if shape not in self._by_shape:
+                self._by_shape[shape] = shape_estimate(shape)
+            self._by_trial[trial.name] = self._by_shape[shape]
+        return self._by_trial[trial.name]
+
+    def check_each_fits(self, trials) -> None:
+        """A trial larger than the whole limit could never start: a one-line error first."""
+        if self.limit is None:
+            return
+        for trial in trials:
+            need = self.estimate(trial)
+            if need > self.limit:
+                raise EdgeclError(
+                    f"grid trial {trial.name}: estimated peak {gib(need)} exceeds the grid's "
+                    f"memory {gib(self.limit)}; lower its --batch-size or --n-mels, or give it "
+                    f"--activation-checkpointing on")
+
+    def fits(self, trial) -> bool:
+        """Whether `trial` may start now (one trial always may, when none runs)."""
+        return self.limit is None or self.in_use == 0 or \
+            self.in_use + self.estimate(trial) <= self.limit
+
+    def take(self, trial) -> None:
+        self.in_use += self.estimate(trial)
+
+    def release(self, trial) -> None:
+        self.in_use = max(0, self.in_use - self.estimate(trial))
+
+    def parallelism(self, trials, capacity: int) -> int:
+        """Trials at once for a queue of `trials`: the executor's capacity, or fewer when their
+        estimates do not fit the memory together (counted with the largest estimate)."""
+        if self.limit is None or not trials:
+            return capacity
+        largest = max(self.estimate(trial) for trial in trials)
+        return max(1, min(capacity, math.floor(self.limit / largest)))
+
+
+def gib(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB"
