@@ -141,7 +141,7 @@ def test_a_second_conversion_is_byte_identical(bundle):
 def test_the_c_header_describes_the_model(bundle):
     header = (bundle.folder / "model_tflm.h").read_text()
     section = bundle.manifest["tflm"]
-    assert "edgecl_tflm_model[%d] EDGECL_TFLM_ALIGNED" % section["bytes"] in header
+    assert f"edgecl_tflm_model[{section['bytes']}] EDGECL_TFLM_ALIGNED" in header
     assert "__attribute__((aligned(16)))" in header
     assert f"#define EDGECL_TFLM_ARENA_SIZE {section['arena_bytes']}" in header
     assert f"#define EDGECL_TFLM_INPUT_ZERO_POINT ({section['input']['zero_point']})" in header

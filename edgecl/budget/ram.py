@@ -142,7 +142,8 @@ def device_train_ram(model, batch_size: int, input_shape: tuple[int, ...],
         skip.add(batch.untyped_storage().data_ptr())
         with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
             output = run(probe, batch)
-        del output, alive
+        del output
+        alive.clear()
     return TrainRam(weights=weights, gradients=4 * trainable, optimizer_state=8 * trainable,
                     activations=sum(saved.values()), input_batch=input_batch)
 

@@ -40,7 +40,8 @@ def mel_filterbank(sample_rate: int, n_fft: int, f_min: float, f_max: float,
     slopes = f_pts[None, :] - all_freqs[:, None]
     down = -slopes[:, :-2] / f_diff[:-1]
     up = slopes[:, 2:] / f_diff[1:]
-    return np.maximum(0.0, np.minimum(down, up))
+    bank: np.ndarray = np.maximum(0.0, np.minimum(down, up))
+    return bank
 
 
 def reflect_indices(n_samples: int, half: int) -> np.ndarray:
@@ -83,7 +84,7 @@ class LogMelPlan:
 
     @property
     def n_bins(self) -> int:
-        return self.filterbank.shape[1]
+        return int(self.filterbank.shape[1])
 
     @property
     def n_frames(self) -> int:
@@ -110,11 +111,13 @@ def logmel(plan: LogMelPlan, waveform: np.ndarray) -> np.ndarray:
     cos_rows, sin_rows = plan.dft_basis()
     power = (frames @ cos_rows.T) ** 2 + (frames @ sin_rows.T) ** 2  # [frames, bins]
     mel = plan.filterbank @ power.T  # [n_mels, frames]
-    return np.log(mel + LOG_OFFSET).astype(np.float32)
+    result: np.ndarray = np.log(mel + LOG_OFFSET).astype(np.float32)
+    return result
 
 
 def quantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     """float -> int8 codes as the C helper does it: round half away from zero, then clamp."""
     scaled = np.asarray(values, dtype=np.float32) / np.float32(scale)
     rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
-    return np.clip(rounded + int(zero_point), -128, 127).astype(np.int8)
+    codes: np.ndarray = np.clip(rounded + int(zero_point), -128, 127).astype(np.int8)
+    return codes

@@ -19,7 +19,7 @@ _CHUNK = 1 << 20
 FILE_ENTRY = Fields({"bytes": int, "sha256": str}, ("bytes", "sha256"))
 
 
-def sha256_file(path: str | os.PathLike) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -28,14 +28,14 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def file_entries(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+def file_entries(folder: str | os.PathLike[str], names: Iterable[str]) -> dict[str, dict[str, Any]]:
     """{name: {"bytes": size, "sha256": hex}} for files in `folder`, sorted by name."""
     folder = Path(folder)
     return {name: {"bytes": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
             for name in sorted(names)}
 
 
-def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse `folder`/manifest.json; EdgeclError if it is missing, not JSON or lacks a file list."""
     path = Path(folder) / MANIFEST
     try:
@@ -55,7 +55,7 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def verify_bundle(folder: str | os.PathLike) -> dict[str, Any]:
+def verify_bundle(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """Check every file the manifest lists (present, size, sha256); return the manifest.
 
     Raises EdgeclError naming the first file that is missing or whose bytes do not match.

@@ -40,7 +40,8 @@ class LoadedModel:
     def logits(self, waveforms: np.ndarray) -> np.ndarray:
         """waveforms [B, clip_samples] float32 -> logits [B, n_labels]."""
         batch = np.ascontiguousarray(waveforms, dtype=np.float32)
-        return self.session.run(None, {INPUT_NAME: batch})[0]
+        logits: np.ndarray = self.session.run(None, {INPUT_NAME: batch})[0]
+        return logits
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ MAX_SAMPLE_RATE = 384_000
 MAX_CLIP_SECONDS = 600
 
 
-def load_model(path: str | os.PathLike, *, threads: int = 1, bare: bool = False) -> LoadedModel:
+def load_model(path: str | os.PathLike[str], *, threads: int = 1, bare: bool = False) -> LoadedModel:
     """Open a model file or a bundle folder with ONNX Runtime (CPU, `threads` intra-op threads).
 
     In a bundle (a manifest.json beside the file, listing it) every bundle file is verified
@@ -182,22 +183,25 @@ def _metadata(path: Path, session: ort.InferenceSession) -> tuple[list[str], int
     return labels, sample_rate, clip_samples
 
 
-def read_clip(path: str | os.PathLike, sample_rate: int, clip_samples: int) -> np.ndarray:
+def read_clip(path: str | os.PathLike[str], sample_rate: int, clip_samples: int) -> np.ndarray:
     """A WAV (any rate, any channel count) as float32 [clip_samples] mono at `sample_rate`."""
     samples, native_rate = read_audio(path)
     mono = samples.mean(axis=0, dtype=np.float32)
     mono = resample(mono, native_rate, sample_rate)
-    return np.clip(fit_length(mono, clip_samples), -1.0, 1.0).astype(np.float32, copy=False)
+    clip: np.ndarray = np.clip(fit_length(mono, clip_samples), -1.0, 1.0).astype(np.float32,
+                                                                                copy=False)
+    return clip
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float64."""
     shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+    probabilities: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
+    return probabilities
 
 
-def classify(model: LoadedModel, clips: Sequence[str | os.PathLike],
+def classify(model: LoadedModel, clips: Sequence[str | os.PathLike[str]],
              top_k: int = 3) -> list[Prediction]:
     """Top-k predictions for each clip, one batch-1 run per clip (the device setting)."""
     if top_k < 1:

@@ -34,7 +34,7 @@ ARENA_STEP = 16
 MAX_ARENA = 64 << 20
 
 
-def micro_runtime():
+def micro_runtime() -> Any:
     """tflite_micro's Python runtime, or EdgeclError saying how to install it."""
     try:
         from tflite_micro.python.tflite_micro import runtime
@@ -105,12 +105,11 @@ def arena_split(model_bytes: bytes, arena: int) -> dict[str, int]:
             runtime.Interpreter.from_bytes(model_bytes, arena_size=arena).print_allocations()
         record.seek(0)
         text = record.read().decode(errors="replace")
-    found = {part: re.search(rf"Arena allocation {part} (\d+) bytes", text)
-             for part in ("head", "tail")}
-    if not all(found.values()):
+    head = re.search(r"Arena allocation head (\d+) bytes", text)
+    tail = re.search(r"Arena allocation tail (\d+) bytes", text)
+    if head is None or tail is None:
         raise EdgeclError("TFLM printed no arena allocation record (head and tail)")
-    return {"activations": int(found["head"].group(1)),
-            "persistent": int(found["tail"].group(1))}
+    return {"activations": int(head.group(1)), "persistent": int(tail.group(1))}
 
 
 @dataclass(frozen=True)
@@ -186,7 +185,7 @@ class TflmBundle:
         return np.stack([clip_logits(self.model, self.plan, clip) for clip in batch])
 
 
-def load_tflm_bundle(folder: str | os.PathLike) -> TflmBundle:
+def load_tflm_bundle(folder: str | os.PathLike[str]) -> TflmBundle:
     """A bundle folder's TFLM model, after checking every file against the manifest's sha256."""
     folder = Path(folder)
     if not folder.is_dir():

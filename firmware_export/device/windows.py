@@ -26,6 +26,8 @@ numpy only, so the torch-free runtime uses it too.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from edgecl.errors import EdgeclError
@@ -79,10 +81,11 @@ def split_windows(clip: np.ndarray, window: int) -> np.ndarray:
 
 def pool(window_logits: np.ndarray) -> np.ndarray:
     """Logits of a clip's windows [n, classes] -> the clip's scores [classes] (their mean)."""
-    return np.asarray(window_logits).mean(axis=0)
+    scores: np.ndarray = np.asarray(window_logits).mean(axis=0)
+    return scores
 
 
-def describe(window: int, clip_samples: int, sample_rate: int, seconds: float | None) -> dict:
+def describe(window: int, clip_samples: int, sample_rate: int, seconds: float | None) -> dict[str, Any]:
     """The manifest's record of the windowing."""
     starts = window_starts(clip_samples, window)
     rule = ("auto" if seconds is None else "whole clip" if seconds == 0
