@@ -19,9 +19,18 @@ from typing import Any
 import click
 
 from edgecl.errors import EdgeclError
-from edgecl.limits import (MAX_CLIP_SECONDS, MAX_DISTILL_TEMPERATURE, MAX_DISTILL_WEIGHT,
-                           MAX_MEMORY_BYTES, MAX_STEPS, MAX_TRAIN_MACS, MAX_TRAIN_SECONDS,
-                           MAX_VAL_FRACTION, Range, int_range)
+from edgecl.limits import (
+    MAX_CLIP_SECONDS,
+    MAX_DISTILL_TEMPERATURE,
+    MAX_DISTILL_WEIGHT,
+    MAX_MEMORY_BYTES,
+    MAX_STEPS,
+    MAX_TRAIN_MACS,
+    MAX_TRAIN_SECONDS,
+    MAX_VAL_FRACTION,
+    Range,
+    int_range,
+)
 from edgecl.options import DatasetName, Option, names_where, options_of_fields, run_field
 from edgecl.targets import TARGETS
 
@@ -380,11 +389,11 @@ class RunConfig:
         return values
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         known = {f.name for f in fields(cls)} | set(declared_options())
         return cls(**{k: v for k, v in values.items() if k in known})
 
-    def with_tasks_for(self, n_classes: int) -> "RunConfig":
+    def with_tasks_for(self, n_classes: int) -> RunConfig:
         """Fill unset task options (published split for TAU-ASC/ESC-50, else five near-equal
         tasks) and check the split against the dataset's `n_classes` classes."""
         n_tasks, n_init, per_task = self.n_tasks, self.n_init_cls, self.n_cls_a_task

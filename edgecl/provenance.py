@@ -28,7 +28,7 @@ NUMERIC_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni"
 
 def utc_now() -> str:
     """The current UTC time as ISO 8601 with seconds, e.g. 2026-12-01T16:58:03Z."""
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def provenance(*, started: str | None = None, ended: str | None = None,

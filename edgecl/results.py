@@ -26,6 +26,7 @@ from edgecl.errors import EdgeclError
 from edgecl.fileio import atomic_write_json
 from edgecl.metrics import summarize
 from edgecl.run_folder import RESULTS_NAME
+
 # The cross-run table in a terminal (fits 100 columns); `edgecl summarize --json` has every field.
 SUMMARY_COLUMNS = ("run", "status", "dataset", "seed", "ep", "method", "mem", "A_avg", "A_last",
                    "BWT", "upd_s")
@@ -51,7 +52,7 @@ class PhaseRecord:
                 "memory_balance": self.memory_balance, **self.details}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "PhaseRecord":
+    def from_dict(cls, values: dict[str, Any]) -> PhaseRecord:
         """The record `as_dict()` gave (a resumed run's earlier phases)."""
         values = dict(values)
         return cls(seen_classes=values.pop("seen_classes"), accuracy=values.pop("accuracy"),

@@ -14,8 +14,9 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -99,8 +100,8 @@ def parity_columns(manifest: dict[str, Any]) -> dict[str, Any]:
 def bench_phase(folder: Path, clip: np.ndarray, runs: int, warmup: int,
                 threads: int = 1) -> tuple[dict, Any]:
     """One row of the table for `folder`, and the PyTorch model (None without a checkpoint)."""
-    from firmware_export.device.manifest import verify_bundle
     from edgecl.run_folder import CHECKPOINT_NAME, load_checkpoint
+    from firmware_export.device.manifest import verify_bundle
 
     manifest = verify_bundle(folder)
     fp32_bytes = (folder / MODEL_FP32).read_bytes()

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -34,10 +35,20 @@ from firmware_export import parity
 from firmware_export.bundle_folder import write_bundle
 from firmware_export.c_header import render_c_header
 from firmware_export.device.head_graph import embedding_model, trained_head
-from firmware_export.device.layout import (C_HEADER, EMBEDDING_NAME, INPUT_NAME, LABELS,
-                                           MANIFEST_FORMAT, MODEL_EMBEDDING, MODEL_FP32,
-                                           MODEL_INT8, MODEL_TFLM, OUTPUT_NAME,
-                                           WITHHELD_DIR, WITHHELD_REPORT)
+from firmware_export.device.layout import (
+    C_HEADER,
+    EMBEDDING_NAME,
+    INPUT_NAME,
+    LABELS,
+    MANIFEST_FORMAT,
+    MODEL_EMBEDDING,
+    MODEL_FP32,
+    MODEL_INT8,
+    MODEL_TFLM,
+    OUTPUT_NAME,
+    WITHHELD_DIR,
+    WITHHELD_REPORT,
+)
 from firmware_export.device.runtime import cpu_session
 from firmware_export.export import OPSET, export_onnx, serialize
 from firmware_export.int8_search import SearchResult, search_int8

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import onnx
 import torch
@@ -22,10 +22,15 @@ from torch import nn
 
 from edgecl import __version__
 from edgecl.errors import EdgeclError
+from firmware_export.device.layout import (
+    INPUT_NAME,
+    META_CLIP_SAMPLES,
+    META_LABELS,
+    META_SAMPLE_RATE,
+    OUTPUT_NAME,
+)
 from firmware_export.dft_basis import compute_dft_basis_in_graph
 from models.classifier import LogitsOnly
-from firmware_export.device.layout import (INPUT_NAME, META_CLIP_SAMPLES, META_LABELS,
-                                           META_SAMPLE_RATE, OUTPUT_NAME)
 
 OPSET = 18
 PRODUCER_NAME = "edgecl.firmware_export"

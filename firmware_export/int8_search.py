@@ -26,9 +26,10 @@ deterministic and ties in the ranking break on node order. Every candidate tried
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -38,9 +39,14 @@ from firmware_export import parity
 from firmware_export.device.runtime import cpu_session
 from firmware_export.export import serialize
 from firmware_export.graph import front_end_nodes, node_macs, producers
-from firmware_export.quantize import (QuantizedModel, QuantRecipe, WaveformReader,
-                                      prepare_graph, quantize_candidate,
-                                      quantized_front_end_inputs)
+from firmware_export.quantize import (
+    QuantizedModel,
+    QuantRecipe,
+    WaveformReader,
+    prepare_graph,
+    quantize_candidate,
+    quantized_front_end_inputs,
+)
 
 BASE_RECIPES = (
     QuantRecipe(per_channel=True, calibration="MinMax", activations="uint8"),
@@ -280,10 +286,13 @@ def node_noise(source: onnx.ModelProto, quantized: onnx.ModelProto,
     SQNR of its output activation's Q/DQ (dB; None when that output is not quantized) and their
     summed noise-to-signal power, measured with onnxruntime.quantization's QDQ debugging tools
     on up to SENSITIVITY_CLIPS calibration clips. `source` is the named fp32 graph."""
+    from onnxruntime.quantization.qdq_loss_debug import (
+        compute_weight_error,
+        create_weight_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
     import models  # noqa: F401  (before onnxruntime.quantization: see firmware_export.quantize)
-    from onnxruntime.quantization.qdq_loss_debug import (compute_weight_error,
-                                                         create_weight_matching,
-                                                         modify_model_output_intermediate_tensors)
 
     with tempfile.TemporaryDirectory(prefix="edgecl-int8-debug-") as folder:
         paths = {name: str(Path(folder) / f"{name}.onnx") for name in ("float", "qdq", "qdq_aug")}
@@ -370,8 +379,10 @@ def qdq_activation_sqnr(augmented_qdq: str, clips: np.ndarray,
     batch's intermediate tensors are held (all 32 clips' took 7 GB at 44.1 kHz 5 s). One
     session serves every batch (onnxruntime's `collect_activations` builds one per call)."""
     import onnxruntime as ort
-    from onnxruntime.quantization.qdq_loss_debug import (_TENSOR_SAVE_POSTFIX,
-                                                         create_activation_matching)
+    from onnxruntime.quantization.qdq_loss_debug import (
+        _TENSOR_SAVE_POSTFIX,
+        create_activation_matching,
+    )
 
     options = ort.SessionOptions()
     # as collect_activations: unoptimised, so every Q/DQ pair's tensors exist as saved

@@ -16,7 +16,8 @@ Measured on the held-out clips of the seen classes (validation and test, never c
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

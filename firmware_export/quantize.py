@@ -30,17 +30,21 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
 
 # Import order matters: onnxruntime.quantization appends onnxruntime/transformers to sys.path, and
 # its `models` folder would then shadow this project's `models` package for later imports.
 import models  # noqa: F401
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                      QuantType, quantize_static)
-
 from edgecl.errors import EdgeclError
+from firmware_export.device.layout import INPUT_NAME
 from firmware_export.export import check_model, strip_annotations
 from firmware_export.graph import consumers, front_end_nodes, producers
-from firmware_export.device.layout import INPUT_NAME
 
 # Clips per calibration pass: only one batch's intermediate tensors are held at once (at 44.1 kHz
 # 5 s, 16 clips held 1.2 GB above the model and its clips, 4 hold 0.15 GB). MinMax ranges do not

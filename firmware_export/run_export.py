@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,9 +21,8 @@ from edgecl.budget.ram import PeakRss
 from edgecl.budget.units import format_bytes
 from edgecl.errors import EdgeclError
 from edgecl.leftovers import remove_leftovers, scratch_temp_dir
-from edgecl.run_folder import (CHECKPOINT_NAME, PHASE_PREFIX, load_checkpoint, phase_dirs,
-                               run_plan)
 from edgecl.progress import ExportProgress, format_duration
+from edgecl.run_folder import CHECKPOINT_NAME, PHASE_PREFIX, load_checkpoint, phase_dirs, run_plan
 from edgecl.run_owner import RunLock
 from edgecl.samplers.base import evenly_spaced
 from firmware_export.bundle import MAX_CALIBRATION_CLIPS, export_phase

@@ -14,7 +14,7 @@ module; `edgecl bench frontend` adds an estimate).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import rls_c_harness as harness  # noqa: E402
+
 from firmware_export.device.analytic import fit_head, packed_upper  # noqa: E402
 from firmware_export.tflm.c_rls import render_rls  # noqa: E402
 

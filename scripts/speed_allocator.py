@@ -4,13 +4,20 @@ the inference-copy embedding pass (batch 8) and a 32-clip BC-ResNet-40 training 
 
     python scripts/speed_allocator.py THREADS   (from the repository root)
 """
-import ctypes, sys, time, torch
+import ctypes
+import sys
+import time
 from pathlib import Path
+
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from torch.nn import functional as F
+
 from models import build_model
 from models.frontend import FrontEndConfig
 from models.inference import inference_copy
+
 libc = ctypes.CDLL("libc.so.6")
 def settings(keep):
     if keep:

@@ -100,7 +100,7 @@ def exported_tflm_bundle() -> ExportedBundle:
     return _exported("tflm")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _exported(target: str) -> ExportedBundle:
     """export_phase of the trained model for `target`, once per target, into a temp folder."""
     from firmware_export import export_phase

@@ -6,8 +6,8 @@ in a test as `from fixtures_audio import write_esc50, ...` (tests/ is on pytest'
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import soundfile as sf

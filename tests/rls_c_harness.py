@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-
 from c_frontend_harness import compiler
 
 LEARN, FORGET, PREDICT, REMOVE = 0, 1, 2, 3

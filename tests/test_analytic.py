@@ -9,8 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgecl.errors import EdgeclError
-from firmware_export.device.analytic import (AnalyticHead, choose_gamma, fit_head, packed_upper,
-                                             ridge_solution, unpack_upper)
+from firmware_export.device.analytic import (
+    AnalyticHead,
+    choose_gamma,
+    fit_head,
+    packed_upper,
+    ridge_solution,
+    unpack_upper,
+)
 
 DIM = 6
 
@@ -20,7 +26,7 @@ def clustered(n_per_class: list[int], seed: int) -> tuple[np.ndarray, list[str]]
     rng = np.random.default_rng(seed)
     centres = 3 * rng.standard_normal((len(n_per_class), DIM))
     z = np.vstack([centre + rng.standard_normal((n, DIM))
-                   for centre, n in zip(centres, n_per_class)])
+                   for centre, n in zip(centres, n_per_class, strict=True)])
     labels = [f"c{k}" for k, n in enumerate(n_per_class) for _ in range(n)]
     return z, labels
 

@@ -7,10 +7,10 @@ import sys
 
 import numpy as np
 import pytest
+from fixtures_audio import fixture_signal, write_wav
 
 from edgecl.audio import audio_info, fit_length, load_audio, read_audio
 from edgecl.errors import EdgeclError
-from fixtures_audio import fixture_signal, write_wav
 
 
 @pytest.mark.parametrize("fmt, subtype, tolerance", [

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from run_helpers import small_run_options
 
 from edgecl.config import RunConfig
 from edgecl.errors import EdgeclError
 from edgecl.report.aggregate import method_label
 from edgecl.training.augment import MAX_MASK_SHARE, augment
-from run_helpers import small_run_options
 
 
 def test_specaugment_masks_one_band_and_one_span_per_clip_with_the_clip_mean():

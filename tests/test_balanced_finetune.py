@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from run_helpers import small_run_options
+from test_resume import comparable
 
 from edgecl.cli import main
 from edgecl.config import RunConfig
 from edgecl.errors import EdgeclError
 from edgecl.trainer import train
 from edgecl.training.balanced_finetune import balanced_subset, subset_rng
-from run_helpers import small_run_options
-from test_resume import comparable
 
 
 def _untimed(results: dict) -> dict:

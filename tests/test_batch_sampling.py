@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from click.testing import CliRunner
+from run_helpers import small_run_options
+from test_resume import comparable
 
 from edgecl.cli import main
 from edgecl.config import RunConfig
@@ -12,8 +14,6 @@ from edgecl.errors import EdgeclError
 from edgecl.report.aggregate import method_label
 from edgecl.trainer import train
 from edgecl.training.batch_sampling import epoch_order
-from run_helpers import small_run_options
-from test_resume import comparable
 
 
 def test_uniform_is_the_published_permutation():

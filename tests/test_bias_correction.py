@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from run_helpers import Interrupted, dies_before_committing, small_run_options
+from test_resume import comparable
 
 from edgecl.config import RunConfig
 from edgecl.errors import EdgeclError
@@ -14,8 +16,6 @@ from edgecl.trainer import ContinualRun, train
 from edgecl.training.bias_correction import corrected, fit_bias_correction, fold_into_head
 from edgecl.training.loop import task_accuracy
 from models.head import ClassifierHead
-from run_helpers import Interrupted, dies_before_committing, small_run_options
-from test_resume import comparable
 
 
 def test_fold_into_head_computes_the_corrected_logits_and_keeps_old_rows():

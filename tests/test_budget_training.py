@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from fixtures_audio import write_manifest_dataset
 
 from edgecl.budget.macs import ModelMacs, train_step_macs
 from edgecl.cli import main
@@ -18,7 +19,6 @@ from edgecl.features import FeatureItem
 from edgecl.memory.formats import get_format
 from edgecl.samplers import build_sampler
 from edgecl.trainer import ContinualRun, train
-from fixtures_audio import write_manifest_dataset
 
 LABELS = ("a", "b", "c", "d")
 CLIP_SAMPLES = 2000  # 0.25 s at 8 kHz

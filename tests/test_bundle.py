@@ -13,12 +13,18 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from export_helpers import (
+    CLASSES,
+    CLIP_SAMPLES,
+    SAMPLE_RATE,
+    exported_bundle,
+    one_thread,  # noqa: F401 (module-wide fixture)
+    tones,
+    trained_model,
+)
 
 import firmware_export.bundle as bundle_module
 from edgecl.errors import EdgeclError
-from export_helpers import one_thread  # noqa: F401 (module-wide fixture)
-from export_helpers import (CLASSES, CLIP_SAMPLES, SAMPLE_RATE, exported_bundle,
-                            tones, trained_model)
 from firmware_export import parity
 from firmware_export.bundle import export_phase
 from firmware_export.device.manifest import verify_bundle

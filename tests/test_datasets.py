@@ -8,6 +8,14 @@ from collections import Counter
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from fixtures_audio import (
+    ESC50_HEADER,
+    fixture_signal,
+    write_esc50,
+    write_manifest_dataset,
+    write_tau,
+    write_wav,
+)
 
 from edgecl.audio import load_audio
 from edgecl.cli import main
@@ -16,9 +24,6 @@ from edgecl.data.esc50 import load_esc50
 from edgecl.data.manifest import load_manifest, stratified_test_split
 from edgecl.data.tau import load_tau
 from edgecl.errors import EdgeclError
-from fixtures_audio import (ESC50_HEADER, fixture_signal, write_esc50, write_manifest_dataset,
-                            write_tau, write_wav)
-
 
 # ------------------------------------------------------------------------------------ ESC-50
 

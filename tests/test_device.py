@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 from click.testing import CliRunner
+from fixtures_audio import write_manifest_dataset
 
 from edgecl.cli import main
 from edgecl.config import RunConfig
 from edgecl.device import device_of, resolve_device
 from edgecl.errors import EdgeclError
 from edgecl.trainer import train
-from fixtures_audio import write_manifest_dataset
 
 
 def test_auto_is_cpu_without_cuda_and_cuda_needs_a_gpu(monkeypatch):

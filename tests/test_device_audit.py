@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from device_audit import audited_run
+from run_helpers import Interrupted, dies_before_committing, small_run_options
+
 from edgecl.config import RunConfig
 from edgecl.run_folder import checkpoint_path
 from edgecl.trainer import ContinualRun, train
-from run_helpers import Interrupted, dies_before_committing, small_run_options
 
 # One row per path through the trainer: every sampler (each uncertainty perturbation), every
 # batch sampling and augmentation, distillation, both bias corrections, weight aligning,

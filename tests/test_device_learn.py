@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import rls_c_harness as harness
 import soundfile as sf
 from click.testing import CliRunner
+from export_helpers import CLASSES, CLIP_SAMPLES, SAMPLE_RATE, exported_bundle, tones
 
-import rls_c_harness as harness
 from edgecl.cli import main
 from edgecl.errors import EdgeclError
-from export_helpers import CLASSES, CLIP_SAMPLES, SAMPLE_RATE, exported_bundle, tones
 from firmware_export.device.analytic_state import BundleState
 from firmware_export.device.head_graph import trained_head
 from firmware_export.device.layout import ANALYTIC_STATE, MANIFEST, MODEL_EMBEDDING

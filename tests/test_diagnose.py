@@ -8,15 +8,20 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from run_helpers import small_run_options
 
 from edgecl.cli import main
 from edgecl.config import RunConfig
 from edgecl.errors import EdgeclError
-from edgecl.report.forgetting import (batchnorm_input_means, diagnose, drift_share,
-                                      errors_toward_newest, head_rows_by_task,
-                                      percentile_ranks)
+from edgecl.report.forgetting import (
+    batchnorm_input_means,
+    diagnose,
+    drift_share,
+    errors_toward_newest,
+    head_rows_by_task,
+    percentile_ranks,
+)
 from edgecl.trainer import train
-from run_helpers import small_run_options
 
 
 def test_errors_toward_newest_counts_only_wrong_old_clips():

@@ -10,6 +10,8 @@ from itertools import pairwise
 import pytest
 import torch
 from click.testing import CliRunner
+from run_helpers import Interrupted, dies_before_committing, small_run_options
+from test_resume import comparable
 from torch import nn
 
 from edgecl.budget.macs import ModelMacs
@@ -19,11 +21,13 @@ from edgecl.errors import EdgeclError
 from edgecl.run_folder import checkpoint_path, load_checkpoint
 from edgecl.trainer import ContinualRun, train
 from edgecl.training import PhaseData, fit
-from edgecl.training.distill import (Distiller, DistillSettings, feature_distillation,
-                                     output_distillation)
+from edgecl.training.distill import (
+    Distiller,
+    DistillSettings,
+    feature_distillation,
+    output_distillation,
+)
 from edgecl.training.loop import evaluate_with_loss
-from run_helpers import Interrupted, dies_before_committing, small_run_options
-from test_resume import comparable
 
 DISTILL = {"distill_output": 1.0, "distill_feature": 1.0, "distill_adaptive": True}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from click.testing import CliRunner
+from run_helpers import Interrupted, dies_before_committing, small_run_options
 
 from edgecl.cli import main
 from edgecl.config import RunConfig
@@ -14,7 +15,6 @@ from edgecl.steps import build_steps, step_names
 from edgecl.steps.ewc import ElasticWeightConsolidation
 from edgecl.trainer import ContinualRun, train
 from edgecl.training import PhaseData
-from run_helpers import Interrupted, dies_before_committing, small_run_options
 
 
 class _Net(torch.nn.Module):

@@ -13,12 +13,18 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from export_helpers import (
+    CLASSES,
+    CLIP_SAMPLES,
+    SAMPLE_RATE,
+    exported_bundle,
+    one_thread,  # noqa: F401 (module-wide fixture)
+    tones,
+    trained_model,
+)
 from onnx import TensorProto, helper
 
 from edgecl.errors import EdgeclError
-from export_helpers import one_thread  # noqa: F401 (module-wide fixture)
-from export_helpers import (CLASSES, CLIP_SAMPLES, SAMPLE_RATE, exported_bundle,
-                            tones, trained_model)
 from firmware_export.c_header import c_string, render_c_header
 from firmware_export.export import export_onnx, serialize
 from firmware_export.quantize import quantize_candidate
@@ -87,9 +93,8 @@ def test_fp32_model_computes_its_dft_basis_instead_of_storing_it(fp32_bytes):
 
 
 def test_rebuilt_dft_basis_matches_the_front_end_kernels():
-    from models.frontend import dft_kernels
-
     from firmware_export.dft_basis import hann_dft_basis
+    from models.frontend import dft_kernels
 
     expected = dft_kernels(256, 3, 120)[:, 0, :].double().numpy()
     np.testing.assert_allclose(hann_dft_basis(256, 3, 117), expected, atol=1e-6, rtol=0)
@@ -277,10 +282,12 @@ def test_waveform_reader_range_limits_the_batches():
 def test_streamed_activation_noise_equals_onnxruntimes_whole_set_figure(int8_model, tmp_path):
     """The sensitivity ranking's activation SQNR, summed batch by batch, is onnxruntime's
     `qdq_err` computed on every clip's tensors at once."""
-    from onnxruntime.quantization.qdq_loss_debug import (collect_activations,
-                                                         compute_activation_error,
-                                                         create_activation_matching,
-                                                         modify_model_output_intermediate_tensors)
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
 
     from firmware_export.int8_search import qdq_activation_sqnr
     from firmware_export.quantize import WaveformReader
@@ -391,8 +398,8 @@ def test_export_command_rebuilds_bundles_from_checkpoints(tmp_path, fp32_bytes, 
 
     import firmware_export.bundle as bundle_module
     from edgecl.cli import main
-    from firmware_export.export import set_runtime_metadata
     from firmware_export.device.manifest import verify_bundle
+    from firmware_export.export import set_runtime_metadata
 
     run, plan = _write_tone_run(tmp_path, trained_model())
 

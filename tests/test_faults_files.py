@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from edgecl.cli import main
 from fixtures_audio import fixture_signal, write_wav
 from run_helpers import Interrupted, dies_before_committing, small_run_options
+
+from edgecl.cli import main
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -24,19 +24,18 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+from run_helpers import Interrupted, dies_before_committing, small_run_options
 
 from edgecl.audio import load_audio
 from edgecl.audio import resample as train_resample
 from edgecl.config import RunConfig
 from edgecl.leftovers import SCRATCH_NAME, remove_leftovers, scratch_temp_dir
 from edgecl.progress import METRICS_NAME
-from edgecl.resample_plan import (MAX_ERROR_PPM, MAX_KERNEL_TAPS, kernel_taps,
-                                  plan_resample)
+from edgecl.resample_plan import MAX_ERROR_PPM, MAX_KERNEL_TAPS, kernel_taps, plan_resample
 from edgecl.run_owner import open_run_folder
 from edgecl.trainer import ContinualRun
 from firmware_export.device.resample import resample as device_resample
 from firmware_export.device.runtime import read_clip
-from run_helpers import Interrupted, dies_before_committing, small_run_options
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 AWKWARD_RATE = 44_101  # prime: shares no factor with any model rate

@@ -9,12 +9,12 @@ import os
 
 import numpy as np
 import pytest
+from fixtures_audio import write_manifest_dataset
 
 from edgecl.config import RunConfig
 from edgecl.errors import EdgeclError
 from edgecl.feature_store import FeatureStore
 from edgecl.trainer import train
-from fixtures_audio import write_manifest_dataset
 
 FRONTEND = {"n_mels": 40, "sample_rate": 8000}
 

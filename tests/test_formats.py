@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgecl.errors import EdgeclError
-from edgecl.memory.formats import (FORMAT_NAMES, MU, get_format, mulaw_compress, mulaw_expand)
+from edgecl.memory.formats import FORMAT_NAMES, MU, get_format, mulaw_compress, mulaw_expand
 
 WAVEFORM_FORMATS = ("float32", "pcm16", "mulaw8")
 

@@ -11,8 +11,14 @@ import torchaudio
 
 from edgecl.errors import EdgeclError
 from models.factored_dft import FactoredDft, factored_macs_per_frame, factorization
-from models.frontend import (STFT_IMPLS, FrontEndConfig, LogMelFrontEnd, dft_kernels,
-                             mel_filterbank, used_bins)
+from models.frontend import (
+    STFT_IMPLS,
+    FrontEndConfig,
+    LogMelFrontEnd,
+    dft_kernels,
+    mel_filterbank,
+    used_bins,
+)
 from models.profile import module_macs
 
 # One thread: on a shared 2-core machine OpenMP spin-waiting makes 2 threads 10x slower.

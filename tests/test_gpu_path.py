@@ -11,13 +11,19 @@ import types
 import pytest
 import torch
 from click.testing import CliRunner
+from device_audit import audited_run
 
 import edgecl.provenance as provenance_module
-from device_audit import audited_run
 from edgecl.cli import main
 from edgecl.config import RunConfig
-from edgecl.device import (CUBLAS_WORKSPACE, device_change_note, deterministic_cuda_env,
-                           deterministic_kernels, forked_rng, resolve_device)
+from edgecl.device import (
+    CUBLAS_WORKSPACE,
+    deterministic_cuda_env,
+    deterministic_kernels,
+    device_change_note,
+    forked_rng,
+    resolve_device,
+)
 from edgecl.features import FeatureCache, FeatureItem
 from edgecl.training.augment import augment
 from edgecl.training.batch_sampling import BATCH_SAMPLINGS, epoch_order

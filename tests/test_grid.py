@@ -15,8 +15,14 @@ from edgecl.commands.train import train_command
 from edgecl.errors import EdgeclError
 from edgecl.grid.executors import LocalExecutor
 from edgecl.grid.runner import GridRunner, Outcome, run_is_complete
-from edgecl.grid.spec import (builtin_names, load_spec, parse_spec, parse_train_args,
-                               select_methods, trial_name)
+from edgecl.grid.spec import (
+    builtin_names,
+    load_spec,
+    parse_spec,
+    parse_train_args,
+    select_methods,
+    trial_name,
+)
 
 TINY_SPEC = """
 name = "tiny"

@@ -11,6 +11,7 @@ import types
 from pathlib import Path
 
 import pytest
+from test_grid import _tiny
 
 from edgecl.errors import EdgeclError
 from edgecl.grid import executors
@@ -18,7 +19,6 @@ from edgecl.grid.executors import LocalExecutor, RayExecutor
 from edgecl.grid.gpus import gpu_capacity, gpu_slots, resolve_gpus_per_trial
 from edgecl.grid.runner import GridRunner, Outcome
 from edgecl.grid.spec import load_spec
-from test_grid import _tiny
 
 
 def test_slots_go_round_robin_over_the_gpus():

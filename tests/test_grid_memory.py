@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from test_grid import _tiny
+from test_grid_gpus import _FakeRay
 
 from edgecl.errors import EdgeclError
 from edgecl.grid import memory as grid_memory
@@ -16,8 +18,6 @@ from edgecl.grid.executors import LocalExecutor, RayExecutor
 from edgecl.grid.memory import TrialMemory, trial_shape
 from edgecl.grid.runner import GridRunner, Outcome
 from edgecl.grid.spec import load_spec
-from test_grid import _tiny
-from test_grid_gpus import _FakeRay
 
 GIB = 2**30
 

@@ -13,9 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from edgecl.budget.host_ram import (
+    activation_profile,
+    estimate_host_train_ram,
+    kept_bytes,
+    largest_batch,
+)
 from edgecl.errors import EdgeclError
-from edgecl.budget.host_ram import (activation_profile, estimate_host_train_ram, kept_bytes,
-                                    largest_batch)
 from models import build_model
 from models.bcresnet import BroadcastedBlock, TransitionBlock
 from models.frontend import FrontEndConfig
@@ -124,8 +128,9 @@ def test_estimate_within_a_quarter_of_measured_peak_rss():
 # --- in a run ----------------------------------------------------------------------------------
 
 def _run_config(manifest, workspace, **overrides):
-    from edgecl.config import RunConfig
     from run_helpers import small_run_options
+
+    from edgecl.config import RunConfig
 
     return RunConfig(**small_run_options(manifest, workspace=str(workspace), **overrides))
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from run_helpers import small_run_options
+from test_resume import comparable
 
 from edgecl.config import RunConfig
 from edgecl.errors import EdgeclError
 from edgecl.report.aggregate import method_label
 from edgecl.trainer import train
-from run_helpers import small_run_options
-from test_resume import comparable
 
 
 def test_phase_lr_is_lr_in_phase_0_and_the_incremental_one_after(six_class_manifest):

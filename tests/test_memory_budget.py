@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from edgecl.errors import EdgeclError
 from edgecl.memory import ReplayMemory, capacity_for_budget
 from edgecl.memory.formats import FORMAT_NAMES, get_format
-from edgecl.samplers import (Candidate, SelectionContext, build_sampler, sampler_class,
-                             sampler_names)
+from edgecl.samplers import Candidate, SelectionContext, build_sampler, sampler_class, sampler_names
+
 SAMPLE_RATE = 8000
 N_CLASSES = 4  # two tasks of two classes
 # Every registered sampler in every variant the bench times (e.g. each uncertainty metric).

@@ -9,8 +9,15 @@ import pytest
 from click.testing import CliRunner
 
 from edgecl.cli import main
-from edgecl.config import (NOT_IDENTITY, RunConfig, field_options, identity_defaults_left_out,
-                           memory_options, run_options, train_options)
+from edgecl.config import (
+    NOT_IDENTITY,
+    RunConfig,
+    field_options,
+    identity_defaults_left_out,
+    memory_options,
+    run_options,
+    train_options,
+)
 from edgecl.errors import EdgeclError
 from edgecl.grid.spec import NOT_HASHED, options_hash
 from edgecl.limits import Range

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_helpers import Interrupted, dies_before_committing, small_run_options
 
 import edgecl.trainer as trainer_module
 from edgecl.config import RunConfig
 from edgecl.run_state import STATE_NAME, last_state_phase
 from edgecl.trainer import ContinualRun, train
-from run_helpers import Interrupted, dies_before_committing, small_run_options
 
 # Figures that measure time or the process, not what the run computed.
 UNTIMED = {"train_seconds", "memory_update_seconds", "peak_rss_bytes", "epoch_seconds", "seconds",

@@ -4,8 +4,8 @@ system C compiler (skipped without one)."""
 from __future__ import annotations
 
 import numpy as np
-
 import rls_c_harness as harness
+
 from firmware_export.device.analytic import fit_head, packed_upper
 from firmware_export.tflm.c_rls import render_rls
 

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from run_helpers import small_run_options
 
 from edgecl.config import RunConfig
 from edgecl.errors import EdgeclError
 from edgecl.run_owner import RunLock, open_run_folder
 from edgecl.trainer import ContinualRun, train
-from run_helpers import small_run_options
 
 
 def test_folder_holding_other_options_is_refused_and_kept(six_class_manifest, tmp_path):

@@ -17,11 +17,16 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 from click.testing import CliRunner
+from export_helpers import (
+    CLASSES,
+    CLIP_SAMPLES,
+    SAMPLE_RATE,
+    exported_bundle,
+    one_thread,  # noqa: F401 (module-wide fixture)
+)
 
 from edgecl.cli import main
 from edgecl.errors import EdgeclError
-from export_helpers import one_thread  # noqa: F401 (module-wide fixture)
-from export_helpers import CLASSES, CLIP_SAMPLES, SAMPLE_RATE, exported_bundle
 from firmware_export.device.resample import resample
 from firmware_export.device.runtime import classify, load_model, read_clip
 

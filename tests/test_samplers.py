@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 from edgecl.errors import EdgeclError
-from edgecl.samplers import Candidate, SelectionContext, build_sampler, sampler_names
-from edgecl.samplers import perturbations
+from edgecl.samplers import Candidate, SelectionContext, build_sampler, perturbations, sampler_names
 from edgecl.samplers.base import evenly_spaced, l2_normalise
 from edgecl.samplers.prototype import herding_order
 from edgecl.samplers.uncertainty import UncertaintySampler, vote_uncertainty

@@ -67,10 +67,10 @@ def test_a_steps_own_option_is_a_config_keyword_checked_and_left_out_at_its_defa
 def test_a_damaged_step_entry_in_state_pt_is_a_one_line_error(six_class_manifest, tmp_path,
                                                               monkeypatch):
     import torch
+    from run_helpers import Interrupted, dies_before_committing, small_run_options
 
     from edgecl.run_state import state_path
     from edgecl.trainer import ContinualRun
-    from run_helpers import Interrupted, dies_before_committing, small_run_options
 
     config = RunConfig(**small_run_options(six_class_manifest, mem_manage="reservoir",
                                            bias_correction="deployed", seed=3, n_tasks=2),

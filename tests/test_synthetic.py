@@ -6,15 +6,20 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
+from fixtures_audio import tiny_synthetic
 
 from edgecl.audio import load_audio
 from edgecl.cli import main
 from edgecl.data import load_dataset
 from edgecl.data.sounds import FAMILIES
-from edgecl.data.synthetic import (CLASSES, dataset_folder, generate_synthetic, load_synthetic,
-                                   synthesise_clip)
+from edgecl.data.synthetic import (
+    CLASSES,
+    dataset_folder,
+    generate_synthetic,
+    load_synthetic,
+    synthesise_clip,
+)
 from edgecl.errors import EdgeclError
-from fixtures_audio import tiny_synthetic
 
 
 def _file_bytes(folder):

@@ -20,15 +20,20 @@ for _package in ("litert_torch", "ai_edge_quantizer", "ai_edge_litert", "tflite_
     pytest.importorskip(_package, reason="the tflm extra is not installed")
 
 from c_frontend_harness import compiler  # noqa: E402
+from export_helpers import (  # noqa: E402
+    CLASSES,
+    TFLM_WINDOW_SECONDS,
+    exported_tflm_bundle,
+    one_thread,  # noqa: E402, F401 (module-wide fixture)
+    tones,
+    trained_model,
+)
+
 from edgecl.cli import main  # noqa: E402
-from export_helpers import one_thread  # noqa: E402, F401 (module-wide fixture)
-from export_helpers import (CLASSES, TFLM_WINDOW_SECONDS, exported_tflm_bundle,  # noqa: E402
-                            tones, trained_model)
 from firmware_export.device.layout import TFLM_FILES  # noqa: E402
 from firmware_export.device.logmel import LogMelPlan  # noqa: E402
 from firmware_export.device.runtime import cpu_session  # noqa: E402
-from firmware_export.device.tflm_runtime import (ARENA_STEP, MicroModel,  # noqa: E402
-                                                 load_tflm_bundle, quiet_fds)
+from firmware_export.device.tflm_runtime import ARENA_STEP, MicroModel, load_tflm_bundle, quiet_fds  # noqa: E402
 from firmware_export.tflm import flatbuffer  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore")

@@ -7,13 +7,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from c_frontend_harness import build, run
 
 import models
-from c_frontend_harness import build, run
 from firmware_export.device.logmel import LogMelPlan, logmel, quantize, reflect_indices
 from firmware_export.tflm.c_frontend import render_frontend
-from firmware_export.tflm.rewrite import (BandedFrequencyConv, LogmelClassifier,
-                                         fold_subspectral_norms, tflm_graph)
+from firmware_export.tflm.rewrite import (
+    BandedFrequencyConv,
+    LogmelClassifier,
+    fold_subspectral_norms,
+    tflm_graph,
+)
 from models.bcresnet import SubSpectralNorm
 
 

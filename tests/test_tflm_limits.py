@@ -9,8 +9,12 @@ import pytest
 
 from edgecl.config import RunConfig
 from edgecl.errors import EdgeclError
-from firmware_export.tflm.limits import (DeviceLimits, check_before_training, check_run_limits,
-                                         limit_failures)
+from firmware_export.tflm.limits import (
+    DeviceLimits,
+    check_before_training,
+    check_run_limits,
+    limit_failures,
+)
 
 
 def fake_probe(sample_rate, clip_seconds, width, *, n_classes, n_mels, model_name):

@@ -82,9 +82,10 @@ def test_infer_target_tflm_needs_a_bundle_folder(tmp_path):
 def test_reexport_defaults_to_the_runs_own_target(tmp_path, monkeypatch):
     import json
 
-    import firmware_export.run_export as run_export
     from export_helpers import trained_model
     from test_export import _write_tone_run
+
+    import firmware_export.run_export as run_export
 
     run, _ = _write_tone_run(tmp_path, trained_model())
     results = json.loads((run / "results.json").read_text())

@@ -9,8 +9,13 @@ import pytest
 
 from edgecl.config import RunConfig
 from edgecl.errors import EdgeclError
-from firmware_export.device.windows import (describe, pool, split_windows, window_samples,
-                                            window_starts)
+from firmware_export.device.windows import (
+    describe,
+    pool,
+    split_windows,
+    window_samples,
+    window_starts,
+)
 
 
 def test_a_clip_of_exactly_n_windows_is_split_end_to_end_without_overlap():
@@ -89,10 +94,10 @@ def test_the_option_is_in_a_runs_identity_only_when_set_and_needs_target_tflm():
 ])
 def test_export_window_errors_are_one_line_and_write_nothing(tmp_path, extra, message):
     from click.testing import CliRunner
-
-    from edgecl.cli import main
     from export_helpers import trained_model
     from test_export import _write_tone_run
+
+    from edgecl.cli import main
 
     run, _ = _write_tone_run(tmp_path, trained_model())
     def files():  # the run's lock file is bookkeeping, left by every export

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from fixtures_audio import write_manifest_dataset
 
 import firmware_export.run_export as run_export
 from edgecl.config import RunConfig
 from edgecl.trainer import train
 from firmware_export.parity import ParityError
-from fixtures_audio import write_manifest_dataset
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,12 @@ class ModelMacs:
     head: int
 
     @classmethod
-    def from_breakdown(cls, breakdown: Mapping[str, int]) -> "ModelMacs":
+    def from_breakdown(cls, breakdown: Mapping[str, int]) -> ModelMacs:
         """From `models.profile.macs_breakdown(model, clip_samples)`."""
         return cls(int(breakdown["frontend"]), int(breakdown["backbone"]), int(breakdown["head"]))
 
     @classmethod
-    def of_model(cls, model, clip_samples: int) -> "ModelMacs":
+    def of_model(cls, model, clip_samples: int) -> ModelMacs:
         """Measure a SoundClassifier with models.profile (imports torch)."""
         from models.profile import macs_breakdown
 
@@ -77,7 +77,7 @@ class ForwardMacCounter:
         self.full_forwards = 0
         self._handles: list = []
 
-    def __enter__(self) -> "ForwardMacCounter":
+    def __enter__(self) -> ForwardMacCounter:
         def counter(part: str):
             def hook(_module, inputs) -> None:
                 if part == "model":

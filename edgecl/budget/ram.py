@@ -7,10 +7,11 @@ import math
 import resource
 import sys
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from edgecl.device import forked_rng
+
 
 def peak_rss_bytes() -> int:
     """This process's peak resident set size so far, in bytes (ru_maxrss: KiB on Linux, bytes on macOS)."""
@@ -24,7 +25,7 @@ class PeakRss:
     the start (/proc/self/clear_refs), so the figure is the block's own (`scoped` True);
     elsewhere it is the process's peak so far, a ceiling of the block's."""
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self.scoped = _reset_high_water_mark()
         self.bytes = 0
         return self

@@ -53,8 +53,7 @@ def time_memory_updates(run, sampler_values: dict, repeats: int, warm: bool = Fa
     runs wherever the sampler needs features) or, with `warm`, a copy of the run's cache after
     training (the memory's and the new clips' log-mels cached, as in a run). The embedding pass
     starts from the same kind of cache. `only`: the labels to time (default: every variant)."""
-    from edgecl.memory_update import (embedding_pass_seconds, fresh_items, update_memory,
-                                      warm_items)
+    from edgecl.memory_update import embedding_pass_seconds, fresh_items, update_memory, warm_items
     from edgecl.samplers import build_sampler
 
     tasks = run.plan.tasks
@@ -290,11 +289,10 @@ def bench_train_command(models: str, sample_rates: list[int], epochs: int, preci
     --precision values, each model and rate is timed in each (interleaved over --rounds) and
     `speedup` is the first precision's epoch time over the row's.
     """
-    from models import MODEL_NAMES
-
     from edgecl.config import RunConfig
     from edgecl.errors import EdgeclError
     from edgecl.results import format_table
+    from models import MODEL_NAMES
 
     names = [name.strip() for name in models.split(",") if name.strip()]
     unknown = [name for name in names if name not in MODEL_NAMES]

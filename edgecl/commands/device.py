@@ -38,7 +38,7 @@ def _out():
 def _report(verb: str, folder, manifest: dict) -> None:
     section = manifest["analytic"]
     counts = ", ".join(f"{label} {n}" for label, n in zip(section["classes"],
-                                                          section["clips_per_class"]))
+                                                          section["clips_per_class"], strict=True))
     click.echo(f"{verb}: wrote version {section['version']} to {folder} ({counts}; state "
                f"{section['state_bytes_fp32']} bytes fp32)")
 
@@ -155,7 +155,7 @@ def show_command(bundle: str, as_json: bool) -> None:
                f"{section['weighting']}, D {section['dim']}, state {section['state_bytes_fp32']} "
                f"bytes fp32, class limit {section['class_limit']}")
     for label, n, mass in zip(section["classes"], section["clips_per_class"],
-                              section["mass_per_class"]):
+                              section["mass_per_class"], strict=True):
         click.echo(f"  {label}: {n} clips, mass {mass:g}")
     for step in section["lineage"]:
         source = f" from version {step['from']['version']}" if step["from"] else ""

@@ -15,7 +15,6 @@ import click
 
 from edgecl.options import GROUPS, Option
 
-
 _TERM_COLUMN = 30  # click's widest first column in a help listing
 
 

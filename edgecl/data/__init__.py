@@ -5,8 +5,13 @@
 """
 
 from edgecl.data.records import Clip, DatasetSplit
-from edgecl.data.registry import (DATASET_NAMES, all_aliases, canonical_name, dataset_entry,
-                                  load_dataset)
+from edgecl.data.registry import (
+                                  DATASET_NAMES,
+                                  all_aliases,
+                                  canonical_name,
+                                  dataset_entry,
+                                  load_dataset,
+)
 
 __all__ = ["DATASET_NAMES", "Clip", "DatasetSplit", "all_aliases", "canonical_name", "dataset_entry",
            "load_dataset"]

@@ -125,4 +125,4 @@ def _is_entry(entry: Any) -> bool:
 def _what_changed(then: Entry, now: Entry) -> str:
     names = (f"label {then[1]!r} -> {now[1]!r}", f"split {then[2]} -> {now[2]}", "size",
              "modification time")
-    return ", ".join(name for name, a, b in zip(names, then[1:], now[1:]) if a != b)
+    return ", ".join(name for name, a, b in zip(names, then[1:], now[1:], strict=True) if a != b)

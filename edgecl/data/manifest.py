@@ -16,8 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from edgecl.audio import audio_info
-from edgecl.data.records import (MANIFEST_SPLITS, Clip, DatasetSplit, build_split, listed_path,
-                                 read_table, require_files)
+from edgecl.data.records import (
+    MANIFEST_SPLITS,
+    Clip,
+    DatasetSplit,
+    build_split,
+    listed_path,
+    read_table,
+    require_files,
+)
 from edgecl.data.validate import check_unique_clips
 from edgecl.errors import EdgeclError
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from edgecl.errors import EdgeclError
 

@@ -9,7 +9,7 @@ built from them is learnable but not trivial.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -11,8 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edgecl.data.records import (Clip, DatasetSplit, build_split, path_inside, read_table,
-                                 require_files)
+from edgecl.data.records import (
+    Clip,
+    DatasetSplit,
+    build_split,
+    path_inside,
+    read_table,
+    require_files,
+)
 from edgecl.errors import EdgeclError
 
 NAME = "TAU-ASC"

@@ -10,7 +10,8 @@ import concurrent.futures as cf
 import logging
 import os
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from edgecl.errors import EdgeclError
 from edgecl.grid.gpus import (

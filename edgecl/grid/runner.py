@@ -128,7 +128,7 @@ class GridRunner:
 
     def __init__(self, trials: Sequence[Trial], workspace: str | Path, executor: Executor, *,
                  spec_name: str = "", retries: int = 1, threads: int = 1,
-                 progress: "Callable[[dict[str, int], float | None], None] | None" = None,
+                 progress: Callable[[dict[str, int], float | None], None] | None = None,
                  memory: TrialMemory | None = None) -> None:
         self.trials = list(trials)
         self.memory = memory  # starts trials only while their estimated peaks fit (grid.memory)

@@ -160,7 +160,7 @@ class GridSpec:
     memory_sizes: list[int] | None = None
     description: str = ""
 
-    def trials(self, overrides: dict[str, Any] | None = None) -> list["Trial"]:
+    def trials(self, overrides: dict[str, Any] | None = None) -> list[Trial]:
         """Every trial of the grid (seed outermost, so a cut-short grid has whole seeds).
         `overrides` (e.g. --data-root or train.sh's extra options) apply to every trial."""
         overrides = dict(overrides or {})

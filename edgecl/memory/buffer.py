@@ -63,7 +63,7 @@ class ReplayMemory:
 
     @classmethod
     def from_budget(cls, budget_bytes: int, fmt, shape: Sequence[int],
-                    n_classes: int = 1) -> "ReplayMemory":
+                    n_classes: int = 1) -> ReplayMemory:
         """A memory holding as many exemplars of `shape` as fit in `budget_bytes` (see
         `capacity_for_budget`, which fails when that is fewer than one per class)."""
         return cls(capacity_for_budget(budget_bytes, fmt, shape, n_classes), fmt)
@@ -118,7 +118,7 @@ class ReplayMemory:
             refilled.append(Exemplar(key, int(target), self.format.encode(np.asarray(array))))
         self._exemplars = refilled
 
-    def copy(self) -> "ReplayMemory":
+    def copy(self) -> ReplayMemory:
         """A memory with the same capacity, format and exemplars (exemplars are immutable)."""
         twin = ReplayMemory(self.capacity, self.format)
         twin._exemplars = list(self._exemplars)

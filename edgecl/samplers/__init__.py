@@ -4,10 +4,15 @@ file with a @register_sampler class (see edgecl.samplers.base for the interface)
 import importlib
 import pkgutil
 
-from edgecl.samplers.base import (Candidate, Sampler, SamplerOption, SamplerOptions,
-                                  SelectionContext)
-from edgecl.samplers.registry import (build_sampler, option_owners, register_sampler,
-                                      sampler_class, sampler_names, sampler_options)
+from edgecl.samplers.base import Candidate, Sampler, SamplerOption, SamplerOptions, SelectionContext
+from edgecl.samplers.registry import (
+    build_sampler,
+    option_owners,
+    register_sampler,
+    sampler_class,
+    sampler_names,
+    sampler_options,
+)
 
 # Every other module holds samplers; perturbations (torch) is imported by the sampler using it.
 _NOT_SAMPLERS = {"base", "registry", "perturbations"}

@@ -64,15 +64,15 @@ class SelectionContext:
 
     phase: int
     rng: np.random.Generator
-    model: "torch.nn.Module | None" = None
-    features: "Callable[[Sequence[Candidate]], torch.Tensor] | None" = None
+    model: torch.nn.Module | None = None
+    features: Callable[[Sequence[Candidate]], torch.Tensor] | None = None
     domain: str = "waveform"
     sample_rate: int = 16000
     batch_size: int = 64
-    embed: "Callable[[torch.Tensor], torch.Tensor] | None" = None
+    embed: Callable[[torch.Tensor], torch.Tensor] | None = None
     embed_batch_size: int = 8
 
-    def torch_generator(self) -> "torch.Generator":
+    def torch_generator(self) -> torch.Generator:
         """A torch Generator seeded from `rng`, so perturbations are reproducible."""
         import torch
 
@@ -84,7 +84,7 @@ class SelectionContext:
         for start in range(0, len(candidates), size):
             yield candidates[start:start + size]
 
-    def embeddings(self, candidates: Sequence[Candidate]) -> "torch.Tensor":
+    def embeddings(self, candidates: Sequence[Candidate]) -> torch.Tensor:
         """Model embeddings [N, D] of the candidates' (cached) log-mel features, in eval mode,
         through `embed` in batches of `embed_batch_size`."""
         import torch
@@ -99,7 +99,7 @@ class SelectionContext:
                      for batch in self.batches(candidates, self.embed_batch_size)]
         return torch.cat(parts) if parts else torch.zeros(0, self.model.embedding_dim)
 
-    def waveforms(self, candidates: Sequence[Candidate]) -> "torch.Tensor":
+    def waveforms(self, candidates: Sequence[Candidate]) -> torch.Tensor:
         """Stacked waveforms [N, T] (only for a waveform-domain memory)."""
         import torch
 
@@ -162,7 +162,7 @@ class Sampler(ABC):
     needs_waveform: bool = False
 
     @classmethod
-    def from_options(cls, values: SamplerOptions) -> "Sampler":
+    def from_options(cls, values: SamplerOptions) -> Sampler:
         """Build from option values (missing ones take their defaults)."""
         return cls(**{o.name: values.get(o.name, o.default) for o in cls.options})
 

@@ -37,10 +37,20 @@ from collections.abc import Sequence
 import numpy as np
 
 from edgecl.errors import EdgeclError
-from edgecl.samplers.base import (Candidate, Sampler, SamplerOption, SamplerOptions,
-                                  SelectionContext, balanced_random, class_quota, evenly_spaced,
-                                  fill_at_random, indices_by_class, l2_normalise,
-                                  stratum_centres)
+from edgecl.samplers.base import (
+    Candidate,
+    Sampler,
+    SamplerOption,
+    SamplerOptions,
+    SelectionContext,
+    balanced_random,
+    class_quota,
+    evenly_spaced,
+    fill_at_random,
+    indices_by_class,
+    l2_normalise,
+    stratum_centres,
+)
 from edgecl.samplers.prototype import herding_order
 from edgecl.samplers.registry import register_sampler
 
@@ -123,7 +133,7 @@ class UncertaintySampler(Sampler):
         self.needs_waveform = metric != "noisytune"
 
     @classmethod
-    def from_options(cls, values: SamplerOptions) -> "UncertaintySampler":
+    def from_options(cls, values: SamplerOptions) -> UncertaintySampler:
         defaults = {o.name: o.default for o in cls.options}
         values = {**defaults, **values}
         return cls(values["uncert_metric"], values["metric_k"], values["noise_lambda"],

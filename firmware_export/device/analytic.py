@@ -19,8 +19,9 @@ numpy only, float64: used by the torch-free device runtime and by the host.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,7 @@ class AnalyticHead:
 
     @classmethod
     def empty(cls, mean: np.ndarray, std: np.ndarray, *, gamma: float,
-              weighting: str = "balanced") -> "AnalyticHead":
+              weighting: str = "balanced") -> AnalyticHead:
         """A head with no class yet: R = I / gamma, W with no columns."""
         if not gamma > 0:
             raise EdgeclError(f"analytic head: gamma must be positive, got {gamma}")
@@ -89,7 +90,7 @@ class AnalyticHead:
                    r=np.eye(d) / gamma, w=np.zeros((d, 0)))
 
     @classmethod
-    def standardised_on(cls, embeddings: np.ndarray, **options) -> "AnalyticHead":
+    def standardised_on(cls, embeddings: np.ndarray, **options: Any) -> AnalyticHead:
         """An empty head whose standardisation is fit on `embeddings` [n, D] (std floored so a
         dead unit does not divide by zero)."""
         z = np.asarray(embeddings, dtype=np.float64)
@@ -109,7 +110,8 @@ class AnalyticHead:
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
         """Scores [n, C] of embeddings [n, D]."""
-        return self.features(embeddings) @ self.w
+        scores: np.ndarray = self.features(embeddings) @ self.w
+        return scores
 
     def folded(self) -> tuple[np.ndarray, np.ndarray]:
         """(A [D, C], b [C]) with logits = z A + b: the standardisation folded into the head, for a
@@ -120,7 +122,7 @@ class AnalyticHead:
     def balanced_weight(self, label: str, n_new: int) -> float:
         """The weight of each of `n_new` clips of `label` learnt together (module doc); 1 when the
         weighting is off or no other class holds clips."""
-        others = [n for name, n in zip(self.labels, self.clips) if name != label and n > 0]
+        others = [n for name, n in zip(self.labels, self.clips, strict=True) if name != label and n > 0]
         if self.weighting == "off" or not others:
             return 1.0
         held = self.clips[self.labels.index(label)] if label in self.labels else 0
@@ -212,16 +214,16 @@ def choose_gamma(embeddings: np.ndarray, labels: Sequence[str], *,
     the one with the lowest squared error on the held-out one-hot targets, the loss ridge
     regression minimises (too large a gamma shrinks every score towards the bias)."""
     z = np.asarray(embeddings, dtype=np.float64)
-    labels = np.asarray([str(label) for label in labels])
+    names_of = np.asarray([str(label) for label in labels])
     order = np.random.default_rng(seed).permutation(len(z))
     n_held = max(1, int(round(holdout_share * len(z))))
     held, kept = order[:n_held], order[n_held:]
     scores = []
     for gamma in candidates:
-        head, _ = fit_head(z[kept], labels[kept], gamma=gamma, weighting="off")
+        head, _ = fit_head(z[kept], list(names_of[kept]), gamma=gamma, weighting="off")
         logits = head.logits(z[held])
         names = np.asarray(head.labels)
-        accuracy = float(np.mean(names[np.argmax(logits, axis=1)] == labels[held]))
-        error = float(np.mean((logits - (names[None, :] == labels[held][:, None])) ** 2))
+        accuracy = float(np.mean(names[np.argmax(logits, axis=1)] == names_of[held]))
+        error = float(np.mean((logits - (names[None, :] == names_of[held][:, None])) ** 2))
         scores.append((-accuracy, error, float(gamma)))
     return min(scores)[2]

@@ -96,7 +96,7 @@ class BundleState:
         return (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
 
     @classmethod
-    def from_bytes(cls, data: bytes, where: str) -> "BundleState":
+    def from_bytes(cls, data: bytes, where: str) -> BundleState:
         try:
             doc = json.loads(data.decode("utf-8"))
             if doc.get("format") != STATE_FORMAT:

@@ -12,7 +12,7 @@ and any ONNX runtime run it as they run a trained bundle.
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
@@ -33,7 +33,8 @@ def _head_node(model: onnx.ModelProto) -> onnx.NodeProto:
             or not set(producers[0].input[1:]) <= initializers):
         raise EdgeclError(f"ONNX model: expected its {OUTPUT_NAME!r} output to come from one Gemm "
                           f"on the embedding (the Linear head); cannot find the embedding")
-    return producers[0]
+    node: onnx.NodeProto = producers[0]
+    return node
 
 
 def trained_head(model: onnx.ModelProto) -> tuple[np.ndarray, np.ndarray]:

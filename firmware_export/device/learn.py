@@ -20,8 +20,9 @@ from __future__ import annotations
 import datetime
 import os
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,19 +32,28 @@ from firmware_export.c_header import render_c_header
 from firmware_export.device.analytic import AnalyticHead, choose_gamma, fit_head
 from firmware_export.device.analytic_state import BundleState, read_state
 from firmware_export.device.head_graph import analytic_model, trained_head
-from firmware_export.device.layout import (ANALYTIC_STATE, C_HEADER, INPUT_NAME, LABELS,
-                                           MANIFEST, MODEL_ANALYTIC, MODEL_EMBEDDING, MODEL_FP32,
-                                           RLS_HEADER, RLS_SOURCE)
+from firmware_export.device.layout import (
+    ANALYTIC_STATE,
+    C_HEADER,
+    INPUT_NAME,
+    LABELS,
+    MANIFEST,
+    MODEL_ANALYTIC,
+    MODEL_EMBEDDING,
+    MODEL_FP32,
+    RLS_HEADER,
+    RLS_SOURCE,
+)
 from firmware_export.device.manifest import sha256_file, verify_bundle
-from firmware_export.tflm.c_rls import render_rls
 from firmware_export.device.runtime import cpu_session, read_clip
+from firmware_export.tflm.c_rls import render_rls
 
 DEFAULT_CLASS_LIMIT = 32
 EMBED_BATCH = 32
 _VERSION = re.compile(r"^(?P<base>.+)\.v(?P<n>\d+)$")
 
 
-def embed_clips(folder: Path, manifest: dict[str, Any], clips: Sequence[str | os.PathLike],
+def embed_clips(folder: Path, manifest: dict[str, Any], clips: Sequence[str | os.PathLike[str]],
                 threads: int = 1) -> np.ndarray:
     """Embeddings [n, D] float32 of WAV clips by the bundle's embedding model (clips read as
     `edgecl infer` reads them: resampled to the bundle's rate, cropped or padded)."""
@@ -56,7 +66,7 @@ def embed_clips(folder: Path, manifest: dict[str, Any], clips: Sequence[str | os
     return np.vstack(embeddings) if embeddings else np.zeros((0, 0), np.float32)
 
 
-def _read(clip: str | os.PathLike, rate: int, length: int) -> np.ndarray:
+def _read(clip: str | os.PathLike[str], rate: int, length: int) -> np.ndarray:
     try:
         return read_clip(clip, rate, length)
     except (ValueError, MemoryError) as error:
@@ -71,10 +81,10 @@ def _label_list(labels: Sequence[str], what: str) -> list[str]:
     return [str(label) for label in labels]
 
 
-def fit_bundle_state(bundle: str | os.PathLike, clips: Sequence[str | os.PathLike],
+def fit_bundle_state(bundle: str | os.PathLike[str], clips: Sequence[str | os.PathLike[str]],
                      labels: Sequence[str], *, gamma: float | None = None,
                      weighting: str = "balanced", class_limit: int = DEFAULT_CLASS_LIMIT,
-                     holdout: tuple[Sequence[str | os.PathLike], Sequence[str]] | None = None,
+                     holdout: tuple[Sequence[str | os.PathLike[str]], Sequence[str]] | None = None,
                      threads: int = 1, log: Callable[[str], None] | None = None
                      ) -> dict[str, Any]:
     """Fit the bundle's analytic state to `clips` (WAV paths) of `labels` (the bundle's classes:
@@ -123,7 +133,7 @@ def fit_bundle_state(bundle: str | os.PathLike, clips: Sequence[str | os.PathLik
 
 
 def _holdout_accuracy(folder: Path, manifest: dict[str, Any], head: AnalyticHead,
-                      clips: Sequence, labels: Sequence[str], threads: int) -> dict[str, Any]:
+                      clips: Sequence[Any], labels: Sequence[str], threads: int) -> dict[str, Any]:
     """Accuracy of the trained head (model.onnx's own Gemm on the same embeddings) and of the
     analytic head on held-out clips of the bundle's classes."""
     import onnx
@@ -140,7 +150,7 @@ def _holdout_accuracy(folder: Path, manifest: dict[str, Any], head: AnalyticHead
 def _step(action: str, label: str | None, clips: list[str], parent: Path | None,
           manifest: dict[str, Any], version: int = 0) -> dict[str, Any]:
     return {"version": version, "action": action, "label": label, "clips": clips,
-            "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "from": None if parent is None else {
                 "folder": parent.name, "version": manifest.get("analytic", {}).get("version", 0),
                 "manifest_sha256": sha256_file(parent / MANIFEST)}}
@@ -153,7 +163,7 @@ def next_version_folder(folder: Path, version: int) -> Path:
     return folder.with_name(f"{base}.v{version}")
 
 
-def _load(bundle: str | os.PathLike) -> tuple[Path, dict[str, Any], BundleState]:
+def _load(bundle: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], BundleState]:
     folder = Path(bundle)
     if not (folder / MANIFEST).is_file():
         raise EdgeclError(f"{folder}: not a bundle folder (no {MANIFEST})")
@@ -161,8 +171,8 @@ def _load(bundle: str | os.PathLike) -> tuple[Path, dict[str, Any], BundleState]
     return folder, manifest, read_state(folder, manifest)
 
 
-def learn_bundle(bundle: str | os.PathLike, label: str, clips: Sequence[str | os.PathLike], *,
-                 out: str | os.PathLike | None = None, threads: int = 1
+def learn_bundle(bundle: str | os.PathLike[str], label: str, clips: Sequence[str | os.PathLike[str]], *,
+                 out: str | os.PathLike[str] | None = None, threads: int = 1
                  ) -> tuple[Path, dict[str, Any]]:
     """Learn `clips` as `label` (a new class or more of a known one): a new bundle version;
     returns its folder and manifest."""
@@ -174,8 +184,8 @@ def learn_bundle(bundle: str | os.PathLike, label: str, clips: Sequence[str | os
         raise EdgeclError(f"--label {label}: the bundle holds {len(state.head.labels)} classes, "
                           f"its class limit (the C update's buffers are sized for it)")
     hashes = [sha256_file(clip) for clip in clips]
-    known = {sha: name for sha, name in zip(state.clip_sha256, state.clip_labels)}
-    for clip, sha in zip(clips, hashes):
+    known = {sha: name for sha, name in zip(state.clip_sha256, state.clip_labels, strict=True)}
+    for clip, sha in zip(clips, hashes, strict=True):
         if sha in known:
             raise EdgeclError(f"{clip}: already learnt (as {known[sha]!r}); forget it first")
     if len(set(hashes)) != len(hashes):
@@ -186,8 +196,8 @@ def learn_bundle(bundle: str | os.PathLike, label: str, clips: Sequence[str | os
     return _write_version(folder, manifest, state, "learn", label, hashes, out)
 
 
-def forget_bundle(bundle: str | os.PathLike, *, label: str | None = None,
-                  clips: Sequence[str | os.PathLike] = (), out: str | os.PathLike | None = None
+def forget_bundle(bundle: str | os.PathLike[str], *, label: str | None = None,
+                  clips: Sequence[str | os.PathLike[str]] = (), out: str | os.PathLike[str] | None = None
                   ) -> tuple[Path, dict[str, Any]]:
     """Remove what was learnt: every clip of `label`, or the given `clips` (of `label` when both
     are given), by the exact downdate; a new bundle version."""
@@ -210,7 +220,7 @@ def forget_bundle(bundle: str | os.PathLike, *, label: str | None = None,
     else:
         rows = [row for row, name in enumerate(state.clip_labels) if name == label]
     labels = sorted({state.clip_labels[row] for row in rows})
-    remaining = [name for name, n in zip(state.head.labels, state.head.clips)
+    remaining = [name for name, n in zip(state.head.labels, state.head.clips, strict=True)
                  if n > sum(1 for row in rows if state.clip_labels[row] == name)]
     if len(remaining) < 1:
         raise EdgeclError(f"forget: that would leave {folder} with no class")
@@ -225,7 +235,7 @@ def forget_bundle(bundle: str | os.PathLike, *, label: str | None = None,
 
 
 def _write_version(folder: Path, manifest: dict[str, Any], state: BundleState, action: str,
-                   label: str, hashes: list[str], out: str | os.PathLike | None
+                   label: str, hashes: list[str], out: str | os.PathLike[str] | None
                    ) -> tuple[Path, dict[str, Any]]:
     """The new version's files, staged and renamed into place (firmware_export.bundle_folder)."""
     state.version += 1

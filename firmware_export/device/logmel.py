@@ -69,7 +69,7 @@ class LogMelPlan:
     filterbank: np.ndarray  # [n_mels, bins] over bins first_bin .. first_bin + bins - 1
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], clip_samples: int) -> "LogMelPlan":
+    def from_config(cls, config: dict[str, Any], clip_samples: int) -> LogMelPlan:
         """From a manifest's `frontend` entry (models.frontend.FrontEndConfig.to_dict())."""
         n_fft, n_mels = int(config["n_fft"]), int(config["n_mels"])
         bank = mel_filterbank(int(config["sample_rate"]), n_fft, float(config["f_min"]),

@@ -11,17 +11,24 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from edgecl.audio import fit_length, read_audio
 from edgecl.errors import EdgeclError
-from firmware_export.device.layout import (INPUT_NAME, LABELS, MANIFEST, META_CLIP_SAMPLES,
-                                           META_LABELS, META_SAMPLE_RATE)
+from firmware_export.device.layout import (
+    INPUT_NAME,
+    LABELS,
+    MANIFEST,
+    META_CLIP_SAMPLES,
+    META_LABELS,
+    META_SAMPLE_RATE,
+)
 from firmware_export.device.manifest import read_manifest, refuse_withheld, verify_bundle
 from firmware_export.device.resample import resample
 

@@ -21,16 +21,22 @@ against the whole clip).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from firmware_export import parity
-from firmware_export.device.layout import (FRONTEND_HEADER, FRONTEND_SOURCE, MODEL_TFLM,
-                                           TFLM_HEADER, TFLM_TEST_VECTORS)
+from firmware_export.device.layout import (
+    FRONTEND_HEADER,
+    FRONTEND_SOURCE,
+    MODEL_TFLM,
+    TFLM_HEADER,
+    TFLM_TEST_VECTORS,
+)
 from firmware_export.device.logmel import LogMelPlan, logmel
 from firmware_export.device.tflm_runtime import MicroModel, clip_logits, find_arena
 from firmware_export.device.windows import describe, pool, split_windows, window_samples

@@ -2,8 +2,8 @@
 
 Float32 arithmetic, not fixed point: the log-mel spans many decades before the log (quiet clips sit
 near the 1e-6 floor, loud ones above 1e3), which 16-bit fixed point cannot hold without per-frame
-scaling, and the int8 model's input must match the float front end the model was trained on (the
-issue's probe: an int8 front end kept 16% top-1 agreement). The targets (Cortex-M4F/M7) have a
+scaling, and the int8 model's input must match the float front end the model was trained on (an
+early probe: an int8 front end kept 16% top-1 agreement). The targets (Cortex-M4F/M7) have a
 single-precision FPU. The DFT is computed directly over the bins the mel filters use, with a
 periodic Hann window and one cosine and one sine table of n_fft entries indexed by (k * n) mod
 n_fft (the same arithmetic as the model's conv STFT); the mel filterbank is stored sparse (each

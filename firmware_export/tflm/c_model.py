@@ -5,7 +5,8 @@ its log-mel, its int8 input and the int8 logits TFLM computed for it). Determini
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

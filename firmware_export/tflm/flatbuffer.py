@@ -12,7 +12,6 @@ from pathlib import Path
 
 import flatbuffers
 import numpy as np
-
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 FILE_IDENTIFIER = b"TFL3"

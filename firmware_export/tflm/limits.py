@@ -11,8 +11,9 @@ the reason, like a parity miss.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from edgecl.budget.units import format_bytes
 from edgecl.errors import EdgeclError

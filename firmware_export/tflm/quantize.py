@@ -2,7 +2,7 @@
 ai-edge-quantizer, calibrated on the global min/max of every tensor over the calibration clips.
 
 The quantizer's default calibration keeps a running average of each clip's min and max, which
-clips the rare large values: in the issue's probe the logits' range came out too narrow and their
+clips the rare large values: in an early probe the logits' range came out too narrow and their
 error reached 16-19. The global min/max over all clips keeps them (the int8 ONNX build calibrates
 with MinMax too, on the same clips).
 """

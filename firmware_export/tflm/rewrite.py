@@ -6,7 +6,7 @@ reshape that folds the bands into the channel axis) is folded into the depthwise
 that feeds it: one depthwise conv per band, its weights scaled and its bias set by that band's
 norm, run on the band's rows plus one row of zero padding either side and concatenated along
 frequency. In the plain multiply-add form the quantizer gives the conv output one scale for every
-band, and bands with a small range are rounded away before the norm amplifies them (the issue's
+band, and bands with a small range are rounded away before the norm amplifies them (an early
 probe: 94.7% top-1 agreement instead of 97.7%).
 
 The front end's reflect padding is not in this graph (the log-mel runs in C or numpy on the host
