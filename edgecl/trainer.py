@@ -188,8 +188,7 @@ class ContinualRun:
             step.before_test(self, trained)
         record.task_accuracy, record.accuracy = task_accuracy(
             self.model, self.items.clip_data, trained.seen_tasks)
-        record.details.update(peak_rss_bytes=peak_rss_bytes(),
-                              host_ram_estimate_bytes=self.host_ram.total)
+        record.details["peak_rss_bytes"] = peak_rss_bytes()
         if (gpu_peak := peak_gpu_memory_bytes(self.device)) is not None:
             record.details["peak_gpu_memory_bytes"] = gpu_peak
         self.log(f"  test accuracy on {len(trained.seen)} classes: {percent(record.accuracy)}; "
@@ -280,6 +279,7 @@ class ContinualRun:
                              ended=utc_now() if complete else None,
                              threads=torch.get_num_threads(), device=self.device)
         made_by["training_precision"] = self.precision.record()
+        made_by["host_memory"] = self.host_ram.as_dict()  # this session's estimate, not a result
         return build_results(self.config.to_dict(), self.plan.class_order,
                              [t.classes for t in self.plan.tasks],
                              [r.as_dict() for r in self.records], complete, provenance=made_by)

@@ -112,9 +112,11 @@ def test_largest_batch():
     assert largest_batch(limit=300, fixed=400, per_clip=100) == 0
 
 
+@pytest.mark.slow  # a measurement: a fresh process's RSS depends on what else the machine runs
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc and ru_maxrss in KiB")
 def test_estimate_within_a_quarter_of_measured_peak_rss():
-    """A fresh process estimates, then trains three steps; its peak RSS is within 25%."""
+    """A fresh process estimates, then trains three steps; its peak RSS is within 25%
+    (scripts/calibrate_host_ram.py measures the same over rates, batches and widths)."""
     spec = importlib.util.spec_from_file_location("calibrate",
                                                   ROOT / "scripts" / "calibrate_host_ram.py")
     calibrate = importlib.util.module_from_spec(spec)
@@ -147,7 +149,8 @@ def test_a_checkpointed_run_has_the_plain_runs_accuracy_matrix(six_class_manifes
         [p["best_val_loss"] for p in plain["phases"]]
     log = (tmp_path / "checkpointed" / "run" / "train.log").read_text()
     assert "activation checkpointing on" in log
-    assert all(p["host_ram_estimate_bytes"] > 0 for p in checkpointed["phases"])
+    estimate = checkpointed["provenance"]["host_memory"]
+    assert estimate["checkpointing"] is True and estimate["total"] > estimate["baseline"] > 0
 
 
 def test_an_impossible_max_train_ram_is_refused_before_any_training(six_class_manifest,
