@@ -39,6 +39,7 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "n_tasks": (1, 100_000),
     "n_init_cls": (1, 100_000),
     "n_cls_a_task": (1, 100_000),
+    "shots": (1, 100_000),  # training clips per new class in few-shot phases
     "sample_rate": SAMPLE_RATE_RANGE,
     "repeats": (1, 10_000),
 }

@@ -8,6 +8,10 @@ Options follow the published code: `n_tasks`, `n_init_cls` (classes in the first
 Labels are renumbered in arrival order (target = index in `class_order`), so a growing head just
 appends rows. Each task's validation clips are held out from its training clips, stratified by
 class and drawn by seed; test clips are never touched, so training never sees test data.
+
+Few-shot phases (`shots` = K): every task after the first keeps K of each class's training clips,
+drawn by seed after the validation hold-out (the validation clips are the same as without
+`shots`); a class with K or fewer training clips keeps them all. Task 0 keeps all its clips.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import numpy as np
 
 from edgecl.data.records import Clip, DatasetSplit
 from edgecl.errors import EdgeclError
-from edgecl.limits import MAX_VAL_FRACTION, check_float
+from edgecl.limits import MAX_VAL_FRACTION, check_float, int_range
 
-# Distinct random streams from one seed: the class order and the validation draw.
-_ORDER_STREAM, _VAL_STREAM = 0, 1
+# Distinct random streams from one seed: the class order, the validation and the few-shot draws
+# (one stream each, so `shots` leaves the order and the validation clips as they are).
+_ORDER_STREAM, _VAL_STREAM, _SHOTS_STREAM = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -98,16 +103,20 @@ def _resolve_order(classes: list[str], class_order: list[str] | None, needed: in
     return list(class_order[:needed])
 
 
+def _class_positions(clips: list[LabelledClip]) -> list[list[int]]:
+    """The positions in `clips` of each class's clips, classes by target."""
+    by_target: dict[int, list[int]] = defaultdict(list)
+    for position, item in enumerate(clips):
+        by_target[item.target].append(position)
+    return [by_target[target] for target in sorted(by_target)]
+
+
 def _hold_out(clips: list[LabelledClip], val_fraction: float,
               rng: np.random.Generator) -> tuple[list[LabelledClip], list[LabelledClip]]:
     """Stratified split into (train, val): about `val_fraction` of each class, at least one
     validation clip per class when it has two or more, never its last training clip."""
-    by_target: dict[int, list[int]] = defaultdict(list)
-    for position, item in enumerate(clips):
-        by_target[item.target].append(position)
     val_positions: set[int] = set()
-    for target in sorted(by_target):
-        members = by_target[target]
+    for members in _class_positions(clips):
         n_val = int(round(len(members) * val_fraction))
         if val_fraction > 0 and len(members) >= 2:
             n_val = max(n_val, 1)
@@ -118,12 +127,35 @@ def _hold_out(clips: list[LabelledClip], val_fraction: float,
     return train, val
 
 
+def _keep_shots(clips: list[LabelledClip], shots: int,
+                rng: np.random.Generator) -> list[LabelledClip]:
+    """`shots` clips of each class drawn by `rng` (all of a class with fewer), in their order."""
+    kept: set[int] = set()
+    for members in _class_positions(clips):
+        kept.update(members[i] for i in rng.permutation(len(members))[:shots])
+    return [item for position, item in enumerate(clips) if position in kept]
+
+
+def short_of_shots(plan: TaskPlan, shots: int) -> list[tuple[int, str, int]]:
+    """(task, class, training clips) of the classes of tasks >= 1 with fewer than `shots`
+    training clips: few-shot phases keep all of theirs."""
+    short = []
+    for task in plan.tasks[1:]:
+        counts = {name: 0 for name in task.classes}
+        for item in task.train:
+            counts[item.clip.label] += 1
+        short += [(task.index, name, n) for name, n in counts.items() if n < shots]
+    return short
+
+
 def make_tasks(split: DatasetSplit, n_tasks: int, n_init_cls: int, n_cls_a_task: int, seed: int,
-               class_order: list[str] | None = None, val_fraction: float = 0.1) -> TaskPlan:
+               class_order: list[str] | None = None, val_fraction: float = 0.1,
+               shots: int | None = None) -> TaskPlan:
     """Divide `split` into class-incremental tasks (see the module docstring).
 
     Task 0 gets the first `n_init_cls` classes of the order, each later task the next
-    `n_cls_a_task`. The result depends only on the dataset, the options and `seed`.
+    `n_cls_a_task`; with `shots`, tasks >= 1 train on that many clips per class. The result
+    depends only on the dataset, the options and `seed`.
     """
     # The same rule as RunConfig's, for callers that build tasks without a config.
     check_float("--val-fraction", val_fraction, 0.0, MAX_VAL_FRACTION, low_inclusive=True,
@@ -131,7 +163,10 @@ def make_tasks(split: DatasetSplit, n_tasks: int, n_init_cls: int, n_cls_a_task:
     needed = _check_counts(n_tasks, n_init_cls, n_cls_a_task, len(split.classes), split.name)
     order = _resolve_order(list(split.classes), class_order, needed, seed, split.name)
     target_of = {name: index for index, name in enumerate(order)}
+    if shots is not None:  # RunConfig's rule, for callers without a config
+        int_range("shots").check("--shots", shots)
     val_rng = np.random.default_rng([seed, _VAL_STREAM])
+    shots_rng = np.random.default_rng([seed, _SHOTS_STREAM])
 
     tasks = []
     for index in range(n_tasks):
@@ -149,5 +184,7 @@ def make_tasks(split: DatasetSplit, n_tasks: int, n_init_cls: int, n_cls_a_task:
                    for clip in split.val if clip.label in members]
         else:
             train, val = _hold_out(train_all, val_fraction, val_rng)
+        if shots is not None and index > 0:
+            train = _keep_shots(train, shots, shots_rng)
         tasks.append(Task(index=index, classes=list(names), train=train, val=val, test=test))
     return TaskPlan(class_order=order, tasks=tasks)
