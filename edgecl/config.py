@@ -216,6 +216,12 @@ class RunConfig:
     n_cls_a_task: int | None = run_field(None, Option(
         "Classes in each later task [TAU-ASC 2, ESC-50 10, else an even split].", "data",
         type=int, show_default=False, range=int_range("n_cls_a_task")))
+    # Few-shot phases (edgecl.tasks): K training clips per new class after phase 0.
+    shots: int | None = run_field(None, Option(
+        "Few-shot phases: in phases >= 1, train on K clips per new class, drawn by --seed from "
+        "those left after the validation hold-out (a class with fewer keeps all; phase 0 keeps "
+        "all; not with --mode joint) [all clips].", "data", type=int, metavar="K", show_default=False,
+        range=int_range("shots"), left_out_at_default=True))
     seed: int = run_field(3, Option(None, "run", method=False, range=int_range("seed")))
     epochs: int = run_field(30, Option("Maximum epochs per phase.", "learning",
                                        range=int_range("epochs")))
@@ -361,6 +367,9 @@ class RunConfig:
                 raise EdgeclError(f"--n-mels: bc-resnet needs a multiple of {multiple} "
                                   f"(SubSpectralNorm's bands after the frequency strides), got "
                                   f"{self.n_mels}")
+        if self.shots is not None and self.mode == "joint":
+            raise EdgeclError("--shots: joint mode learns every class in phase 0, which keeps "
+                              "all its clips; use --mode finetune or replay")
         if self.dataset != "synthetic" and not self.data_root:
             raise EdgeclError(f"--data-root: required for --dataset {self.dataset}")
 
@@ -454,6 +463,8 @@ class RunConfig:
                 parts.append(self.memory_format)
         if self.dataset == "ESC-50":
             parts.append(f"fold{self.test_fold}")
+        if self.shots is not None:
+            parts.append(f"shots{self.shots}")
         parts.append(f"seed{self.seed}")
         parts.append(self.identity_hash())
         return "-".join(parts)

@@ -90,7 +90,7 @@ def load_plan(config):
                          clips_per_class=config.clips_per_class)
     config = config.with_tasks_for(len(split.classes))
     plan = make_tasks(split, config.n_tasks, config.n_init_cls, config.n_cls_a_task, config.seed,
-                      val_fraction=config.val_fraction)
+                      val_fraction=config.val_fraction, shots=config.shots)
     return config, split, plan
 
 

@@ -182,7 +182,8 @@ OUTSIDE_IDENTITY = {"workspace", "exp_name", "threads", "quiet", "feature_store"
 LEFT_OUT_AT_DEFAULT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 1024,
                        "tflm_window_seconds": None, "balanced_epochs": 0, "balanced_lr": 1e-4,
                        "uncert_trim": 0.0, "uncert_ties": "random", "batch_sampling": "uniform",
-                       "lr_incremental": None, "augment": "none", "bias_correction": "off"}
+                       "lr_incremental": None, "augment": "none", "bias_correction": "off",
+                       "shots": None}
 
 # Options the grid sets for every trial.
 GRID_SET = ("workspace", "exp_name", "threads", "quiet", "device")
@@ -225,6 +226,7 @@ TRAIN_OPTIONS = {
     'n_tasks': (('--n-tasks',), (), None, 'integer'),
     'n_init_cls': (('--n-init-cls',), (), None, 'integer'),
     'n_cls_a_task': (('--n-cls-a-task',), (), None, 'integer'),
+    'shots': (('--shots',), (), None, 'integer'),
     'seed': (('--seed',), (), 3, 'integer'),
     'epochs': (('--epochs',), (), 30, 'integer'),
     'batch_size': (('--batch-size',), (), 32, 'integer'),

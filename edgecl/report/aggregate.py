@@ -108,9 +108,9 @@ def method_label(config: dict[str, Any]) -> str:
     -pgb progressive); -specaugment;
     -ilr0.0001 with another learning rate after phase 0; -bft5 with 5 epochs of class-balanced
     fine-tuning (-bft5lr0.001 at another lr); a BatchNorm recalibration other than the default
-    adds -bn256 (its clips); training in bf16 adds -bf16."""
+    adds -bn256 (its clips); training in bf16 adds -bf16; few-shot phases add -shots5 (K)."""
     return (_memory_label(config) + _distill_label(config) + _bias_label(config)
-            + _recal_label(config) + _precision_label(config))
+            + _recal_label(config) + _precision_label(config) + _shots_label(config))
 
 
 _BATCH_SAMPLING_LABELS = {"class-balanced": "-cbb", "square-root": "-sqb", "progressive": "-pgb"}
@@ -152,6 +152,11 @@ def _recal_label(config: dict[str, Any]) -> str:
 def _precision_label(config: dict[str, Any]) -> str:
     precision = _unless_default(config, "precision")
     return "" if precision is None else f"-{precision}"
+
+
+def _shots_label(config: dict[str, Any]) -> str:
+    shots = config.get("shots")
+    return "" if shots is None else f"-shots{shots}"
 
 
 def _distill_label(config: dict[str, Any]) -> str:

@@ -60,4 +60,19 @@ def run_header(config, memory, plan, split) -> list[str]:
     return [f"run {config.name}: {config.mode}{with_memory}, {len(plan.tasks)} tasks, classes in "
             f"order {plan.class_order}",
             f"dataset {split.name}: {len(split.train)} train / {len(split.test)} test clips at "
-            f"{split.sample_rate} Hz, {split.clip_seconds} s"]
+            f"{split.sample_rate} Hz, {split.clip_seconds} s", *shots_lines(config.shots, plan)]
+
+
+def shots_lines(shots: int | None, plan) -> list[str]:
+    """The run log's lines on few-shot phases: K, and the classes that have fewer clips."""
+    from edgecl.tasks import short_of_shots
+
+    if shots is None:
+        return []
+    lines = [f"few-shot: {shots} training clips per new class in phases >= 1 (phase 0 keeps all)"]
+    short = short_of_shots(plan, shots)
+    if short:
+        lines.append(f"  --shots {shots} is more than the training clips of {len(short)} "
+                     f"classes, which keep all: " + ", ".join(
+                         f"{name!r} {n} (phase {task})" for task, name, n in short))
+    return lines
