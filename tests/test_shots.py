@@ -45,7 +45,7 @@ def test_later_phases_keep_k_clips_per_class_and_phase_zero_keeps_all():
     assert few.class_order == full.class_order
     assert few.tasks[0].train == full.tasks[0].train  # 15 per class: all of them
     assert set(_per_class(full.tasks[0].train).values()) == {15}
-    for task, whole in zip(few.tasks[1:], full.tasks[1:]):
+    for task, whole in zip(few.tasks[1:], full.tasks[1:], strict=True):
         assert _per_class(task.train) == {name: 3 for name in task.classes}
         assert {i.clip.path for i in task.train} <= {i.clip.path for i in whole.train}
     # The validation clips are held out first, as without --shots, and never trained on.
