@@ -151,6 +151,41 @@ def test_bench_train_times_one_row_per_model_and_rate(manifest, tmp_path):
     assert "backbone_mmacs_per_second" in table.output and "baseline" in table.output
 
 
+def test_bench_train_measures_memory_with_and_without_checkpointing(manifest, tmp_path):
+    args = ["bench", "train", "--dataset", "manifest", "--data-root", str(manifest),
+            "--workspace", str(tmp_path), "--models", "bc-resnet,baseline", "--sample-rates",
+            "8000", "--width", "8", "--epochs", "1", "--batch-size", "4", "--threads", "1",
+            "--checkpointing", "off,on"]
+    result = CliRunner().invoke(main, args + ["--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    # the baseline has no checkpointable blocks: timed without checkpointing only
+    assert [(r["model"], r["checkpointing"]) for r in rows] == [
+        ("bc-resnet", "off"), ("bc-resnet", "on"), ("baseline", "off")]
+    for row in rows:
+        assert row["peak_rss_bytes"] > 0 and row["estimate_bytes"] > 0
+    plain, checkpointed = rows[:2]
+    assert plain["checkpointing_time_ratio"] == 1.0
+    assert checkpointed["checkpointing_time_ratio"] == pytest.approx(
+        checkpointed["epoch_seconds"] / plain["epoch_seconds"])
+    # a checkpointed block keeps only its input: the estimate's activations shrink
+    assert checkpointed["estimated_activation_bytes"] < plain["estimated_activation_bytes"]
+    table = CliRunner().invoke(main, args + ["--models", "bc-resnet"])
+    assert table.exit_code == 0, table.output
+    assert "peak_rss_bytes" in table.output and "estimate_bytes" in table.output
+    assert "checkpointing_time_ratio" in table.output
+
+
+def test_bench_train_rejects_an_unknown_checkpointing_setting_in_one_line(manifest, tmp_path):
+    result = CliRunner().invoke(main, ["bench", "train", "--dataset", "manifest", "--data-root",
+                                       str(manifest), "--workspace", str(tmp_path),
+                                       "--checkpointing", "off,auto"])
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines() == [
+        "edgecl: error: --checkpointing: expected comma-separated values from off, on, "
+        "got 'off,auto'"]
+
+
 @pytest.mark.parametrize("option, value", [("--sample-rates", "8000,fast"),
                                            ("--sample-rates", "100"), ("--models", "resnet")])
 def test_bench_train_rejects_bad_lists_naming_the_option(manifest, tmp_path, option, value):

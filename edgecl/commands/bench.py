@@ -163,20 +163,30 @@ def memory_update(repeats, only, warm, as_json, **options) -> None:
 def time_training_epoch(config) -> dict:
     """One row of `bench train`: a finetune run of `config` trains its first task for
     `config.epochs` epochs on log-mels cached beforehand; the median epoch time (training steps,
-    BatchNorm recalibration and validation, as `fit` times them) and the MACs per second of audio
-    of the front end and of the backbone (the DCASE complexity limit counts the backbone alone)."""
+    BatchNorm recalibration and validation, as `fit` times them), the MACs per second of audio
+    of the front end and of the backbone (the DCASE complexity limit counts the backbone alone),
+    the process's peak RSS while the epochs ran (edgecl.budget.ram.PeakRss: the feature cache
+    and whatever the process held before are in it) and the run's own estimate of that peak
+    (edgecl.budget.host_ram, made before training; `estimated_activation_bytes` is its part that
+    checkpointing changes)."""
+    from edgecl.allocator import release_freed_memory
+    from edgecl.budget.ram import PeakRss
     from edgecl.trainer import ContinualRun
 
+    release_freed_memory()  # earlier rows' freed memory out of this row's RSS and estimate
     run = ContinualRun(config)
     task = run.plan.tasks[0]
     run.items.features.get([run.items.clip(lc.clip) for lc in task.train + task.val])
     fit_cpu_seconds = []  # CPU time of the epochs alone: what a shared machine inflates least
+    fit_peaks = []
     real_fit = run._fit
 
     def timed_fit(*args, **kwargs):
         started = time.process_time()
-        report = real_fit(*args, **kwargs)
+        with PeakRss() as peak:
+            report = real_fit(*args, **kwargs)
         fit_cpu_seconds.append(time.process_time() - started)
+        fit_peaks.append(peak.bytes)
         return report
 
     run._fit = timed_fit
@@ -186,39 +196,54 @@ def time_training_epoch(config) -> dict:
     audio_seconds = run.split.clip_samples / run.split.sample_rate
     return {"model": config.model, "device": str(run.device), "sample_rate": run.split.sample_rate,
             "precision": run.precision.name,
+            "checkpointing": "on" if run.host_ram.checkpointing else "off",
             "clip_seconds": audio_seconds, "train_clips": len(task.train),
             "val_clips": len(task.val), "epochs": len(trained.record.details["epoch_seconds"]),
             "epoch_seconds": seconds, "ms_per_train_clip": 1000 * seconds / len(task.train),
             "epoch_cpu_seconds": cpu_seconds,
+            "peak_rss_bytes": fit_peaks[0], "estimate_bytes": run.host_ram.total,
+            "estimated_activation_bytes": run.host_ram.activations,
             "frontend_mmacs_per_second": trained.macs.frontend / audio_seconds / 1e6,
             "backbone_mmacs_per_second": trained.macs.backbone / audio_seconds / 1e6}
 
 
-def time_precisions(config, precisions: list[str], rounds: int) -> list[dict]:
-    """Rows of `bench train` for one model and rate, one per precision: `rounds` rounds, each
-    timing every precision in turn (interleaved, so a busy machine slows them alike); each row
-    holds the median over rounds and `speedup`, the first precision's epoch time over its own
-    (`cpu_speedup`: the same in CPU seconds, which other jobs on a shared machine inflate less)."""
+def time_precisions(config, precisions: list[str], rounds: int,
+                    checkpointings: tuple[str, ...] = ("off",)) -> list[dict]:
+    """Rows of `bench train` for one model and rate, one per precision and checkpointing (off or
+    on, `--activation-checkpointing`): `rounds` rounds, each timing every combination in turn
+    (interleaved, so a busy machine slows them alike); each row holds the median over rounds and
+    `speedup`, the first precision's epoch time over its own at the same checkpointing
+    (`cpu_speedup`: the same in CPU seconds, which other jobs on a shared machine inflate less),
+    and with checkpointing both off and on, `checkpointing_time_ratio`: the row's epoch time over
+    the same precision's without checkpointing."""
     from dataclasses import replace
 
-    timed: dict[str, list[dict]] = {p: [] for p in precisions}
+    variants = [(p, c) for p in precisions for c in checkpointings]
+    timed: dict[tuple[str, str], list[dict]] = {v: [] for v in variants}
     for _ in range(rounds):
-        for precision in precisions:
-            name = config.exp_name + ("" if precision == "fp32" else f"-{precision}")
-            timed[precision].append(time_training_epoch(
-                replace(config, precision=precision, exp_name=name)))
-    rows = []
-    for precision in precisions:
-        row = dict(timed[precision][0])
-        row["epoch_seconds"] = statistics.median(r["epoch_seconds"] for r in timed[precision])
+        for precision, checkpointing in variants:
+            name = (config.exp_name + ("" if precision == "fp32" else f"-{precision}")
+                    + ("-checkpointing" if checkpointing == "on" else ""))
+            timed[precision, checkpointing].append(time_training_epoch(
+                replace(config, precision=precision, activation_checkpointing=checkpointing,
+                        exp_name=name)))
+    rows = {}
+    for variant in variants:
+        row = dict(timed[variant][0])
+        for key in ("epoch_seconds", "epoch_cpu_seconds"):
+            row[key] = statistics.median(r[key] for r in timed[variant])
+        row["peak_rss_bytes"] = statistics.median_high(r["peak_rss_bytes"]
+                                                       for r in timed[variant])
         row["ms_per_train_clip"] = 1000 * row["epoch_seconds"] / row["train_clips"]
-        row["epoch_cpu_seconds"] = statistics.median(r["epoch_cpu_seconds"]
-                                                     for r in timed[precision])
-        rows.append(row)
-    for row in rows:
-        row["speedup"] = rows[0]["epoch_seconds"] / row["epoch_seconds"]
-        row["cpu_speedup"] = rows[0]["epoch_cpu_seconds"] / row["epoch_cpu_seconds"]
-    return rows
+        rows[variant] = row
+    for (precision, checkpointing), row in rows.items():
+        first = rows[precisions[0], checkpointing]
+        row["speedup"] = first["epoch_seconds"] / row["epoch_seconds"]
+        row["cpu_speedup"] = first["epoch_cpu_seconds"] / row["epoch_cpu_seconds"]
+        if len(checkpointings) > 1:
+            plain = rows[precision, "off"]
+            row["checkpointing_time_ratio"] = row["epoch_seconds"] / plain["epoch_seconds"]
+    return list(rows.values())
 
 
 def _precision_list(_ctx, param, value: str) -> list[str]:
@@ -227,9 +252,29 @@ def _precision_list(_ctx, param, value: str) -> list[str]:
 
     names = list(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
     if not names or any(name not in PRECISIONS for name in names):
-        raise EdgeclError(f"--{param.name}: expected comma-separated precisions from "
+        raise EdgeclError(f"{param.opts[0]}: expected comma-separated precisions from "
                           f"{', '.join(PRECISIONS)}, got {value!r}")
     return names
+
+
+def _checkpointing_list(_ctx, param, value: str) -> tuple[str, ...]:
+    from edgecl.errors import EdgeclError
+
+    modes = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    if not modes or any(mode not in ("off", "on") for mode in modes):
+        raise EdgeclError(f"{param.opts[0]}: expected comma-separated values from off, on, "
+                          f"got {value!r}")
+    return modes
+
+
+def _checkpointable(model: str, width: int) -> bool:
+    """Whether `model` has blocks that activation checkpointing recomputes (bc-resnet has)."""
+    from edgecl.budget.host_ram import supports_checkpointing
+    from models import build_model
+    from models.frontend import FrontEndConfig
+
+    return supports_checkpointing(build_model(model, 2, FrontEndConfig.for_sample_rate(16000),
+                                              width))
 
 
 def _int_list(_ctx, param, value: str) -> list[int]:
@@ -268,10 +313,16 @@ def _int_list(_ctx, param, value: str) -> list[int]:
               help="Comma-separated training precisions to time (fp32, bf16, auto), e.g. "
                    "fp32,bf16: each model and rate in every one, with the speed-up over the "
                    "first.")
+@click.option("--checkpointing", "checkpointings", default="off", show_default=True,
+              callback=_checkpointing_list,
+              help="Comma-separated activation checkpointing settings to time (off, on), e.g. "
+                   "off,on: each model and rate in both, with checkpointing_time_ratio, the "
+                   "epoch time with it over without (a model without checkpointable blocks is "
+                   "timed off only).")
 @click.option("--rounds", type=int, default=1, show_default=True,
               callback=option_range(1, 1000),
-              help="Rounds of timing every precision in turn (the median over rounds is "
-                   "reported).")
+              help="Rounds of timing every precision and checkpointing setting in turn (the "
+                   "median over rounds is reported).")
 @click.option("--seed", type=int, default=3, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
@@ -280,14 +331,20 @@ def _int_list(_ctx, param, value: str) -> list[int]:
               show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def bench_train_command(models: str, sample_rates: list[int], epochs: int, precisions: list[str],
-                        rounds: int, as_json: bool, **options) -> None:
-    """Time one training epoch per model and sample rate, on cached log-mel features.
+                        checkpointings: tuple[str, ...], rounds: int, as_json: bool,
+                        **options) -> None:
+    """Time one training epoch per model and sample rate, on cached log-mel features, and
+    measure its memory.
 
     Each model and rate trains the first task of a finetune run (--n-init-cls classes) for
     --epochs epochs after computing its features; prints the median epoch time, the time per
     training clip and the front end's and backbone's MACs per second of audio. With several
     --precision values, each model and rate is timed in each (interleaved over --rounds) and
-    `speedup` is the first precision's epoch time over the row's.
+    `speedup` is the first precision's epoch time over the row's; likewise --checkpointing
+    off,on with `checkpointing_time_ratio`. `peak_rss_bytes` is the process's peak resident set
+    while the epochs ran (Linux: reset when they start; the feature cache and everything the
+    process allocated before are in it), `estimate_bytes` the run's estimate of that peak
+    (`--max-train-ram`'s) for the model, rate, batch and checkpointing.
     """
     from edgecl.config import RunConfig
     from edgecl.errors import EdgeclError
@@ -301,22 +358,28 @@ def bench_train_command(models: str, sample_rates: list[int], epochs: int, preci
                           f"{', '.join(MODEL_NAMES)}, got {models!r}")
     rows = []
     for name in names:
+        modes = checkpointings if _checkpointable(name, options["width"]) else ("off",)
         for rate in sample_rates:
             config = RunConfig(mode="finetune", model=name, sample_rate=rate, epochs=epochs,
                                patience=0, export=False, quiet=True, n_tasks=1,
                                exp_name=f"bench-train-{name}-{rate}", **options)
-            rows += time_precisions(config, precisions, rounds)
+            rows += time_precisions(config, precisions, rounds, modes)
     if as_json:
         click.echo(json_text(rows))
         return
     click.echo(f"median of {epochs} epoch(s) on cached features, on {rows[0]['device']}, "
                f"{options['threads']} thread(s)"
                + (f"; median of {rounds} interleaved rounds, speedup against {precisions[0]}"
-                  if len(precisions) > 1 else ""))
+                  if len(precisions) > 1 else "")
+               + ("; checkpointing_time_ratio: epoch time with checkpointing over without"
+                  if len(checkpointings) > 1 else "")
+               + "; peak_rss_bytes: the process's peak RSS during the epochs")
     click.echo(format_table(rows, ("model", "sample_rate", "clip_seconds", "train_clips",
-                                   "precision", "epoch_seconds", "ms_per_train_clip", "speedup",
-                                   "epoch_cpu_seconds", "cpu_speedup",
-                                   "frontend_mmacs_per_second", "backbone_mmacs_per_second")))
+                                   "precision", "checkpointing", "epoch_seconds",
+                                   "ms_per_train_clip", "speedup", "epoch_cpu_seconds",
+                                   "cpu_speedup", "checkpointing_time_ratio", "peak_rss_bytes",
+                                   "estimate_bytes", "frontend_mmacs_per_second",
+                                   "backbone_mmacs_per_second")))
 
 
 def _float_list(_ctx, param, value: str) -> list[float]:
