@@ -34,7 +34,7 @@ from edgecl.limits import (
 from edgecl.options import DatasetName, Option, names_where, options_of_fields, run_field
 from edgecl.targets import TARGETS
 
-MODES = ("finetune", "replay", "joint")
+MODES = ("finetune", "replay", "joint", "analytic")
 DEFAULT_N_TASKS = 5
 
 _LEARNING_RATE = Range(0.0, math.inf, what="a finite learning rate")
@@ -44,6 +44,12 @@ _DISTILL_WEIGHT = Range(0.0, MAX_DISTILL_WEIGHT, low_inclusive=True, what="a wei
 # does change the last bits of torch's float sums; results.json's provenance records it and a
 # resume on another count says so in train.log.
 _NOT_IDENTITY = {"identity": False, "method": False}
+
+
+# Techniques that change later phases' gradient training or trained head (--mode analytic has
+# neither).
+_LATER_PHASE_TECHNIQUES = ("weight_align", "bias_correction", "distill_output", "distill_feature",
+                           "lr_incremental", "ewc_lambda")
 
 
 def _dataset_help() -> str:
@@ -106,7 +112,9 @@ class RunConfig:
         range=int_range("n_mels"), left_out_at_default=True))
     mode: str = run_field("replay", Option(
         "finetune: no memory; replay: memory refilled by --mem-manage; joint: every class in one "
-        "phase (upper bound).", "memory", choices=MODES))
+        "phase (upper bound); analytic: phase 0 trained as finetune, then a frozen backbone and "
+        "a recursive least-squares head learnt without memory or gradients (ACIL).", "memory",
+        choices=MODES))
     # noisytune, k = 6: the method this project is built around.
     mem_manage: str = run_field("uncertainty", Option(
         "Memory sampler (replay).", "memory", choices="edgecl.samplers:sampler_names",
@@ -164,6 +172,17 @@ class RunConfig:
         "goes on from the corrected head) or deployed (only the phase's tested and exported "
         "model; the run goes on uncorrected).", "learning",
         choices="edgecl.training.bias_correction:BIAS_CORRECTIONS", left_out_at_default=True))
+    # The analytic head of --mode analytic (edgecl.steps.analytic).
+    analytic_gamma: float | None = run_field(None, Option(
+        "Ridge regulariser of the analytic head (--mode analytic) [chosen on a held-out share "
+        "of phase 0's training clips].", "learning", type=float, metavar="GAMMA",
+        show_default=False, left_out_at_default=True,
+        range=Range(0.0, math.inf, what="a positive regulariser")))
+    analytic_weighting: str = run_field("balanced", Option(
+        "Class weighting of the analytic head (--mode analytic): balanced gives each class "
+        "learnt the mean class's mass, so a class learnt from few clips is still predicted; "
+        "off weighs every clip 1.", "learning", choices=("off", "balanced"),
+        left_out_at_default=True))
     # Distillation from the previous phase's model (edgecl.training.distill): weights 0 = off.
     distill_output: float = run_field(0.0, Option(
         "Output distillation weight: KL divergence (x T^2) between the previous phase's frozen "
@@ -370,8 +389,24 @@ class RunConfig:
         if self.shots is not None and self.mode == "joint":
             raise EdgeclError("--shots: joint mode learns every class in phase 0, which keeps "
                               "all its clips; use --mode finetune or replay")
+        self._check_analytic()
         if self.dataset != "synthetic" and not self.data_root:
             raise EdgeclError(f"--data-root: required for --dataset {self.dataset}")
+
+    def _check_analytic(self) -> None:
+        """The analytic head's options need --mode analytic; that mode trains by gradient only in
+        phase 0, so techniques acting on later phases' training or head are refused with it."""
+        if self.mode != "analytic":
+            for name in ("analytic_gamma", "analytic_weighting"):
+                if getattr(self, name) != field_options()[name].default:
+                    raise EdgeclError(f"{option_name(name)}: only used with --mode analytic")
+            return
+        changed = [name for name in _LATER_PHASE_TECHNIQUES
+                   if getattr(self, name) != run_options()[name].default]
+        if changed:
+            raise EdgeclError(f"{', '.join(option_name(n) for n in changed)}: not used with "
+                              f"--mode analytic (phases >= 1 learn the analytic head, without "
+                              f"gradient training)")
 
     def phase_lr(self, phase: int) -> float:
         """Adam's learning rate in `phase`: --lr in phase 0, --lr-incremental (if set) after."""

@@ -1,8 +1,9 @@
 """The continual learner: phase after phase, train on the new clips plus the replay memory, refill
 the memory with the chosen sampler, test on every class seen so far, save a checkpoint, export.
 
-Modes: `finetune` (no memory), `replay` (memory refilled by a sampler after each phase) and `joint`
-(one phase on every class: the non-incremental upper bound). Every training technique beyond the
+Modes: `finetune` (no memory), `replay` (memory refilled by a sampler after each phase), `joint`
+(one phase on every class: the non-incremental upper bound) and `analytic` (phase 0 as finetune,
+then a frozen backbone and a recursive least-squares head: edgecl.steps.analytic). Every training technique beyond the
 published recipe (distillation, bias correction, ...) is a step of the phase (edgecl.steps).
 Everything a run produces goes to its run folder WORKSPACE/EXP_NAME (edgecl.run_folder).
 """
@@ -221,12 +222,16 @@ class ContinualRun:
         trained.step_macs_per_clip = self.step_macs(macs, extra_macs)
         started = time.perf_counter()
         stop = self.stop_factory(phase, macs, extra_macs)
-        report = self._fit(trained, train, val, stop)
+        trains = all(step.trains(self, trained) for step in self.steps)
+        report = self._fit(trained, train, val, stop, epochs=self.config.epochs if trains else 0)
         trained.record.train_seconds = time.perf_counter() - started
         self.features.forget_source("coded")
-        self.log(f"  trained {report.epochs_run} epochs ({report.steps} steps) in "
-                 f"{trained.record.train_seconds:.1f} s; {report.selection()}; stopped by "
-                 f"{report.stopped_by or 'epochs'}")
+        if trains:
+            self.log(f"  trained {report.epochs_run} epochs ({report.steps} steps) in "
+                     f"{trained.record.train_seconds:.1f} s; {report.selection()}; stopped by "
+                     f"{report.stopped_by or 'epochs'}")
+        else:
+            self.log("  no gradient training in this phase (the model is kept as it is)")
         costs = stop.results(report.steps)
         costs.pop("train_seconds", None)  # the record's own train_seconds covers the same span
         ram = device_train_ram(self.model, self.config.batch_size, self.logmel_shape(),
@@ -250,16 +255,17 @@ class ContinualRun:
             steps=details.get("train_steps", 0), macs=details.get("train_macs") or 0,
             seconds=record.train_seconds)
 
-    def _fit(self, trained: Phase, train: PhaseData, val: PhaseData, stop: StopCondition):
+    def _fit(self, trained: Phase, train: PhaseData, val: PhaseData, stop: StopCondition, *,
+             epochs: int):
         config, phase = self.config, trained.index
-        progress = EpochProgress(phase, len(train), epochs=config.epochs, run_dir=self.run_dir,
+        progress = EpochProgress(phase, len(train), epochs=epochs, run_dir=self.run_dir,
                                  log=self.log, estimate=self.estimate, lines=self.lines,
                                  show_bar=self.show_progress)
         options = {k: v for step in self.steps for k, v in step.fit_options(self).items()}
         terms = [t for t in (step.loss_term(trained) for step in self.steps) if t is not None]
         generator = torch.Generator().manual_seed(config.seed * 1000 + phase)
         try:
-            report = fit(self.model, train, val, epochs=config.epochs,
+            report = fit(self.model, train, val, epochs=epochs,
                          batch_size=config.batch_size, lr=config.phase_lr(phase),
                          patience=config.patience, bn_recal_clips=config.bn_recal_clips,
                          generator=generator, stop=stop, progress=progress,

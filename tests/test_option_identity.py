@@ -183,7 +183,7 @@ LEFT_OUT_AT_DEFAULT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 1024,
                        "tflm_window_seconds": None, "balanced_epochs": 0, "balanced_lr": 1e-4,
                        "uncert_trim": 0.0, "uncert_ties": "random", "batch_sampling": "uniform",
                        "lr_incremental": None, "augment": "none", "bias_correction": "off",
-                       "shots": None}
+                       "shots": None, "analytic_gamma": None, "analytic_weighting": "balanced"}
 
 # Options the grid sets for every trial.
 GRID_SET = ("workspace", "exp_name", "threads", "quiet", "device")
@@ -216,6 +216,8 @@ TRAIN_OPTIONS = {
     'balanced_lr': (('--balanced-lr',), (), 0.0001, 'float'),
     'batch_sampling': (('--batch-sampling',), (), 'uniform', 'choice'),
     'augment': (('--augment',), (), 'none', 'choice'),
+    'analytic_gamma': (('--analytic-gamma',), (), None, 'float'),
+    'analytic_weighting': (('--analytic-weighting',), (), 'balanced', 'choice'),
     'ewc_lambda': (('--ewc-lambda',), (), 0.0, 'float'),
     'val_fraction': (('--val-fraction',), (), 0.1, 'float'),
     'max_steps': (('--max-steps',), (), None, 'integer'),

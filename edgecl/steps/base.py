@@ -6,7 +6,8 @@ order of its `order` (lower first):
 
 1. `before_phase(run, phase)`: before the head grows, the model is the one the last phase ended
    with (distillation copies its teacher here);
-2. `extra_macs_per_clip(run, phase)`: MACs the step adds to every training step per clip (the
+2. `trains(run, phase)`: False from any step and the phase runs no epoch of gradient training;
+   `extra_macs_per_clip(run, phase)`: MACs the step adds to every training step per clip (the
    teacher's forward), charged to the phase's compute budget by the stop condition;
    `fit_options(run)` and `loss_term(phase)`: how edgecl.training.fit draws and augments its
    batches and what it adds to each batch's loss;
@@ -89,6 +90,10 @@ class Step:
 
     def before_phase(self, run, phase: Phase) -> None:
         """Before the head grows for the phase's new classes."""
+
+    def trains(self, run, phase: Phase) -> bool:
+        """False when the phase must not train by gradient (its fit runs no epoch)."""
+        return True
 
     def extra_macs_per_clip(self, run, phase: Phase) -> int:
         """MACs the step adds per clip to every training step of the phase."""
