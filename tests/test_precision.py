@@ -12,12 +12,14 @@ from run_helpers import Interrupted, dies_before_committing, small_run_options
 from test_resume import comparable
 
 import edgecl.precision as precision_module
+import edgecl.training.loop as loop_module
 from edgecl.config import RunConfig
 from edgecl.errors import EdgeclError
 from edgecl.precision import TrainingPrecision, resolve_precision
 from edgecl.report.aggregate import method_label
 from edgecl.trainer import ContinualRun, train
 from edgecl.training.distill import Distiller, DistillSettings
+from edgecl.training.loop import PhaseData, evaluate_with_loss, recalibrate_batchnorm
 
 
 @pytest.mark.parametrize("native, expected", [(False, "fp32"), (True, "bf16")])
@@ -69,24 +71,95 @@ def test_bf16_autocasts_the_forward_and_computes_the_losses_in_float32():
     assert loss.dtype == torch.float32
 
 
+def _small_bc_resnet(width: int = 8):
+    from models import build_model
+    from models.frontend import FrontEndConfig
+
+    torch.manual_seed(0)
+    return build_model("bc-resnet", 3, FrontEndConfig.for_sample_rate(8000, n_mels=32),
+                       width=width)
+
+
+def _random_clips(n: int = 48) -> PhaseData:
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(n, 1, 32, 20, generator=generator)
+    return PhaseData(lambda idx: features[list(idx)],
+                     torch.randint(0, 3, (n,), generator=generator))
+
+
+def _norm_buffers(model) -> dict[str, torch.Tensor]:
+    return {name: t for name, t in model.named_buffers() if name.endswith(("_mean", "_var"))}
+
+
+def test_bf16_recalibration_keeps_float32_statistics_close_to_fp32s():
+    fp32, bf16 = _small_bc_resnet(), _small_bc_resnet()
+    data = _random_clips()
+    recalibrate_batchnorm(fp32, data)
+    recalibrate_batchnorm(bf16, data, precision=TrainingPrecision("bf16", "cpu"))
+    exact, rounded = _norm_buffers(fp32), _norm_buffers(bf16)
+    assert exact and all(t.dtype == torch.float32 for t in rounded.values())
+    for name, mean in exact.items():
+        if name.endswith("running_mean"):
+            var = exact[name.replace("_mean", "_var")]
+            # bf16 activations move each mean by a few hundredths of a standard deviation
+            assert ((rounded[name] - mean).abs() / var.sqrt()).max() < 0.5, name
+            assert not torch.equal(rounded[name], mean), name  # the forward did run in bf16
+        else:  # a layer's variances move by a few percent (low-variance channels by more)
+            assert (rounded[name] - mean).norm() / mean.norm() < 0.25, name
+
+
+def test_bf16_validation_forward_is_autocast_and_its_loss_float32():
+    model, data = _small_bc_resnet(), _random_clips()
+    bf16 = TrainingPrecision("bf16", "cpu")
+    head_types = []
+    model.head.register_forward_hook(lambda m, i, output: head_types.append(output.dtype))
+    accuracy, loss = evaluate_with_loss(model, data, batch_size=16, precision=bf16)
+    assert head_types == [torch.bfloat16] * 3
+    with torch.no_grad(), bf16.autocast():
+        logits = model.forward_features(data.features(range(len(data))))[0]
+    assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(
+        logits.float(), data.targets)), rel=1e-6)  # not a bf16-rounded loss
+    assert accuracy == pytest.approx(float((logits.argmax(dim=1) == data.targets).double().mean()))
+
+
 def _checkpoint_tensors(run_dir):
     files = sorted(run_dir.glob("phase_*/checkpoint.pt"))
     assert files
     return [torch.load(f, weights_only=True)["state_dict"] for f in files]
 
 
-def test_bf16_run_trains_under_autocast_and_checkpoints_float32(six_class_manifest, tmp_path):
+def _within(name: str, function, current: list):
+    """`function`, setting current[0] to `name` while it runs."""
+    def spy(*args, **kwargs):
+        current[0] = name
+        try:
+            return function(*args, **kwargs)
+        finally:
+            current[0] = None
+    return spy
+
+
+def test_bf16_run_trains_under_autocast_and_checkpoints_float32(six_class_manifest, tmp_path,
+                                                                monkeypatch):
     options = small_run_options(six_class_manifest, mode="joint", precision="bf16",
                                 workspace=str(tmp_path))
     run = ContinualRun(RunConfig(**options))
     head_types = []  # the head's output type in each forward with gradients
+    passes: dict[str | None, set] = {}  # the head's output types in each pass without gradients
+    current: list[str | None] = [None]
     run.model.head.register_forward_hook(
         lambda module, inputs, output: head_types.append(output.dtype)
-        if module.training and torch.is_grad_enabled() else None)
+        if module.training and torch.is_grad_enabled()
+        else passes.setdefault(current[0], set()).add(output.dtype))
+    for name in ("recalibrate_batchnorm", "evaluate_with_loss"):
+        monkeypatch.setattr(loop_module, name, _within(name, getattr(loop_module, name), current))
     results = run.run()
 
     # every optimizer step's forward ran in bf16 (the device training-RAM estimate's in fp32)
     assert head_types.count(torch.bfloat16) == results["phases"][0]["steps"] > 0
+    # so did each epoch's recalibration and validation; testing stayed float32
+    assert passes == {"recalibrate_batchnorm": {torch.bfloat16},
+                      "evaluate_with_loss": {torch.bfloat16}, None: {torch.float32}}
     for state in _checkpoint_tensors(tmp_path / "run"):
         floats = {name: t.dtype for name, t in state.items() if t.is_floating_point()}
         assert floats and set(floats.values()) == {torch.float32}

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from edgecl.device import device_of, synchronize
 from edgecl.errors import EdgeclError
-from edgecl.precision import FP32
+from edgecl.precision import FP32, TrainingPrecision
 from edgecl.training.augment import augment as augment_batch
 from edgecl.training.batch_sampling import epoch_order
 from edgecl.training.stop import StopCondition
@@ -91,10 +91,13 @@ def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def recalibrate_batchnorm(model, data: PhaseData, batch_size: int = 64,
-                          max_clips: int = 1024, indices: torch.Tensor | None = None) -> None:
+                          max_clips: int = 1024, indices: torch.Tensor | None = None,
+                          precision: TrainingPrecision = FP32) -> None:
     """Replace every BatchNorm's running statistics by exact averages over (up to `max_clips` of)
     `data`, computed with the current weights ("precise BN", Wu & Johnson 2021); over the clips
     `indices` instead when given (a class-balanced draw, edgecl.training.batch_sampling).
+    The forward runs under `precision`'s autocast, as training does; the statistics stay float32
+    buffers (BatchNorm accumulates them in float32 from bf16 activations, edgecl.precision).
 
     Why: with the few steps of a small phase (5 steps an epoch on 144 clips), the momentum-0.1
     running averages lag the weights Adam is changing, and eval-mode predictions sit at chance
@@ -115,7 +118,9 @@ def recalibrate_batchnorm(model, data: PhaseData, batch_size: int = 64,
         indices = torch.linspace(0, len(data) - 1,
                                  min(len(data), max_clips)).round().long().unique()
     for chunk in _batches(indices, batch_size):
-        model.forward_features(data.features(chunk.tolist()))
+        features = data.features(chunk.tolist())  # the front end (cached) stays float32
+        with precision.autocast():
+            model.forward_features(features)
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
     model.train(was_training)
@@ -156,15 +161,20 @@ def evaluate(model, data: PhaseData, batch_size: int = 128) -> float | None:
 
 
 @torch.no_grad()
-def evaluate_with_loss(model, data: PhaseData,
-                       batch_size: int = 128) -> tuple[float | None, float | None]:
-    """(accuracy, mean cross-entropy) on `data`, in eval mode; (None, None) when it is empty."""
+def evaluate_with_loss(model, data: PhaseData, batch_size: int = 128,
+                       precision: TrainingPrecision = FP32) -> tuple[float | None, float | None]:
+    """(accuracy, mean cross-entropy) on `data`, in eval mode; (None, None) when it is empty.
+    The forward runs under `precision`'s autocast (validation during training); the loss is
+    computed in float32."""
     if len(data) == 0:
         return None, None
     model.eval()
     correct, loss = 0, 0.0
     for idx in torch.split(torch.arange(len(data)), batch_size):
-        logits = model.forward_features(data.features(idx.tolist()))[0]
+        features = data.features(idx.tolist())  # the front end (cached) stays float32
+        with precision.autocast():
+            logits = model.forward_features(features)[0]
+        logits = logits.float()  # a no-op in fp32
         targets = data.targets[idx]
         correct += int((logits.argmax(dim=1) == targets).sum())
         loss += float(F.cross_entropy(logits, targets, reduction="sum"))
@@ -192,7 +202,8 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
     (edgecl.training.batch_sampling: uniform, class-balanced, square-root or progressive); the
     recalibration clips are drawn the same way. `augment` (edgecl.training.augment) transforms
     each training batch. `precision` (an edgecl.precision.TrainingPrecision; None: fp32) runs
-    the training forward under its autocast; the loss is computed in float32.
+    the training forward, the recalibration forward and validation under its autocast; the
+    losses and the BatchNorm statistics are float32.
     Without validation clips the last epoch's weights are kept. `progress(epoch, loss, val_acc,
     steps)` is called after each epoch. A non-finite loss raises DivergedError naming `name` (e.g.
     "phase 2"): the weights are unusable, so nothing trained after it may be reported.
@@ -200,7 +211,8 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
     stop = stop or StopCondition()
     report = FitReport()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    optimizer_step = (precision or FP32).optimizer_step(optimizer)
+    precision = precision or FP32
+    optimizer_step = precision.optimizer_step(optimizer)
     best_state, stale = copy.deepcopy(model.state_dict()), 0
     stop.start()
     for epoch in range(epochs):
@@ -212,15 +224,16 @@ def fit(model, train: PhaseData, val: PhaseData, *, epochs: int, batch_size: int
                                         _batches(order, batch_size), stop=stop, report=report,
                                         loss_terms=loss_terms, augment=augment,
                                         generator=generator, where=(name, epoch, lr),
-                                        precision=precision or FP32)
+                                        precision=precision)
         if seen == 0:  # stopped before any step of this epoch
             break
         if bn_recal_clips:
             recal = None if sampling == "uniform" else epoch_order(
                 train.targets, sampling, generator, count=min(len(train), bn_recal_clips),
                 epoch=epoch, epochs=epochs)
-            recalibrate_batchnorm(model, train, max_clips=bn_recal_clips, indices=recal)
-        accuracy, val_loss = evaluate_with_loss(model, val)
+            recalibrate_batchnorm(model, train, max_clips=bn_recal_clips, indices=recal,
+                                  precision=precision)
+        accuracy, val_loss = evaluate_with_loss(model, val, precision=precision)
         synchronize(device_of(model))  # the epoch's time covers its kernels on a GPU
         if _record_epoch(report, epoch, time.perf_counter() - started, accuracy, val_loss):
             best_state, stale = copy.deepcopy(model.state_dict()), 0
