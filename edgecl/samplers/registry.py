@@ -4,6 +4,7 @@ class; the package imports every module, and the trainer, CLI, config and bench 
 from __future__ import annotations
 
 from edgecl.errors import EdgeclError
+from edgecl.registry import declared_options, register_named
 from edgecl.samplers.base import Sampler, SamplerOption, SamplerOptions
 
 _SAMPLERS: dict[str, type[Sampler]] = {}
@@ -11,12 +12,7 @@ _SAMPLERS: dict[str, type[Sampler]] = {}
 
 def register_sampler(cls: type[Sampler]) -> type[Sampler]:
     """Class decorator: make `cls` available under `cls.name`."""
-    if not cls.name:
-        raise ValueError(f"sampler class {cls.__name__} has no name")
-    if cls.name in _SAMPLERS and _SAMPLERS[cls.name] is not cls:
-        raise ValueError(f"sampler name {cls.name!r} registered twice")
-    _SAMPLERS[cls.name] = cls
-    return cls
+    return register_named(_SAMPLERS, cls, "sampler")
 
 
 def sampler_names() -> list[str]:
@@ -35,12 +31,7 @@ def sampler_class(name: str) -> type[Sampler]:
 
 def sampler_options() -> dict[str, SamplerOption]:
     """Every registered sampler's options by name (samplers may share an option)."""
-    options: dict[str, SamplerOption] = {}
-    for name in sampler_names():
-        for option in _SAMPLERS[name].options:
-            if options.setdefault(option.name, option) != option:
-                raise ValueError(f"sampler option {option.name!r} declared twice, differently")
-    return options
+    return declared_options((_SAMPLERS[name] for name in sampler_names()), "sampler")
 
 
 def option_owners(option_name: str) -> list[str]:

@@ -3,6 +3,7 @@ class; the package imports every module, and the trainer, RunConfig and CLI read
 
 from __future__ import annotations
 
+from edgecl.registry import declared_options, register_named
 from edgecl.steps.base import Step, StepOption
 
 _STEPS: dict[str, type[Step]] = {}
@@ -10,12 +11,7 @@ _STEPS: dict[str, type[Step]] = {}
 
 def register_step(cls: type[Step]) -> type[Step]:
     """Class decorator: make `cls` part of every run under `cls.name`."""
-    if not cls.name:
-        raise ValueError(f"step class {cls.__name__} has no name")
-    if cls.name in _STEPS and _STEPS[cls.name] is not cls:
-        raise ValueError(f"step name {cls.name!r} registered twice")
-    _STEPS[cls.name] = cls
-    return cls
+    return register_named(_STEPS, cls, "step")
 
 
 def step_classes() -> list[type[Step]]:
@@ -29,12 +25,7 @@ def step_names() -> list[str]:
 
 def step_options() -> dict[str, StepOption]:
     """Every option the steps declare themselves, by name."""
-    options: dict[str, StepOption] = {}
-    for cls in step_classes():
-        for option in cls.options:
-            if options.setdefault(option.name, option) != option:
-                raise ValueError(f"step option {option.name!r} declared twice, differently")
-    return options
+    return declared_options(step_classes(), "step")
 
 
 def build_steps(config) -> list[Step]:
