@@ -29,6 +29,7 @@ from firmware_export.device.layout import (
     META_SAMPLE_RATE,
     OUTPUT_NAME,
 )
+from firmware_export.device.onnx_check import check_model
 from firmware_export.dft_basis import compute_dft_basis_in_graph
 from models.classifier import LogitsOnly
 
@@ -146,15 +147,6 @@ def export_onnx(model: nn.Module, *, labels: Sequence[str], sample_rate: int,
     set_runtime_metadata(proto, labels, sample_rate, clip_samples)
     check_model(proto)
     return proto
-
-
-def check_model(model: onnx.ModelProto) -> None:
-    """onnx.checker full check (with strict shape inference); EdgeclError if it fails."""
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
-        message = " ".join(str(error).split())[:300]
-        raise EdgeclError(f"ONNX model fails onnx.checker: {message}") from None
 
 
 class _quiet_exporter_logs:

@@ -43,7 +43,8 @@ from onnxruntime.quantization import (
 import models  # noqa: F401
 from edgecl.errors import EdgeclError
 from firmware_export.device.layout import INPUT_NAME
-from firmware_export.export import check_model, strip_annotations
+from firmware_export.device.onnx_check import check_model
+from firmware_export.export import strip_annotations
 from firmware_export.graph import consumers, front_end_nodes, producers
 
 # Clips per calibration pass: only one batch's intermediate tensors are held at once (at 44.1 kHz

@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgecl.errors import EdgeclError
 from firmware_export.device.layout import EMBEDDING_NAME, META_LABELS, OUTPUT_NAME
+from firmware_export.device.onnx_check import check_model
 
 HEAD_WEIGHT = "analytic_head_weight"
 HEAD_BIAS = "analytic_head_bias"
@@ -74,7 +75,7 @@ def embedding_model(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(
         EMBEDDING_NAME, TensorProto.FLOAT, [batch.dim_param or batch.dim_value or None, dim]))
-    _check(out)
+    check_model(out)
     return out
 
 
@@ -103,13 +104,6 @@ def analytic_model(embedding: onnx.ModelProto, weight: np.ndarray, bias: np.ndar
     for prop in out.metadata_props:
         if prop.key == META_LABELS:
             prop.value = json.dumps(list(labels), ensure_ascii=False)
-    _check(out)
+    check_model(out)
     return out
 
-
-def _check(model: onnx.ModelProto) -> None:
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
-        message = " ".join(str(error).split())[:300]
-        raise EdgeclError(f"ONNX model fails onnx.checker: {message}") from None
