@@ -17,6 +17,18 @@ def small_run_options(manifest, **overrides) -> dict:
     return base
 
 
+def one_line_error(result, *names: str) -> str:
+    """The single output line of a clean CLI failure (exit 2); it must mention each of
+    `names`."""
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("edgecl: error: "), lines[0]
+    for name in names:
+        assert name in lines[0], lines[0]
+    return lines[0]
+
+
 class Interrupted(Exception):
     """Raised in place of a phase's state commit: the run dies as if killed right there."""
 

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from run_helpers import one_line_error
 
 from edgecl.cli import main
 from edgecl.errors import EdgeclError
@@ -36,16 +37,6 @@ def _train(manifest: Path, workspace: Path, *extra: str) -> list[str]:
             str(workspace), "--width", "8", "--epochs", "1", "--batch-size", "8", "--threads", "1",
             "--n-tasks", "2", *memory, "--no-export", "--quiet", *extra]
 
-
-def _one_line_error(result, *names: str) -> str:
-    """The single output line of a clean failure; it must mention each of `names`."""
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 2, result.output
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("edgecl: error: "), lines[0]
-    for name in names:
-        assert name in lines[0], lines[0]
-    return lines[0]
 
 
 def _files(folder: Path) -> list[Path]:
@@ -97,11 +88,11 @@ def test_bad_dataset_is_refused_before_training(dataset, tmp_path, name, change,
     bad.write_text("\n".join([header] + [",".join(r) for r in change(rows)]) + "\n")
     workspace = tmp_path / "ws"
     result = CliRunner().invoke(main, _train(bad, workspace))
-    _one_line_error(result, str(bad), *expected)
+    one_line_error(result, str(bad), *expected)
     assert _files(workspace) == []  # no run folder, no log, no checkpoint
 
     info = CliRunner().invoke(main, ["data", "info", "manifest", "--data-root", str(bad)])
-    _one_line_error(info, str(bad), *expected)
+    one_line_error(info, str(bad), *expected)
 
 
 def test_corrupt_clip_of_a_later_class_is_found_before_phase_0(dataset, tmp_path):
@@ -115,7 +106,7 @@ def test_corrupt_clip_of_a_later_class_is_found_before_phase_0(dataset, tmp_path
     for seed in ("1", "3"):
         workspace = tmp_path / f"ws{seed}"
         result = CliRunner().invoke(main, _train(bad, workspace, "--seed", seed))
-        _one_line_error(result, str(dataset.parent / "bad.wav"), "corrupt audio file")
+        one_line_error(result, str(dataset.parent / "bad.wav"), "corrupt audio file")
         assert _files(workspace) == []
 
 
@@ -125,7 +116,7 @@ def test_diverged_first_phase_stops_the_run(dataset, tmp_path):
     workspace = tmp_path / "ws"
     result = CliRunner().invoke(main, _train(dataset, workspace, "--lr", "1e30", "--epochs", "3",
                                              "--exp-name", "run"))
-    _one_line_error(result, "phase 0", "diverged", "--lr")
+    one_line_error(result, "phase 0", "diverged", "--lr")
     assert not (workspace / "run" / "results.json").exists()
     assert not (workspace / "run" / "phase_0").exists()
 
@@ -148,7 +139,7 @@ def test_diverged_later_phase_keeps_only_completed_phases(dataset, tmp_path, mon
     monkeypatch.setattr(trainer, "fit", fit_nan_in_phase_1)
     workspace = tmp_path / "ws"
     result = CliRunner().invoke(main, _train(dataset, workspace, "--exp-name", "run"))
-    _one_line_error(result, "phase 1", "diverged", "--lr")
+    one_line_error(result, "phase 1", "diverged", "--lr")
     results = json.loads((workspace / "run" / "results.json").read_text())
     assert results["complete"] is False and len(results["phases"]) == 1
     assert not (workspace / "run" / "phase_1").exists()
@@ -182,14 +173,14 @@ OPTION_FAULTS = [
 def test_numeric_option_out_of_range(dataset, tmp_path, extra, option):
     workspace = tmp_path / "ws"
     result = CliRunner().invoke(main, _train(dataset, workspace, *extra))
-    _one_line_error(result, option, "expected")
+    one_line_error(result, option, "expected")
     assert _files(workspace) == []
 
 
 @pytest.mark.parametrize("size", ["9" * 400, "1" + "0" * 320 + ".5GB", "2TiB"])
 def test_memory_bytes_out_of_range(dataset, tmp_path, size):
     result = CliRunner().invoke(main, _train(dataset, tmp_path / "ws", "--memory-bytes", size))
-    line = _one_line_error(result, "--memory-bytes")
+    line = one_line_error(result, "--memory-bytes")
     assert len(line) < 200  # the absurd value is shortened, not echoed whole
 
 
@@ -201,7 +192,7 @@ def test_memory_bytes_out_of_range(dataset, tmp_path, size):
 ])
 def test_data_command_numeric_options(tmp_path, args, option):
     result = CliRunner().invoke(main, [*args, "--workspace", str(tmp_path / "ws")])
-    _one_line_error(result, option)
+    one_line_error(result, option)
     assert _files(tmp_path / "ws") == []
 
 
@@ -212,7 +203,7 @@ def test_bench_memory_update_options(dataset, tmp_path, extra, option):
         "bench", "memory-update", "--dataset", "manifest", "--data-root", str(dataset),
         "--width", "8", "--epochs", "1", "--threads", "1", "--memory-size", "8", "--quiet",
         "--workspace", str(tmp_path / "ws"), *extra])
-    _one_line_error(result, option)
+    one_line_error(result, option)
     assert _files(tmp_path / "ws") == []
 
 
@@ -222,7 +213,7 @@ def test_workspace_under_a_regular_file(dataset, tmp_path):
     (tmp_path / "afile").write_text("not a folder")
     workspace = tmp_path / "afile" / "sub"
     result = CliRunner().invoke(main, _train(dataset, workspace))
-    _one_line_error(result, str(tmp_path / "afile"), "Not a directory")
+    one_line_error(result, str(tmp_path / "afile"), "Not a directory")
     assert (tmp_path / "afile").read_text() == "not a folder"
 
 
@@ -236,7 +227,7 @@ def test_read_only_workspace(dataset, tmp_path):
         result = CliRunner().invoke(main, _train(dataset, workspace))
     finally:
         workspace.chmod(0o755)
-    _one_line_error(result, str(workspace), "Permission denied")
+    one_line_error(result, str(workspace), "Permission denied")
     assert _files(workspace) == []
 
 
@@ -251,7 +242,7 @@ def test_read_only_workspace_mocked(dataset, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "mkdir", mkdir)
     result = CliRunner().invoke(main, _train(dataset, workspace))
-    _one_line_error(result, str(workspace), "Permission denied")
+    one_line_error(result, str(workspace), "Permission denied")
     assert _files(workspace) == []
 
 
@@ -276,7 +267,7 @@ def test_disk_full_writing_results(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(fileio.os, "fsync", fsync)
     workspace = tmp_path / "ws"
     result = CliRunner().invoke(main, _train(dataset, workspace, "--exp-name", "run"))
-    _one_line_error(result, str(workspace / "run" / "results.json"), "No space left on device")
+    one_line_error(result, str(workspace / "run" / "results.json"), "No space left on device")
     assert not (workspace / "run" / "results.json").exists()
     assert _leftover_temp_files(workspace) == []
 
@@ -295,7 +286,7 @@ def test_disk_full_writing_a_checkpoint(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(fileio, "_disk_full", lambda folder: True)
     workspace = tmp_path / "ws"
     result = CliRunner().invoke(main, _train(dataset, workspace, "--exp-name", "run"))
-    _one_line_error(result, "phase_0/checkpoint.pt", "No space left on device")
+    one_line_error(result, "phase_0/checkpoint.pt", "No space left on device")
     assert not (workspace / "run" / "phase_0" / "checkpoint.pt").exists()
     assert _leftover_temp_files(workspace) == []
 
@@ -427,7 +418,7 @@ def test_other_commands_numeric_options(tmp_path, args, option):
     args = [str(tmp_path / a) if a in ("RUN", "model.onnx", "a.wav", "spec.toml") else a
             for a in args]
     result = CliRunner().invoke(main, args)
-    _one_line_error(result, option, "expected")
+    one_line_error(result, option, "expected")
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this platform")
@@ -450,5 +441,5 @@ def test_run_folder_name_taken_by_a_file(dataset, tmp_path):
     workspace.mkdir()
     (workspace / "run").write_text("someone's notes")
     result = CliRunner().invoke(main, _train(dataset, workspace, "--exp-name", "run"))
-    _one_line_error(result, str(workspace / "run"), "a file is in the way")
+    one_line_error(result, str(workspace / "run"), "a file is in the way")
     assert (workspace / "run").read_text() == "someone's notes"

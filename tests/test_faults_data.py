@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from run_helpers import Interrupted, dies_before_committing
+from run_helpers import Interrupted, dies_before_committing, one_line_error
 
 from edgecl.cli import main
 from edgecl.config import RunConfig
@@ -46,14 +46,6 @@ def _interrupted_run(workspace: Path, data_root: str, monkeypatch) -> Path:
         ContinualRun(config).run()
     return workspace / "run"
 
-
-def _one_line_error(result, *names: str) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 2, result.output
-    assert len(lines) == 1 and lines[0].startswith("edgecl: error: "), result.output
-    for name in names:
-        assert name in lines[0], lines[0]
-    return lines[0]
 
 
 def _resume(run_dir: Path, *extra: str):
@@ -106,7 +98,7 @@ def test_resume_and_export_from_another_folder_use_the_runs_own_data(data, tmp_p
     # The same command typed with the relative root, here, names the decoy: refused, not mixed.
     typed = CliRunner().invoke(main, [
         "train", "--config", str(run_dir / "config.toml"), "--data-root", "data/manifest.csv"])
-    _one_line_error(typed, str(run_dir), str(data / "manifest.csv"),
+    one_line_error(typed, str(run_dir), str(data / "manifest.csv"),
                     str(decoy / "manifest.csv"), "differ", "1 clip removed")
 
 
@@ -155,9 +147,9 @@ def test_data_changed_since_the_run_started_are_refused_on_resume_and_export(
     what = change(data / "manifest.csv")
 
     resumed = _resume(run_dir)
-    _one_line_error(resumed, str(run_dir), "changed since the run started", what, "--overwrite")
+    one_line_error(resumed, str(run_dir), "changed since the run started", what, "--overwrite")
     exported = CliRunner().invoke(main, ["export", str(run_dir), "--threads", "1"])
-    _one_line_error(exported, str(run_dir), "not the ones the run trained on", what)
+    one_line_error(exported, str(run_dir), "not the ones the run trained on", what)
     assert (run_dir / "run.json").read_text() == record
     assert not (run_dir / "phase_0" / "model.onnx").exists()
 
@@ -169,7 +161,7 @@ def test_a_complete_run_on_changed_data_is_refused_not_skipped(data, tmp_path):
                "--no-export", "--quiet", "--exp-name", "run"]
     assert CliRunner().invoke(main, options).exit_code == 0
     what = _add_clip(data / "manifest.csv")
-    _one_line_error(CliRunner().invoke(main, options), "changed since the run started", what)
+    one_line_error(CliRunner().invoke(main, options), "changed since the run started", what)
 
 
 # --- a moved dataset -------------------------------------------------------------------------
@@ -208,12 +200,12 @@ def test_a_moved_dataset_whose_fingerprint_differs_is_refused(data, tmp_path, mo
     _remove_clip(edited / "manifest.csv")
 
     resumed = _resume(run_dir, "--data-root", str(copied / "manifest.csv"))
-    _one_line_error(resumed, str(run_dir), "differ from them", "24 clips changed",
+    one_line_error(resumed, str(run_dir), "differ from them", "24 clips changed",
                     "only in modification time", "cp -a")
     resumed = _resume(run_dir, "--data-root", str(edited))
-    _one_line_error(resumed, str(run_dir), "differ from them", "1 clip removed (clips/b/5.wav)")
+    one_line_error(resumed, str(run_dir), "differ from them", "1 clip removed (clips/b/5.wav)")
     exported = CliRunner().invoke(main, ["export", str(run_dir), "--data-root", str(copied)])
-    _one_line_error(exported, str(run_dir), str(copied), "not the ones the run trained on")
+    one_line_error(exported, str(run_dir), str(copied), "not the ones the run trained on")
     assert (run_dir / "run.json").read_text() == record
 
 
@@ -240,7 +232,7 @@ def test_config_values_of_another_type_are_refused(data, tmp_path, line, key, ex
     workspace = tmp_path / "ws"
     result = CliRunner().invoke(main, ["train", "--config", str(config), "--workspace",
                                        str(workspace)])
-    _one_line_error(result, "--config", str(config), repr(key), expected)
+    one_line_error(result, "--config", str(config), repr(key), expected)
     assert not workspace.exists()
 
 
@@ -266,7 +258,7 @@ def test_a_clip_too_short_for_the_model_leaves_no_run_folder(data, tmp_path):
             "--threads", "1", "--n-tasks", "2", "--memory-size", "8", "--no-export", "--quiet",
             "--exp-name", "run"]
     result = CliRunner().invoke(main, [*args, "--clip-seconds", "0.02"])
-    line = _one_line_error(result, "--clip-seconds", "0.02 s at 8000 Hz", "give at least")
+    line = one_line_error(result, "--clip-seconds", "0.02 s at 8000 Hz", "give at least")
     assert not workspace.exists()
     shortest = line.split("give at least ")[1].split(" s")[0]
     # The length it names works, and the corrected rerun needs no --overwrite.

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from fixtures_audio import fixture_signal, write_wav
-from run_helpers import Interrupted, dies_before_committing, small_run_options
+from run_helpers import Interrupted, dies_before_committing, one_line_error, small_run_options
 
 from edgecl.cli import main
 
@@ -33,14 +33,6 @@ def _strict_json(text: str):
 
     return json.loads(text, parse_constant=refuse)
 
-
-def _one_line_error(result, *names: str) -> str:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 2, result.output
-    assert len(lines) == 1 and lines[0].startswith("edgecl: error: "), result.output
-    for name in names:
-        assert name in lines[0], lines[0]
-    return lines[0]
 
 
 def _train_args(manifest: Path, workspace: Path, *extra: str) -> list[str]:
@@ -161,7 +153,7 @@ def test_train_on_a_broken_run_record_names_it(run_copy, content):
     manifest, workspace = run_copy
     (workspace / "run" / "run.json").write_bytes(content)
     result = CliRunner().invoke(main, _train_args(manifest, workspace))
-    _one_line_error(result, str(workspace / "run" / "run.json"), "--overwrite")
+    one_line_error(result, str(workspace / "run" / "run.json"), "--overwrite")
 
 
 def _unfinished(workspace: Path) -> None:
@@ -187,7 +179,7 @@ def test_resume_on_a_broken_state_names_it(run_copy, state):
             payload["phase"] = 0
         torch.save(payload, path)
     result = CliRunner().invoke(main, _train_args(manifest, workspace))
-    _one_line_error(result, str(path), "--overwrite")
+    one_line_error(result, str(path), "--overwrite")
 
 
 def test_resume_on_a_broken_checkpoint_names_it(run_copy):
@@ -196,7 +188,7 @@ def test_resume_on_a_broken_checkpoint_names_it(run_copy):
     path = workspace / "run" / "phase_1" / "checkpoint.pt"
     path.write_bytes(b"PK\x03\x04 not a checkpoint")
     result = CliRunner().invoke(main, _train_args(manifest, workspace))
-    _one_line_error(result, str(path))
+    one_line_error(result, str(path))
 
 
 @pytest.mark.parametrize("content", [b"[]", b"{}", b"\xff\xfe", b'{"phase_accuracy": [0.5]'],
@@ -220,7 +212,7 @@ def test_train_with_a_broken_config_file_names_it(run_copy, content):
     path = workspace / "run" / "config.toml"
     path.write_bytes(content)
     result = CliRunner().invoke(main, ["train", "--config", str(path)])
-    _one_line_error(result, str(path))
+    one_line_error(result, str(path))
 
 
 @pytest.mark.parametrize("content", [b"[]", b'{"config": "x"}', b"\xff\xfe", b"{"],
@@ -230,7 +222,7 @@ def test_export_on_broken_results_names_them(run_copy, content):
     path = workspace / "run" / "results.json"
     path.write_bytes(content)
     result = CliRunner().invoke(main, ["export", str(workspace / "run"), "--threads", "1"])
-    _one_line_error(result, str(path))
+    one_line_error(result, str(path))
 
 
 def test_export_on_a_broken_checkpoint_names_it(run_copy):
@@ -239,7 +231,7 @@ def test_export_on_a_broken_checkpoint_names_it(run_copy):
     path.write_bytes(os.urandom(200))
     result = CliRunner().invoke(main, ["export", str(workspace / "run"), "--phase", "0",
                                        "--threads", "1"])
-    _one_line_error(result, str(path))
+    one_line_error(result, str(path))
 
 
 # --- a damaged feature-store entry is recomputed ------------------------------------------------
