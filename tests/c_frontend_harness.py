@@ -38,18 +38,29 @@ def compiler() -> str:
     pytest.skip("no C compiler (cc, gcc or clang) on this machine")
 
 
-def build(folder: Path, header: str, source: str) -> Path:
-    """Compile logmel.h/logmel.c (strict C99, warnings as errors) with a stdin/stdout main."""
-    (folder / "logmel.h").write_text(header)
-    (folder / "logmel.c").write_text(source)
-    (folder / "main.c").write_text(MAIN)
-    binary = folder / "logmel"
+def compile_c99(folder: Path, name: str, header: str | bytes, source: str | bytes, main: str,
+                what: str) -> Path:
+    """Write NAME.h, NAME.c and main.c in `folder` and compile them (strict C99, warnings as
+    errors) into the binary `folder/NAME`; a failure names `what` and shows the compiler's
+    message."""
+    for path, text in ((folder / f"{name}.h", header), (folder / f"{name}.c", source),
+                       (folder / "main.c", main)):
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text)
+    binary = folder / name
     result = subprocess.run([compiler(), "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror",
                              "-O2", "-o", str(binary), str(folder / "main.c"),
-                             str(folder / "logmel.c"), "-lm"],
+                             str(folder / f"{name}.c"), "-lm"],
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, f"the generated front end does not compile:\n{result.stderr}"
+    assert result.returncode == 0, f"{what} does not compile:\n{result.stderr}"
     return binary
+
+
+def build(folder: Path, header: str, source: str) -> Path:
+    """Compile logmel.h/logmel.c with a stdin/stdout main."""
+    return compile_c99(folder, "logmel", header, source, MAIN, "the generated front end")
 
 
 def run(binary: Path, clips: np.ndarray, n_mels: int, frames: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-from c_frontend_harness import compiler
+from c_frontend_harness import compile_c99
 
 LEARN, FORGET, PREDICT, REMOVE = 0, 1, 2, 3
 
@@ -46,17 +46,8 @@ int main(void) {
 
 
 def build(folder: Path, header: bytes, source: bytes) -> Path:
-    """Compile rls.h/rls.c (strict C99, warnings as errors) with the stdin/stdout main."""
-    (folder / "rls.h").write_bytes(header)
-    (folder / "rls.c").write_bytes(source)
-    (folder / "main.c").write_text(MAIN)
-    binary = folder / "rls"
-    result = subprocess.run([compiler(), "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror",
-                             "-O2", "-o", str(binary), str(folder / "main.c"),
-                             str(folder / "rls.c"), "-lm"],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, f"the generated rls.c does not compile:\n{result.stderr}"
-    return binary
+    """Compile rls.h/rls.c with the stdin/stdout main."""
+    return compile_c99(folder, "rls", header, source, MAIN, "the generated rls.c")
 
 
 def record(op: int, label: int, weight: float, embedding: np.ndarray) -> bytes:
