@@ -12,6 +12,7 @@ Estimates are cached per distinct configuration: a 375-trial grid has a handful.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -55,24 +56,31 @@ class TrialShape:
 def trial_shape(options: dict[str, Any], data_root: str | None = None) -> TrialShape:
     """The shape of a trial from its train options (defaults from RunConfig and the dataset)."""
     from edgecl.config import RunConfig
-    from edgecl.data import canonical_name, load_dataset, synthetic
+    from edgecl.data import canonical_name
 
     defaults = RunConfig.__dataclass_fields__
     get = lambda name: options.get(name, defaults[name].default)  # noqa: E731
-    dataset = canonical_name(get("dataset"))
-    if dataset == synthetic.NAME:
-        rate = get("sample_rate") or synthetic.SAMPLE_RATE
-        seconds = get("clip_seconds") or synthetic.CLIP_SECONDS
-        n_clips = len(synthetic.CLASSES) * synthetic.CLIPS_PER_CLASS
-    else:
-        split = load_dataset(dataset, options.get("data_root", data_root),
-                             sample_rate=get("sample_rate"), clip_seconds=get("clip_seconds"))
-        rate, seconds, n_clips = split.sample_rate, split.clip_seconds, len(split.train) + len(
-            split.test)
+    rate, seconds, n_clips = dataset_facts(canonical_name(get("dataset")),
+                                           options.get("data_root", data_root),
+                                           get("sample_rate"), get("clip_seconds"))
     return TrialShape(model=get("model"), width=get("width"), n_mels=get("n_mels"),
                       sample_rate=int(rate), clip_seconds=float(seconds),
                       batch_size=get("batch_size"),
                       checkpointing=get("activation_checkpointing") == "on", n_clips=n_clips)
+
+
+@functools.cache
+def dataset_facts(dataset: str, root: str | None, sample_rate: int | None,
+                  clip_seconds: float | None) -> tuple[int, float, int]:
+    """(sample rate, clip seconds, clips) of a dataset as a run would load it: read once per
+    dataset, root and overrides, not once per trial (a grid has hundreds of trials)."""
+    from edgecl.data import load_dataset, synthetic
+
+    if dataset == synthetic.NAME:  # known without generating it
+        return (sample_rate or synthetic.SAMPLE_RATE, clip_seconds or synthetic.CLIP_SECONDS,
+                len(synthetic.CLASSES) * synthetic.CLIPS_PER_CLASS)
+    split = load_dataset(dataset, root, sample_rate=sample_rate, clip_seconds=clip_seconds)
+    return split.sample_rate, split.clip_seconds, len(split.train) + len(split.test)
 
 
 def shape_estimate(shape: TrialShape) -> int:
