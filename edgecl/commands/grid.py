@@ -136,11 +136,10 @@ def _selected_trials(spec: str, train_args: tuple[str, ...], data_root: str | No
 def _list_trials(grid, trials, ws: Path, threads: int) -> None:
     """--dry-run: each trial, whether it runs or is skipped, its estimated peak memory and its
     command; then how many run at once on this machine (cores and memory)."""
-    from edgecl.grid.memory import HEADROOM, TrialMemory, available_memory_bytes, gib
+    from edgecl.grid.memory import TrialMemory, gib, local_memory_limit
     from edgecl.grid.runner import run_is_complete
 
-    available = available_memory_bytes()
-    memory = TrialMemory(None if available is None else int(available * HEADROOM))
+    memory = TrialMemory(local_memory_limit())
     skip = 0
     for trial in trials:
         complete = run_is_complete(ws / trial.name)

@@ -21,7 +21,7 @@ from edgecl.grid.gpus import (
     trial_device,
     visible_devices,
 )
-from edgecl.grid.memory import HEADROOM, available_memory_bytes
+from edgecl.grid.memory import local_memory_limit
 from edgecl.grid.runner import Outcome, run_train_subprocess
 
 
@@ -47,9 +47,8 @@ class LocalExecutor:
             args, run_dir, started=self._procs.add, env=env))
         self._pool = cf.ThreadPoolExecutor(max_workers=self.capacity,
                                            thread_name_prefix="edgecl-grid")
-        available = available_memory_bytes()
         # The trials' estimated peaks share this (edgecl.grid.memory); None: not gated.
-        self.memory_limit = None if available is None else int(available * HEADROOM)
+        self.memory_limit = local_memory_limit()
 
     def submit(self, trial, train_args: list[str], run_dir: str) -> cf.Future:
         with self._slots_lock:  # the runner submits only while fewer than capacity run

@@ -39,6 +39,12 @@ def available_memory_bytes() -> int | None:
     return None
 
 
+def local_memory_limit() -> int | None:
+    """What a grid on this machine lets its trials' estimates add up to (None: unknown)."""
+    available = available_memory_bytes()
+    return None if available is None else int(available * HEADROOM)
+
+
 @dataclass(frozen=True)
 class TrialShape:
     """What a trial's training memory depends on."""
