@@ -23,10 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = [(101, 32, 40), (690, 16, 40), (690, 32, 40), (1501, 8, 40), (1501, 8, 20)]
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import torch
 from edgecl.allocator import keep_freed_memory
 from edgecl.budget.host_ram import estimate_host_train_ram, activation_profile, kept_bytes
+from edgecl.budget.ram import current_rss_bytes, peak_rss_bytes
 from models import build_model
 from models.frontend import FrontEndConfig
 
@@ -37,7 +38,7 @@ model = build_model("bc-resnet", 10, FrontEndConfig.for_sample_rate(16000), widt
 shape = (1, 64, frames)
 profile = activation_profile(model, shape)
 model.backbone.checkpoint_blocks = bool(checkpointing)
-baseline = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+baseline = current_rss_bytes()
 estimate = estimate_host_train_ram(model, batch, shape, checkpointing=bool(checkpointing),
                                    baseline=baseline, n_clips=0, profile=profile)
 optimizer = torch.optim.Adam(model.parameters())
@@ -51,7 +52,7 @@ for _ in range(3):
     torch.nn.functional.cross_entropy(logits, targets).backward()
     optimizer.step()
     seconds.append(time.perf_counter() - start)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = peak_rss_bytes()
 print(json.dumps({"estimate": estimate.total, "peak": peak, "baseline": baseline,
                   "kept": batch * kept_bytes(profile, bool(checkpointing)),
                   "step_seconds": min(seconds)}))
