@@ -16,13 +16,25 @@ MAIN = r"""
 #include <stdlib.h>
 #include "rls.h"
 
-/* Records on stdin: int op, int label, float weight, float embedding[DIM].
+static unsigned char blob[EDGECL_RLS_STATE_BYTES + 1];
+
+/* argv[1] (optional): a state blob loaded first; argv[2] (optional): where the state is stored
+ * at the end. Records on stdin: int op, int label, float weight, float embedding[DIM].
  * op 0 learn, 1 forget, 2 predict (logits out), 3 remove the class.
  * At the end: int classes, R packed, W [FEATURES][MAX_CLASSES]. */
-int main(void) {
+int main(int argc, char **argv) {
   int head[2];
   float weight, embedding[EDGECL_RLS_DIM], logits[EDGECL_RLS_MAX_CLASSES];
   int code = 0;
+  if (argc > 1) {
+    FILE *file = fopen(argv[1], "rb");
+    size_t n;
+    if (file == NULL) return 5;
+    n = fread(blob, 1, sizeof blob, file);
+    fclose(file);
+    code = edgecl_rls_load(blob, (unsigned long)n);
+    if (code != 0) { fprintf(stderr, "load: code %d\n", code); return 6; }
+  }
   while (fread(head, sizeof(int), 2, stdin) == 2) {
     if (fread(&weight, sizeof(float), 1, stdin) != 1 ||
         fread(embedding, sizeof(float), EDGECL_RLS_DIM, stdin) != EDGECL_RLS_DIM) return 3;
@@ -40,6 +52,13 @@ int main(void) {
   fwrite(&code, sizeof(int), 1, stdout);
   fwrite(edgecl_rls_r(), sizeof(float), EDGECL_RLS_PACKED, stdout);
   fwrite(edgecl_rls_w(), sizeof(float), EDGECL_RLS_FEATURES * EDGECL_RLS_MAX_CLASSES, stdout);
+  if (argc > 2) {
+    FILE *file = fopen(argv[2], "wb");
+    if (file == NULL) return 5;
+    edgecl_rls_store(blob, 7);
+    fwrite(blob, 1, EDGECL_RLS_STATE_BYTES, file);
+    fclose(file);
+  }
   return 0;
 }
 """
@@ -56,9 +75,14 @@ def record(op: int, label: int, weight: float, embedding: np.ndarray) -> bytes:
 
 
 def run(binary: Path, records: list[bytes], dim: int, class_limit: int,
+        load: Path | None = None, store: Path | None = None
         ) -> tuple[bytes, int, np.ndarray, np.ndarray]:
-    """(predict outputs, classes, R packed, W [dim + 1, class_limit]) after the stream."""
-    result = subprocess.run([str(binary)], input=b"".join(records), capture_output=True,
+    """(predict outputs, classes, R packed, W [dim + 1, class_limit]) after the stream; `load`:
+    a state blob loaded first, `store`: where the state is stored after it (version 7)."""
+    paths = [str(path) for path in (load, store) if path is not None]
+    if store is not None and load is None:
+        raise ValueError("store needs load (the main's arguments are positional)")
+    result = subprocess.run([str(binary), *paths], input=b"".join(records), capture_output=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr.decode()
     packed = (dim + 1) * (dim + 2) // 2

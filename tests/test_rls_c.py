@@ -7,7 +7,7 @@ import numpy as np
 import rls_c_harness as harness
 
 from firmware_export.device.analytic import fit_head, packed_upper
-from firmware_export.tflm.c_rls import render_rls
+from firmware_export.tflm.c_rls import render_rls, render_state
 
 DIM, LIMIT = 8, 5
 
@@ -74,3 +74,35 @@ def test_the_c_update_refuses_a_label_past_the_limit(tmp_path):
                                                                 np.zeros(DIM)),
                             capture_output=True, timeout=60)
     assert result.returncode == 4 and b"code -1" in result.stderr
+
+
+def test_a_state_blob_replaces_the_compiled_state_and_stores_back_byte_for_byte(tmp_path):
+    head, rng, _ = starting_head(3)
+    binary = harness.build(tmp_path, *render_rls(head, LIMIT))  # compiled with the fit state
+    z = (rng.standard_normal((6, DIM)) + 5).astype(np.float32)
+    head.learn(z, "new")  # a later version's head: one class more
+    blob = tmp_path / "rls_state.bin"
+    blob.write_bytes(render_state(head, LIMIT, version=7))
+    probes = rng.standard_normal((4, DIM)).astype(np.float32)
+    out, classes, r, w = harness.run(
+        binary, [harness.record(harness.PREDICT, 0, 1.0, p) for p in probes], DIM, LIMIT,
+        load=blob, store=tmp_path / "stored.bin")
+    assert classes == 3
+    np.testing.assert_allclose(np.frombuffer(out, np.float32).reshape(4, 3), head.logits(probes),
+                               atol=1e-4)
+    np.testing.assert_allclose(w[:, :3], head.w, atol=1e-6)
+    assert (tmp_path / "stored.bin").read_bytes() == blob.read_bytes()
+
+
+def test_the_c_update_refuses_a_blob_of_another_shape(tmp_path):
+    import subprocess
+
+    head, _, _ = starting_head(4)
+    binary = harness.build(tmp_path, *render_rls(head, LIMIT))
+    for name, data in (("limit", render_state(head, LIMIT + 1, version=1)),
+                       ("short", render_state(head, LIMIT, version=1)[:-4]),
+                       ("magic", b"XXXX" + render_state(head, LIMIT, version=1)[4:])):
+        (tmp_path / name).write_bytes(data)
+        result = subprocess.run([str(binary), str(tmp_path / name)], input=b"",
+                                capture_output=True, timeout=60)
+        assert result.returncode == 6 and b"load: code -3" in result.stderr, name
