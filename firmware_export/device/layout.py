@@ -18,6 +18,11 @@ FRONTEND_HEADER = "logmel.h"
 FRONTEND_SOURCE = "logmel.c"
 TFLM_TEST_VECTORS = "tflm_test_vectors.h"
 TFLM_FILES = (MODEL_TFLM, TFLM_HEADER, FRONTEND_HEADER, FRONTEND_SOURCE, TFLM_TEST_VECTORS)
+# Its embedding model (the int8 model cut before its classifier: a float head in C runs on it,
+# the learnt one once the bundle has learnt), shipped with the build when it meets the same rule.
+MODEL_TFLM_EMBEDDING = "model.embedding.tflm.tflite"
+TFLM_EMBEDDING_HEADER = "model_embedding_tflm.h"
+TFLM_EMBEDDING_FILES = (MODEL_TFLM_EMBEDDING, TFLM_EMBEDDING_HEADER)
 # The analytic head (firmware_export.device.learn): the fp32 model without its head (waveform ->
 # embedding), the head's state once fit, and the learnt device model (embedding + analytic head)
 # with the head's update in C once a bundle has learnt.
@@ -26,9 +31,13 @@ ANALYTIC_STATE = "analytic.json"
 MODEL_ANALYTIC = "model.analytic.onnx"
 RLS_HEADER = "rls.h"
 RLS_SOURCE = "rls.c"
-ANALYTIC_FILES = (MODEL_EMBEDDING, ANALYTIC_STATE, MODEL_ANALYTIC, RLS_HEADER, RLS_SOURCE)
+# The head's state as the C update loads it (edgecl_rls_load), in bundles with a TFLM embedding.
+RLS_STATE = "rls_state.bin"
+ANALYTIC_FILES = (MODEL_EMBEDDING, ANALYTIC_STATE, MODEL_ANALYTIC, RLS_HEADER, RLS_SOURCE,
+                  RLS_STATE)
 # model.int8.onnx only when it ships
-BUNDLE_FILES = (MODEL_FP32, MODEL_INT8, LABELS, C_HEADER, *TFLM_FILES, *ANALYTIC_FILES)
+BUNDLE_FILES = (MODEL_FP32, MODEL_INT8, LABELS, C_HEADER, *TFLM_FILES, *TFLM_EMBEDDING_FILES,
+                *ANALYTIC_FILES)
 
 # Builds that missed their rule, kept for diagnosis beside the bundle's files (never listed in
 # the manifest, never loaded by infer): WITHHELD_DIR/<artifact>/ holds the model file and

@@ -9,7 +9,9 @@ sibling folder `<bundle>.v<N>`, leaving the one they read untouched: a failed or
 leaves nothing but a hidden staging folder, and the previous version stays usable. A learnt
 version's device model is `model.analytic.onnx` (the embedding model with the analytic head as a
 Gemm: firmware_export.device.head_graph), so `edgecl infer` runs it like any bundle; it also holds
-the head's update in C (rls.h, rls.c) with its current state.
+the head's update in C (rls.h, rls.c) with its current state, and on a bundle with a TFLM
+embedding model that model, the C front end and the state as the blob the C code loads
+(firmware_export.device.tflm_head).
 
 Every version's manifest has the lineage: per step, the action, the label, the sha256 of every
 clip that went in or out, when, and the version and manifest sha256 it came from.
@@ -41,12 +43,11 @@ from firmware_export.device.layout import (
     MODEL_ANALYTIC,
     MODEL_EMBEDDING,
     MODEL_FP32,
-    RLS_HEADER,
-    RLS_SOURCE,
+    RLS_STATE,
 )
 from firmware_export.device.manifest import sha256_file, verify_bundle
 from firmware_export.device.runtime import cpu_session, read_clip
-from firmware_export.tflm.c_rls import render_rls
+from firmware_export.device.tflm_head import c_head_files, learnt_tflm
 
 DEFAULT_CLASS_LIMIT = 32
 EMBED_BATCH = 32
@@ -124,7 +125,7 @@ def fit_bundle_state(bundle: str | os.PathLike[str], clips: Sequence[str | os.Pa
                                                         threads=threads)
     files = {name: (folder / name).read_bytes() for name in manifest["files"]}
     files[ANALYTIC_STATE] = state.to_bytes()
-    files[RLS_HEADER], files[RLS_SOURCE] = render_rls(head, state.class_limit)
+    files.update(c_head_files(manifest, head, state.class_limit, state.version))
     written = write_bundle(folder, files, dict(manifest, analytic=section))
     if log is not None:
         log(f"fit the analytic state of {folder}: {len(hashes)} clips, {len(classes)} classes, "
@@ -250,10 +251,9 @@ def _write_version(folder: Path, manifest: dict[str, Any], state: BundleState, a
     device = analytic_model(onnx.load_model_from_string(embedding_bytes), *head.folded(),
                             head.labels).SerializeToString(deterministic=True)
     rate, length = int(manifest["sample_rate"]), int(manifest["clip_samples"])
-    rls_header, rls_source = render_rls(head, state.class_limit)
     files = {MODEL_EMBEDDING: embedding_bytes, MODEL_ANALYTIC: device,
-             ANALYTIC_STATE: state.to_bytes(), RLS_HEADER: rls_header, RLS_SOURCE: rls_source,
-             LABELS: (_json(head.labels)).encode("utf-8"),
+             ANALYTIC_STATE: state.to_bytes(), LABELS: (_json(head.labels)).encode("utf-8"),
+             **c_head_files(manifest, head, state.class_limit, state.version),
              C_HEADER: render_c_header(device, head.labels, sample_rate=rate, clip_samples=length,
                                        precision="fp32").encode("utf-8")}
     keep = ("format", "phase", "sample_rate", "clip_samples", "clip_seconds", "frontend", "model",
@@ -265,6 +265,10 @@ def _write_version(folder: Path, manifest: dict[str, Any], state: BundleState, a
                   head="analytic: the embedding model plus the ridge head learnt on the device "
                        "(fp32)",
                   analytic=state.summary())
+    tflm_files, tflm = learnt_tflm(folder, manifest, len(files.get(RLS_STATE, b"")))
+    if tflm is not None:
+        files.update(tflm_files)
+        learnt["tflm"] = tflm
     return target, write_bundle(target, files, learnt)
 
 

@@ -5,8 +5,10 @@ windowed) and returns int8 logits; the log-mel comes from the numpy front end th
 the bundle's C front end computes (firmware_export.device.logmel), and a clip's score is the mean
 of its windows' dequantized logits (`clip_logits`, firmware_export.device.windows), as the
 exporter's parity check computes it. `load_tflm_bundle` verifies every bundle file against the
-manifest's sha256 before anything runs. `find_arena` finds the tensor arena the model needs by
-letting TFLM allocate it: the smallest size (a multiple of ARENA_STEP) that allocates.
+manifest's sha256 before anything runs; on a learnt version (firmware_export.device.tflm_head) it
+runs the TFLM embedding model with the analytic head in float. `find_arena` finds the tensor
+arena the model needs by letting TFLM allocate it: the smallest size (a multiple of ARENA_STEP)
+that allocates.
 
 `tflite-micro` is an optional dependency (`pip install edgecl[tflm]`): imported on first use.
 """
@@ -154,7 +156,23 @@ class MicroModel:
                 * np.float32(self.output.scale))
 
 
-def clip_logits(model: MicroModel, plan: LogMelPlan, clip: np.ndarray) -> np.ndarray:
+class HeadedMicroModel:
+    """A TFLM embedding model with a float head: logits = dequantized embedding @ weight + bias
+    (float32, as the C head computes them); runs wherever a MicroModel does."""
+
+    def __init__(self, model: MicroModel, weight: np.ndarray, bias: np.ndarray) -> None:
+        self.model = model
+        self.weight = np.asarray(weight, np.float32)
+        self.bias = np.asarray(bias, np.float32).reshape(-1)
+
+    def run_logmel(self, features: np.ndarray) -> np.ndarray:
+        """float log-mel [n_mels, frames] -> float logits [classes]."""
+        logits: np.ndarray = self.model.run_logmel(features) @ self.weight + self.bias
+        return logits
+
+
+def clip_logits(model: MicroModel | HeadedMicroModel, plan: LogMelPlan,
+                clip: np.ndarray) -> np.ndarray:
     """One clip -> its scores [classes]: the front end and the model on each window of
     plan.clip_samples samples (split_windows), the dequantized logits averaged (pool)."""
     return pool(np.stack([model.run_logmel(logmel(plan, window))
@@ -172,7 +190,7 @@ class TflmBundle:
     `plan` is the front end of one window (plan.clip_samples = the window's samples)."""
 
     path: Path
-    model: MicroModel
+    model: MicroModel | HeadedMicroModel
     plan: LogMelPlan
     labels: list[str]
     sample_rate: int
@@ -200,7 +218,8 @@ def load_tflm_bundle(folder: str | os.PathLike[str]) -> TflmBundle:
     if not isinstance(section, dict):
         raise EdgeclError(f"{folder}: this bundle has no TFLM build; export it with "
                           f"--target tflm")
-    if section.get("status") != "shipped" or MODEL_TFLM not in manifest["files"]:
+    name = str(section.get("file", MODEL_TFLM))  # a learnt version's: the embedding model
+    if section.get("status") != "shipped" or name not in manifest["files"]:
         raise EdgeclError(f"{folder}: the TFLM build was withheld ({section.get('reason')}); "
                           f"the fp32 ONNX model still ships")
     labels = manifest.get("classes")
@@ -212,11 +231,21 @@ def load_tflm_bundle(folder: str | os.PathLike[str]) -> TflmBundle:
     # Bundles from before windowing have no "window": the model takes the whole clip.
     window = int(section.get("window", {}).get("samples", clip_samples))
     plan = LogMelPlan.from_config(manifest["frontend"], window)
-    model = MicroModel((folder / MODEL_TFLM).read_bytes(), int(section["arena_bytes"]))
+    micro = MicroModel((folder / name).read_bytes(), int(section["arena_bytes"]))
     expected = (1, 1, plan.n_mels, plan.n_frames)
-    if model.input_shape != expected:
-        raise EdgeclError(f"{folder / MODEL_TFLM}: input shape {model.input_shape} does not "
+    if micro.input_shape != expected:
+        raise EdgeclError(f"{folder / name}: input shape {micro.input_shape} does not "
                           f"match the front end's {expected}")
-    return TflmBundle(path=folder / MODEL_TFLM, model=model, plan=plan, labels=labels,
+    model = micro if "learnt_head" not in section else _with_learnt_head(folder, manifest, micro)
+    return TflmBundle(path=folder / name, model=model, plan=plan, labels=labels,
                       sample_rate=int(manifest["sample_rate"]), clip_samples=clip_samples,
                       manifest=manifest)
+
+
+def _with_learnt_head(folder: Path, manifest: dict[str, Any], micro: MicroModel
+                      ) -> HeadedMicroModel:
+    """A learnt version's TFLM embedding model with its analytic head (from the verified state,
+    standardisation folded in: what rls.c's edgecl_rls_predict computes, to float rounding)."""
+    from firmware_export.device.analytic_state import read_state
+
+    return HeadedMicroModel(micro, *read_state(folder, manifest).head.folded())

@@ -38,7 +38,12 @@ from firmware_export.device.layout import (
     TFLM_TEST_VECTORS,
 )
 from firmware_export.device.logmel import LogMelPlan, logmel
-from firmware_export.device.tflm_runtime import MicroModel, clip_logits, find_arena
+from firmware_export.device.tflm_runtime import (
+    HeadedMicroModel,
+    MicroModel,
+    clip_logits,
+    find_arena,
+)
 from firmware_export.device.windows import describe, pool, split_windows, window_samples
 from firmware_export.tflm import flatbuffer, toolchain_versions
 from firmware_export.tflm.c_frontend import render_frontend
@@ -63,10 +68,11 @@ class TflmBuild:
 
 
 def convert_int8(model: nn.Module, plan: LogMelPlan, calibration_waveforms: np.ndarray,
-                 fold_norms: bool = True) -> bytes:
-    """The finished int8 .tflite of `model` (a SoundClassifier, eval mode)."""
+                 fold_norms: bool = True, head: bool = True) -> bytes:
+    """The finished int8 .tflite of `model` (a SoundClassifier, eval mode); without `head`, of
+    its embedding (the model cut before its classifier)."""
     calibration = np.stack([logmel(plan, clip) for clip in calibration_waveforms])[:, None]
-    graph = tflm_graph(model, fold_norms)
+    graph = tflm_graph(model, fold_norms, head)
     float_model = float_tflite(graph, torch.from_numpy(calibration[:1]))
     return flatbuffer.finish(int8_tflite(float_model, calibration))
 
@@ -104,7 +110,7 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
     failures = [f"{len(float_ops)} float operator(s): {', '.join(sorted(set(float_ops)))}"
                 ] if float_ops else []
     window_record = describe(window, clip_samples, sample_rate, window_seconds)
-    figures, parity_failures = _parity(model, micro, plan, fp32_runner, holdout_waveforms,
+    figures, parity_failures = device_parity(model, micro, plan, fp32_runner, holdout_waveforms,
                                        np.asarray(holdout_targets), clip_samples, window_record)
     failures += parity_failures
     failures += limit_failures(arena, len(model_bytes), limits)
@@ -117,10 +123,31 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
         build.files = _shipped_files(model_bytes, classes, section, plan, micro,
                                      split_windows(holdout_waveforms[0], window)[0],
                                      sample_rate=sample_rate, clip_samples=clip_samples)
+        _add_embedding(build, model, plan, classes, calibration_waveforms, holdout_waveforms,
+                       np.asarray(holdout_targets), fp32_runner, sample_rate, clip_samples,
+                       limits)
     return build
 
 
-def _parity(model: nn.Module, micro: MicroModel, plan: LogMelPlan,
+def _add_embedding(build: TflmBuild, model: nn.Module, plan: LogMelPlan, classes: Sequence[str],
+                   calibration_waveforms: np.ndarray, holdout_waveforms: np.ndarray,
+                   targets: np.ndarray, fp32_runner: Callable[[np.ndarray], np.ndarray],
+                   sample_rate: int, clip_samples: int, limits: DeviceLimits | None) -> None:
+    """The embedding model of a shipped build (firmware_export.tflm.embedding_build): its section
+    under the build's `embedding`, its files beside the build's when it meets its checks."""
+    from firmware_export.tflm.embedding_build import build_embedding, embedding_files
+
+    embedding = build_embedding(model, plan, calibration_waveforms=calibration_waveforms,
+                                holdout_waveforms=holdout_waveforms, holdout_targets=targets,
+                                fp32_runner=fp32_runner, clip_samples=clip_samples,
+                                window_record=build.section["window"], limits=limits)
+    build.section["embedding"] = embedding.section
+    if embedding.shipped:
+        build.files.update(embedding_files(embedding, classes, plan, sample_rate=sample_rate,
+                                           clip_samples=clip_samples))
+
+
+def device_parity(model: nn.Module, micro: MicroModel | HeadedMicroModel, plan: LogMelPlan,
             fp32_runner: Callable[[np.ndarray], np.ndarray], holdout_waveforms: np.ndarray,
             targets: np.ndarray, clip_samples: int, window_record: dict[str, Any]):
     """(figures, failures) of TFLM against the fp32 ONNX model on whole clips, and for a

@@ -41,10 +41,14 @@ def int_rows(values: np.ndarray, per_line: int = 16) -> list[str]:
     return ["  " + ", ".join(flat[i:i + per_line]) + "," for i in range(0, len(flat), per_line)]
 
 
+LOGITS_OUTPUT = "int8 logits [1][N_LABELS]; logit = (q - OUTPUT_ZERO_POINT) * OUTPUT_SCALE"
+
+
 def render_model_header(model_bytes: bytes, labels: Sequence[str], section: dict[str, Any],
                         plan: LogMelPlan, *, sample_rate: int, clip_samples: int,
-                        prefix: str = "edgecl_tflm") -> str:
-    """`plan` is the front end of one window (plan.clip_samples = the window's samples)."""
+                        prefix: str = "edgecl_tflm", output: str = LOGITS_OUTPUT) -> str:
+    """`plan` is the front end of one window (plan.clip_samples = the window's samples);
+    `output` says what the model's output is."""
     upper = prefix.upper()
     window = section["window"]
     starts = ", ".join(str(start) for start in window["starts"])
@@ -60,7 +64,7 @@ def render_model_header(model_bytes: bytes, labels: Sequence[str], section: dict
         "/* Input: int8 log-mel [1][1][N_MELS][FRAMES] (mel-major) of one window of WINDOW_SAMPLES",
         " * from logmel.h (whose CLIP_SAMPLES is the window's), quantized as",
         " * q = clamp(round(x / INPUT_SCALE) + INPUT_ZERO_POINT, -128, 127).",
-        " * Output: int8 logits [1][N_LABELS]; logit = (q - OUTPUT_ZERO_POINT) * OUTPUT_SCALE.",
+        f" * Output: {output}.",
         " * A clip of CLIP_SAMPLES is scored as the mean of the dequantized logits of its WINDOWS",
         " * windows, which start at WINDOW_STARTS (the last one ends at the clip's end). */",
         f"#define {upper}_SAMPLE_RATE {int(sample_rate)}",

@@ -68,6 +68,18 @@ class LogmelClassifier(nn.Module):
         return self.head(self.backbone(logmel))
 
 
+class LogmelEmbedding(nn.Module):
+    """log-mel [1, 1, n_mels, frames] -> embedding [1, D]: the classifier without its front end
+    and its head (the device runs a float head on it: the learnt one, firmware_export.device)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+
+    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        return self.backbone(logmel)
+
+
 def fold_subspectral_norms(module: nn.Module) -> int:
     """Replace every frequency branch (depthwise conv + SubSpectralNorm) inside `module` by a
     BandedFrequencyConv, in place; returns how many were replaced."""
@@ -80,10 +92,12 @@ def fold_subspectral_norms(module: nn.Module) -> int:
     return replaced
 
 
-def tflm_graph(model: nn.Module, fold_norms: bool = True) -> nn.Module:
+def tflm_graph(model: nn.Module, fold_norms: bool = True, head: bool = True) -> nn.Module:
     """A copy of `model` (a SoundClassifier) as the TFLM graph: no front end, norms folded (unless
-    `fold_norms` is False: the plain form, for measuring the difference), eval mode."""
-    graph = LogmelClassifier(copy.deepcopy(model)).eval()
+    `fold_norms` is False: the plain form, for measuring the difference), eval mode; without
+    `head` it ends at the embedding."""
+    wrapper = LogmelClassifier if head else LogmelEmbedding
+    graph = wrapper(copy.deepcopy(model)).eval()
     if fold_norms:
         fold_subspectral_norms(graph)
     return graph

@@ -1,0 +1,108 @@
+"""The TFLM build's embedding model: the same int8 network cut before its classifier, for a float
+head in C on the device (the trained head's weights, or the analytic head a bundle learns:
+firmware_export.device.learn, rls.c).
+
+Converted, quantized (int8 output: the embedding) and finished like the logits model
+(firmware_export.tflm.build), and held to the same checks: every operator int8, the arena found
+by allocating, the deployment limits, and the int8 parity rule against the fp32 ONNX model, with
+the trained head applied in float to the dequantized embedding (what the device computes). Its
+agreement with the float embedding is recorded too: on the held-out clips' windows, the error of
+the dequantized int8 embedding relative to the float one (the same graph in PyTorch, norms
+folded), in L2 norm per window, and its largest absolute error in output steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from firmware_export.device.layout import MODEL_TFLM_EMBEDDING, TFLM_EMBEDDING_HEADER
+from firmware_export.device.logmel import LogMelPlan, logmel
+from firmware_export.device.tflm_runtime import HeadedMicroModel, MicroModel, find_arena
+from firmware_export.tflm import flatbuffer
+from firmware_export.tflm.build import TflmBuild, all_windows, convert_int8, device_parity
+from firmware_export.tflm.c_model import render_model_header
+from firmware_export.tflm.limits import DeviceLimits, limit_failures
+from firmware_export.tflm.rewrite import tflm_graph
+
+# Windows of held-out clips on which the embedding's int8 error is measured.
+AGREEMENT_WINDOWS = 64
+
+
+def build_embedding(model: nn.Module, plan: LogMelPlan, *, calibration_waveforms: np.ndarray,
+                    holdout_waveforms: np.ndarray, holdout_targets: np.ndarray,
+                    fp32_runner: Callable[[np.ndarray], np.ndarray], clip_samples: int,
+                    window_record: dict[str, Any], limits: DeviceLimits | None) -> TflmBuild:
+    """The embedding model's build, calibrated on the logits model's clips; its files only when
+    it meets every check. `window_record` is the logits build's (copied, not changed)."""
+    model_bytes = convert_int8(model, plan, all_windows(calibration_waveforms, plan.clip_samples),
+                               head=False)
+    float_ops = flatbuffer.float_operators(model_bytes)
+    arena = find_arena(model_bytes)
+    micro = MicroModel(model_bytes, arena)
+    linear = model.head.fc
+    headed = HeadedMicroModel(micro, linear.weight.detach().numpy().T, linear.bias.detach().numpy())
+    window = {key: value for key, value in window_record.items() if "_vs_" not in key}
+    figures, failures = device_parity(model, headed, plan, fp32_runner, holdout_waveforms,
+                                      holdout_targets, clip_samples, window)
+    if float_ops:
+        failures.insert(0, f"{len(float_ops)} float operator(s): {', '.join(sorted(set(float_ops)))}")
+    failures += limit_failures(arena, len(model_bytes), limits)
+    section = _section(model_bytes, float_ops, arena, failures, figures, window)
+    section["embedding_vs_float"] = embedding_agreement(model, micro, plan, holdout_waveforms)
+    return TflmBuild(model_bytes, section)
+
+
+def embedding_agreement(model: nn.Module, micro: MicroModel, plan: LogMelPlan,
+                        waveforms: np.ndarray) -> dict[str, Any]:
+    """The dequantized int8 embedding against the float graph's on the same log-mels (at most
+    AGREEMENT_WINDOWS windows of `waveforms`, every window of each clip in turn)."""
+    graph = tflm_graph(model, head=False)
+    windows = all_windows(waveforms, plan.clip_samples)[:AGREEMENT_WINDOWS]
+    features = [logmel(plan, window) for window in windows]
+    int8 = np.stack([micro.run_logmel(f) for f in features]).astype(np.float64)
+    with torch.no_grad():
+        exact = np.stack([graph(torch.from_numpy(f[None, None]))[0].numpy() for f in features]
+                         ).astype(np.float64)
+    relative = np.linalg.norm(int8 - exact, axis=1) / np.maximum(
+        np.linalg.norm(exact, axis=1), 1e-12)
+    return {"windows": len(windows), "relative_l2_max": round(float(relative.max()), 5),
+            "relative_l2_median": round(float(np.median(relative)), 5),
+            "max_abs_diff": round(float(np.abs(int8 - exact).max()), 6),
+            "output_scale": micro.output.scale,
+            "max_abs_diff_steps": round(float(np.abs(int8 - exact).max() / micro.output.scale), 3)}
+
+
+def _section(model_bytes: bytes, float_ops: list[str], arena: int, failures: list[str],
+             figures: dict[str, Any], window: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's tflm.embedding section."""
+    ops = flatbuffer.operators(model_bytes)
+    io = flatbuffer.io_tensors(model_bytes)
+    return {
+        "file": MODEL_TFLM_EMBEDDING, "header": TFLM_EMBEDDING_HEADER,
+        "status": "withheld" if failures else "shipped",
+        "reason": "; ".join(failures) if failures else None,
+        "bytes": len(model_bytes), "sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "ops": sorted(set(ops)), "operators": len(ops), "float_ops": len(float_ops),
+        "arena_bytes": arena, "input": io["inputs"][0], "output": io["outputs"][0],
+        "dim": int(io["outputs"][0]["shape"][-1]),
+        "head": "float32 in C on the dequantized embedding (the trained head's weights, or the "
+                "learnt analytic head: rls.c); per clip, the mean of its windows' logits",
+        "parity_vs_fp32": figures, "window": window,
+    }
+
+
+def embedding_files(build: TflmBuild, classes: Sequence[str], plan: LogMelPlan, *,
+                    sample_rate: int, clip_samples: int) -> dict[str, bytes]:
+    """The embedding model and its C header (prefix edgecl_tflm_embedding)."""
+    header = render_model_header(build.model, classes, build.section, plan,
+                                 sample_rate=sample_rate, clip_samples=clip_samples,
+                                 prefix="edgecl_tflm_embedding",
+                                 output=("int8 embedding [1][DIM]; z = (q - OUTPUT_ZERO_POINT) * "
+                                         "OUTPUT_SCALE, the input of the float head"))
+    return {MODEL_TFLM_EMBEDDING: build.model, TFLM_EMBEDDING_HEADER: header.encode("utf-8")}
