@@ -45,6 +45,7 @@ from firmware_export.device.layout import (
     MODEL_FP32,
     MODEL_INT8,
     MODEL_TFLM,
+    MODEL_TFLM_EMBEDDING,
     OUTPUT_NAME,
     WITHHELD_DIR,
     WITHHELD_REPORT,
@@ -240,6 +241,11 @@ def withheld_builds(manifest: dict[str, Any], search: SearchResult, tflm) -> dic
         report = {**common, "artifact": "tflm", **tflm.section}
         files[f"tflm/{MODEL_TFLM}"] = tflm.model
         files[f"tflm/{WITHHELD_REPORT}"] = _json_text(report).encode("utf-8")
+    embedding = getattr(tflm, "embedding", None)
+    if embedding is not None and not embedding.shipped:
+        report = {**common, "artifact": "tflm_embedding", **embedding.section}
+        files[f"tflm_embedding/{MODEL_TFLM_EMBEDDING}"] = embedding.model
+        files[f"tflm_embedding/{WITHHELD_REPORT}"] = _json_text(report).encode("utf-8")
     return files
 
 
@@ -280,6 +286,12 @@ def tflm_summary(section: dict[str, Any]) -> str:
             f"{100 * figures['top1_agreement']:.1f}%, accuracy {figures['accuracy']:.1f}% vs "
             f"{figures['accuracy_reference']:.1f}%, {section['bytes'] / 1024:.0f} KiB, arena "
             f"{section['arena_bytes'] / 1024:.0f} KiB, {section['float_ops']} float ops")
+    embedding = section.get("embedding")
+    if embedding is not None:
+        text += (f"; embedding model {embedding['status'].upper()}, "
+                 f"{embedding['bytes'] / 1024:.0f} KiB, arena "
+                 f"{embedding['arena_bytes'] / 1024:.0f} KiB"
+                 + (f" [{embedding['reason']}]" if embedding["reason"] else ""))
     return text + (f" [{section['reason']}]" if section["reason"] else "")
 
 

@@ -30,7 +30,7 @@ from export_helpers import (  # noqa: E402
 )
 
 from edgecl.cli import main  # noqa: E402
-from firmware_export.device.layout import TFLM_FILES  # noqa: E402
+from firmware_export.device.layout import MODEL_TFLM_EMBEDDING, TFLM_FILES  # noqa: E402
 from firmware_export.device.logmel import LogMelPlan  # noqa: E402
 from firmware_export.device.runtime import cpu_session  # noqa: E402
 from firmware_export.device.tflm_runtime import ARENA_STEP, MicroModel, load_tflm_bundle, quiet_fds  # noqa: E402
@@ -223,7 +223,9 @@ def _tflm_export(bundle, out_dir, monkeypatch, **options):
     fp32 = onnx.load_from_string((bundle.folder / "model.onnx").read_bytes())
     monkeypatch.setattr(bundle_module, "export_onnx", lambda *args, **kwargs: fp32)
     model_bytes = _tflite(bundle)
-    monkeypatch.setattr(build_module, "convert_int8", lambda *args: model_bytes)
+    embedding_bytes = (bundle.folder / MODEL_TFLM_EMBEDDING).read_bytes()
+    monkeypatch.setattr(build_module, "convert_int8",
+                        lambda *args, head=True: model_bytes if head else embedding_bytes)
     calibration, _ = tones(48, seed=2)
     return bundle_module.export_phase(
         trained_model(), out_dir, phase=0, classes=CLASSES,
@@ -370,6 +372,9 @@ def test_the_table_reads_the_figures_from_the_manifests(bundle, capsys):
     assert cells[4] == f"{section['bytes'] / 1024:.0f} KiB" and cells[6] == "0"
     assert cells[9] == "shipped"
     assert cells[12:15] == [f"{TFLM_WINDOW_SECONDS:g} s x 2", "100.0%", "100.0%"]
+    embedding = bundle.manifest["tflm"]["embedding"]
+    assert cells[15] == (f"{embedding['bytes'] / 1024:.0f} KiB / "
+                         f"{embedding['arena_bytes'] / 1024:.0f} KiB")
     assert table_main([str(bundle.folder / "missing")]) == 2
 
 

@@ -183,3 +183,28 @@ def test_a_failed_learn_on_a_tflm_bundle_leaves_the_previous_version(fitted, tmp
     assert result.exit_code == 0, result.output
     assert [r["predictions"][0]["label"] for r in json.loads(result.output)["results"]] == (
         fitted["holdout_labels"][:4])
+
+
+def test_an_embedding_model_that_misses_is_withheld_and_learnt_versions_skip_tflm(tmp_path,
+                                                                                  monkeypatch):
+    from test_tflm_build import _tflm_export
+
+    import firmware_export.tflm.embedding_build as embedding_module
+
+    monkeypatch.setattr(embedding_module, "limit_failures", lambda *args: ["arena forced over"])
+    manifest = _tflm_export(exported_tflm_bundle(), tmp_path / "phase_0", monkeypatch)
+    monkeypatch.undo()
+    section = manifest["tflm"]["embedding"]
+    assert manifest["tflm"]["status"] == "shipped" and "model.tflm.tflite" in manifest["files"]
+    assert (section["status"], section["reason"]) == ("withheld", "arena forced over")
+    assert MODEL_TFLM_EMBEDDING not in manifest["files"]
+    kept = tmp_path / "phase_0" / "withheld" / "tflm_embedding"
+    assert json.loads((kept / "withheld.json").read_text())["artifact"] == "tflm_embedding"
+    assert (kept / MODEL_TFLM_EMBEDDING).is_file()
+    waves, targets = tones(24, seed=1)
+    fit_bundle_state(tmp_path / "phase_0", write_clips(tmp_path / "fit", waves, "fit"),
+                     [CLASSES[t] for t in targets], gamma=0.1, class_limit=6)
+    version, learnt = learn_bundle(tmp_path / "phase_0", "higher",
+                                   write_clips(tmp_path / "new", new_tones(3, seed=4), "new"))
+    assert "tflm" not in learnt and RLS_STATE not in learnt["files"]
+    assert "rls.c" in learnt["files"]

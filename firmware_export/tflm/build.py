@@ -61,6 +61,7 @@ class TflmBuild:
     model: bytes
     section: dict[str, Any]
     files: dict[str, bytes] = field(default_factory=dict)
+    embedding: TflmBuild | None = None  # the embedding model's build, when it was built
 
     @property
     def shipped(self) -> bool:
@@ -142,6 +143,7 @@ def _add_embedding(build: TflmBuild, model: nn.Module, plan: LogMelPlan, classes
                                 fp32_runner=fp32_runner, clip_samples=clip_samples,
                                 window_record=build.section["window"], limits=limits)
     build.section["embedding"] = embedding.section
+    build.embedding = embedding
     if embedding.shipped:
         build.files.update(embedding_files(embedding, classes, plan, sample_rate=sample_rate,
                                            clip_samples=clip_samples))

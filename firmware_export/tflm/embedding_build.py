@@ -24,8 +24,9 @@ from torch import nn
 from firmware_export.device.layout import MODEL_TFLM_EMBEDDING, TFLM_EMBEDDING_HEADER
 from firmware_export.device.logmel import LogMelPlan, logmel
 from firmware_export.device.tflm_runtime import HeadedMicroModel, MicroModel, find_arena
+from firmware_export.tflm import build as logits_build
 from firmware_export.tflm import flatbuffer
-from firmware_export.tflm.build import TflmBuild, all_windows, convert_int8, device_parity
+from firmware_export.tflm.build import TflmBuild, all_windows, device_parity
 from firmware_export.tflm.c_model import render_model_header
 from firmware_export.tflm.limits import DeviceLimits, limit_failures
 from firmware_export.tflm.rewrite import tflm_graph
@@ -40,8 +41,8 @@ def build_embedding(model: nn.Module, plan: LogMelPlan, *, calibration_waveforms
                     window_record: dict[str, Any], limits: DeviceLimits | None) -> TflmBuild:
     """The embedding model's build, calibrated on the logits model's clips; its files only when
     it meets every check. `window_record` is the logits build's (copied, not changed)."""
-    model_bytes = convert_int8(model, plan, all_windows(calibration_waveforms, plan.clip_samples),
-                               head=False)
+    windows = all_windows(calibration_waveforms, plan.clip_samples)
+    model_bytes = logits_build.convert_int8(model, plan, windows, head=False)
     float_ops = flatbuffer.float_operators(model_bytes)
     arena = find_arena(model_bytes)
     micro = MicroModel(model_bytes, arena)
@@ -103,6 +104,8 @@ def embedding_files(build: TflmBuild, classes: Sequence[str], plan: LogMelPlan, 
     header = render_model_header(build.model, classes, build.section, plan,
                                  sample_rate=sample_rate, clip_samples=clip_samples,
                                  prefix="edgecl_tflm_embedding",
-                                 output=("int8 embedding [1][DIM]; z = (q - OUTPUT_ZERO_POINT) * "
-                                         "OUTPUT_SCALE, the input of the float head"))
+                                 output=(f"int8 embedding [1][{build.section['dim']}]; z = (q - "
+                                         f"OUTPUT_ZERO_POINT) * OUTPUT_SCALE, the float head's "
+                                         f"input (rls.h); N_LABELS and labels are the trained "
+                                         f"head's"))
     return {MODEL_TFLM_EMBEDDING: build.model, TFLM_EMBEDDING_HEADER: header.encode("utf-8")}

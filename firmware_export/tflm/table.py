@@ -6,7 +6,8 @@ fp32 ONNX model on the held-out clips, the verdict, and the network against the 
 complexity limits (128 K parameters, counted as int8 bytes, and 30 MMAC per second of audio for
 the backbone and head, front end excluded), then the window: its length and count per clip, and
 for a windowed build the top-1 agreement of the fp32 network on the windows (pooled) with the
-fp32 ONNX model on the whole clip (the window's own cost) and of TFLM with that (int8's own).
+fp32 ONNX model on the whole clip (the window's own cost) and of TFLM with that (int8's own),
+and the embedding model's flatbuffer and arena (what a learnt head runs on).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ DCASE_MAX_MACS_PER_SECOND = 30e6
 HEADER = ("| run | phase | classes | held-out clips | flatbuffer | arena | float ops | TFLM top-1 "
           "agreement | TFLM / fp32 accuracy | TFLM | parameters (DCASE <= 128 K) | backbone + "
           "head MMAC/s (DCASE <= 30) | window | fp32 windowed / whole agreement | TFLM / fp32 "
-          "windowed agreement |\n" + "| --- " * 15 + "|")
+          "windowed agreement | embedding model (flatbuffer / arena) |\n" + "| --- " * 16 + "|")
 
 
 def row(run: str, manifest: dict) -> str:
@@ -36,7 +37,16 @@ def row(run: str, manifest: dict) -> str:
             f"{figures['accuracy']:.1f}% / {figures['accuracy_reference']:.1f}% | {verdict} | "
             f"{parameters:,} ({100 * parameters / DCASE_MAX_PARAMETERS:.0f}%) | "
             f"{per_second / 1e6:.1f} ({100 * per_second / DCASE_MAX_MACS_PER_SECOND:.0f}%) | "
-            f"{window_cells(section.get('window'))} |")
+            f"{window_cells(section.get('window'))} | {embedding_cell(section.get('embedding'))} |")
+
+
+def embedding_cell(embedding: dict | None) -> str:
+    """The embedding model's sizes ("61 KiB / 53 KiB"), its verdict when withheld, "-" when the
+    bundle has none (built before it existed, or its logits model was withheld)."""
+    if not embedding:
+        return "-"
+    sizes = f"{embedding['bytes'] / 1024:.0f} KiB / {embedding['arena_bytes'] / 1024:.0f} KiB"
+    return sizes if embedding["status"] == "shipped" else f"withheld ({embedding['reason']})"
 
 
 def window_cells(window: dict | None) -> str:
