@@ -114,6 +114,7 @@ def test_learn_writes_the_head_for_the_c_side_in_the_new_version(fitted, tmp_pat
     assert RLS_STATE in fit_manifest["files"]  # the fit state as a blob too
     result = cli("device", "learn", bundle, *fitted["new"], "--label", "higher")
     assert result.exit_code == 0, result.output
+    assert "TFLM: int8 embedding model and the head in C, state in rls_state.bin" in result.output
     version = tmp_path / "phase_0.v1"
     manifest = verify_bundle(version)  # every file hashed, the blob too
     state = BundleState.from_bytes((version / ANALYTIC_STATE).read_bytes(), "v1")
@@ -130,6 +131,14 @@ def test_learn_writes_the_head_for_the_c_side_in_the_new_version(fitted, tmp_pat
     assert result.exit_code == 0, result.output
     labels = [r["predictions"][0]["label"] for r in json.loads(result.output)["results"]]
     assert labels == ["higher"] * 8 + fitted["holdout_labels"]
+    # Forgetting the class writes the fit state's blob again (its version number aside).
+    result = cli("device", "forget", version, "--label", "higher")
+    assert result.exit_code == 0, result.output
+    fit_blob = (bundle / RLS_STATE).read_bytes()
+    forgot = (tmp_path / "phase_0.v2" / RLS_STATE).read_bytes()
+    assert forgot[:20] == fit_blob[:20] and len(forgot) == len(fit_blob)
+    np.testing.assert_allclose(np.frombuffer(forgot[24:], "<f4"), np.frombuffer(fit_blob[24:], "<f4"),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_the_c_head_loading_the_new_state_predicts_what_onnx_predicts(fitted, tmp_path):

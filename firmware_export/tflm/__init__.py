@@ -4,7 +4,8 @@ and logits out, verified in TFLM's own interpreter, with a C99 log-mel front end
 Modules, one job each: `rewrite` (the torch graph TFLM gets), `convert` (torch -> float .tflite
 with litert-torch), `quantize` (static int8 with global min/max calibration, ai-edge-quantizer),
 `flatbuffer` (constants inline, names dropped, aligned; op queries), `build` (all of it plus the
-checks and the manifest section), `c_model` and `c_frontend` (the C files of the bundle). The
+checks and the manifest section), `embedding_build` (the same network cut before its classifier,
+for a float head in C), `c_model`, `c_frontend` and `c_rls` (the C files of the bundle). The
 runtime side (TFLM interpreter, arena search, numpy front end) is torch-free, in
 firmware_export.device.
 

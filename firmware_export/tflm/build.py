@@ -5,7 +5,8 @@ needs (found by allocating), and parity against the fp32 ONNX model on the phase
 through the int8 rule of firmware_export.parity (a miss withholds the build with its reason; the
 ONNX artifacts are unaffected). The model runs on the log-mel of the C-equivalent numpy front end,
 so parity covers the front end the device runs too. Calibration uses the clips the int8 ONNX
-build uses (every window of them).
+build uses (every window of them). A shipped build also gets its embedding model
+(firmware_export.tflm.embedding_build), with the same checks and its own verdict.
 
 Windowed builds (firmware_export.device.windows: by default 1 s windows for clips longer than
 1 s): the model takes one window; the device runs the front end and the model per window and
@@ -112,7 +113,8 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
                 ] if float_ops else []
     window_record = describe(window, clip_samples, sample_rate, window_seconds)
     figures, parity_failures = device_parity(model, micro, plan, fp32_runner, holdout_waveforms,
-                                       np.asarray(holdout_targets), clip_samples, window_record)
+                                             np.asarray(holdout_targets), clip_samples,
+                                             window_record)
     failures += parity_failures
     failures += limit_failures(arena, len(model_bytes), limits)
     section = _section(model_bytes, float_ops, arena, failures, window_record, figures, plan,
@@ -150,8 +152,8 @@ def _add_embedding(build: TflmBuild, model: nn.Module, plan: LogMelPlan, classes
 
 
 def device_parity(model: nn.Module, micro: MicroModel | HeadedMicroModel, plan: LogMelPlan,
-            fp32_runner: Callable[[np.ndarray], np.ndarray], holdout_waveforms: np.ndarray,
-            targets: np.ndarray, clip_samples: int, window_record: dict[str, Any]):
+                  fp32_runner: Callable[[np.ndarray], np.ndarray], holdout_waveforms: np.ndarray,
+                  targets: np.ndarray, clip_samples: int, window_record: dict[str, Any]):
     """(figures, failures) of TFLM against the fp32 ONNX model on whole clips, and for a
     windowed build against the fp32 network on the same windows, recorded in `window_record`
     (module docstring)."""
