@@ -10,7 +10,11 @@ import click
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output folder [WORKSPACE/report].")
 @click.option("--no-plots", is_flag=True, help="Tables only.")
-def report_command(workspace: str, out: str | None, no_plots: bool) -> None:
+@click.option("--paired", metavar="OPTION", default=None,
+              help="Also compare methods that differ in this edgecl train option only (e.g. "
+                   "precision), runs matched by seed and fold: mean difference and a paired "
+                   "t-test of A_last and BWT.")
+def report_command(workspace: str, out: str | None, no_plots: bool, paired: str | None) -> None:
     """Tables and plots per method from the runs under WORKSPACE.
 
     Per method (every option except seed and test fold): mean and std over seeds and folds of A_avg, A_last, BWT, forgetting, memory-update seconds and train seconds, as report.md,
@@ -18,7 +22,8 @@ def report_command(workspace: str, out: str | None, no_plots: bool) -> None:
     results.json or grid.json that cannot be read is skipped with a warning naming it."""
     from edgecl.report import write_report
 
-    written = write_report(workspace, out, plots=not no_plots)
+    written = write_report(workspace, out, plots=not no_plots,
+                           paired=None if paired is None else paired.replace("-", "_"))
     ws = written.pop("workspace")
     for text in ws.unreadable:
         click.echo(f"warning: skipped {text}", err=True)

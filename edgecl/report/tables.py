@@ -28,7 +28,8 @@ def _pm(mean: float | None, std: float | None, digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def markdown(ws: Workspace, title: str = "edgecl report") -> str:
+def markdown(ws: Workspace, title: str = "edgecl report",
+             paired: dict[str, Any] | None = None) -> str:
     table = rows(ws)
     lines = [f"# {title}", "",
              "Mean ± sample standard deviation over each method's complete runs (seeds and test "
@@ -50,9 +51,39 @@ def markdown(ws: Workspace, title: str = "edgecl report") -> str:
         for item in ws.incomplete:
             reason = str(item["reason"]).replace("|", "\\|")
             lines.append(f"| {item['run']} | {item['method']} | {reason} |")
+    if paired is not None:
+        lines += paired_markdown(paired)
     if ws.unreadable:
         lines += ["", "## Unreadable files (skipped)", ""] + [f"- {text}" for text in ws.unreadable]
     return "\n".join(lines) + "\n"
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def paired_markdown(paired: dict[str, Any]) -> list[str]:
+    """The section of `edgecl report --paired OPTION`: `paired` is {"option", "pairs"} with the
+    pairs of edgecl.report.paired.paired_comparisons."""
+    lines = ["", f"## Paired by seed and fold: {paired['option']}", "",
+             "Methods that differ in one option only, runs matched by seed and test fold: "
+             "difference = other - baseline per pair, mean ± std; two-sided paired t-test; "
+             "within 1 std: the other's mean lies within one baseline standard deviation of the "
+             "baseline's mean.", ""]
+    if not paired["pairs"]:
+        return lines + [f"No two methods differ in {paired['option']} only."]
+    lines += ["| baseline | other | figure | pairs | baseline | other | difference | t | p "
+              "| within 1 std |", "| " + " | ".join(["---"] * 10) + " |"]
+    for pair in paired["pairs"]:
+        for metric, row in pair["metrics"].items():
+            within = row["within_one_baseline_std"]
+            cells = [pair["baseline"], pair["other"], metric, str(row["pairs"]),
+                     _pm(row["baseline_mean"], row["baseline_std"], 3),
+                     _pm(row["other_mean"], row["other_std"], 3),
+                     _pm(row["diff_mean"], row["diff_std"], 3), _number(row["t"], 2),
+                     _number(row["p"], 3), "-" if within is None else ("yes" if within else "no")]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def csv_text(ws: Workspace) -> str:
@@ -65,11 +96,14 @@ def csv_text(ws: Workspace) -> str:
     return out.getvalue()
 
 
-def json_document(ws: Workspace) -> dict[str, Any]:
-    return {
+def json_document(ws: Workspace, paired: dict[str, Any] | None = None) -> dict[str, Any]:
+    document: dict[str, Any] = {
         "metrics": list(METRICS),
         "methods": [{**group.stats(), "options": group.key,
                      "run_names": [r.name for r in group.runs]} for group in ws.groups],
         "incomplete": ws.incomplete,
         "unreadable": ws.unreadable,
     }
+    if paired is not None:
+        document["paired"] = paired
+    return document
