@@ -99,6 +99,8 @@ def test_report_writes_the_paired_section(workspace, tmp_path):
     # t and p as scipy.stats.ttest_rel gives them for these runs
     assert row.endswith("| 3 | 0.700 ± 0.100 | 0.657 ± 0.093 | -0.043 ± 0.060 | -1.25 | 0.339 "
                         "| yes |")
+    assert "| seed | A_last fp32 | A_last bf16 | A_last difference | BWT fp32 | BWT bf16 " in md
+    assert "| 2 | 0.600 | 0.550 | -0.050 | -0.500 | 0.000 | +0.500 |" in md
     document = json.loads(written["json"].read_text())
     assert document["paired"]["option"] == "precision"
     assert document["paired"]["pairs"][0]["seeds"] == [1, 2, 3]

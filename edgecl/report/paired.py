@@ -93,17 +93,18 @@ def _match(baseline: MethodGroup, other: MethodGroup) -> list[tuple[Run, Run]]:
 
 
 def _metric_row(matched: list[tuple[Run, Run]], metric: str) -> dict[str, Any]:
-    values = [(a.figures()[metric], b.figures()[metric]) for a, b in matched]
-    pairs = [(a, b) for a, b in values if a is not None and b is not None]
-    base = [a for a, _ in pairs]
-    other = [b for _, b in pairs]
-    diffs = [b - a for a, b in pairs]
+    values = [(a.config.get("seed"), a.figures()[metric], b.figures()[metric]) for a, b in matched]
+    pairs = [(seed, a, b) for seed, a, b in values if a is not None and b is not None]
+    base = [a for _, a, _ in pairs]
+    other = [b for _, _, b in pairs]
+    diffs = [b - a for _, a, b in pairs]
     (base_mean, base_std), (other_mean, other_std) = mean_std(base), mean_std(other)
     diff_mean, diff_std = mean_std(diffs)
     t, p = paired_t_test(diffs)
     within = (None if base_std is None or base_mean is None or other_mean is None
               else abs(other_mean - base_mean) <= base_std)
-    return {"pairs": len(pairs), "baseline": base, "other": other,
+    return {"pairs": len(pairs), "seeds": [seed for seed, _, _ in pairs],
+            "baseline": base, "other": other,
             "baseline_mean": base_mean, "baseline_std": base_std,
             "other_mean": other_mean, "other_std": other_std,
             "diff_mean": diff_mean, "diff_std": diff_std, "t": t, "p": p,

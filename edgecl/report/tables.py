@@ -83,6 +83,28 @@ def paired_markdown(paired: dict[str, Any]) -> list[str]:
                      _pm(row["diff_mean"], row["diff_std"], 3), _number(row["t"], 2),
                      _number(row["p"], 3), "-" if within is None else ("yes" if within else "no")]
             lines.append("| " + " | ".join(cells) + " |")
+    for pair in paired["pairs"]:
+        lines += _per_seed_lines(pair)
+    return lines
+
+
+def _per_seed_lines(pair: dict[str, Any]) -> list[str]:
+    """Each matched seed's figures, baseline then other, and their difference."""
+    metrics = pair["metrics"]
+    heads = ["seed"] + [f"{m} {side}" for m in metrics for side in
+                        (pair["baseline_value"], pair["other_value"], "difference")]
+    lines = ["", f"{pair['baseline']} against {pair['other']}, per seed:", "",
+             "| " + " | ".join(heads) + " |", "| " + " | ".join(["---"] * len(heads)) + " |"]
+    for seed in pair["seeds"]:
+        cells = [str(seed)]
+        for row in metrics.values():
+            if seed in row["seeds"]:
+                i = row["seeds"].index(seed)
+                a, b = row["baseline"][i], row["other"][i]
+                cells += [f"{a:.3f}", f"{b:.3f}", f"{b - a:+.3f}"]
+            else:
+                cells += ["-", "-", "-"]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
