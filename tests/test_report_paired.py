@@ -40,6 +40,7 @@ def test_paired_t_test_by_hand():
     assert paired_t_test([0.5]) == (None, None)
     assert paired_t_test([0.0, 0.0]) == (0.0, 1.0)
     assert paired_t_test([-0.1, -0.1]) == (-math.inf, 0.0)
+    assert paired_t_test([0.0625 - 0.04375, 0.01875]) == (math.inf, 0.0)  # equal but for rounding
     with pytest.raises(ValueError):
         student_t_two_sided_p(1.0, 0)
 

@@ -51,13 +51,15 @@ def student_t_two_sided_p(t: float, df: int) -> float:
 
 def paired_t_test(differences: Sequence[float]) -> tuple[float | None, float | None]:
     """(t, two-sided p) of the mean of paired differences against 0; (None, None) for fewer than
-    two pairs; identical nonzero differences give t = +-inf and p = 0, all-zero ones t = 0, p = 1."""
+    two pairs; identical nonzero differences give t = +-inf and p = 0, all-zero ones t = 0, p = 1.
+    Differences equal but for float rounding (accuracies are ratios of clip counts) count as
+    identical, not as a huge finite t."""
     n = len(differences)
     if n < 2:
         return None, None
     mean, std = mean_std(differences)
     assert mean is not None and std is not None
-    if std == 0:
+    if std <= 1e-12 * max(1.0, max(abs(d) for d in differences)):
         return (0.0, 1.0) if mean == 0 else (math.copysign(math.inf, mean), 0.0)
     t = mean / (std / math.sqrt(n))
     return t, student_t_two_sided_p(t, n - 1)
