@@ -30,19 +30,25 @@ def clip_embeddings(model, data, batch_size: int) -> np.ndarray:
 
 
 def first_head(embeddings: np.ndarray, targets: np.ndarray, *, gamma: float | None,
-               weighting: str, seed: int) -> AnalyticHead:
-    """The head fit on phase 0's clips (gamma None: chosen on a held-out share of them)."""
+               weighting: str, seed: int, expansion: int = 0) -> tuple[AnalyticHead, np.ndarray]:
+    """The head fit on phase 0's clips (gamma None: chosen on a held-out share of them) and each
+    clip's weight; an expansion's projection is drawn from `seed`."""
     labels = [str(int(t)) for t in targets]
     if gamma is None:
-        gamma = choose_gamma(embeddings, labels, seed=seed)
-    head, _ = fit_head(embeddings, labels, gamma=gamma, weighting=weighting)
-    return head
+        gamma = choose_gamma(embeddings, labels, seed=seed, expansion=expansion,
+                             expansion_seed=seed)
+    return fit_head(embeddings, labels, gamma=gamma, weighting=weighting, expansion=expansion,
+                    expansion_seed=seed)
 
 
-def learn_classes(head: AnalyticHead, embeddings: np.ndarray, targets: np.ndarray) -> None:
-    """Add a later phase's clips, one class at a time in target order (the head's weighting)."""
+def learn_classes(head: AnalyticHead, embeddings: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Add a later phase's clips, one class at a time in target order (the head's weighting);
+    returns each clip's weight."""
+    weights = np.zeros(len(embeddings))
     for target in sorted(set(int(t) for t in targets)):
-        head.learn(embeddings[targets == target], str(target))
+        rows = targets == target
+        weights[rows] = head.learn(embeddings[rows], str(target))
+    return weights
 
 
 def fold_into(linear: torch.nn.Linear, head: AnalyticHead) -> None:
@@ -55,19 +61,13 @@ def fold_into(linear: torch.nn.Linear, head: AnalyticHead) -> None:
         linear.bias[rows] = torch.as_tensor(b, dtype=linear.bias.dtype, device=linear.bias.device)
 
 
-def update_macs(head: AnalyticHead, n_clips: int) -> int:
-    """Multiply-adds of the recursive update for `n_clips` clips: R's rank-one step and W's, per
-    clip about 2 (D + 1)^2 + (D + 1) C."""
-    d = head.dim + 1
-    return n_clips * (2 * d * d + d * head.w.shape[1])
-
-
 def head_state(head: AnalyticHead) -> dict[str, Any]:
     """The head as state.pt keeps it (tensors, strings, numbers and lists: weights_only loads)."""
     return {"mean": torch.from_numpy(head.mean.copy()), "std": torch.from_numpy(head.std.copy()),
             "r": torch.from_numpy(head.r.copy()), "w": torch.from_numpy(head.w.copy()),
             "gamma": head.gamma, "weighting": head.weighting, "labels": list(head.labels),
-            "clips": list(head.clips), "mass": list(head.mass)}
+            "clips": list(head.clips), "mass": list(head.mass), "expansion": head.expansion,
+            "expansion_seed": head.expansion_seed}
 
 
 def head_from_state(saved: dict[str, Any]) -> AnalyticHead:
@@ -76,4 +76,6 @@ def head_from_state(saved: dict[str, Any]) -> AnalyticHead:
                         r=saved["r"].numpy(), w=saved["w"].numpy(),
                         labels=[str(v) for v in saved["labels"]],
                         clips=[int(v) for v in saved["clips"]],
-                        mass=[float(v) for v in saved["mass"]])
+                        mass=[float(v) for v in saved["mass"]],
+                        expansion=int(saved.get("expansion", 0)),
+                        expansion_seed=int(saved.get("expansion_seed", 0)))

@@ -14,6 +14,11 @@ carries as much mass as one trained on 200; without it the few new clips are dro
 classes' mass and the new class is never predicted. A clip is removed with the weight it was
 added with (the caller records it: `learn` returns the weights).
 
+Random expansion (`expansion` B > 0): the standardised embedding s goes through a fixed random
+ReLU projection before the ridge head, x = [max(s P, 0), 1] with P [D, B] drawn from the head's
+`expansion_seed` (numpy's default generator, standard normal / sqrt(D)), so a state stores the
+seed, not P; its bytes count P all the same, since a device holds it while the head runs.
+
 numpy only, float64: used by the torch-free device runtime and by the host.
 """
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -28,6 +34,24 @@ import numpy as np
 from edgecl.errors import EdgeclError
 
 WEIGHTINGS = ("off", "balanced")
+MAX_EXPANSION = 16384  # R alone is then 0.5 GB in float32: far past any device
+
+
+@cache
+def random_projection(dim: int, width: int, seed: int) -> np.ndarray:
+    """The fixed random projection P [dim, width] of an expansion (module doc); read-only."""
+    projection = np.random.default_rng(seed).standard_normal((dim, width)) / np.sqrt(dim)
+    projection.setflags(write=False)
+    return projection
+
+
+def check_expansion(width: int, where: str = "analytic head") -> int:
+    """`width` as an expansion width, or a one-line error."""
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or not (
+            0 <= int(width) <= MAX_EXPANSION):
+        raise EdgeclError(f"{where}: the random expansion width must be an integer in "
+                          f"[0, {MAX_EXPANSION}] (0 = none), got {width!r}")
+    return int(width)
 
 
 def packed_upper(matrix: np.ndarray) -> np.ndarray:
@@ -71,10 +95,13 @@ class AnalyticHead:
     labels: list[str] = field(default_factory=list)
     clips: list[int] = field(default_factory=list)
     mass: list[float] = field(default_factory=list)
+    expansion: int = 0  # B, the random expansion's width (0: none)
+    expansion_seed: int = 0
 
     @classmethod
     def empty(cls, mean: np.ndarray, std: np.ndarray, *, gamma: float,
-              weighting: str = "balanced") -> AnalyticHead:
+              weighting: str = "balanced", expansion: int = 0,
+              expansion_seed: int = 0) -> AnalyticHead:
         """A head with no class yet: R = I / gamma, W with no columns."""
         if not gamma > 0:
             raise EdgeclError(f"analytic head: gamma must be positive, got {gamma}")
@@ -85,9 +112,11 @@ class AnalyticHead:
         std = np.asarray(std, dtype=np.float64).reshape(-1)
         if mean.shape != std.shape or not np.all(std > 0):
             raise EdgeclError("analytic head: mean and std must have one shape and std be > 0")
-        d = mean.size + 1
+        expansion = check_expansion(expansion)
+        d = (expansion or mean.size) + 1
         return cls(mean=mean, std=std, gamma=float(gamma), weighting=weighting,
-                   r=np.eye(d) / gamma, w=np.zeros((d, 0)))
+                   r=np.eye(d) / gamma, w=np.zeros((d, 0)), expansion=expansion,
+                   expansion_seed=int(expansion_seed))
 
     @classmethod
     def standardised_on(cls, embeddings: np.ndarray, **options: Any) -> AnalyticHead:
@@ -103,10 +132,26 @@ class AnalyticHead:
         """D, the embedding's width."""
         return self.mean.size
 
+    @property
+    def n_features(self) -> int:
+        """d, the ridge head's input width: B + 1 with an expansion, else D + 1."""
+        return (self.expansion or self.dim) + 1
+
+    def projection(self) -> np.ndarray | None:
+        """P [D, B] of the expansion, regenerated from its seed (None without one)."""
+        if not self.expansion:
+            return None
+        return random_projection(self.dim, self.expansion, self.expansion_seed)
+
     def features(self, embeddings: np.ndarray) -> np.ndarray:
-        """Embeddings [n, D] -> x = [(z - mean) / std, 1] [n, D + 1] float64."""
+        """Embeddings [n, D] -> x = [(z - mean) / std, 1] [n, D + 1] float64, or with an
+        expansion [max(((z - mean) / std) P, 0), 1] [n, B + 1]."""
         z = np.asarray(embeddings, dtype=np.float64).reshape(-1, self.dim)
-        return np.hstack([(z - self.mean) / self.std, np.ones((len(z), 1))])
+        s = (z - self.mean) / self.std
+        projection = self.projection()
+        if projection is not None:
+            s = np.maximum(s @ projection, 0.0)
+        return np.hstack([s, np.ones((len(z), 1))])
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
         """Scores [n, C] of embeddings [n, D]."""
@@ -115,7 +160,11 @@ class AnalyticHead:
 
     def folded(self) -> tuple[np.ndarray, np.ndarray]:
         """(A [D, C], b [C]) with logits = z A + b: the standardisation folded into the head, for a
-        device graph that takes the raw embedding."""
+        device graph that takes the raw embedding. A head with an expansion is not linear in z:
+        refused."""
+        if self.expansion:
+            raise EdgeclError(f"analytic head: a head with a random expansion (B {self.expansion})"
+                              f" is not one linear map of the embedding; it cannot be folded")
         a = self.w[:-1] / self.std[:, None]
         return a, self.w[-1] - self.mean @ a
 
@@ -179,13 +228,28 @@ class AnalyticHead:
         self.mass[column] = float(self.mass[column] + weights.sum())
 
     def state_bytes(self, itemsize: int = 4) -> int:
-        """Bytes of the state a device keeps at `itemsize` per number: packed R, W, mean, std."""
-        d = self.dim + 1
-        return itemsize * (d * (d + 1) // 2 + self.w.size + 2 * self.dim)
+        """Bytes of the state a device keeps at `itemsize` per number: packed R, W, mean, std,
+        and the expansion's projection P (D x B) when there is one."""
+        return state_bytes(self.dim, len(self.labels), self.expansion, itemsize)
+
+    def update_macs(self, n_clips: int) -> int:
+        """Multiply-adds of the recursive update for `n_clips` clips at the head's present class
+        count: per clip the expansion's projection D B, R's rank-one step and W's, about
+        D B + 2 d^2 + d C (d = n_features)."""
+        d = self.n_features
+        return n_clips * (self.dim * self.expansion + 2 * d * d + d * self.w.shape[1])
+
+
+def state_bytes(dim: int, n_classes: int, expansion: int = 0, itemsize: int = 4) -> int:
+    """Bytes of an analytic state for embedding width `dim`, `n_classes` classes and expansion
+    width `expansion` (AnalyticHead.state_bytes): known before training, for a budget check."""
+    d = (expansion or dim) + 1
+    return itemsize * (d * (d + 1) // 2 + d * n_classes + 2 * dim + dim * expansion)
 
 
 def fit_head(embeddings: np.ndarray, labels: Sequence[str], *, gamma: float,
-             weighting: str = "balanced") -> tuple[AnalyticHead, np.ndarray]:
+             weighting: str = "balanced", expansion: int = 0,
+             expansion_seed: int = 0) -> tuple[AnalyticHead, np.ndarray]:
     """A head standardised on and fit to clips of several classes, one class at a time in order of
     first appearance (balanced: each class carries the mean class's mass); returns it with each
     clip's weight."""
@@ -193,7 +257,8 @@ def fit_head(embeddings: np.ndarray, labels: Sequence[str], *, gamma: float,
     labels = [str(label) for label in labels]
     if len(z) != len(labels) or len(z) == 0:
         raise EdgeclError(f"analytic head: {len(z)} embeddings for {len(labels)} labels")
-    head = AnalyticHead.standardised_on(z, gamma=gamma, weighting=weighting)
+    head = AnalyticHead.standardised_on(z, gamma=gamma, weighting=weighting, expansion=expansion,
+                                        expansion_seed=expansion_seed)
     names = list(dict.fromkeys(labels))
     counts = {name: labels.count(name) for name in names}
     mean_count = float(np.mean(list(counts.values())))
@@ -208,7 +273,8 @@ def fit_head(embeddings: np.ndarray, labels: Sequence[str], *, gamma: float,
 
 def choose_gamma(embeddings: np.ndarray, labels: Sequence[str], *,
                  candidates: Sequence[float] = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0),
-                 holdout_share: float = 0.2, seed: int = 0) -> float:
+                 holdout_share: float = 0.2, seed: int = 0, expansion: int = 0,
+                 expansion_seed: int = 0) -> float:
     """The gamma of `candidates` whose head, fit on a random (1 - holdout_share) of the clips,
     classifies the rest best; among equally accurate ones (common: old classes are separable),
     the one with the lowest squared error on the held-out one-hot targets, the loss ridge
@@ -220,7 +286,8 @@ def choose_gamma(embeddings: np.ndarray, labels: Sequence[str], *,
     held, kept = order[:n_held], order[n_held:]
     scores = []
     for gamma in candidates:
-        head, _ = fit_head(z[kept], list(names_of[kept]), gamma=gamma, weighting="off")
+        head, _ = fit_head(z[kept], list(names_of[kept]), gamma=gamma, weighting="off",
+                           expansion=expansion, expansion_seed=expansion_seed)
         logits = head.logits(z[held])
         names = np.asarray(head.labels)
         accuracy = float(np.mean(names[np.argmax(logits, axis=1)] == names_of[held]))

@@ -2,7 +2,8 @@
 standardisation, gamma, the weighting, clips and mass per class), every clip it holds (sha256 of
 the file, label, the weight it was added with, its embedding: what forgetting needs, so a class
 can be taken back out without its recordings), the class limit, the sha256 of the embedding model
-it was computed with, the version and the lineage.
+it was computed with, the version and the lineage; with a random expansion, its width and seed
+(the projection is regenerated from them, firmware_export.device.analytic).
 
 Arrays are stored as little-endian bytes in base64, so the file round-trips exactly and the same
 state gives the same bytes (the manifest's sha256 then names the state). numpy only.
@@ -19,7 +20,12 @@ from typing import Any
 import numpy as np
 
 from edgecl.errors import EdgeclError
-from firmware_export.device.analytic import AnalyticHead, packed_upper, unpack_upper
+from firmware_export.device.analytic import (
+    AnalyticHead,
+    check_expansion,
+    packed_upper,
+    unpack_upper,
+)
 from firmware_export.device.layout import ANALYTIC_STATE, MANIFEST, MODEL_EMBEDDING
 
 STATE_FORMAT = 1
@@ -72,7 +78,8 @@ class BundleState:
         """The manifest's "analytic" section (the state file is the truth; this describes it)."""
         head = self.head
         return {"state": ANALYTIC_STATE, "version": self.version, "gamma": head.gamma,
-                "weighting": head.weighting, "dim": head.dim, "class_limit": self.class_limit,
+                "weighting": head.weighting, "dim": head.dim, "expansion": head.expansion,
+                "class_limit": self.class_limit,
                 "classes": list(head.labels), "clips_per_class": list(head.clips),
                 "mass_per_class": [round(m, 6) for m in head.mass],
                 "state_bytes_fp32": head.state_bytes(4),
@@ -86,7 +93,7 @@ class BundleState:
             "format": STATE_FORMAT, "backbone_sha256": self.backbone_sha256,
             "class_limit": self.class_limit, "version": self.version, "gamma": head.gamma,
             "weighting": head.weighting, "labels": head.labels, "clips": head.clips,
-            "mass": head.mass,
+            "mass": head.mass, **_expansion_fields(head),
             "mean": encode_array(head.mean), "std": encode_array(head.std),
             "r_packed_upper": encode_array(packed_upper(head.r)), "w": encode_array(head.w),
             "clip_sha256": self.clip_sha256, "clip_labels": self.clip_labels,
@@ -102,12 +109,15 @@ class BundleState:
             if doc.get("format") != STATE_FORMAT:
                 raise ValueError(f"format {doc.get('format')!r}, expected {STATE_FORMAT}")
             mean, std = decode_array(doc["mean"]), decode_array(doc["std"])
+            expansion = check_expansion(doc.get("expansion", 0), "expansion")
+            d = (expansion or mean.size) + 1
             head = AnalyticHead(mean=mean, std=std, gamma=float(doc["gamma"]),
                                 weighting=str(doc["weighting"]),
-                                r=unpack_upper(decode_array(doc["r_packed_upper"]), mean.size + 1),
-                                w=decode_array(doc["w"]).reshape(mean.size + 1, -1),
+                                r=unpack_upper(decode_array(doc["r_packed_upper"]), d),
+                                w=decode_array(doc["w"]).reshape(d, -1),
                                 labels=list(doc["labels"]), clips=[int(n) for n in doc["clips"]],
-                                mass=[float(m) for m in doc["mass"]])
+                                mass=[float(m) for m in doc["mass"]], expansion=expansion,
+                                expansion_seed=int(doc.get("expansion_seed", 0)))
             state = cls(head=head, backbone_sha256=str(doc["backbone_sha256"]),
                         class_limit=int(doc["class_limit"]), version=int(doc["version"]),
                         clip_sha256=list(doc["clip_sha256"]),
@@ -124,6 +134,14 @@ class BundleState:
             raise EdgeclError(f"{where}: inconsistent analytic state (classes, columns and clips "
                               f"disagree)")
         return state
+
+
+def _expansion_fields(head: AnalyticHead) -> dict[str, int]:
+    """The expansion's width and seed, written only when there is one (a state without keeps
+    the bytes it had before expansions existed)."""
+    if not head.expansion:
+        return {}
+    return {"expansion": head.expansion, "expansion_seed": head.expansion_seed}
 
 
 def read_state(folder: Path, manifest: dict[str, Any]) -> BundleState:

@@ -100,52 +100,92 @@ def fit_bundle_state(bundle: str | os.PathLike[str], clips: Sequence[str | os.Pa
                           f"this version of edgecl")
     labels = _label_list(labels, "fit")
     classes = list(manifest["classes"])
+    check_fit_classes(labels, classes, class_limit, str(folder))
+    rows = class_rows(labels, classes)
+    embeddings = embed_clips(folder, manifest, [clips[i] for i in rows], threads)
+    state = fit_state(embeddings, [labels[i] for i in rows], [sha256_file(clips[i]) for i in rows],
+                      backbone_sha256=manifest["files"][MODEL_EMBEDDING]["sha256"],
+                      gamma=gamma, weighting=weighting, class_limit=class_limit)
+    state.lineage.append(_step("fit", None, list(state.clip_sha256), None, manifest))
+    section = state.summary()
+    if holdout is not None:
+        import onnx
+
+        holdout_embeddings = embed_clips(folder, manifest, holdout[0], threads)
+        section["holdout_accuracy"] = holdout_accuracy(
+            state.head, holdout_embeddings, trained_head(onnx.load(str(folder / MODEL_FP32))),
+            classes, holdout[1])
+    files = {name: (folder / name).read_bytes() for name in manifest["files"]}
+    files.update(state_files(state, manifest))
+    written = write_bundle(folder, files, dict(manifest, analytic=section))
+    if log is not None:
+        log(f"fit the analytic state of {folder}: {len(rows)} clips, {len(classes)} classes, "
+            f"gamma {state.head.gamma:g}, weighting {weighting}, {section['state_bytes_fp32']} "
+            f"bytes fp32")
+    return written
+
+
+def check_fit_classes(labels: Sequence[str], classes: Sequence[str], class_limit: int,
+                      where: str) -> None:
+    """The fit clips must cover exactly the bundle's classes, within the class limit."""
     if sorted(set(labels)) != sorted(classes):
-        raise EdgeclError(f"{folder}: the fit clips' labels {sorted(set(labels))} must be the "
+        raise EdgeclError(f"{where}: the fit clips' labels {sorted(set(labels))} must be the "
                           f"bundle's classes {sorted(classes)}")
     if not len(classes) <= class_limit:
         raise EdgeclError(f"--class-limit: {class_limit} is below the bundle's {len(classes)} "
                           f"classes")
-    order = [label for label in classes for _ in range(labels.count(label))]
-    rows = [i for label in classes for i, name in enumerate(labels) if name == label]
-    embeddings = embed_clips(folder, manifest, [clips[i] for i in rows], threads)
+
+
+def class_rows(labels: Sequence[str], classes: Sequence[str]) -> list[int]:
+    """Indices of `labels` grouped class by class in the order of `classes` (the order a state
+    learns them in), each class's clips in their given order."""
+    return [i for label in classes for i, name in enumerate(labels) if name == label]
+
+
+def fit_state(embeddings: np.ndarray, labels: Sequence[str], hashes: Sequence[str], *,
+              backbone_sha256: str, gamma: float | None, weighting: str, class_limit: int,
+              expansion: int = 0, seed: int = 0) -> BundleState:
+    """A state fit to clips grouped class by class (class_rows) with their float32 embeddings
+    and file sha256, computed with the embedding model of sha256 `backbone_sha256`; gamma None:
+    chosen on a held-out fifth (seeded by `seed`, which also draws an expansion's projection).
+    No lineage yet."""
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    order = [str(label) for label in labels]
     if gamma is None:
-        gamma = choose_gamma(embeddings, order)
-    head, weights = fit_head(embeddings, order, gamma=gamma, weighting=weighting)
-    state = BundleState(head=head, backbone_sha256=manifest["files"][MODEL_EMBEDDING]["sha256"],
-                        class_limit=int(class_limit))
-    hashes = [sha256_file(clips[i]) for i in rows]
-    for label in classes:
+        gamma = choose_gamma(embeddings, order, seed=seed, expansion=expansion,
+                             expansion_seed=seed)
+    head, weights = fit_head(embeddings, order, gamma=gamma, weighting=weighting,
+                             expansion=expansion, expansion_seed=seed)
+    state = BundleState(head=head, backbone_sha256=backbone_sha256, class_limit=int(class_limit))
+    for label in dict.fromkeys(order):
         mine = [k for k, name in enumerate(order) if name == label]
         state.add([hashes[k] for k in mine], label, weights[mine], embeddings[mine])
-    state.lineage.append(_step("fit", None, hashes, None, manifest))
-    section = state.summary()
-    if holdout is not None:
-        section["holdout_accuracy"] = _holdout_accuracy(folder, manifest, head, *holdout,
-                                                        threads=threads)
-    files = {name: (folder / name).read_bytes() for name in manifest["files"]}
-    files[ANALYTIC_STATE] = state.to_bytes()
-    files.update(c_head_files(manifest, head, state.class_limit, state.version))
-    written = write_bundle(folder, files, dict(manifest, analytic=section))
-    if log is not None:
-        log(f"fit the analytic state of {folder}: {len(hashes)} clips, {len(classes)} classes, "
-            f"gamma {gamma:g}, weighting {weighting}, {section['state_bytes_fp32']} bytes fp32")
-    return written
+    return state
 
 
-def _holdout_accuracy(folder: Path, manifest: dict[str, Any], head: AnalyticHead,
-                      clips: Sequence[Any], labels: Sequence[str], threads: int) -> dict[str, Any]:
-    """Accuracy of the trained head (model.onnx's own Gemm on the same embeddings) and of the
-    analytic head on held-out clips of the bundle's classes."""
-    import onnx
+def state_files(state: BundleState, manifest: dict[str, Any]) -> dict[str, bytes]:
+    """The files a state adds to a bundle of `manifest` (its "files" table: which builds it
+    holds): analytic.json, and the C head (tflm_head.c_head_files) when the head has no random
+    expansion (the C update has none: c_rls refuses it)."""
+    files = {ANALYTIC_STATE: state.to_bytes()}
+    if not state.head.expansion:
+        files.update(c_head_files(manifest, state.head, state.class_limit, state.version))
+    return files
 
-    embeddings = embed_clips(folder, manifest, clips, threads).astype(np.float64)
-    weight, bias = trained_head(onnx.load(str(folder / MODEL_FP32)))
+
+def holdout_accuracy(head: AnalyticHead, embeddings: np.ndarray,
+                     trained: tuple[np.ndarray, np.ndarray], classes: Sequence[str],
+                     labels: Sequence[str]) -> dict[str, Any]:
+    """Accuracy of the trained head (`trained`: the fp32 model's own Gemm, weight and bias) and
+    of the analytic head, before any learning, on the same held-out embeddings of the bundle's
+    classes (`labels` their class names)."""
+    embeddings = np.asarray(embeddings, dtype=np.float64)
     truth = np.asarray([str(label) for label in labels])
-    trained = np.asarray(manifest["classes"])[np.argmax(embeddings @ weight + bias, axis=1)]
-    analytic = np.asarray(head.labels)[np.argmax(head.logits(embeddings), axis=1)]
-    return {"clips": len(truth), "trained_head": round(float(np.mean(trained == truth)), 4),
-            "analytic_head": round(float(np.mean(analytic == truth)), 4)}
+    weight, bias = trained
+    by_trained = np.asarray(classes)[np.argmax(embeddings @ weight + bias, axis=1)]
+    by_analytic = np.asarray(head.labels)[np.argmax(head.logits(embeddings), axis=1)]
+    return {"clips": len(truth), "trained_head": round(float(np.mean(by_trained == truth)), 4),
+            "analytic_head": round(float(np.mean(by_analytic == truth)), 4)}
 
 
 def _step(action: str, label: str | None, clips: list[str], parent: Path | None,
@@ -248,12 +288,10 @@ def _write_version(folder: Path, manifest: dict[str, Any], state: BundleState, a
     embedding_bytes = (folder / MODEL_EMBEDDING).read_bytes()
     import onnx
 
-    device = analytic_model(onnx.load_model_from_string(embedding_bytes), *head.folded(),
-                            head.labels).SerializeToString(deterministic=True)
+    device = device_model(onnx.load_model_from_string(embedding_bytes), head)
     rate, length = int(manifest["sample_rate"]), int(manifest["clip_samples"])
     files = {MODEL_EMBEDDING: embedding_bytes, MODEL_ANALYTIC: device,
-             ANALYTIC_STATE: state.to_bytes(), LABELS: (_json(head.labels)).encode("utf-8"),
-             **c_head_files(manifest, head, state.class_limit, state.version),
+             **state_files(state, manifest), LABELS: (_json(head.labels)).encode("utf-8"),
              C_HEADER: render_c_header(device, head.labels, sample_rate=rate, clip_samples=length,
                                        precision="fp32").encode("utf-8")}
     keep = ("format", "phase", "sample_rate", "clip_samples", "clip_seconds", "frontend", "model",
@@ -270,6 +308,17 @@ def _write_version(folder: Path, manifest: dict[str, Any], state: BundleState, a
         files.update(tflm_files)
         learnt["tflm"] = tflm
     return target, write_bundle(target, files, learnt)
+
+
+def device_model(embedding, head: AnalyticHead) -> bytes:
+    """model.analytic.onnx: the embedding model (an onnx.ModelProto) with the analytic head,
+    folded into one Gemm, or spelt out with its random expansion."""
+    if head.expansion:
+        from firmware_export.device.expanded_graph import expanded_model
+
+        return expanded_model(embedding, head).SerializeToString(deterministic=True)
+    return analytic_model(embedding, *head.folded(), head.labels).SerializeToString(
+        deterministic=True)
 
 
 def _json(obj: Any) -> str:

@@ -22,6 +22,7 @@ import struct
 
 import numpy as np
 
+from edgecl.errors import EdgeclError
 from firmware_export.device.analytic import AnalyticHead, packed_upper
 from firmware_export.tflm.c_model import float_rows
 
@@ -31,7 +32,12 @@ STATE_FORMAT = 1
 
 
 def render_rls(head: AnalyticHead, class_limit: int) -> tuple[bytes, bytes]:
-    """(rls.h, rls.c) with the head's current state as the initial one."""
+    """(rls.h, rls.c) with the head's current state as the initial one; a head with a random
+    expansion is refused (the C update has no projection)."""
+    if head.expansion:
+        raise EdgeclError(f"rls.c: the C update does not support the analytic head's random "
+                          f"expansion (B {head.expansion}); only a head without one "
+                          f"(expansion 0) gets rls.h and rls.c")
     source = "\n".join([*_source_state(head, class_limit), *_SOURCE_FUNCTIONS])
     return _header(head.dim, class_limit).encode("utf-8"), source.encode("utf-8")
 
