@@ -20,6 +20,7 @@ import click
 
 from edgecl.errors import EdgeclError
 from edgecl.limits import (
+    MAX_ANALYTIC_EXPANSION,
     MAX_CLIP_SECONDS,
     MAX_DISTILL_TEMPERATURE,
     MAX_DISTILL_WEIGHT,
@@ -182,6 +183,12 @@ class RunConfig:
         "Class weighting of the analytic head (--mode analytic): balanced gives each class "
         "learnt the mean class's mass, so a class learnt from few clips is still predicted; "
         "off weighs every clip 1.", "learning", choices=("off", "balanced"),
+        left_out_at_default=True))
+    analytic_expansion: int = run_field(0, Option(
+        "Width B of a fixed random ReLU expansion of the standardised embedding before the "
+        "analytic head (--mode analytic; 0 = none): a projection drawn from --seed; the state "
+        "grows to (B + 1)^2 / 2 + D B numbers and the C update does not run it.", "learning",
+        metavar="B", range=Range(0, MAX_ANALYTIC_EXPANSION, integer=True),
         left_out_at_default=True))
     # Distillation from the previous phase's model (edgecl.training.distill): weights 0 = off.
     distill_output: float = run_field(0.0, Option(
@@ -397,7 +404,7 @@ class RunConfig:
         """The analytic head's options need --mode analytic; that mode trains by gradient only in
         phase 0, so techniques acting on later phases' training or head are refused with it."""
         if self.mode != "analytic":
-            for name in ("analytic_gamma", "analytic_weighting"):
+            for name in ("analytic_gamma", "analytic_weighting", "analytic_expansion"):
                 if getattr(self, name) != field_options()[name].default:
                     raise EdgeclError(f"{option_name(name)}: only used with --mode analytic")
             return

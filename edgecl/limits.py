@@ -20,6 +20,7 @@ MAX_TRAIN_MACS = 10**18
 MAX_TRAIN_SECONDS = 10**7  # about 116 days per phase
 MAX_STEPS = 10**12
 MAX_DISTILL_WEIGHT = 1000.0  # --distill-output, --distill-feature (0 = off)
+MAX_ANALYTIC_EXPANSION = 16384  # the analytic head's R alone is then 0.5 GB in float32
 MAX_DISTILL_TEMPERATURE = 100.0  # --distill-temperature
 MAX_VAL_FRACTION = 0.9  # --val-fraction: at least a tenth of each task's clips must train
 

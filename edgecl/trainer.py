@@ -213,6 +213,7 @@ class ContinualRun:
         self.log(f"phase {phase}: new classes {[c for t in tasks for c in t.classes]}, "
                  f"{len(seen)} seen")
         trained.new_clips = [lc for task in tasks for lc in task.train]
+        trained.replayed = self.memory.keys() if self.memory is not None else []
         items, targets = training_items(self.items, trained.new_clips, self.memory,
                                         self.config.code_new_clips)
         train, val = self.items.data(items, targets), self.validation_data(seen_tasks)

@@ -14,6 +14,7 @@ manifest (`withheld_builds`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ from edgecl.provenance import provenance
 from edgecl.samplers.base import evenly_spaced
 from edgecl.targets import TARGETS
 from firmware_export import parity
+from firmware_export.analytic_fit import AnalyticFit, fit_phase_state
 from firmware_export.bundle_folder import write_bundle
 from firmware_export.c_header import render_c_header
 from firmware_export.device.head_graph import embedding_model, trained_head
@@ -67,7 +69,8 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
                  extra_manifest: dict[str, Any] | None = None,
                  log: Callable[[str], None] | None = None, target: str = "onnx",
                  tflm_window_seconds: float | None = None, limits: DeviceLimits | None = None,
-                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 progress: Callable[[str], None] | None = None,
+                 analytic: AnalyticFit | None = None) -> dict[str, Any]:
     """Export a SoundClassifier after `phase` to the bundle folder `out_dir`; returns the manifest.
 
     `classes` are the names of the model's outputs in order; `calibration_waveforms` [N, T] and
@@ -87,7 +90,9 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
 
     A withheld build (int8 ONNX or TFLM) is kept for diagnosis in `out_dir`/withheld/<artifact>/
     with a report (WITHHELD_REPORT: the reason, the figures, for int8 the per-layer errors),
-    never listed in the manifest. `progress` is told each step as it starts.
+    never listed in the manifest. `progress` is told each step as it starts. `analytic` gives
+    the bundle its head's analytic state (firmware_export.analytic_fit); the fit's seconds are in
+    the returned manifest's "cost", not in the file.
     """
     step = progress or (lambda text: None)
     _check_target(target)
@@ -116,10 +121,31 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
         model.train(was_training)
     if extra_manifest:
         manifest["run"] = dict(extra_manifest)
-    embedding_bytes, manifest["embedding"] = _embedding_model(fp32, fp32_runner, holdout, phase)
+    embedding_bytes, manifest["embedding"], held = _embedding_model(fp32, fp32_runner, holdout,
+                                                                    phase)
     files = _bundle_files(manifest, classes, fp32_bytes, embedding_bytes, search, sample_rate,
                           clip_samples)
-    return _write_phase_bundle(out_dir, files, manifest, search, tflm, step, log)
+    seconds = _analytic_state(analytic, files, manifest, fp32, held, targets, step)
+    written = _write_phase_bundle(out_dir, files, manifest, search, tflm, step, log)
+    return written if seconds is None else dict(written, cost={"analytic_fit_seconds": seconds})
+
+
+def _analytic_state(analytic: AnalyticFit | None, files: dict[str, bytes],
+                    manifest: dict[str, Any], fp32: onnx.ModelProto, held: np.ndarray,
+                    targets: np.ndarray, step: Callable[[str], None]) -> float | None:
+    """Add the head's analytic state to the bundle's `files` and `manifest` (its section);
+    returns the fit's seconds (None without `analytic`)."""
+    if analytic is None:
+        return None
+    step("analytic state")
+    classes = manifest["classes"]
+    outcome = fit_phase_state(
+        analytic, files[MODEL_EMBEDDING], classes, holdout_embeddings=held,
+        holdout_labels=[classes[t] for t in targets], trained=trained_head(fp32),
+        backbone_sha256=hashlib.sha256(files[MODEL_EMBEDDING]).hexdigest())
+    files.update(outcome.files)
+    manifest["analytic"] = outcome.section
+    return outcome.seconds
 
 
 def _write_phase_bundle(out_dir, files: dict[str, bytes], manifest: dict[str, Any],
@@ -301,21 +327,25 @@ EMBEDDING_TOLERANCE = 1e-4
 
 
 def _embedding_model(fp32: onnx.ModelProto, fp32_runner, holdout: np.ndarray,
-                     phase: int) -> tuple[bytes, dict[str, Any]]:
+                     phase: int) -> tuple[bytes, dict[str, Any], np.ndarray]:
     """model.embedding.onnx (waveform -> embedding: the fp32 model cut before its head, for the
-    analytic head, firmware_export.device.learn) and its manifest section, checked on the
-    held-out clips: its embedding through the trained head's weights gives the fp32 logits."""
+    analytic head, firmware_export.device.learn), its manifest section and the held-out clips'
+    embeddings, on which it is checked: through the trained head's weights they give the fp32
+    logits."""
     embedding = serialize(embedding_model(fp32))
     weight, bias = trained_head(fp32)
     session = cpu_session(embedding)
-    difference = max(float(np.max(np.abs(
-        session.run(None, {INPUT_NAME: batch})[0] @ weight + bias - fp32_runner(batch))))
-        for batch in np.array_split(holdout, -(-len(holdout) // 32)))
+    held = [session.run(None, {INPUT_NAME: batch})[0]
+            for batch in np.array_split(holdout, -(-len(holdout) // 32))]
+    difference = max(float(np.max(np.abs(part @ weight + bias - fp32_runner(batch))))
+                     for part, batch in zip(held, np.array_split(holdout, len(held)),
+                                            strict=True))
     if not difference <= EMBEDDING_TOLERANCE:
         raise EdgeclError(f"export phase {phase}: the embedding model through the head differs "
                           f"from the fp32 model by {difference:.2g} (> {EMBEDDING_TOLERANCE:g})")
     return embedding, {"file": MODEL_EMBEDDING, "output": EMBEDDING_NAME,
-                       "dim": int(weight.shape[0]), "max_abs_logit_diff": difference}
+                       "dim": int(weight.shape[0]), "max_abs_logit_diff": difference}, \
+        np.vstack(held)
 
 
 def _waveforms(array: np.ndarray, name: str) -> np.ndarray:

@@ -25,7 +25,10 @@ from edgecl.progress import ExportProgress, format_duration
 from edgecl.run_folder import CHECKPOINT_NAME, PHASE_PREFIX, load_checkpoint, phase_dirs, run_plan
 from edgecl.run_owner import RunLock
 from edgecl.samplers.base import evenly_spaced
+from firmware_export.analytic_fit import AnalyticFit, phase_fit, read_replayed
 from firmware_export.bundle import MAX_CALIBRATION_CLIPS, export_phase
+from firmware_export.device.analytic_state import BundleState
+from firmware_export.device.layout import ANALYTIC_STATE
 from firmware_export.tflm.limits import DeviceLimits
 
 Log = Callable[[str], None]
@@ -36,14 +39,17 @@ def export_seen_tasks(model, phase_dir: str | os.PathLike, *, phase: int, classe
                       log: Log | None = None, target: str = "onnx",
                       tflm_window_seconds: float | None = None,
                       limits: DeviceLimits | None = None,
-                      progress: ExportProgress | None = None) -> dict[str, Any]:
+                      progress: ExportProgress | None = None,
+                      analytic: AnalyticFit | None = None) -> dict[str, Any]:
     """Export `model` after `phase` given the tasks seen so far (edgecl.tasks.Task).
 
     `waveform(clip)` returns a clip at the model's rate and length (the trainer's audio cache);
     `target` "tflm" adds the TFLM build (export_phase), windowed by `tflm_window_seconds` and
-    held to `limits`. `progress` shows the phase's steps as they start. The phase's wall time
-    and peak resident memory are logged and returned in the manifest's copy under "cost" (not
-    written: the bundle's bytes do not depend on the machine's load).
+    held to `limits`. `progress` shows the phase's steps as they start. `analytic` gives the
+    bundle its head's analytic state (firmware_export.analytic_fit). The phase's wall time and
+    peak resident memory (and the analytic fit's seconds) are logged and returned in the
+    manifest's copy under "cost" (not written: the bundle's bytes do not depend on the machine's
+    load).
     """
     if progress is not None:
         progress.start(phase)
@@ -53,20 +59,34 @@ def export_seen_tasks(model, phase_dir: str | os.PathLike, *, phase: int, classe
             manifest = _export_seen(model, phase_dir, phase=phase, classes=classes,
                                     seen_tasks=seen_tasks, waveform=waveform, log=log,
                                     target=target, tflm_window_seconds=tflm_window_seconds,
-                                    limits=limits, progress=progress)
+                                    limits=limits, progress=progress, analytic=analytic)
     finally:
         if progress is not None:
             progress.finish()
     cost = {"seconds": round(time.monotonic() - started, 1), "peak_rss_bytes": peak.bytes,
-            "peak_rss_scope": "phase" if peak.scoped else "process"}
+            "peak_rss_scope": "phase" if peak.scoped else "process", **manifest.get("cost", {})}
     if log is not None:
         log(f"  export phase {phase}: {format_duration(cost['seconds'])}, peak RSS "
-            f"{format_bytes(peak.bytes)}{'' if peak.scoped else ' (process so far)'}")
+            f"{format_bytes(peak.bytes)}{'' if peak.scoped else ' (process so far)'}"
+            + analytic_note(manifest, cost))
     return dict(manifest, cost=cost)
 
 
+def analytic_note(manifest: dict[str, Any], cost: dict[str, Any]) -> str:
+    """The export line's words on the bundle's analytic state: its fit's time, size, and the
+    held-out accuracy of the analytic head beside the trained head's."""
+    section = manifest.get("analytic")
+    if not section or "analytic_fit_seconds" not in cost:
+        return ""
+    accuracy = section["holdout_accuracy"]
+    status = "" if section["status"] == "shipped" else f" WITHHELD ({section['reason']})"
+    return (f"; analytic state{status} {format_bytes(section['state_bytes_fp32'])} fit in "
+            f"{cost['analytic_fit_seconds']:.1f} s, held-out accuracy {accuracy['analytic_head']:.3f}"
+            f" (trained head {accuracy['trained_head']:.3f})")
+
+
 def _export_seen(model, phase_dir, *, phase, classes, seen_tasks, waveform, log, target,
-                 tflm_window_seconds, limits, progress) -> dict[str, Any]:
+                 tflm_window_seconds, limits, progress, analytic) -> dict[str, Any]:
     train = [lc for task in seen_tasks for lc in task.train]
     validation = [lc for task in seen_tasks for lc in task.val]
     test = [lc for task in seen_tasks for lc in task.test]
@@ -83,7 +103,7 @@ def _export_seen(model, phase_dir, *, phase, classes, seen_tasks, waveform, log,
             holdout_targets=[lc.target for lc in holdout],
             holdout_counts={"validation": len(validation), "test": len(test)}, log=log,
             target=target, tflm_window_seconds=tflm_window_seconds, limits=limits,
-            progress=None if progress is None else progress.step)
+            progress=None if progress is None else progress.step, analytic=analytic)
 
 
 def export_with_status(model, phase_dir: str | os.PathLike, **arguments) -> dict[str, Any]:
@@ -110,7 +130,18 @@ def export_with_status(model, phase_dir: str | os.PathLike, **arguments) -> dict
         status["cost"] = manifest["cost"]
     if "tflm" in manifest:
         status.update(tflm=manifest["tflm"]["status"], tflm_reason=manifest["tflm"]["reason"])
+    if "analytic" in manifest:
+        status["analytic"] = analytic_status(manifest["analytic"])
     return status
+
+
+def analytic_status(section: dict[str, Any]) -> dict[str, Any]:
+    """results.json's figures of a bundle's analytic state: shipped or withheld, its bytes and
+    update MACs per clip (the device budgets), what it was fit on, and the held-out accuracy of
+    the analytic head before any learning beside the trained head's."""
+    return {key: section[key] for key in ("status", "reason", "state_bytes_fp32",
+                                          "update_macs_per_clip", "expansion", "fit",
+                                          "holdout_accuracy")}
 
 
 def run_limits(config, given: DeviceLimits | None = None) -> DeviceLimits:
@@ -119,6 +150,25 @@ def run_limits(config, given: DeviceLimits | None = None) -> DeviceLimits:
     return DeviceLimits(
         arena=given.arena if given.arena is not None else getattr(config, "arena_limit", None),
         flash=given.flash if given.flash is not None else getattr(config, "flash_limit", None))
+
+
+def rebuilt_fit(config, folder: Path, classes: list[str], tasks: Sequence, seen_tasks: Sequence,
+                waveform: Callable[[Any], np.ndarray]) -> AnalyticFit:
+    """The AnalyticFit of a phase rebuilt from its checkpoint: the new clips of the phase's tasks
+    and the memory it trained with (phase folder's record); for --mode analytic the state the
+    bundle already holds (the run's own), else a fit on every seen task's clips, said so."""
+    new_tasks = seen_tasks if config.mode == "joint" else seen_tasks[-1:]
+    new_clips = [lc for task in new_tasks for lc in task.train]
+    if config.mode != "analytic":
+        return phase_fit(config, classes, new_clips, read_replayed(folder, tasks), waveform)
+    kept = folder / ANALYTIC_STATE
+    if kept.is_file():
+        state = BundleState.from_bytes(kept.read_bytes(), str(kept))
+        return phase_fit(config, classes, new_clips, [], waveform, state=state)
+    fit = phase_fit(config, classes, [lc for task in seen_tasks for lc in task.train], [],
+                    waveform)
+    fit.fit["source"] = "refit at export on every seen task's clips (the run's state was not kept)"
+    return fit
 
 
 def recover_run_folder(run_dir: Path) -> None:
@@ -186,12 +236,15 @@ def _reexport_locked(run_dir: Path, phase: int | None, log: Log | None,
         if [c for task in seen_tasks for c in task.classes] != classes:
             raise EdgeclError(f"{folder / CHECKPOINT_NAME}: classes {classes} do not match the "
                               f"run's tasks {[t.classes for t in plan.tasks]}")
+        def waveform(clip):
+            return load_audio(clip.path, split.sample_rate, split.clip_samples)
+
+        analytic = rebuilt_fit(config, folder, classes, plan.tasks, seen_tasks, waveform)
         try:
             manifests.append(export_seen_tasks(
                 model, folder, phase=phase_index, classes=classes, seen_tasks=seen_tasks,
-                waveform=lambda clip: load_audio(clip.path, split.sample_rate, split.clip_samples),
-                log=log, target=target, tflm_window_seconds=window, limits=limits,
-                progress=progress))
+                waveform=waveform, log=log, target=target, tflm_window_seconds=window,
+                limits=limits, progress=progress, analytic=analytic))
         except ParityError as error:
             failures.append(phase_index)
             if log is not None:

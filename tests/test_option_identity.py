@@ -183,7 +183,8 @@ LEFT_OUT_AT_DEFAULT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 1024,
                        "tflm_window_seconds": None, "balanced_epochs": 0, "balanced_lr": 1e-4,
                        "uncert_trim": 0.0, "uncert_ties": "random", "batch_sampling": "uniform",
                        "lr_incremental": None, "augment": "none", "bias_correction": "off",
-                       "shots": None, "analytic_gamma": None, "analytic_weighting": "balanced"}
+                       "shots": None, "analytic_gamma": None, "analytic_weighting": "balanced",
+                       "analytic_expansion": 0}
 
 # Options the grid sets for every trial.
 GRID_SET = ("workspace", "exp_name", "threads", "quiet", "device")
@@ -218,6 +219,7 @@ TRAIN_OPTIONS = {
     'augment': (('--augment',), (), 'none', 'choice'),
     'analytic_gamma': (('--analytic-gamma',), (), None, 'float'),
     'analytic_weighting': (('--analytic-weighting',), (), 'balanced', 'choice'),
+    'analytic_expansion': (('--analytic-expansion',), (), 0, 'integer'),
     'ewc_lambda': (('--ewc-lambda',), (), 0.0, 'float'),
     'val_fraction': (('--val-fraction',), (), 0.1, 'float'),
     'max_steps': (('--max-steps',), (), None, 'integer'),

@@ -45,7 +45,8 @@ StepOption = SamplerOption
 @dataclass
 class Phase:
     """One phase as the steps see it. `record` is its edgecl.results.PhaseRecord (`details`
-    fills as the phase goes); `new_clips` its LabelledClips; `macs` the model's ModelMacs once
+    fills as the phase goes); `new_clips` its LabelledClips (`replayed`: the keys of the memory's
+    exemplars it trained with); `macs` the model's ModelMacs once
     the head has grown; `step_macs_per_clip` what one training step costs per clip, steps'
     extras included."""
 
@@ -57,6 +58,7 @@ class Phase:
     macs: Any = None
     step_macs_per_clip: int = 0
     details: dict[str, Any] = field(default_factory=dict)  # steps' entries, after the base ones
+    replayed: list[str] = field(default_factory=list)  # keys of the memory it trained with
 
     @property
     def seen(self) -> list[str]:

@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 
 from edgecl.errors import EdgeclError
+from edgecl.limits import MAX_ANALYTIC_EXPANSION
 
 WEIGHTINGS = ("off", "balanced")
-MAX_EXPANSION = 16384  # R alone is then 0.5 GB in float32: far past any device
 
 
 @cache
@@ -48,9 +48,9 @@ def random_projection(dim: int, width: int, seed: int) -> np.ndarray:
 def check_expansion(width: int, where: str = "analytic head") -> int:
     """`width` as an expansion width, or a one-line error."""
     if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or not (
-            0 <= int(width) <= MAX_EXPANSION):
+            0 <= int(width) <= MAX_ANALYTIC_EXPANSION):
         raise EdgeclError(f"{where}: the random expansion width must be an integer in "
-                          f"[0, {MAX_EXPANSION}] (0 = none), got {width!r}")
+                          f"[0, {MAX_ANALYTIC_EXPANSION}] (0 = none), got {width!r}")
     return int(width)
 
 
