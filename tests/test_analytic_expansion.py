@@ -77,3 +77,80 @@ def test_the_c_update_and_folding_refuse_an_expanded_head():
         head.folded()
     with pytest.raises(EdgeclError, match="expansion width must be an integer"):
         AnalyticHead.standardised_on(z, gamma=0.1, expansion=-1)
+
+
+def test_a_bundle_with_an_expanded_state_learns_runs_and_forgets_without_the_c_update(tmp_path):
+    import shutil
+
+    import soundfile as sf
+    from export_helpers import CLASSES, SAMPLE_RATE, exported_bundle, tones
+
+    from firmware_export.device.layout import ANALYTIC_STATE, MODEL_ANALYTIC, RLS_SOURCE
+    from firmware_export.device.learn import (
+        embed_clips,
+        fit_bundle_state,
+        forget_bundle,
+        learn_bundle,
+    )
+    from firmware_export.device.manifest import verify_bundle
+    from firmware_export.device.runtime import cpu_session
+
+    bundle = tmp_path / "phase_0"
+    shutil.copytree(exported_bundle().folder, bundle)
+    waves, targets = tones(24, seed=1)
+    paths = []
+    for k, wave in enumerate(waves):
+        paths.append(tmp_path / f"clip_{k}.wav")
+        sf.write(paths[-1], wave, SAMPLE_RATE, subtype="FLOAT")
+    fit, new = paths[:20], paths[20:]
+    manifest = fit_bundle_state(bundle, fit, [CLASSES[t] for t in targets[:20]], gamma=0.1,
+                                expansion=WIDTH, seed=7)
+    assert manifest["analytic"]["expansion"] == WIDTH and RLS_SOURCE not in manifest["files"]
+    learnt, learnt_manifest = learn_bundle(bundle, "extra", new)
+    state = BundleState.from_bytes((learnt / ANALYTIC_STATE).read_bytes(), "learnt")
+    assert state.head.labels[-1] == "extra" and state.head.expansion_seed == 7
+    assert RLS_SOURCE not in learnt_manifest["files"]
+    # The learnt device model computes the expanded head (float32 against float64).
+    logits = cpu_session(str(learnt / MODEL_ANALYTIC)).run(None, {"waveform": waves})[0]
+    embeddings = embed_clips(learnt, verify_bundle(learnt), paths)
+    np.testing.assert_allclose(logits, state.head.logits(embeddings), atol=1e-3)
+    forgot, _ = forget_bundle(learnt, label="extra")
+    restored = BundleState.from_bytes((forgot / ANALYTIC_STATE).read_bytes(), "forgot")
+    original = BundleState.from_bytes((bundle / ANALYTIC_STATE).read_bytes(), "fit")
+    np.testing.assert_allclose(restored.head.w, original.head.w, atol=1e-9)
+    np.testing.assert_allclose(restored.head.r, original.head.r, atol=1e-9)
+
+
+def test_an_analytic_run_with_an_expansion_learns_the_ridge_solution_and_reports_its_accuracy(
+        six_class_manifest, tmp_path):
+    from run_helpers import small_run_options
+
+    from edgecl.config import RunConfig
+    from edgecl.trainer import ContinualRun
+    from edgecl.training.analytic import clip_embeddings
+    from firmware_export.device.analytic import ridge_solution
+
+    run = ContinualRun(RunConfig(**small_run_options(
+        six_class_manifest, mode="analytic", analytic_expansion=WIDTH, analytic_gamma=0.5),
+        workspace=str(tmp_path)))
+    results = run.run()
+    (step,) = [s for s in run.steps if hasattr(s, "bundle_state")]
+    head = step.head
+    assert (head.expansion, head.expansion_seed) == (WIDTH, run.config.seed)
+    assert results["phases"][-1]["analytic"]["expansion"] == WIDTH
+    # Balanced weights as the run gave them; the recursive head is their batch solution.
+    learnt = step.learnt
+    columns = {int(label): j for j, label in enumerate(head.labels)}
+    expected = ridge_solution(head.features(learnt.embeddings),
+                              [columns[t] for t in learnt.targets], np.asarray(learnt.weights),
+                              0.5, len(columns))
+    np.testing.assert_allclose(head.w, expected, atol=1e-8)
+    # The phase's accuracy is the expanded head's own on the test clips.
+    tests = [lc for task in run.plan.tasks for lc in task.test]
+    data = run.items.clip_data(tests)
+    predicted = np.asarray([int(head.labels[k]) for k in
+                            np.argmax(head.logits(clip_embeddings(run.model, data, 8)), axis=1)])
+    assert results["phase_accuracy"][-1] == pytest.approx(
+        float(np.mean(predicted == data.targets.numpy())))
+    with pytest.raises(EdgeclError, match="--analytic-expansion: only used with --mode analytic"):
+        RunConfig(analytic_expansion=8)

@@ -7,7 +7,7 @@ import json
 import click
 
 from edgecl.errors import EdgeclError
-from edgecl.limits import INT_RANGES, option_range
+from edgecl.limits import INT_RANGES, MAX_ANALYTIC_EXPANSION, option_range
 
 
 @click.group("device", short_help="A deployed bundle learns and forgets classes (no torch).")
@@ -16,8 +16,9 @@ def device() -> None:
 
     The bundle's head becomes an analytic one: ridge regression on the frozen embedding, updated
     by recursive least squares (no gradient, no stored recordings), equal to the joint solution
-    on everything learnt, whatever the order. `fit` gives a bundle its state on the host (the
-    clips its phase trained on); `learn` and `forget` then write a new bundle version beside it
+    on everything learnt, whatever the order. Every exported bundle carries its state (fit by
+    the exporter on the clips its phase trained on); `fit` refits it on the host (other clips, an
+    expansion); `learn` and `forget` then write a new bundle version beside it
     (BUNDLE.v1, BUNDLE.v2, ...) whose device model `edgecl infer` runs; the version read is left
     untouched. Runs on numpy, soundfile and ONNX Runtime.
     """
@@ -61,9 +62,16 @@ def _report(verb: str, folder, manifest: dict) -> None:
                    "class's (so 5 clips are not drowned by 200 per old class).")
 @click.option("--class-limit", type=click.IntRange(min=2, max=4096), default=32,
               show_default=True, help="Most classes the bundle may hold (sizes the C buffers).")
+@click.option("--expansion", type=click.IntRange(min=0, max=MAX_ANALYTIC_EXPANSION), default=0,
+              show_default=True,
+              help="Width of a fixed random ReLU expansion of the standardised embedding before "
+                   "the head (0 = none; the C update does not run one).")
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True,
+              help="Draws the expansion's projection and gamma's held-out fifth.")
 @_threads()
 def fit_command(bundle: str, clips_csv: str, split: str, holdout_split: str | None,
-                gamma: float | None, weighting: str, class_limit: int, threads: int) -> None:
+                gamma: float | None, weighting: str, class_limit: int, expansion: int, seed: int,
+                threads: int) -> None:
     """Give BUNDLE its analytic state (host side), fit to the clips of CLIPS_CSV (path,label
     [,split], paths relative to the CSV) whose label is a class of the bundle: the clips its
     phase trained on. The bundle is rewritten in place; its device model stays the trained one
@@ -92,7 +100,7 @@ def fit_command(bundle: str, clips_csv: str, split: str, holdout_split: str | No
     holdout = chosen(holdout_split) if holdout_split else None
     manifest = fit_bundle_state(bundle, clips, labels, gamma=gamma, weighting=weighting,
                                 class_limit=class_limit, holdout=holdout, threads=threads,
-                                log=click.echo)
+                                log=click.echo, expansion=expansion, seed=seed)
     accuracy = manifest["analytic"].get("holdout_accuracy")
     if accuracy:
         click.echo(f"held-out accuracy on {accuracy['clips']} clips: analytic head "
@@ -162,5 +170,5 @@ def show_command(bundle: str, as_json: bool) -> None:
         click.echo(f"  {label}: {n} clips, mass {mass:g}")
     for step in section["lineage"]:
         source = f" from version {step['from']['version']}" if step["from"] else ""
-        click.echo(f"  v{step['version']} {step['at']} {step['action']} "
+        click.echo(f"  v{step['version']} {step['at'] or 'at export'} {step['action']} "
                    f"{step['label'] or ''} ({len(step['clips'])} clips){source}")

@@ -1,6 +1,7 @@
 """The replay memory's refill after a phase's training (edgecl.memory_update), as the last step
 that changes the run's model or memory: after fine-tuning and in-loop corrections, before a
-deployed correction. Without a memory it records that none was used."""
+deployed correction. Without a memory it records that none was used (or leaves what a step
+recorded there: the analytic head's state and update)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ class MemoryRefill(Step):
         from edgecl.results import count_range
 
         record, memory = phase.record, run.memory
-        if memory is None:
-            record.details.update(memory_bytes=None, memory_exemplars=None,
-                                  memory_update_macs=None)
+        if memory is None:  # keeps what a step's own state recorded there (the analytic head)
+            for key in ("memory_bytes", "memory_exemplars", "memory_update_macs"):
+                record.details.setdefault(key, None)
             return
         update = update_memory(
             memory, run.sampler, run.items, phase.new_clips, phase=phase.index, rng=run.rng,

@@ -40,7 +40,7 @@ WEIGHTINGS = ("off", "balanced")
 @cache
 def random_projection(dim: int, width: int, seed: int) -> np.ndarray:
     """The fixed random projection P [dim, width] of an expansion (module doc); read-only."""
-    projection = np.random.default_rng(seed).standard_normal((dim, width)) / np.sqrt(dim)
+    projection: np.ndarray = np.random.default_rng(seed).standard_normal((dim, width)) / np.sqrt(dim)
     projection.setflags(write=False)
     return projection
 
@@ -237,7 +237,8 @@ class AnalyticHead:
         count: per clip the expansion's projection D B, R's rank-one step and W's, about
         D B + 2 d^2 + d C (d = n_features)."""
         d = self.n_features
-        return n_clips * (self.dim * self.expansion + 2 * d * d + d * self.w.shape[1])
+        classes = int(self.w.shape[1])
+        return n_clips * (self.dim * self.expansion + 2 * d * d + d * classes)
 
 
 def state_bytes(dim: int, n_classes: int, expansion: int = 0, itemsize: int = 4) -> int:

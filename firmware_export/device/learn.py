@@ -86,13 +86,14 @@ def fit_bundle_state(bundle: str | os.PathLike[str], clips: Sequence[str | os.Pa
                      labels: Sequence[str], *, gamma: float | None = None,
                      weighting: str = "balanced", class_limit: int = DEFAULT_CLASS_LIMIT,
                      holdout: tuple[Sequence[str | os.PathLike[str]], Sequence[str]] | None = None,
-                     threads: int = 1, log: Callable[[str], None] | None = None
-                     ) -> dict[str, Any]:
+                     threads: int = 1, log: Callable[[str], None] | None = None,
+                     expansion: int = 0, seed: int = 0) -> dict[str, Any]:
     """Fit the bundle's analytic state to `clips` (WAV paths) of `labels` (the bundle's classes:
     what its phase trained on, its replay memory included) and rewrite the bundle in place with
     it; returns the manifest. gamma None: chosen on a fifth of the clips held out
     (analytic.choose_gamma). `holdout` (clips, labels) adds the accuracy of the analytic head
-    before any learning beside the trained head's to the manifest."""
+    before any learning beside the trained head's to the manifest. `expansion` > 0: a random
+    ReLU expansion of that width, drawn from `seed` (which also seeds gamma's hold-out)."""
     folder = Path(bundle)
     manifest = verify_bundle(folder)
     if MODEL_EMBEDDING not in manifest["files"]:
@@ -105,7 +106,8 @@ def fit_bundle_state(bundle: str | os.PathLike[str], clips: Sequence[str | os.Pa
     embeddings = embed_clips(folder, manifest, [clips[i] for i in rows], threads)
     state = fit_state(embeddings, [labels[i] for i in rows], [sha256_file(clips[i]) for i in rows],
                       backbone_sha256=manifest["files"][MODEL_EMBEDDING]["sha256"],
-                      gamma=gamma, weighting=weighting, class_limit=class_limit)
+                      gamma=gamma, weighting=weighting, class_limit=class_limit,
+                      expansion=expansion, seed=seed)
     state.lineage.append(_step("fit", None, list(state.clip_sha256), None, manifest))
     section = state.summary()
     if holdout is not None:
@@ -310,15 +312,17 @@ def _write_version(folder: Path, manifest: dict[str, Any], state: BundleState, a
     return target, write_bundle(target, files, learnt)
 
 
-def device_model(embedding, head: AnalyticHead) -> bytes:
+def device_model(embedding: Any, head: AnalyticHead) -> bytes:
     """model.analytic.onnx: the embedding model (an onnx.ModelProto) with the analytic head,
     folded into one Gemm, or spelt out with its random expansion."""
     if head.expansion:
         from firmware_export.device.expanded_graph import expanded_model
 
-        return expanded_model(embedding, head).SerializeToString(deterministic=True)
-    return analytic_model(embedding, *head.folded(), head.labels).SerializeToString(
-        deterministic=True)
+        model = expanded_model(embedding, head)
+    else:
+        model = analytic_model(embedding, *head.folded(), head.labels)
+    data: bytes = model.SerializeToString(deterministic=True)
+    return data
 
 
 def _json(obj: Any) -> str:
