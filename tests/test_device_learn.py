@@ -101,8 +101,9 @@ def test_the_export_refuses_an_embedding_model_that_does_not_give_the_logits():
     bundle = exported_bundle()
     fp32 = onnx.load(str(bundle.folder / "model.onnx"))
     runner = ort_runner(cpu_session(str(bundle.folder / "model.onnx")))
-    data, section = _embedding_model(fp32, runner, bundle.holdout[:8], phase=0)
+    data, section, held = _embedding_model(fp32, runner, bundle.holdout[:8], phase=0)
     assert data == (bundle.folder / MODEL_EMBEDDING).read_bytes()
+    assert held.shape == (8, section["dim"])  # the held-out embeddings, for the analytic state
     with pytest.raises(EdgeclError, match="differs from the fp32 model by 0.01"):
         _embedding_model(fp32, lambda batch: runner(batch) + 0.01, bundle.holdout[:8], phase=0)
 
