@@ -184,4 +184,5 @@ def phase_fit(config, classes: Sequence[str], new_clips: Sequence[Any],
                        waveform=waveform, fit=fit, state=state, gamma=config.analytic_gamma,
                        weighting=config.analytic_weighting,
                        expansion=getattr(config, "analytic_expansion", 0), seed=config.seed,
+                       class_limit=max(DEFAULT_CLASS_LIMIT, len(classes)),
                        budget_bytes=config.memory_bytes)
