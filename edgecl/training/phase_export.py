@@ -17,7 +17,7 @@ def export_trained_phase(run, trained) -> dict[str, Any] | None:
     from firmware_export.analytic_fit import replayed_positions, write_replayed
 
     folder = phase_dir(run.run_dir, trained.index)
-    if trained.replayed:  # for `edgecl export`: the memory this phase trained with
+    if run.memory is not None:  # for `edgecl export`: the memory this phase trained with
         write_replayed(folder, replayed_positions(run.plan.tasks, trained.replayed))
     if not run.config.export:
         return None

@@ -212,14 +212,19 @@ class AnalyticHead:
             self.w = np.delete(self.w, column, axis=1)
 
     def _update(self, embeddings: np.ndarray, column: int, weights: np.ndarray) -> None:
-        """Woodbury: R' = R - R X^T (L^-1 + X R X^T)^-1 X R, W' = W + R' X^T L (Y - X W); negative
-        weights remove clips."""
+        """Woodbury: R' = R - R X^T (L^-1 + X R X^T)^-1 X R, or for more clips than features the
+        same R' = (I + R X^T L X)^-1 R (a d x d solve, not n x n); W' = W + R' X^T L (Y - X W);
+        negative weights remove clips."""
         if len(embeddings) == 0:
             return
         x = self.features(embeddings)
-        rx = self.r @ x.T
-        inner = np.diag(1.0 / weights) + x @ rx
-        r = self.r - rx @ np.linalg.solve(inner, rx.T)
+        if len(x) > len(self.r):  # more clips than features: solve in the d x d form
+            gram = x.T @ (weights[:, None] * x)
+            r = np.linalg.solve(np.eye(len(self.r)) + self.r @ gram, self.r)  # (R^-1 + G)^-1
+        else:
+            rx = self.r @ x.T
+            inner = np.diag(1.0 / weights) + x @ rx
+            r = self.r - rx @ np.linalg.solve(inner, rx.T)
         self.r = (r + r.T) / 2  # rounding breaks the symmetry; R is symmetric by definition
         y = np.zeros((len(x), self.w.shape[1]))
         y[:, column] = 1.0
