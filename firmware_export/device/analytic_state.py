@@ -149,7 +149,8 @@ def read_state(folder: Path, manifest: dict[str, Any]) -> BundleState:
     when it was computed with another embedding model than the bundle's."""
     if ANALYTIC_STATE not in manifest["files"] or MODEL_EMBEDDING not in manifest["files"]:
         raise EdgeclError(f"{folder}: the bundle carries no analytic state ({ANALYTIC_STATE}); "
-                          f"fit one on the host first (edgecl device fit)")
+                          f"re-export it with this version of edgecl, or fit one on the host "
+                          f"(edgecl device fit)")
     state = BundleState.from_bytes((folder / ANALYTIC_STATE).read_bytes(),
                                    str(folder / ANALYTIC_STATE))
     backbone = manifest["files"][MODEL_EMBEDDING]["sha256"]

@@ -1,16 +1,19 @@
 """A bundle that learns after deployment: fit its analytic state, learn a class, forget one.
 
-`fit_bundle_state` (host side, after export: the trainer or `edgecl device fit` calls it with the
-clips the phase trained on) computes their embeddings with the bundle's embedding model and fits
-the analytic head (firmware_export.device.analytic) to them; the bundle is rewritten in place with
-its state, and its device model stays the trained one. `learn_bundle` and `forget_bundle` (on the
-device host: numpy, soundfile, onnxruntime) update that state and write a NEW bundle version, a
-sibling folder `<bundle>.v<N>`, leaving the one they read untouched: a failed or killed call
+`fit_bundle_state` (host side, `edgecl device fit`: every exported bundle already carries a state
+fit by the exporter, firmware_export.analytic_fit, which shares fit_state, state_files and
+holdout_accuracy with it) refits a bundle's state to given clips: their embeddings by the
+bundle's embedding model, the analytic head (firmware_export.device.analytic) fit to them; the
+bundle is rewritten in place with its state, and its device model stays the trained one.
+`learn_bundle` and `forget_bundle` (on the device host: numpy, soundfile, onnxruntime) update
+that state and write a NEW bundle version, a sibling folder `<bundle>.v<N>`, leaving the one
+they read untouched: a failed or killed call
 leaves nothing but a hidden staging folder, and the previous version stays usable. A learnt
 version's device model is `model.analytic.onnx` (the embedding model with the analytic head as a
-Gemm: firmware_export.device.head_graph), so `edgecl infer` runs it like any bundle; it also holds
-the head's update in C (rls.h, rls.c) with its current state, and on a bundle with a TFLM
-embedding model that model, the C front end and the state as the blob the C code loads
+Gemm: firmware_export.device.head_graph; with a random expansion spelt out,
+device.expanded_graph), so `edgecl infer` runs it like any bundle; it also holds the head's update
+in C (rls.h, rls.c) with its current state when the head has no expansion, and on a bundle with a
+TFLM embedding model that model, the C front end and the state as the blob the C code loads
 (firmware_export.device.tflm_head).
 
 Every version's manifest has the lineage: per step, the action, the label, the sha256 of every
