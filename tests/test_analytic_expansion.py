@@ -106,6 +106,7 @@ def test_a_bundle_with_an_expanded_state_learns_runs_and_forgets_without_the_c_u
     manifest = fit_bundle_state(bundle, fit, [CLASSES[t] for t in targets[:20]], gamma=0.1,
                                 expansion=WIDTH, seed=7)
     assert manifest["analytic"]["expansion"] == WIDTH and RLS_SOURCE not in manifest["files"]
+    assert manifest["analytic"]["c_update"] is None
     learnt, learnt_manifest = learn_bundle(bundle, "extra", new)
     state = BundleState.from_bytes((learnt / ANALYTIC_STATE).read_bytes(), "learnt")
     assert state.head.labels[-1] == "extra" and state.head.expansion_seed == 7

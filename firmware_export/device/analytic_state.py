@@ -26,7 +26,7 @@ from firmware_export.device.analytic import (
     packed_upper,
     unpack_upper,
 )
-from firmware_export.device.layout import ANALYTIC_STATE, MANIFEST, MODEL_EMBEDDING
+from firmware_export.device.layout import ANALYTIC_STATE, MANIFEST, MODEL_EMBEDDING, RLS_SOURCE
 
 STATE_FORMAT = 1
 
@@ -84,6 +84,7 @@ class BundleState:
                 "mass_per_class": [round(m, 6) for m in head.mass],
                 "state_bytes_fp32": head.state_bytes(4),
                 "stored_embeddings_bytes": int(self.embeddings.nbytes),
+                "c_update": None if head.expansion else RLS_SOURCE,  # c_rls has no expansion
                 "backbone": {"file": MODEL_EMBEDDING, "sha256": self.backbone_sha256},
                 "lineage": self.lineage}
 
