@@ -132,9 +132,10 @@ class RunConfig:
     # memory_format (memory_size is then unused); compute limits apply to each phase.
     memory_bytes: int | None = run_field(None, Option(
         "Replay memory budget in bytes of stored data, headers included: 512KB, 4MB (x1000), "
-        "4MiB (x1024) or plain bytes. Replaces --memory-size.", "memory", type=click.STRING,
-        metavar="SIZE", show_default=False, range=Range(1, MAX_MEMORY_BYTES, integer=True),
-        replay_only=True))
+        "4MiB (x1024) or plain bytes. Replaces --memory-size. With --mode analytic: the budget "
+        "of the head's state (fp32); a bundle's state over it is withheld.", "memory",
+        type=click.STRING, metavar="SIZE", show_default=False,
+        range=Range(1, MAX_MEMORY_BYTES, integer=True)))
     max_steps: int | None = run_field(None, Option(
         "Compute budget: optimizer steps per phase.", "budget", type=int, show_default=False,
         range=Range(1, MAX_STEPS, integer=True)))
@@ -393,6 +394,10 @@ class RunConfig:
                 raise EdgeclError(f"--n-mels: bc-resnet needs a multiple of {multiple} "
                                   f"(SubSpectralNorm's bands after the frequency strides), got "
                                   f"{self.n_mels}")
+        if self.memory_bytes is not None and self.mode not in ("replay", "analytic"):
+            raise EdgeclError(f"--memory-bytes: only used with --mode replay (the memory's "
+                              f"budget) or analytic (the head's state's); this run is --mode "
+                              f"{self.mode}, without a memory")
         if self.shots is not None and self.mode == "joint":
             raise EdgeclError("--shots: joint mode learns every class in phase 0, which keeps "
                               "all its clips; use --mode finetune or replay")

@@ -165,3 +165,23 @@ def test_an_analytic_run_ships_its_own_state_which_forgets_exactly(
         "state_bytes"]
     assert results["phases"][2]["memory_update_macs"] == results["phases"][2]["analytic"][
         "update_macs"]
+
+
+def test_memory_bytes_budgets_an_analytic_runs_state_and_a_miss_is_recorded(
+        six_class_manifest, tmp_path, monkeypatch):
+    from edgecl.errors import EdgeclError
+
+    seen = _captured_fits(monkeypatch)
+    run = ContinualRun(RunConfig(**small_run_options(
+        six_class_manifest, mode="analytic", export=True, memory_size=500, memory_bytes=1400),
+        workspace=str(tmp_path)))
+    results = run.run()
+    sizes = [p["analytic"]["state_bytes"] for p in results["phases"]]
+    assert sizes[0] <= 1400 < sizes[-1]  # 4 (21 * 22 / 2 + 21 C + 40) bytes: grows past it
+    for phase, size in zip(results["phases"], sizes, strict=True):
+        assert phase["memory_bytes"]["budget"] == 1400
+        assert phase["analytic"].get("over_budget", False) == (size > 1400)
+    assert {fit.budget_bytes for _, fit in seen} == {1400}  # the exporter withholds it too
+    assert "over --memory-bytes 1400" in (run.run_dir / "train.log").read_text()
+    with pytest.raises(EdgeclError, match="--memory-bytes: only used with --mode replay"):
+        RunConfig(mode="finetune", memory_bytes=1000)

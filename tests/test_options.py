@@ -66,8 +66,8 @@ def test_an_option_left_out_at_its_default_joins_the_identity_otherwise(name, ot
 
 
 def test_memory_options_are_the_replay_only_ones_with_every_samplers():
-    assert {"mem_manage", "memory_size", "memory_bytes", "metric_k",
-            "uncert_metric"} <= set(memory_options())
+    assert {"mem_manage", "memory_size", "metric_k", "uncert_metric"} <= set(memory_options())
+    assert "memory_bytes" not in memory_options()  # also the analytic state's budget
     assert "epochs" not in memory_options()
     assert all(run_options()[name].replay_only for name in memory_options())
 

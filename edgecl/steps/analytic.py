@@ -78,9 +78,14 @@ class AnalyticLearning(Step):
         phase.record.details["analytic"] = {
             "gamma": head.gamma, "weighting": head.weighting, "expansion": head.expansion,
             "clips": n_clips, "update_macs": macs, "state_bytes": size}
+        budget = run.config.memory_bytes
         phase.record.details.update(
-            memory_bytes={"used": size, "budget": run.config.memory_bytes, "per_exemplar": None,
+            memory_bytes={"used": size, "budget": budget, "per_exemplar": None,
                           "what": "analytic state"}, memory_update_macs=macs)
+        if budget is not None and size > budget:  # a miss: the run goes on, the bundle withholds
+            phase.record.details["analytic"]["over_budget"] = True
+            run.log(f"  WARNING: the analytic state's {size} bytes are over --memory-bytes "
+                    f"{budget}; the phase's bundle ships without it")
         run.log(f"  analytic head: {n_clips} clips learnt in {seconds:.2f} s (gamma "
                 f"{head.gamma:g}, weighting {head.weighting}"
                 + (f", expansion {head.expansion}" if head.expansion else "")
