@@ -25,7 +25,9 @@ def check_option_combination(ctx: click.Context, mode: str, mem_manage: str) -> 
         raise EdgeclError("--memory-size, --memory-bytes: give one (a byte budget sets the number "
                           "of exemplars from --memory-format)")
     if mode != "replay":
-        given = _explicit(ctx, cfg.memory_options())
+        # --memory-bytes also budgets --mode analytic's state (RunConfig checks the rest)
+        given = _explicit(ctx, (*cfg.memory_options(), *(() if mode == "analytic" else
+                                                         ("memory_bytes",))))
         if given:
             raise EdgeclError(f"{', '.join(cfg.option_name(n) for n in given)}: only used with "
                               f"--mode replay (this run is --mode {mode}, without a memory)")
