@@ -75,9 +75,12 @@ class FitOutcome:
 
 def fit_phase_state(fit: AnalyticFit, embedding_bytes: bytes, classes: Sequence[str], *,
                     holdout_embeddings: np.ndarray, holdout_labels: Sequence[str],
-                    trained: tuple[np.ndarray, np.ndarray], backbone_sha256: str) -> FitOutcome:
+                    trained: tuple[np.ndarray, np.ndarray], backbone_sha256: str,
+                    bundle_files: Sequence[str] = ()) -> FitOutcome:
     """The phase bundle's state: `fit.state` as given, or fit to `fit.clips`; its files and
-    manifest section (with the held-out accuracy of both heads), or withheld over the budget."""
+    manifest section (with the held-out accuracy of both heads), or withheld over the budget.
+    `bundle_files` names the bundle's other files (a TFLM embedding model adds the C head's
+    state blob)."""
     started = time.perf_counter()
     state = fit.state
     if state is None:
@@ -90,7 +93,7 @@ def fit_phase_state(fit: AnalyticFit, embedding_bytes: bytes, classes: Sequence[
                "holdout_accuracy": holdout_accuracy(state.head, holdout_embeddings, trained,
                                                     classes, holdout_labels),
                "update_macs_per_clip": state.head.update_macs(1)}
-    files = state_files(state)
+    files = state_files(state, {"files": dict.fromkeys(bundle_files)})
     over = _over_budget(state, fit)
     if over is not None:
         files = {}

@@ -125,15 +125,18 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
                                                                     phase)
     files = _bundle_files(manifest, classes, fp32_bytes, embedding_bytes, search, sample_rate,
                           clip_samples)
-    seconds = _analytic_state(analytic, files, manifest, fp32, held, targets, step)
+    seconds = _analytic_state(analytic, files, manifest, fp32, held, targets, step,
+                              tflm_files=tflm.files if tflm is not None else {})
     written = _write_phase_bundle(out_dir, files, manifest, search, tflm, step, log)
     return written if seconds is None else dict(written, cost={"analytic_fit_seconds": seconds})
 
 
 def _analytic_state(analytic: AnalyticFit | None, files: dict[str, bytes],
                     manifest: dict[str, Any], fp32: onnx.ModelProto, held: np.ndarray,
-                    targets: np.ndarray, step: Callable[[str], None]) -> float | None:
-    """Add the head's analytic state to the bundle's `files` and `manifest` (its section);
+                    targets: np.ndarray, step: Callable[[str], None],
+                    tflm_files: dict[str, bytes]) -> float | None:
+    """Add the head's analytic state to the bundle's `files` and `manifest` (its section), its
+    C head's blob too when `tflm_files` (the TFLM build's, if it ships) hold an embedding model;
     returns the fit's seconds (None without `analytic`)."""
     if analytic is None:
         return None
@@ -142,7 +145,8 @@ def _analytic_state(analytic: AnalyticFit | None, files: dict[str, bytes],
     outcome = fit_phase_state(
         analytic, files[MODEL_EMBEDDING], classes, holdout_embeddings=held,
         holdout_labels=[classes[t] for t in targets], trained=trained_head(fp32),
-        backbone_sha256=hashlib.sha256(files[MODEL_EMBEDDING]).hexdigest())
+        backbone_sha256=hashlib.sha256(files[MODEL_EMBEDDING]).hexdigest(),
+        bundle_files=[*files, *tflm_files])
     files.update(outcome.files)
     manifest["analytic"] = outcome.section
     return outcome.seconds
