@@ -156,8 +156,10 @@ class RunConfig:
         range=Range(1, MAX_MEMORY_BYTES, integer=True)))
     activation_checkpointing: str = run_field("auto", Option(
         "Recompute BC-ResNet's blocks in backward instead of keeping their activations (same "
-        "results, more time): on, off, or auto (on only when --max-train-ram needs it).",
-        "budget", choices=("off", "on", "auto"), identity=False, method=False))
+        "results, more time): on, off, lean (on, and freed memory returned to the system: "
+        "the lowest peak, the most time), or auto (the first of off, on, lean that keeps under "
+        "--max-train-ram).", "budget", choices=("off", "on", "lean", "auto"), identity=False,
+        method=False))
     # Train on new clips passed through a lossy memory_format too (edgecl.items.ClipItems.new_clip).
     code_new_clips: bool = run_field(True, Option(
         "Train on new clips passed through a lossy --memory-format as well, so its artefacts do "

@@ -4,10 +4,11 @@ Each configuration runs in a fresh process: build BC-ResNet at the width, estima
 Adam steps on random log-mels [batch, 1, 64, frames] with the run's allocator settings and one
 torch thread, and report the peak RSS (ru_maxrss), the estimate, their ratio, and the peak over
 the baseline as a multiple of the kept bytes (the figure BACKWARD_FACTOR is calibrated on), plus
-the step time, with and without activation checkpointing.
+the step time, with activation checkpointing off, on and lean (on, freed memory returned to the
+system).
 
     python scripts/calibrate_host_ram.py            (from the repository root)
-    python scripts/calibrate_host_ram.py FRAMES BATCH WIDTH [FRAMES BATCH WIDTH ...]
+    python scripts/calibrate_host_ram.py FRAMES BATCH WIDTH [FRAMES BATCH WIDTH ...] [MODE ...]
 
 Frames: 101 = 16 kHz 1 s, 690 = 44.1 kHz 5 s, 1501 = 48 kHz 10 s (the TAU-ASC clip).
 """
@@ -25,58 +26,62 @@ DEFAULT = [(101, 32, 40), (690, 16, 40), (690, 32, 40), (1501, 8, 40), (1501, 8,
 CHILD = r"""
 import json, sys, time
 import torch
-from edgecl.allocator import keep_freed_memory
-from edgecl.budget.host_ram import estimate_host_train_ram, activation_profile, kept_bytes
+from edgecl.allocator import keep_freed_memory, return_freed_memory
+from edgecl.budget.host_ram import PLANS, estimate_host_train_ram, activation_profile, kept_bytes
 from edgecl.budget.ram import current_rss_bytes, peak_rss_bytes
 from models import build_model
 from models.frontend import FrontEndConfig
 
-frames, batch, width, checkpointing = (int(a) for a in sys.argv[1:5])
+frames, batch, width = (int(a) for a in sys.argv[1:4])
+checkpointing, returns_memory = PLANS[sys.argv[4]]
 torch.set_num_threads(1)
 keep_freed_memory()
+if returns_memory:
+    return_freed_memory()
 model = build_model("bc-resnet", 10, FrontEndConfig.for_sample_rate(16000), width=width).train()
 shape = (1, 64, frames)
 profile = activation_profile(model, shape)
-model.backbone.checkpoint_blocks = bool(checkpointing)
+model.backbone.checkpoint_blocks = checkpointing
 baseline = current_rss_bytes()
-estimate = estimate_host_train_ram(model, batch, shape, checkpointing=bool(checkpointing),
-                                   baseline=baseline, n_clips=0, profile=profile)
+estimate = estimate_host_train_ram(model, batch, shape, checkpointing=checkpointing,
+                                   baseline=baseline, n_clips=0, profile=profile,
+                                   returns_memory=returns_memory)
 optimizer = torch.optim.Adam(model.parameters())
 x = torch.randn(batch, *shape)
 targets = torch.randint(0, 10, (batch,))
 seconds = []
 for _ in range(3):
-    start = time.perf_counter()
+    start = time.process_time()
     optimizer.zero_grad()
     logits, _ = model.forward_features(x)
     torch.nn.functional.cross_entropy(logits, targets).backward()
     optimizer.step()
-    seconds.append(time.perf_counter() - start)
+    seconds.append(time.process_time() - start)
 peak = peak_rss_bytes()
 print(json.dumps({"estimate": estimate.total, "peak": peak, "baseline": baseline,
-                  "kept": batch * kept_bytes(profile, bool(checkpointing)),
+                  "kept": batch * kept_bytes(profile, checkpointing),
                   "step_seconds": min(seconds)}))
 """
 
 
-def measure(frames: int, batch: int, width: int, checkpointing: bool) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(frames), str(batch), str(width),
-                          str(int(checkpointing))], cwd=ROOT, capture_output=True, text=True,
-                         check=True)
+def measure(frames: int, batch: int, width: int, mode: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(frames), str(batch), str(width), mode],
+                         cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str]) -> None:
-    numbers = [int(a) for a in argv]
+    modes = [a for a in argv if a in ("off", "on", "lean")] or ["off", "on", "lean"]
+    numbers = [int(a) for a in argv if a not in modes]
     configs = list(zip(numbers[::3], numbers[1::3], numbers[2::3], strict=True)) or DEFAULT
     print("| frames | batch | width | checkpointing | peak RSS MB | estimate MB | estimate / peak"
-          " | (peak - baseline) / kept | step s |")
+          " | (peak - baseline) / kept | step CPU s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for frames, batch, width in configs:
-        for checkpointing in (False, True):
-            m = measure(frames, batch, width, checkpointing)
+        for mode in modes:
+            m = measure(frames, batch, width, mode)
             factor = (m["peak"] - m["baseline"]) / m["kept"]
-            print(f"| {frames} | {batch} | {width} | {'on' if checkpointing else 'off'} | "
+            print(f"| {frames} | {batch} | {width} | {mode} | "
                   f"{m['peak'] / 2**20:.0f} | {m['estimate'] / 2**20:.0f} | "
                   f"{m['estimate'] / m['peak']:.2f} | {factor:.2f} | {m['step_seconds']:.2f} |",
                   flush=True)

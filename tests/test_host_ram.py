@@ -121,10 +121,11 @@ def test_estimate_within_a_quarter_of_measured_peak_rss():
                                                   ROOT / "scripts" / "calibrate_host_ram.py")
     calibrate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(calibrate)
-    child = subprocess.run([sys.executable, "-c", calibrate.CHILD, "101", "32", "40", "0"],
-                           cwd=ROOT, capture_output=True, text=True, check=True)
-    measured = json.loads(child.stdout.strip().splitlines()[-1])
-    assert 0.75 <= measured["estimate"] / measured["peak"] <= 1.25, measured
+    for mode in ("off", "lean"):
+        child = subprocess.run([sys.executable, "-c", calibrate.CHILD, "101", "32", "40", mode],
+                               cwd=ROOT, capture_output=True, text=True, check=True)
+        measured = json.loads(child.stdout.strip().splitlines()[-1])
+        assert 0.75 <= measured["estimate"] / measured["peak"] <= 1.25, (mode, measured)
 
 
 # --- in a run ----------------------------------------------------------------------------------
@@ -137,20 +138,33 @@ def _run_config(manifest, workspace, **overrides):
     return RunConfig(**small_run_options(manifest, workspace=str(workspace), **overrides))
 
 
-def test_a_checkpointed_run_has_the_plain_runs_accuracy_matrix(six_class_manifest, tmp_path):
+def test_checkpointed_and_lean_runs_have_the_plain_runs_accuracy_matrix(six_class_manifest,
+                                                                        tmp_path):
     from edgecl.trainer import train
 
     plain = train(_run_config(six_class_manifest, tmp_path / "plain",
                               activation_checkpointing="off"))
-    checkpointed = train(_run_config(six_class_manifest, tmp_path / "checkpointed",
-                                     activation_checkpointing="on"))
-    assert checkpointed["accuracy_matrix"] == plain["accuracy_matrix"]
-    assert [p["best_val_loss"] for p in checkpointed["phases"]] == \
-        [p["best_val_loss"] for p in plain["phases"]]
-    log = (tmp_path / "checkpointed" / "run" / "train.log").read_text()
-    assert "activation checkpointing on" in log
-    estimate = checkpointed["provenance"]["host_memory"]
-    assert estimate["checkpointing"] is True and estimate["total"] > estimate["baseline"] > 0
+    for mode in ("on", "lean"):
+        run = train(_run_config(six_class_manifest, tmp_path / mode,
+                                activation_checkpointing=mode))
+        assert run["accuracy_matrix"] == plain["accuracy_matrix"], mode
+        assert [p["best_val_loss"] for p in run["phases"]] == \
+            [p["best_val_loss"] for p in plain["phases"]], mode
+        log = (tmp_path / mode / "run" / "train.log").read_text()
+        assert "activation checkpointing on" in log
+        assert ("freed memory returned to the system" in log) == (mode == "lean")
+        estimate = run["provenance"]["host_memory"]
+        assert estimate["checkpointing"] is True and estimate["total"] > estimate["baseline"] > 0
+        assert estimate["returns_memory"] is (mode == "lean")
+
+
+def test_lean_estimate_is_below_the_checkpointed_one():
+    model = small_model()
+    profile = activation_profile(model, (1, 32, 40))
+    on, lean = (estimate_host_train_ram(model, 32, (1, 32, 40), checkpointing=True, baseline=0,
+                                        n_clips=0, profile=profile, returns_memory=returns)
+                for returns in (False, True))
+    assert lean.activations < on.activations and lean.returns_memory and not on.returns_memory
 
 
 def test_an_impossible_max_train_ram_is_refused_before_any_training(six_class_manifest,
@@ -185,3 +199,14 @@ def test_auto_checkpoints_only_when_the_limit_needs_it(six_class_manifest, tmp_p
     with pytest.raises(EdgeclError, match=r"would fit: --batch-size \d+"):
         ContinualRun(_run_config(six_class_manifest, tmp_path / "c", max_train_ram=limit,
                                  activation_checkpointing="off"))
+    # Under the checkpointed estimate but over the lean one, auto returns freed memory too.
+    lean = plain - host_ram.activation_bytes(profile, 8, False) + \
+        host_ram.activation_bytes(profile, 8, True, returns_memory=True)
+    leaner = ContinualRun(_run_config(six_class_manifest, tmp_path / "d",
+                                      max_train_ram=(lean + checkpointed) // 2))
+    assert leaner.host_ram.checkpointing and leaner.host_ram.returns_memory
+    with pytest.raises(EdgeclError, match=r"with activation checkpointing; would fit: "
+                                          r".*--activation-checkpointing auto"):
+        ContinualRun(_run_config(six_class_manifest, tmp_path / "e",
+                                 max_train_ram=(lean + checkpointed) // 2,
+                                 activation_checkpointing="on"))

@@ -20,7 +20,10 @@ peak), and scales it to the batch:
   edgecl.allocator's settings), as a multiple of the kept bytes. It is calibrated, not derived:
   scripts/calibrate_host_ram.py measures the peak RSS of training steps against the kept bytes
   over rates, batches and widths, with and without checkpointing, and the peak over the baseline
-  came to 2.2-4.2 times the kept bytes (docs/results/training-memory.md).
+  came to 2.2-4.2 times the kept bytes (docs/results/training-memory.md). Most of that is the
+  heap's fragmentation, not live tensors: a run that returns freed memory to the system
+  (`--activation-checkpointing lean`, edgecl.allocator.return_freed_memory) peaks at
+  RETURNING_BACKWARD_FACTOR times the kept bytes instead.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 
 PROBE_BATCH = 2
 BACKWARD_FACTOR = 3.0
+RETURNING_BACKWARD_FACTOR = 1.5
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class HostTrainRam:
     input_batch: int
     activations: int
     checkpointing: bool
+    returns_memory: bool = False
 
     @property
     def total(self) -> int:
@@ -60,7 +65,8 @@ class HostTrainRam:
     def as_dict(self) -> dict[str, int | bool]:
         return {"baseline": self.baseline, "parameters": self.parameters, "data": self.data,
                 "input_batch": self.input_batch, "activations": self.activations,
-                "checkpointing": self.checkpointing, "total": self.total}
+                "checkpointing": self.checkpointing, "returns_memory": self.returns_memory,
+                "total": self.total}
 
 
 def activation_profile(model, input_shape: tuple[int, ...]) -> list[LayerActivations]:
@@ -132,9 +138,10 @@ def kept_bytes(profile: list[LayerActivations], checkpointing: bool) -> float:
 
 
 def activation_bytes(profile: list[LayerActivations], batch_size: int,
-                     checkpointing: bool) -> int:
+                     checkpointing: bool, returns_memory: bool = False) -> int:
     """A training step's activation memory at its peak, for a batch, from a per-clip profile."""
-    return math.ceil(batch_size * BACKWARD_FACTOR * kept_bytes(profile, checkpointing))
+    factor = RETURNING_BACKWARD_FACTOR if returns_memory else BACKWARD_FACTOR
+    return math.ceil(batch_size * factor * kept_bytes(profile, checkpointing))
 
 
 def parameter_bytes(model) -> int:
@@ -150,15 +157,18 @@ def supports_checkpointing(model) -> bool:
 
 def estimate_host_train_ram(model, batch_size: int, input_shape: tuple[int, ...], *,
                             checkpointing: bool, baseline: int, n_clips: int,
-                            profile: list[LayerActivations] | None = None) -> HostTrainRam:
+                            profile: list[LayerActivations] | None = None,
+                            returns_memory: bool = False) -> HostTrainRam:
     """The peak RSS of training `model` on batches of `batch_size` log-mels of `input_shape`, for
-    a run that caches `n_clips` clips' features, in a process that holds `baseline` bytes now."""
+    a run that caches `n_clips` clips' features, in a process that holds `baseline` bytes now
+    (and that returns freed memory to the system when `returns_memory`)."""
     profile = profile if profile is not None else activation_profile(model, input_shape)
     clip_bytes = 4 * math.prod(input_shape)
     return HostTrainRam(baseline=baseline, parameters=parameter_bytes(model),
                         data=n_clips * clip_bytes, input_batch=batch_size * clip_bytes,
-                        activations=activation_bytes(profile, batch_size, checkpointing),
-                        checkpointing=checkpointing)
+                        activations=activation_bytes(profile, batch_size, checkpointing,
+                                                     returns_memory),
+                        checkpointing=checkpointing, returns_memory=returns_memory)
 
 
 def largest_batch(limit: int, fixed: int, per_clip: float) -> int:
@@ -166,35 +176,47 @@ def largest_batch(limit: int, fixed: int, per_clip: float) -> int:
     return max(0, int((limit - fixed) // per_clip)) if per_clip > 0 else 0
 
 
-CHECKPOINTING_MODES = ("off", "on", "auto")
+CHECKPOINTING_MODES = ("off", "on", "lean", "auto")
+# Plans in the order `auto` tries them, cheapest in time first: (checkpointing, returns memory).
+PLANS = {"off": (False, False), "on": (True, False), "lean": (True, True)}
 
 
 def plan_training_memory(model, batch_size: int, input_shape: tuple[int, ...], *, mode: str,
                          limit: int | None, baseline: int, n_clips: int,
                          n_mels: int) -> HostTrainRam:
-    """The estimate of the plan a run trains with: checkpointing `on`, `off`, or `auto` (on only
-    when the plain estimate exceeds `limit` and checkpointing brings it under). A plan over
-    `limit` is a one-line EdgeclError naming what would fit (batch size, mels, checkpointing)."""
-    from edgecl.budget.units import format_bytes
+    """The estimate of the plan a run trains with: `off`, `on` (checkpointing), `lean`
+    (checkpointing, freed memory returned to the system), or `auto` (the first of those whose
+    estimate keeps under `limit`). A plan over `limit` is a one-line EdgeclError naming what would
+    fit (batch size, mels, checkpointing)."""
     from edgecl.errors import EdgeclError
 
     supported = supports_checkpointing(model)
-    if mode == "on" and not supported:
-        raise EdgeclError(f"--activation-checkpointing on: the {model.backbone.arch_name} model "
-                          "has no checkpointable blocks (bc-resnet has)")
+    if mode in ("on", "lean") and not supported:
+        raise EdgeclError(f"--activation-checkpointing {mode}: the {model.backbone.arch_name} "
+                          "model has no checkpointable blocks (bc-resnet has)")
     profile = activation_profile(model, input_shape)
 
-    def estimate(checkpointing: bool) -> HostTrainRam:
+    def estimate(plan: str) -> HostTrainRam:
+        checkpointing, returns_memory = PLANS[plan]
         return estimate_host_train_ram(model, batch_size, input_shape,
                                        checkpointing=checkpointing, baseline=baseline,
-                                       n_clips=n_clips, profile=profile)
+                                       n_clips=n_clips, profile=profile,
+                                       returns_memory=returns_memory)
 
-    plain = estimate(False)
-    over = limit is not None and plain.total > limit
-    chosen = estimate(True) if mode == "on" or (mode == "auto" and over and supported) else plain
-    if limit is None or chosen.total <= limit:
-        return chosen
-    best = estimate(True) if supported and mode != "off" else chosen
+    tried = [mode] if mode != "auto" else list(PLANS) if supported else ["off"]
+    for plan in tried:
+        chosen = estimate(plan)
+        if limit is None or chosen.total <= limit:
+            return chosen
+    raise EdgeclError(over_limit_message(chosen, estimate, limit, batch_size, n_mels,
+                                         supported and mode in ("off", "on")))
+
+
+def over_limit_message(best: HostTrainRam, estimate, limit: int, batch_size: int, n_mels: int,
+                       checkpointing_would_help: bool) -> str:
+    """The one line refusing a plan whose estimate `best` exceeds `limit`, naming what fits."""
+    from edgecl.budget.units import format_bytes
+
     per_clip = (best.activations + best.input_batch) / batch_size
     fixed = best.total - best.activations - best.input_batch
     levers = []
@@ -203,13 +225,12 @@ def plan_training_memory(model, batch_size: int, input_shape: tuple[int, ...], *
         levers.append(f"--batch-size {batch}")
     if n_mels >= 64 and fixed + (best.total - fixed) / 2 <= limit:
         levers.append(f"--n-mels {n_mels // 2}")
-    if supported and not best.checkpointing:
-        with_checkpointing = estimate(True)
-        if with_checkpointing.total <= limit:
-            levers.append("--activation-checkpointing auto")
+    if checkpointing_would_help and estimate("lean").total <= limit:
+        levers.append("--activation-checkpointing auto")
     hint = ("would fit: " + ", ".join(levers)) if levers else \
         "nothing that keeps this model fits: the process and data alone take " \
         f"{format_bytes(fixed)}"
-    raise EdgeclError(f"--max-train-ram {format_bytes(limit)}: training is estimated to peak at "
-                      f"{format_bytes(best.total)}"
-                      f"{' with activation checkpointing' if best.checkpointing else ''}; {hint}")
+    plan = (" with activation checkpointing" if best.checkpointing else "") + \
+        (" and freed memory returned" if best.returns_memory else "")
+    return (f"--max-train-ram {format_bytes(limit)}: training is estimated to peak at "
+            f"{format_bytes(best.total)}{plan}; {hint}")

@@ -57,6 +57,7 @@ class TrialShape:
     batch_size: int
     checkpointing: bool
     n_clips: int
+    returns_memory: bool = False
 
 
 def trial_shape(options: dict[str, Any], data_root: str | None = None) -> TrialShape:
@@ -72,7 +73,9 @@ def trial_shape(options: dict[str, Any], data_root: str | None = None) -> TrialS
     return TrialShape(model=get("model"), width=get("width"), n_mels=get("n_mels"),
                       sample_rate=int(rate), clip_seconds=float(seconds),
                       batch_size=get("batch_size"),
-                      checkpointing=get("activation_checkpointing") == "on", n_clips=n_clips)
+                      checkpointing=get("activation_checkpointing") in ("on", "lean"),
+                      n_clips=n_clips,
+                      returns_memory=get("activation_checkpointing") == "lean")
 
 
 @functools.cache
@@ -104,6 +107,7 @@ def shape_estimate(shape: TrialShape) -> int:
         logmel_shape = tuple(model.frontend(torch.zeros(1, samples)).shape[1:])
     return estimate_host_train_ram(model, shape.batch_size, logmel_shape,
                                    checkpointing=shape.checkpointing,
+                                   returns_memory=shape.returns_memory,
                                    baseline=TRIAL_BASELINE_BYTES, n_clips=shape.n_clips).total
 
 
