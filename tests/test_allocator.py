@@ -9,7 +9,6 @@ import pytest
 
 from edgecl import allocator
 
-
 GLIBC = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                            reason="glibc malloc settings")
 
