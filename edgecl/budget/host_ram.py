@@ -23,7 +23,8 @@ peak), and scales it to the batch:
   came to 2.2-4.2 times the kept bytes (docs/results/training-memory.md). Most of that is the
   heap's fragmentation, not live tensors: a run that returns freed memory to the system
   (`--activation-checkpointing lean`, edgecl.allocator.return_freed_memory) peaks at
-  RETURNING_BACKWARD_FACTOR times the kept bytes instead.
+  RETURNING_BACKWARD_FACTOR times the kept bytes instead, once the batch's largest map is a
+  block the allocator returns (smaller maps stay in the heap, and fragment it as before).
 """
 
 from __future__ import annotations
@@ -140,7 +141,11 @@ def kept_bytes(profile: list[LayerActivations], checkpointing: bool) -> float:
 def activation_bytes(profile: list[LayerActivations], batch_size: int,
                      checkpointing: bool, returns_memory: bool = False) -> int:
     """A training step's activation memory at its peak, for a batch, from a per-clip profile."""
-    factor = RETURNING_BACKWARD_FACTOR if returns_memory else BACKWARD_FACTOR
+    from edgecl.allocator import RETURNED_BLOCK_BYTES
+
+    largest_map = batch_size * max(layer.input_bytes for layer in profile)
+    returned = returns_memory and largest_map >= RETURNED_BLOCK_BYTES
+    factor = RETURNING_BACKWARD_FACTOR if returned else BACKWARD_FACTOR
     return math.ceil(batch_size * factor * kept_bytes(profile, checkpointing))
 
 
