@@ -22,14 +22,25 @@ from edgecl.grid.spec import load_spec
 GIB = 2**30
 
 
-def _concurrency_recorder(running: list, most: list, lock: threading.Lock):
+def _concurrency_recorder(running: list, most: list, lock: threading.Condition,
+                          expected: int, n_trials: int):
+    """A fake trial that records how many run at once. Each waits (a bounded time) until
+    `expected` trials run together or every trial has started, so a loaded machine that starts
+    threads slowly cannot make the overlap look smaller than the scheduler allows."""
+    started = []
+
     def run(args, run_dir, env):
         with lock:
             running.append(run_dir)
+            started.append(run_dir)
             most.append(len(running))
-        time.sleep(0.05)
+            lock.notify_all()
+            lock.wait_for(lambda: len(running) >= expected or len(started) == n_trials,
+                          timeout=10)
+        time.sleep(0.01)
         with lock:
             running.remove(run_dir)
+            lock.notify_all()
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         (Path(run_dir) / "results.json").write_text('{"complete": true}')
         return Outcome(0, 0.05, "", complete=True)
@@ -46,10 +57,10 @@ def three_gib_trials(monkeypatch):
 def test_trials_at_once_are_bounded_by_memory(tmp_path, three_gib_trials, limit_gib, at_once):
     trials = load_spec(_tiny(tmp_path)).trials()
     assert len(trials) >= 4
-    running, most, lock = [], [], threading.Lock()
+    running, most, lock = [], [], threading.Condition()
     memory = TrialMemory(limit_gib * GIB)
     runner = GridRunner(trials, tmp_path / "ws", LocalExecutor(4, _concurrency_recorder(
-        running, most, lock)), memory=memory)
+        running, most, lock, at_once, len(trials))), memory=memory)
     state = runner.run()
     assert state["counts"]["done"] == len(trials)
     assert max(most) == at_once  # cores allow 4; memory allows at_once
