@@ -1,7 +1,10 @@
 """One BC-ResNet-40 optimizer step on a batch of 32 cached 44.1 kHz 5 s log-mels [32, 1, 64, 690],
 float32 against bfloat16 (edgecl.precision: the forward under autocast, the loss in float32), in
 rounds that alternate between the two in one process; best CPU and wall ms per clip after a
-warm-up round, and their ratio. For docs/results/precision.md.
+warm-up round, and their ratio. The process keeps freed memory as the trainer's does
+(edgecl.allocator): without it every step maps and zeroes its activations afresh, which costs
+float32's twice-as-large activations twice the kernel time and inflated the ratio from about
+1.6x to 2.4-3.1x. For docs/results/precision.md.
 
     python scripts/speed_precision_step.py THREADS ROUNDS   (from the repository root)
 """
@@ -17,12 +20,14 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edgecl.allocator import keep_freed_memory
 from edgecl.precision import TrainingPrecision
 from models import build_model
 from models.frontend import FrontEndConfig
 
 
 def main(threads: int, rounds: int) -> None:
+    keep_freed_memory()  # as edgecl.trainer.set_determinism does
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build_model("bc-resnet", 10, FrontEndConfig.for_sample_rate(44100), width=40).train()
