@@ -160,7 +160,7 @@ def memory_update(repeats, only, warm, as_json, **options) -> None:
                                    "ratio_to_noisytune", "ratio_to_embedding")))
 
 
-def _import_optimizer_step() -> None:
+def import_optimizer_modules() -> None:
     """Take one Adam step on a throwaway parameter: a process's first optimizer step imports
     torch's compiler stack (about 900 modules, a CPU second or more), which would otherwise be
     charged to the epochs of the first row timed (the first precision of the first round)."""
@@ -186,7 +186,7 @@ def time_training_epoch(config) -> dict:
     from edgecl.trainer import ContinualRun
 
     release_freed_memory()  # earlier rows' freed memory out of this row's RSS and estimate
-    _import_optimizer_step()
+    import_optimizer_modules()
     run = ContinualRun(config)
     task = run.plan.tasks[0]
     run.items.features.get([run.items.clip(lc.clip) for lc in task.train + task.val])
