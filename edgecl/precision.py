@@ -4,9 +4,9 @@ pass runs in, and the autocast context that makes it so.
 `fp32` is float32 throughout. `bf16` runs the backbone and head of the training forward under
 `torch.autocast` with bfloat16 (on a CUDA GPU without bf16: float16 with a gradient scaler);
 `auto` is bf16 only where the hardware runs it natively, fp32 elsewhere, resolved once at the
-start of a run (`resolve_precision`). On this project's 44.1 kHz BC-ResNet steps, bf16 autocast
-on a CPU with AVX-512 BF16 was about 2.6-2.9x faster per step than fp32; on a CPU without native
-bf16 it is emulated and slower, hence `auto`.
+start of a run (`resolve_precision`). On this project's 44.1 kHz BC-ResNet epochs, bf16 autocast
+on a CPU with AVX-512 BF16 (no AMX) costs about 1.5-1.7x less CPU time than fp32
+(docs/results/precision.md); on a CPU without native bf16 it is emulated and slower, hence `auto`.
 
 Which ops run in which type under bf16, and why:
 - The front end (log-mel) stays float32: it runs outside the autocast (features are computed and
