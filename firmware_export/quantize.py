@@ -60,7 +60,8 @@ SHAPE_OPS = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose")
 CALIBRATION_METHODS = {"MinMax": CalibrationMethod.MinMax,
                        "Percentile": CalibrationMethod.Percentile,
                        "Entropy": CalibrationMethod.Entropy}
-ACTIVATION_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+ACTIVATION_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8,
+                    "int16": QuantType.QInt16}
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,8 @@ def prepare_graph(fp32: onnx.ModelProto) -> PreparedGraph:
 def quantize_candidate(graph: onnx.ModelProto | PreparedGraph,
                        calibration_waveforms: np.ndarray, *, per_channel: bool | None = None,
                        recipe: QuantRecipe | None = None,
-                       cache_dir: str | Path | None = None) -> QuantizedModel:
+                       cache_dir: str | Path | None = None,
+                       extra_options: dict[str, Any] | None = None) -> QuantizedModel:
     """Static int8 QDQ quantization of an fp32 model (or its PreparedGraph, which a search builds
     once for all its candidates) by `recipe` (or the default recipe with the given weight
     granularity); the front end and the unfolded normalisations (with their convs) stay float.
@@ -241,7 +243,7 @@ def quantize_candidate(graph: onnx.ModelProto | PreparedGraph,
                                "CalibStridedMinMax": CALIBRATION_STRIDE,
                                # BatchNormalization scales are rank 1: their channel axis is 0.
                                "QDQOpTypePerChannelSupportToAxis": {
-                                   "BatchNormalization": 0}})
+                                   "BatchNormalization": 0}, **(extra_options or {})})
         proto = onnx.load(str(output), load_external_data=False)
     store_front_end_matrices_as_int8(proto)
     del proto.graph.value_info[:]  # shape hints only: ONNX Runtime infers them again at load

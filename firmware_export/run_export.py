@@ -85,8 +85,11 @@ def analytic_note(manifest: dict[str, Any], cost: dict[str, Any]) -> str:
             f" (trained head {accuracy['trained_head']:.3f})")
 
 
-def _export_seen(model, phase_dir, *, phase, classes, seen_tasks, waveform, log, target,
-                 tflm_window_seconds, limits, progress, analytic) -> dict[str, Any]:
+def seen_clips(seen_tasks: Sequence, waveform: Callable[[Any], np.ndarray],
+               phase: int) -> dict[str, Any]:
+    """The clips a phase's export uses: calibration (up to MAX_CALIBRATION_CLIPS training clips
+    of the seen classes, evenly spaced over the tasks in arrival order) and held-out (their
+    validation and test clips), as export_phase's keyword arguments."""
     train = [lc for task in seen_tasks for lc in task.train]
     validation = [lc for task in seen_tasks for lc in task.val]
     test = [lc for task in seen_tasks for lc in task.test]
@@ -95,13 +98,18 @@ def _export_seen(model, phase_dir, *, phase, classes, seen_tasks, waveform, log,
         raise EdgeclError(f"export phase {phase}: the seen classes need training clips for "
                           f"calibration and test clips for the parity check")
     calibration = [train[i] for i in evenly_spaced(len(train), MAX_CALIBRATION_CLIPS)]
+    return {"calibration_waveforms": np.stack([waveform(lc.clip) for lc in calibration]),
+            "holdout_waveforms": np.stack([waveform(lc.clip) for lc in holdout]),
+            "holdout_targets": [lc.target for lc in holdout],
+            "holdout_counts": {"validation": len(validation), "test": len(test)}}
+
+
+def _export_seen(model, phase_dir, *, phase, classes, seen_tasks, waveform, log, target,
+                 tflm_window_seconds, limits, progress, analytic) -> dict[str, Any]:
+    clips = seen_clips(seen_tasks, waveform, phase)
     with scratch_temp_dir(Path(phase_dir).parent):  # the quantizers' temporary folders
         return export_phase(
-            model, phase_dir, phase=phase, classes=classes,
-            calibration_waveforms=np.stack([waveform(lc.clip) for lc in calibration]),
-            holdout_waveforms=np.stack([waveform(lc.clip) for lc in holdout]),
-            holdout_targets=[lc.target for lc in holdout],
-            holdout_counts={"validation": len(validation), "test": len(test)}, log=log,
+            model, phase_dir, phase=phase, classes=classes, **clips, log=log,
             target=target, tflm_window_seconds=tflm_window_seconds, limits=limits,
             progress=None if progress is None else progress.step, analytic=analytic)
 

@@ -136,9 +136,11 @@ class MicroModel:
                               f"({error})") from None
         details_in = self._interpreter.get_input_details(0)
         details_out = self._interpreter.get_output_details(0)
-        for details, what in ((details_in, "input"), (details_out, "output")):
-            if details["dtype"] is not np.int8:
-                raise EdgeclError(f"TFLM model: expected an int8 {what}, got {details['dtype']}")
+        if details_in["dtype"] is not np.int8:
+            raise EdgeclError(f"TFLM model: expected an int8 input, got {details_in['dtype']}")
+        if details_out["dtype"] not in (np.int8, np.int16):
+            raise EdgeclError(f"TFLM model: expected int8 or int16 logits, got "
+                              f"{details_out['dtype']}")
         self.input_shape = tuple(int(d) for d in details_in["shape"])
         self.input = _quantization(details_in)
         self.output = _quantization(details_out)

@@ -142,6 +142,26 @@ def align(model_bytes: bytes) -> bytes:
         return target.read_bytes()
 
 
+def drop_output_requantize(model_bytes: bytes) -> bytes:
+    """The model with its 16-bit logits as the output: a trailing QUANTIZE that turns the
+    graph's int16 output back into int8 (as the quantizer leaves a 16x8 head) is removed and its
+    input becomes the output. Unchanged when the output is not such a QUANTIZE's."""
+    model = read(model_bytes)
+    graph = model.subgraphs[0]
+    last = graph.operators[-1] if graph.operators else None
+    if (last is None or op_name(model, last) != "QUANTIZE" or len(graph.outputs) != 1
+            or last.outputs[0] != graph.outputs[0]
+            or graph.tensors[last.inputs[0]].type != schema.TensorType.INT16):
+        return model_bytes
+    for signature in model.signatureDefs or []:
+        for output in signature.outputs or []:
+            if output.tensorIndex == graph.outputs[0]:
+                output.tensorIndex = last.inputs[0]
+    graph.outputs = np.asarray([last.inputs[0]], dtype=np.int32)
+    graph.operators = graph.operators[:-1]
+    return write(model)
+
+
 def finish(model_bytes: bytes) -> bytes:
     """Constants inline, no tensor names, aligned by TFLM's tool."""
     model = read(model_bytes)

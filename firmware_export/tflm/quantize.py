@@ -15,14 +15,20 @@ from edgecl.errors import EdgeclError
 from firmware_export.device.tflm_runtime import quiet_fds
 
 
-def int8_tflite(float_model: bytes, calibration_logmels: np.ndarray) -> bytes:
+SIXTEEN_BIT = {"none": (), "head": ("FULLY_CONNECTED",), "all": ("ALL_SUPPORTED",)}
+
+
+def int8_tflite(float_model: bytes, calibration_logmels: np.ndarray, *, sixteen_bit: str = "none",
+                edit_ranges=None) -> bytes:
     """Quantize `float_model` with calibration inputs [N, 1, n_mels, frames] float32, one clip
-    per calibration step."""
+    per calibration step. `sixteen_bit` "head": the FULLY_CONNECTED head in 16-bit activations
+    with int8 weights (16x8), "all": every op so; `edit_ranges(qsvs)` may change the calibrated
+    ranges before quantizing."""
     if len(calibration_logmels) == 0:
         raise EdgeclError("TFLM int8 quantization: no calibration clips were given")
     with quiet_fds():  # their imports log to fd 2 (absl, oneDNN)
         from ai_edge_litert import interpreter as litert
-        from ai_edge_quantizer import calibrator, quantizer, recipe
+        from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager
         from ai_edge_quantizer.utils import qsv_utils
     signatures = litert.Interpreter(model_content=float_model).get_signature_list()
     (signature, io_names), = signatures.items()
@@ -30,12 +36,21 @@ def int8_tflite(float_model: bytes, calibration_logmels: np.ndarray) -> bytes:
     samples = [{input_name: np.ascontiguousarray(x[None], dtype=np.float32)}
                for x in calibration_logmels]
     with quiet_fds():
-        engine = quantizer.Quantizer(float_model, recipe.static_wi8_ai8())
+        manager = recipe_manager.RecipeManager()
+        manager.add_static_config(".*", recipe.TFLOperationName.ALL_SUPPORTED,
+                                  activation_num_bits=8, weight_num_bits=8)
+        for op in SIXTEEN_BIT[sixteen_bit]:
+            manager.add_static_config(".*", getattr(recipe.TFLOperationName, op),
+                                      activation_num_bits=16, weight_num_bits=8)
+        engine = quantizer.Quantizer(float_model, manager.get_quantization_recipe())
         calibration = calibrator.Calibrator(float_model, num_threads=1,
                                             qsv_update_func=qsv_utils.min_max_update)
         # Quantizer.calibrate has no option for the update rule; its Calibrator does (the
         # recipe manager it needs is the Quantizer's; the package is pinned exactly).
         calibration.calibrate({signature: samples}, engine._recipe_manager)
-        result = engine.quantize(calibration.get_model_qsvs(), enable_progress_bar=False,
+        qsvs = calibration.get_model_qsvs()
+        if edit_ranges is not None:
+            qsvs = edit_ranges(qsvs)
+        result = engine.quantize(qsvs, enable_progress_bar=False,
                                  enable_progress_report=False)
     return bytes(result.quantized_model)
