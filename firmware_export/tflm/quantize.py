@@ -14,7 +14,6 @@ import numpy as np
 from edgecl.errors import EdgeclError
 from firmware_export.device.tflm_runtime import quiet_fds
 
-
 SIXTEEN_BIT = {"none": (), "head": ("FULLY_CONNECTED",), "all": ("ALL_SUPPORTED",)}
 
 
