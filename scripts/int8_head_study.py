@@ -39,7 +39,7 @@ from edgecl.run_folder import CHECKPOINT_NAME, load_checkpoint, phase_dirs, run_
 from firmware_export import parity
 from firmware_export.device.runtime import cpu_session
 from firmware_export.export import export_onnx, serialize
-from firmware_export.int8_search import head_nodes, output_step
+from firmware_export.int8_search import head_nodes, layer_report, output_step
 from firmware_export.quantize import QuantRecipe, prepare_graph, quantize_candidate
 from firmware_export.run_export import seen_clips
 
@@ -115,6 +115,10 @@ def onnx_study(model, classes, clips, extra: set[str]) -> dict[str, Any]:
             logits = parity.batched(parity.ort_runner(cpu_session(serialize(candidate))),
                                     holdout, parity.LARGE_BATCH)
             out[name] = record(reference, logits, targets, output_step(candidate))
+            if name == "base" and "layers" in extra:
+                report = layer_report(graph.source, candidate, calibration, reference)
+                out[name]["head_share_of_noise"] = report["head_share_of_noise"]
+                out[name]["noisiest_layers"] = report["layers_noisiest_first"][:6]
             print(f"  onnx {name}: agreement {out[name]['top1_agreement']}, "
                   f"ships {out[name]['ships']}", file=sys.stderr, flush=True)
     return out
@@ -200,12 +204,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--onnx", action="store_true")
     parser.add_argument("--tflm", action="store_true")
     parser.add_argument("--percentiles", default="1,10")
-    parser.add_argument("--extra", default="", help="all-int16,all-16x8: whole-graph variants")
+    parser.add_argument("--extra", default="", help="all-int16,all-16x8: whole-graph variants; layers: per-layer SQNR of the base")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     extra = set(filter(None, args.extra.split(",")))
     wanted = None if args.phases is None else {int(p) for p in args.phases.split(",")}
-    results = {}
     for folder in phase_dirs(args.run_dir):
         model, classes, phase, clips = phase_inputs(args.run_dir, folder)
         if wanted is not None and phase not in wanted:
@@ -219,8 +222,7 @@ def main(argv: list[str]) -> int:
         if args.tflm:
             entry["tflm"] = tflm_study(model, clips, tuple(
                 float(p) for p in args.percentiles.split(",")), extra)
-        results[f"phase_{phase}"] = entry
-        print(json.dumps(results, indent=1), flush=True)
+        print(json.dumps({f"phase_{phase}": entry}), flush=True)  # one JSON line per phase
     return 0
 
 
