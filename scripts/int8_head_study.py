@@ -154,8 +154,6 @@ def tflm_study(model, clips, percentiles: tuple[float, ...], extra: set[str]) ->
     window_logits = parity.batched(parity.torch_runner(tflm_graph(model)),
                                    features[:, None], parity.LARGE_BATCH)
     variants: dict[str, dict[str, Any]] = {"base": {}, "head-16x8": {"sixteen_bit": "head"}}
-    if "all-16x8" in extra:
-        variants["all-16x8"] = {"sixteen_bit": "all"}
     for pct in percentiles:
         variants[f"logits-p{pct:g}"] = {"edit_ranges": _clip_logits_below(
             float_model, float(np.percentile(window_logits, pct)))}
@@ -204,7 +202,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--onnx", action="store_true")
     parser.add_argument("--tflm", action="store_true")
     parser.add_argument("--percentiles", default="1,10")
-    parser.add_argument("--extra", default="", help="all-int16,all-16x8: whole-graph variants; layers: per-layer SQNR of the base")
+    parser.add_argument("--extra", default="", help="all-int16: every activation in 16 bits (ONNX); layers: per-layer SQNR of the base")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     extra = set(filter(None, args.extra.split(",")))

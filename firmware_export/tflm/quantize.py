@@ -14,15 +14,18 @@ import numpy as np
 from edgecl.errors import EdgeclError
 from firmware_export.device.tflm_runtime import quiet_fds
 
-SIXTEEN_BIT = {"none": (), "head": ("FULLY_CONNECTED",), "all": ("ALL_SUPPORTED",)}
+# Ops put in 16-bit activations with int8 weights (16x8, TFLM reference kernels). Only the head:
+# every op so would make the model's input int16 too, which the device front end does not give.
+SIXTEEN_BIT = {"none": (), "head": ("FULLY_CONNECTED",)}
 
 
 def int8_tflite(float_model: bytes, calibration_logmels: np.ndarray, *, sixteen_bit: str = "none",
                 edit_ranges=None) -> bytes:
     """Quantize `float_model` with calibration inputs [N, 1, n_mels, frames] float32, one clip
     per calibration step. `sixteen_bit` "head": the FULLY_CONNECTED head in 16-bit activations
-    with int8 weights (16x8), "all": every op so; `edit_ranges(qsvs)` may change the calibrated
-    ranges before quantizing."""
+    with int8 weights (16x8; its int16 logits are requantized to int8 at the output unless
+    flatbuffer.drop_output_requantize removes that step); `edit_ranges(qsvs)` may change the
+    calibrated ranges before quantizing."""
     if len(calibration_logmels) == 0:
         raise EdgeclError("TFLM int8 quantization: no calibration clips were given")
     with quiet_fds():  # their imports log to fd 2 (absl, oneDNN)
