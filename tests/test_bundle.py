@@ -394,3 +394,34 @@ def test_a_windowed_build_answers_for_int8_on_its_windows_and_for_accuracy_on_th
     assert int8_miss.startswith("int8 vs fp32 on the same windows: top-1 agreement 90.00%")
     [window_miss] = parity.windowed_failures(_figures(200, differ=12, lost=12), faithful)
     assert window_miss.startswith("int8 on windows vs fp32 on the whole clip: accuracy")
+
+
+def test_sixteen_bit_activations_are_the_last_recipe_and_ship_when_8_bit_ones_miss(
+        tmp_path, monkeypatch, reuse_fp32_export):
+    """A rule only 16-bit activations meet (a miss forced on every 8-bit candidate): the search
+    reaches the int8-weight, int16-activation recipe before mixed precision and ships it, and
+    its file runs in ONNX Runtime."""
+    from firmware_export import int8_search
+
+    assert int8_search.BASE_RECIPES[-1].activations == "int16"
+    current: list[str] = []
+    build = int8_search.quantize_candidate
+
+    def recording(*args, **kwargs):
+        current.append(kwargs["recipe"].activations)
+        return build(*args, **kwargs)
+    original = parity.int8_failures
+    monkeypatch.setattr(int8_search, "quantize_candidate", recording)
+    monkeypatch.setattr(parity, "int8_failures", lambda figures: original(figures) + (
+        [] if current[-1] == "int16" else ["forced 8-bit miss"]))
+    manifest = _export(tmp_path / "phase_0")
+    int8 = manifest["artifacts"]["int8"]
+    tried = int8["quantization"]["search"]["tried"]
+    assert int8["status"] == "shipped"
+    assert len(tried) == len(int8_search.BASE_RECIPES)
+    assert tried[-1]["activations"] == "int16" and tried[-1]["meets_bound"]
+    assert int8["quantization"]["activations"] == "int16 asymmetric"
+    session = ort.InferenceSession(str(tmp_path / "phase_0" / "model.int8.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    holdout, _ = tones(8, seed=3)
+    assert session.run(None, {"waveform": holdout})[0].shape == (8, len(CLASSES))
