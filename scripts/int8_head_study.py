@@ -18,7 +18,8 @@ rule of firmware_export.parity:
 Each record has the figures, the logits' int8 step, and the fp32 top-2 margins of all clips
 against those of the clips whose top-1 changed (the evidence for a margin-aware agreement rule).
 
-    python scripts/int8_head_study.py RUN_DIR [--phases 1,2] [--onnx] [--tflm] > study.json
+    python scripts/int8_head_study.py RUN_DIR [--phases 1,2] [--onnx] [--tflm] > study.jsonl
+    python scripts/int8_head_study.py --table study.jsonl ...     # the markdown table
 """
 
 from __future__ import annotations
@@ -195,7 +196,45 @@ def _clip_logits_below(float_model: bytes, floor: float):
     return edit
 
 
+def table(paths: list[Path]) -> str:
+    """Markdown rows (phase, artifact, variant: agreement, changed clips, accuracy fp32 -> int8,
+    verdict, logits step, median fp32 margin of all clips and of the changed ones) from the
+    JSON lines this script printed."""
+    rows = ["| phase | build | variant | agreement | changed | accuracy fp32 -> int8 | verdict "
+            "| logits step | median margin: all / changed | agreement where margin > step |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for path in paths:
+        text = path.read_text()
+        try:
+            documents = [json.loads(text)]
+        except json.JSONDecodeError:
+            documents = [json.loads(line) for line in text.splitlines() if line.strip()]
+        for document in documents:
+            for phase, entry in document.items():
+                for build in ("onnx", "tflm"):
+                    for name, f in entry.get(build, {}).items():
+                        if isinstance(f, dict):
+                            rows.append(_row(phase.split("_")[1], build, name, f))
+    return "\n".join(rows)
+
+
+def _row(phase: str, build: str, name: str, f: dict[str, Any]) -> str:
+    changed = f["margins_of_changed"]
+    step = f["int8_step"]
+    over = "-" if step is None else f"{100 * f['agreement_on_margin_over_step']:.1f}%"
+    return (f"| {phase} | {build} | {name} | {100 * f['top1_agreement']:.1f}% "
+            f"| {f['top1_disagreements']} of {f['clips']} | {f['accuracy_reference']:.1f}% -> "
+            f"{f['accuracy']:.1f}% | {'ships' if f['ships'] else 'misses'} "
+            f"| {'float' if step is None else f'{step:.3g}'} "
+            f"| {f['margin_quantiles_all'][2]:.3f} / "
+            f"{np.median(changed) if changed else float('nan'):.3f} "
+            f"| {over} |")
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--table"]:
+        print(table([Path(p) for p in argv[1:]]))
+        return 0
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--phases", default=None)
@@ -219,7 +258,7 @@ def main(argv: list[str]) -> int:
             entry["onnx"] = onnx_study(model, classes, clips, extra)
         if args.tflm:
             entry["tflm"] = tflm_study(model, clips, tuple(
-                float(p) for p in args.percentiles.split(",")), extra)
+                float(p) for p in args.percentiles.split(",") if p), extra)
         print(json.dumps({f"phase_{phase}": entry}), flush=True)  # one JSON line per phase
     return 0
 
