@@ -105,6 +105,8 @@ def onnx_study(model, classes, clips, extra: set[str]) -> dict[str, Any]:
     }
     if "all-int16" in extra:
         variants["all-int16"] = ({}, ())
+    if "only-all-int16" in extra:
+        variants = {"all-int16": ({}, ())}
     out: dict[str, Any] = {"fp32_logits_range": [round(float(reference.min()), 3),
                                                   round(float(reference.max()), 3)]}
     with tempfile.TemporaryDirectory(prefix="int8-study-") as cache:
@@ -241,7 +243,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--onnx", action="store_true")
     parser.add_argument("--tflm", action="store_true")
     parser.add_argument("--percentiles", default="1,10")
-    parser.add_argument("--extra", default="", help="all-int16: every activation in 16 bits (ONNX); layers: per-layer SQNR of the base")
+    parser.add_argument("--extra", default="", help="all-int16: every activation in 16 bits (ONNX), only-all-int16: that "
+                        "alone; layers: per-layer SQNR of the base")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     extra = set(filter(None, args.extra.split(",")))
