@@ -185,7 +185,9 @@ class RunConfig:
     analytic_weighting: str = run_field("balanced", Option(
         "Class weighting of the analytic head (--mode analytic): balanced gives each class "
         "learnt the mean class's mass, so a class learnt from few clips is still predicted; "
-        "off weighs every clip 1.", "learning", choices=("off", "balanced"),
+        "boosted gives a class with fewer clips than the mean class more (its clips' weight is "
+        "balanced's to the power 1.25), as a ridge fit on few clips under-scores clips it has "
+        "not seen; off weighs every clip 1.", "learning", choices=("off", "balanced", "boosted"),
         left_out_at_default=True))
     analytic_expansion: int = run_field(0, Option(
         "Width B of a fixed random ReLU expansion of the standardised embedding before the "

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from edgecl.errors import EdgeclError
 from firmware_export.device.analytic import (
+    BOOST,
     AnalyticHead,
     choose_gamma,
     fit_head,
@@ -108,13 +109,32 @@ def test_balanced_weighting_gives_a_few_shot_class_the_mass_of_an_old_one():
     z, labels = clustered([40, 40, 5], seed=7)
     old = slice(0, 80)
     new = z[80:]
-    for weighting, expected in (("off", 1.0), ("balanced", 40 / 5)):
+    for weighting, expected in (("off", 1.0), ("boosted", 8 ** BOOST), ("balanced", 40 / 5)):
         head, _ = fit_head(z[old], labels[old], gamma=0.1, weighting=weighting)
         weights = head.learn(new, "c2")
         np.testing.assert_allclose(weights, expected)
         assert head.mass == pytest.approx([40.0, 40.0, 5 * expected])
     # More clips of a known class: weighted as if the class had all of them.
     assert head.balanced_weight("c2", 5) == pytest.approx(40 / 10)
+
+
+def test_boosted_weighting_gives_a_few_shot_class_more_than_the_mean_mass():
+    """Boosted: a class below the mean count weighs more than balanced gives it, one at the mean
+    count the same, one above it less; the fit's classes are weighted by the same rule, and the
+    head is still the batch ridge solution, and forgetting still exact."""
+    z, labels = clustered([40, 10, 5], seed=8)
+    head, weights = fit_head(z[:50], labels[:50], gamma=0.1, weighting="boosted")
+    np.testing.assert_allclose(weights, [(25 / 40) ** BOOST] * 40 + [(25 / 10) ** BOOST] * 10)
+    assert head.balanced_weight("c2", 5) == pytest.approx((25 / 5) ** BOOST)
+    assert head.balanced_weight("c2", 5) > 25 / 5
+    before = (head.r.copy(), head.w.copy())
+    added = head.learn(z[50:], "c2")
+    np.testing.assert_allclose(head.w, batch_reference(head, z, labels,
+                                                       np.concatenate([weights, added])),
+                               atol=1e-8)
+    head.forget(z[50:], "c2", added)
+    np.testing.assert_allclose(head.r, before[0], atol=1e-10)
+    np.testing.assert_allclose(head.w, before[1], atol=1e-10)
 
 
 def test_the_few_shot_class_is_predicted_only_when_weighted():

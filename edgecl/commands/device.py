@@ -56,10 +56,12 @@ def _report(verb: str, folder, manifest: dict) -> None:
               help="Also report the analytic and the trained head's accuracy on these rows.")
 @click.option("--gamma", type=float, default=None,
               help="Ridge regulariser [chosen on a held-out fifth of the clips].")
-@click.option("--weighting", type=click.Choice(["balanced", "off"]), default="balanced",
-              show_default=True,
+@click.option("--weighting", type=click.Choice(["balanced", "boosted", "off"]),
+              default="balanced", show_default=True,
               help="balanced: the clips of a learnt class weigh as much together as an average "
-                   "class's (so 5 clips are not drowned by 200 per old class).")
+                   "class's (so 5 clips are not drowned by 200 per old class); boosted: a class "
+                   "with fewer clips than the average weighs more (balanced's weight to the "
+                   "power 1.25), as a ridge fit on few clips under-scores clips it has not seen.")
 @click.option("--class-limit", type=click.IntRange(min=2, max=4096), default=32,
               show_default=True, help="Most classes the bundle may hold (sizes the C buffers).")
 @click.option("--expansion", type=click.IntRange(min=0, max=MAX_ANALYTIC_EXPANSION), default=0,
