@@ -57,7 +57,7 @@ def _report(verb: str, folder, manifest: dict) -> None:
 @click.option("--gamma", type=float, default=None,
               help="Ridge regulariser [chosen on a held-out fifth of the clips].")
 @click.option("--weighting", type=click.Choice(["balanced", "boosted", "off"]),
-              default="balanced", show_default=True,
+              default="boosted", show_default=True,
               help="balanced: the clips of a learnt class weigh as much together as an average "
                    "class's (so 5 clips are not drowned by 200 per old class); boosted: a class "
                    "with fewer clips than the average weighs more (balanced's weight to the "

@@ -87,7 +87,7 @@ def _label_list(labels: Sequence[str], what: str) -> list[str]:
 
 def fit_bundle_state(bundle: str | os.PathLike[str], clips: Sequence[str | os.PathLike[str]],
                      labels: Sequence[str], *, gamma: float | None = None,
-                     weighting: str = "balanced", class_limit: int = DEFAULT_CLASS_LIMIT,
+                     weighting: str = "boosted", class_limit: int = DEFAULT_CLASS_LIMIT,
                      holdout: tuple[Sequence[str | os.PathLike[str]], Sequence[str]] | None = None,
                      threads: int = 1, log: Callable[[str], None] | None = None,
                      expansion: int = 0, seed: int = 0) -> dict[str, Any]:
