@@ -13,9 +13,9 @@ each weighting, then each new class is learnt from N training clips drawn by the
 `edgecl device learn` learns them (AnalyticHead.learn), and the head classifies every test row.
 Embeddings come from the bundle's embedding model (ONNX Runtime), computed once per bundle
 (`--cache` keeps them). `--learn-check N` also runs the real thing once on the first bundle:
-fit_bundle_state and learn_bundle on a copy, N clips per new class, the wall time of each learn
-call end to end, and the agreement of the learnt version's model.analytic.onnx with the head
-computed here on the test rows. `--runs` prints each run's results.json figures (the accuracy
+fit_bundle_state and learn_bundle on a copy, N clips per new class (draw 0), the wall time of each
+learn call end to end, the learnt version's model.analytic.onnx accuracy, and how far its state's
+W is from the head computed here for draw 0. `--runs` prints each run's results.json figures (the accuracy
 on all classes after its last phase, A_avg, A_last, BWT). Prints markdown tables.
 """
 
@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from firmware_export.device.analytic import AnalyticHead, choose_gamma, fit_head
+from firmware_export.device.analytic_state import read_state
 from firmware_export.device.learn import embed_clips, fit_bundle_state, learn_bundle
 from firmware_export.device.manifest import verify_bundle
 from firmware_export.device.runtime import load_model, read_clip
@@ -69,7 +70,9 @@ def main() -> None:
     if bundles:
         _print_device_table(results, weightings, shots, len(bundles), args.draws)
     if args.learn_check and bundles:
-        _learn_check(bundles[0], args.manifest, rows, args.learn_check, weightings[-1])
+        data = _embeddings(bundles[0], args.manifest, rows, args.cache)
+        simulated = _device_heads(data, weightings[-1], args.learn_check)
+        _learn_check(bundles[0], args.manifest, rows, args.learn_check, weightings[-1], simulated)
     if args.runs is not None:
         _print_runs(args.runs, [name for name in args.run_names.split(",") if name])
 
@@ -92,27 +95,34 @@ def _embeddings(bundle: Path, manifest_csv: Path, rows: list[dict], cache: Path 
             "classes": classes, "new": sorted(set(labels) - set(classes))}
 
 
-def _device_scores(data: dict, weighting: str, shots: list[int | None],
-                   draws: int) -> dict[str, list[float]]:
-    """Per shot count: [all-class accuracy mean, new-class accuracy mean, stds...] over draws;
-    the fit exactly as fit_bundle_state does it, the learning as learn_bundle does."""
+def _device_heads(data: dict, weighting: str, n: int | None, draws: int = 1):
+    """The head after the device learns each new class from n clips (None: all), per draw: the
+    fit exactly as fit_bundle_state does it, the learning as learn_bundle does."""
     z, labels, split, classes = data["z"], data["labels"], data["split"], data["classes"]
     rows = [i for label in classes for i in np.flatnonzero((split == "train") & (labels == label))]
     order = [str(labels[i]) for i in rows]
-    gamma = choose_gamma(z[rows], order)
-    base, _ = fit_head(z[rows], order, gamma=gamma, weighting=weighting)
+    base, _ = fit_head(z[rows], order, gamma=choose_gamma(z[rows], order), weighting=weighting)
+    for draw in range(draws if n is not None else 1):
+        rng = np.random.default_rng(draw)
+        head = _copy(base)
+        for label in data["new"]:
+            pool = np.flatnonzero((split == "train") & (labels == label))
+            picked = pool if n is None else pool[rng.choice(len(pool), n, replace=False)]
+            head.learn(z[picked], str(label))
+        yield head
+
+
+def _device_scores(data: dict, weighting: str, shots: list[int | None],
+                   draws: int) -> dict[str, list]:
+    """Per shot count: the all-class and new-class accuracy of each draw, and gamma."""
+    z, labels, split = data["z"], data["labels"], data["split"]
     test = split == "test"
     is_new = np.isin(labels[test], data["new"])
     out = {}
     for n in shots:
         overall, on_new = [], []
-        for draw in range(draws if n is not None else 1):
-            rng = np.random.default_rng(draw)
-            head = _copy(base)
-            for label in data["new"]:
-                pool = np.flatnonzero((split == "train") & (labels == label))
-                picked = pool if n is None else pool[rng.choice(len(pool), n, replace=False)]
-                head.learn(z[picked], str(label))
+        for head in _device_heads(data, weighting, n, draws):
+            gamma = head.gamma
             predicted = np.asarray(head.labels)[np.argmax(head.logits(z[test]), axis=1)]
             hits = predicted == labels[test]
             overall.append(float(np.mean(hits)))
@@ -170,8 +180,9 @@ def _print_device_table(results: dict, weightings: list[str], shots: list[int | 
 
 
 def _learn_check(bundle: Path, manifest_csv: Path, rows: list[dict], n: int,
-                 weighting: str) -> None:
-    """The real device path once: fit, learn N clips per new class, time, agreement."""
+                 weighting: str, simulated) -> None:
+    """The real device path once: fit, learn N clips per new class (draw 0), time, and how far
+    its state's W is from the head simulated here."""
     classes = verify_bundle(bundle)["classes"]
     train = [row for row in rows if row["split"] == "train"]
     fit_rows = [row for row in train if row["label"] in classes]
@@ -198,13 +209,15 @@ def _learn_check(bundle: Path, manifest_csv: Path, rows: list[dict], n: int,
         logits = np.vstack([model.logits(waves[i:i + 32]) for i in range(0, len(waves), 32)])
         predicted = np.asarray(model.labels)[np.argmax(logits, axis=1)]
         truth = np.asarray([row["label"] for row in test])
-        state = json.loads((current / "analytic.json").read_text())
+        state = read_state(current, manifest)
+        gap = np.max(np.abs(state.head.w - next(simulated).w)) / np.max(np.abs(state.head.w))
         print(f"\nlearn check ({bundle}, {weighting}): fit {len(fit_rows)} clips in "
               f"{fit_seconds:.1f} s; learn {n} clips per class end to end: "
               + ", ".join(f"{s:.2f} s" for s in seconds)
               + f"; model.analytic.onnx accuracy on all {len(truth)} test clips "
               f"{np.mean(predicted == truth):.3f}; state {manifest['analytic']['state_bytes_fp32']}"
-              f" bytes fp32, gamma {state['gamma']:g}")
+              f" bytes fp32, gamma {state.head.gamma:g}; its W against the head simulated "
+              f"from the cached embeddings: max relative difference {gap:.1e}")
 
 
 def _print_runs(workspace: Path, names: list[str]) -> None:
