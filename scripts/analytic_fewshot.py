@@ -120,14 +120,17 @@ def _device_scores(data: dict, weighting: str, shots: list[int | None],
     is_new = np.isin(labels[test], data["new"])
     out = {}
     for n in shots:
-        overall, on_new = [], []
+        overall, on_new, new_as_old, old_as_new = [], [], [], []
         for head in _device_heads(data, weighting, n, draws):
             gamma = head.gamma
             predicted = np.asarray(head.labels)[np.argmax(head.logits(z[test]), axis=1)]
             hits = predicted == labels[test]
+            predicted_new = np.isin(predicted, data["new"])
             overall.append(float(np.mean(hits)))
             on_new.append(float(np.mean(hits[is_new])))
-        out["all" if n is None else str(n)] = [overall, on_new, gamma]
+            new_as_old.append(float(np.mean(~predicted_new[is_new])))
+            old_as_new.append(float(np.mean(predicted_new[~is_new])))
+        out["all" if n is None else str(n)] = [overall, on_new, gamma, new_as_old, old_as_new]
     return out
 
 
@@ -165,16 +168,20 @@ def _copy(head: AnalyticHead) -> AnalyticHead:
 def _print_device_table(results: dict, weightings: list[str], shots: list[int | None],
                         n_bundles: int, draws: int) -> None:
     print(f"\n| weighting | clips per new class | all classes: mean ± std over {n_bundles} "
-          f"bundles x {draws} draws | new classes | mean per bundle |")
-    print("| --- | --- | --- | --- | --- |")
+          f"bundles x {draws} draws | new classes | new clips taken for an old class | old "
+          f"clips taken for a new class | mean per bundle |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for weighting in weightings:
         for n in shots:
             key = "all" if n is None else str(n)
             overall = np.concatenate([entry[0] for entry in results[(weighting, key)]])
             on_new = np.concatenate([entry[1] for entry in results[(weighting, key)]])
             per_bundle = [np.mean(entry[0]) for entry in results[(weighting, key)]]
+            new_as_old = np.mean([entry[3] for entry in results[(weighting, key)]])
+            old_as_new = np.mean([entry[4] for entry in results[(weighting, key)]])
             print(f"| {weighting} | {key} | {overall.mean():.3f} ± {overall.std():.3f} | "
-                  f"{on_new.mean():.3f} ± {on_new.std():.3f} | "
+                  f"{on_new.mean():.3f} ± {on_new.std():.3f} | {new_as_old:.3f} | "
+                  f"{old_as_new:.3f} | "
                   + " ".join(f"{s:.3f}" for s in per_bundle) + " |")
     print(f"\ngamma per bundle: {[entry[2] for entry in results[(weightings[0], key)]]}")
 
