@@ -241,7 +241,12 @@ def _print_runs(workspace: Path, names: list[str]) -> None:
         memory = config.get("memory_size") if config.get("mode") == "replay" else "-"
         print(f"| {name} | {config.get('mode')} | {memory} | {config.get('shots') or 'all'} | "
               f"{result['phase_accuracy'][-1]:.3f} | "
-              f"{result['A_avg']:.3f} | {result['A_last']:.3f} | {result['BWT']:.3f} |")
+              f"{_figure(result['A_avg'])} | {_figure(result['A_last'])} | "
+              f"{_figure(result['BWT'])} |")
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from edgecl.run_folder import checkpoint_path
 from edgecl.steps.analytic import AnalyticLearning
 from edgecl.trainer import ContinualRun
 from edgecl.training.analytic import clip_embeddings
-from firmware_export.device.analytic import AnalyticHead, ridge_solution
+from firmware_export.device.analytic import BOOST, AnalyticHead, ridge_solution
 
 
 def _options(manifest, **overrides) -> dict:
@@ -27,7 +27,8 @@ def _options(manifest, **overrides) -> dict:
 def _weights(tasks_targets: list[np.ndarray], weighting: str) -> np.ndarray:
     """Each clip's weight by the rule the module doc of firmware_export.device.analytic states:
     phase 0's classes the mean class's count over their own; a later class the mean clips of the
-    classes before it over its own clips (1 everywhere with weighting off)."""
+    classes before it over its own clips (1 everywhere with weighting off; that ratio to the
+    power BOOST with boosted)."""
     first = tasks_targets[0]
     counts = {int(t): int((first == t).sum()) for t in np.unique(first)}
     weights = [np.array([np.mean(list(counts.values())) / counts[int(t)] for t in first])]
@@ -39,7 +40,7 @@ def _weights(tasks_targets: list[np.ndarray], weighting: str) -> np.ndarray:
             counts[target] = int(rows.sum())
         weights.append(phase)
     merged = np.concatenate(weights)
-    return merged if weighting == "balanced" else np.ones_like(merged)
+    return {"balanced": merged, "boosted": merged ** BOOST, "off": np.ones_like(merged)}[weighting]
 
 
 def _step(run: ContinualRun) -> AnalyticLearning:
@@ -47,7 +48,7 @@ def _step(run: ContinualRun) -> AnalyticLearning:
     return step
 
 
-@pytest.mark.parametrize("weighting", ["balanced", "off"])
+@pytest.mark.parametrize("weighting", ["balanced", "boosted", "off"])
 def test_the_head_is_the_ridge_solution_on_every_seen_clip_and_the_backbone_stays(
         six_class_manifest, tmp_path, weighting):
     # Few-shot later phases: their classes hold fewer clips, so the weighting matters.
