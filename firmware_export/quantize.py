@@ -42,14 +42,15 @@ from onnxruntime.quantization import (
 # its `models` folder would then shadow this project's `models` package for later imports.
 import models  # noqa: F401
 from edgecl.errors import EdgeclError
+from firmware_export.calibration import HISTOGRAM_METHODS, histogram_ranges
 from firmware_export.device.layout import INPUT_NAME
 from firmware_export.device.onnx_check import check_model
 from firmware_export.export import strip_annotations
 from firmware_export.graph import consumers, front_end_nodes, producers
 
 # Clips per calibration pass: only one batch's intermediate tensors are held at once (at 44.1 kHz
-# 5 s, 16 clips held 1.2 GB above the model and its clips, 4 hold 0.15 GB). MinMax ranges do not
-# depend on it; the histograms' bin width is set by the first batch (see quantize_candidate).
+# 5 s, 16 clips held 1.2 GB above the model and its clips, 4 hold 0.15 GB). No range depends on
+# it: MinMax merges exactly, the histogram methods use fixed bins (firmware_export.calibration).
 CALIBRATION_BATCH = 4
 CALIBRATION_STRIDE = 1  # batches per calibration pass (onnxruntime's CalibStridedMinMax)
 REDUCE_RANGE = True
@@ -222,7 +223,10 @@ def quantize_candidate(graph: onnx.ModelProto | PreparedGraph,
     excluded = list(dict.fromkeys([*graph.always_float, *recipe.float_nodes]))
     with tempfile.TemporaryDirectory(prefix="edgecl-quant-") as folder:
         output = Path(folder) / "model.int8.onnx"
-        cache = None if cache_dir is None else Path(cache_dir) / f"ranges-{recipe.calibration}.json"
+        cache = Path(cache_dir or folder) / f"ranges-{recipe.calibration}.json"
+        if recipe.calibration in HISTOGRAM_METHODS and not cache.is_file():
+            _stream_histogram_ranges(graph.prepared, recipe.calibration, calibration_waveforms,
+                                     cache)
         # The histogram calibrators print their progress to stdout: keep a run's output clean.
         with contextlib.redirect_stdout(io.StringIO()):
             quantize_static(
@@ -234,12 +238,8 @@ def quantize_candidate(graph: onnx.ModelProto | PreparedGraph,
                 calibrate_method=CALIBRATION_METHODS[recipe.calibration],
                 use_external_data_format=False, calibration_cache_path=cache,
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
-                               # One batch at a time: the histogram calibrators would otherwise
-                               # hold every intermediate tensor of every clip (11 GB at 44.1 kHz
-                               # 5 s); MinMax merges its ranges exactly. The histograms merge at
-                               # the bin width of their first batch (Percentile: 2048 bins of
-                               # |x| up to its max; Entropy: 128 bins over +-its max |x|),
-                               # adding bins of that width when a later batch reaches further.
+                               # One batch at a time: MinMax merges its ranges exactly (the
+                               # histogram methods' ranges are in the cache already).
                                "CalibStridedMinMax": CALIBRATION_STRIDE,
                                # BatchNormalization scales are rank 1: their channel axis is 0.
                                "QDQOpTypePerChannelSupportToAxis": {
@@ -254,6 +254,19 @@ def quantize_candidate(graph: onnx.ModelProto | PreparedGraph,
         proto.metadata_props.add(key=key, value=value)
     check_model(proto)
     return QuantizedModel(proto=proto, recipe=recipe, float_nodes=len(excluded))
+
+
+def _stream_histogram_ranges(prepared: onnx.ModelProto, method: str, waveforms: np.ndarray,
+                             cache: Path) -> None:
+    """Write `method`'s ranges for `prepared` to `cache` (onnxruntime's calibration cache), with
+    the fixed bins of firmware_export.calibration, one batch of clips at a time."""
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    with tempfile.TemporaryDirectory(prefix="edgecl-calib-") as folder:
+        source = Path(folder) / "model.onnx"
+        onnx.save(prepared, str(source))
+        ranges = histogram_ranges(source, method, WaveformReader(waveforms), Path(folder))
+    save_tensors_data(ranges, cache)
 
 
 def store_front_end_matrices_as_int8(model: onnx.ModelProto) -> None:

@@ -1,0 +1,96 @@
+"""Percentile and Entropy calibration streamed batch by batch, exact to onnxruntime's method.
+
+onnxruntime's histogram calibrators take their bins from the first batch they see and widen them
+at that bin width when a later batch reaches further, so a calibration fed in batches depends on
+the batching (and the Percentile one drops values below the first batch's smallest |x|). Here the
+bins are fixed and stated: the ones onnxruntime's calibrator uses when it sees every clip in one
+batch,
+
+- Percentile (on |x|): 2048 bins evenly over [min |x|, max |x|] of all calibration clips;
+- Entropy: 128 bins evenly over [-t, t], t = max |x| of all calibration clips.
+
+A first pass over the batches finds each tensor's min, max and |x| extremes; a second adds each
+batch's counts in the fixed bins. A count is a per-element decision, so the summed histograms,
+and the ranges onnxruntime's own HistogramCollector computes from them, equal those of the
+one-batch calibration exactly, while only one batch's tensors are held at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HISTOGRAM_METHODS = ("Percentile", "Entropy")
+
+
+def histogram_ranges(model_path: Path, method: str, batches, folder: Path):
+    """onnxruntime TensorsData of `method` (Percentile or Entropy) for the model at
+    `model_path`, calibrated on `batches` (a WaveformReader, read twice) with the fixed bins
+    of the module doc. `folder` holds the augmented model."""
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        HistogramCollector,
+        create_calibrator,
+    )
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    # the op types quantize_static calibrates when none are named
+    op_types = list(set(QLinearOpsRegistry) | set(QDQRegistry))
+    calibrator = create_calibrator(model_path, op_types,
+                                   augmented_model_path=str(folder / "augmented.onnx"),
+                                   calibrate_method=getattr(CalibrationMethod, method))
+    on_magnitude = calibrator.method == "percentile" and calibrator.symmetric
+    tensors = set(calibrator.tensors_to_calibrate)
+    extremes: dict[str, np.ndarray] = {}  # per tensor: min, max, min |x|, max |x|
+    for name, values in _tensors(calibrator.infer_session, batches, tensors):
+        magnitudes = np.absolute(values)
+        found = np.array([np.nanmin(values), np.nanmax(values), np.nanmin(magnitudes),
+                          np.nanmax(magnitudes)], dtype=values.dtype)
+        lows = np.minimum(extremes.get(name, found), found)
+        highs = np.maximum(extremes.get(name, found), found)
+        extremes[name] = np.array([lows[0], highs[1], lows[2], highs[3]], dtype=values.dtype)
+    histograms: dict[str, list[Any]] = {}
+    for name, values in _tensors(calibrator.infer_session, batches, tensors):
+        low, high = _bins_range(extremes[name], on_magnitude)
+        counts, edges = np.histogram(np.absolute(values) if on_magnitude else values,
+                                     bins=calibrator.num_bins, range=(low, high))
+        if name in histograms:
+            histograms[name][0] += counts
+        else:
+            histograms[name] = [counts, edges.astype(values.dtype)]
+    collector = HistogramCollector(method=calibrator.method, symmetric=calibrator.symmetric,
+                                   num_bins=calibrator.num_bins,
+                                   num_quantized_bins=calibrator.num_quantized_bins,
+                                   percentile=calibrator.percentile,
+                                   scenario=calibrator.scenario)
+    for name, (counts, edges) in histograms.items():
+        entry = (counts, edges, extremes[name][0], extremes[name][1])
+        # Entropy's histograms also carry their threshold t, the upper end of the bins
+        collector.histogram_dict[name] = (entry if on_magnitude else
+                                          (*entry, _bins_range(extremes[name], False)[1]))
+    calibrator.collector = collector
+    with contextlib.redirect_stdout(io.StringIO()):  # its progress prints
+        return calibrator.compute_data()
+
+
+def _tensors(session, batches, wanted: set[str]):
+    """(name, values flattened) of every wanted output of every batch, batch by batch."""
+    names = [output.name for output in session.get_outputs()]
+    batches.set_range(0, len(batches))
+    for inputs in iter(batches.get_next, None):
+        for name, values in zip(names, session.run(None, inputs), strict=True):
+            if name in wanted:
+                yield name, np.asarray(values).ravel()
+
+
+def _bins_range(extremes: np.ndarray, on_magnitude: bool) -> tuple[Any, Any]:
+    """The bins' ends from a tensor's (min, max, min |x|, max |x|) over all clips, as the
+    calibrator computes them on one batch holding every clip (scalars of the tensor's type)."""
+    if on_magnitude:
+        return extremes[2], extremes[3]
+    threshold = np.array(max(abs(extremes[0]), abs(extremes[1])), dtype=extremes.dtype)
+    return -threshold, threshold
