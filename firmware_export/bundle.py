@@ -121,6 +121,7 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
         model.train(was_training)
     if extra_manifest:
         manifest["run"] = dict(extra_manifest)
+    step("embedding model check")
     embedding_bytes, manifest["embedding"], held = _embedding_model(fp32, fp32_runner, holdout,
                                                                     phase)
     files = _bundle_files(manifest, classes, fp32_bytes, embedding_bytes, search, sample_rate,

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edgecl.budget.ram import rss_stage
 from edgecl.errors import EdgeclError
 from firmware_export import parity
 from firmware_export.device.runtime import cpu_session
@@ -117,6 +118,7 @@ def search_int8(fp32: onnx.ModelProto, fp32_runner: parity.Runner, calibration: 
             if offenders:
                 raise EdgeclError(f"int8 quantization put Q/DQ nodes into the float front end: "
                                   f"{', '.join(offenders)}")
+            rss_stage(f"int8 candidate {len(tried) + 1}: screening")
             figures, failures, agrees = held_out.screen(_runner(candidate))
             share = _float_share(always_float | set(recipe.float_nodes), backbone)
             return _note(SearchResult(candidate, figures, failures, share, agrees=agrees),
@@ -128,6 +130,7 @@ def search_int8(fp32: onnx.ModelProto, fp32_runner: parity.Runner, calibration: 
             if results[-1].meets_bound:
                 return _done(results[-1], tried)
         best = _closest(results)
+        rss_stage("int8 sensitivity ranking")
         ranking = sensitivity_ranking(graph.source, best.model.proto, calibration)
         floated = list(best.model.recipe.float_nodes)
         for name in ranking[:MAX_MIXED_STEPS]:

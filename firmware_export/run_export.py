@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgecl.budget.ram import PeakRss
+from edgecl.budget.ram import StagePeaks, release_freed_memory, rss_stage
 from edgecl.budget.units import format_bytes
 from edgecl.errors import EdgeclError
 from edgecl.leftovers import remove_leftovers, scratch_temp_dir
@@ -54,7 +54,7 @@ def export_seen_tasks(model, phase_dir: str | os.PathLike, *, phase: int, classe
     if progress is not None:
         progress.start(phase)
     try:
-        with PeakRss() as peak:
+        with StagePeaks() as peak:
             started = time.monotonic()
             manifest = _export_seen(model, phase_dir, phase=phase, classes=classes,
                                     seen_tasks=seen_tasks, waveform=waveform, log=log,
@@ -64,11 +64,13 @@ def export_seen_tasks(model, phase_dir: str | os.PathLike, *, phase: int, classe
         if progress is not None:
             progress.finish()
     cost = {"seconds": round(time.monotonic() - started, 1), "peak_rss_bytes": peak.bytes,
-            "peak_rss_scope": "phase" if peak.scoped else "process", **manifest.get("cost", {})}
+            "peak_rss_scope": "phase" if peak.scoped else "process",
+            "peak_rss_stage": peak.highest()["stage"], "stages": peak.stages,
+            **manifest.get("cost", {})}
     if log is not None:
         log(f"  export phase {phase}: {format_duration(cost['seconds'])}, peak RSS "
-            f"{format_bytes(peak.bytes)}{'' if peak.scoped else ' (process so far)'}"
-            + analytic_note(manifest, cost))
+            f"{format_bytes(peak.bytes)}{'' if peak.scoped else ' (process so far)'} in "
+            f"'{cost['peak_rss_stage']}'" + analytic_note(manifest, cost))
     return dict(manifest, cost=cost)
 
 
@@ -85,6 +87,18 @@ def analytic_note(manifest: dict[str, Any], cost: dict[str, Any]) -> str:
             f" (trained head {accuracy['trained_head']:.3f})")
 
 
+def _step(progress: ExportProgress | None) -> Log:
+    """The exporter's step callback: hands the last step's freed memory back to the system
+    (a freed candidate's session, a batch's tensors), starts the step's memory stage, then
+    shows it."""
+    def step(text: str) -> None:
+        release_freed_memory()
+        rss_stage(text)
+        if progress is not None:
+            progress.step(text)
+    return step
+
+
 def seen_clips(seen_tasks: Sequence, waveform: Callable[[Any], np.ndarray],
                phase: int) -> dict[str, Any]:
     """The clips a phase's export uses: calibration (up to MAX_CALIBRATION_CLIPS training clips
@@ -98,20 +112,32 @@ def seen_clips(seen_tasks: Sequence, waveform: Callable[[Any], np.ndarray],
         raise EdgeclError(f"export phase {phase}: the seen classes need training clips for "
                           f"calibration and test clips for the parity check")
     calibration = [train[i] for i in evenly_spaced(len(train), MAX_CALIBRATION_CLIPS)]
-    return {"calibration_waveforms": np.stack([waveform(lc.clip) for lc in calibration]),
-            "holdout_waveforms": np.stack([waveform(lc.clip) for lc in holdout]),
+    return {"calibration_waveforms": _stacked([lc.clip for lc in calibration], waveform),
+            "holdout_waveforms": _stacked([lc.clip for lc in holdout], waveform),
             "holdout_targets": [lc.target for lc in holdout],
             "holdout_counts": {"validation": len(validation), "test": len(test)}}
 
 
 def _export_seen(model, phase_dir, *, phase, classes, seen_tasks, waveform, log, target,
                  tflm_window_seconds, limits, progress, analytic) -> dict[str, Any]:
+    rss_stage("loading the clips")
     clips = seen_clips(seen_tasks, waveform, phase)
     with scratch_temp_dir(Path(phase_dir).parent):  # the quantizers' temporary folders
         return export_phase(
             model, phase_dir, phase=phase, classes=classes, **clips, log=log,
             target=target, tflm_window_seconds=tflm_window_seconds, limits=limits,
-            progress=None if progress is None else progress.step, analytic=analytic)
+            progress=_step(progress), analytic=analytic)
+
+
+def _stacked(clips: list, waveform: Callable[[Any], np.ndarray]) -> np.ndarray:
+    """The clips' waveforms as one float32 array [clips, samples], filled clip by clip (a list
+    of them stacked would hold every clip twice: 1 GB at 560 ESC-50 clips)."""
+    first = np.asarray(waveform(clips[0]), dtype=np.float32)
+    stacked = np.empty((len(clips), *first.shape), dtype=np.float32)
+    stacked[0] = first
+    for row, clip in enumerate(clips[1:], start=1):
+        stacked[row] = waveform(clip)
+    return stacked
 
 
 def export_with_status(model, phase_dir: str | os.PathLike, **arguments) -> dict[str, Any]:

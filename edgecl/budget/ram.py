@@ -6,9 +6,11 @@ import copy
 import math
 import resource
 import sys
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from edgecl.device import forked_rng
 
@@ -32,6 +34,68 @@ class PeakRss:
 
     def __exit__(self, *exc) -> None:
         self.bytes = _high_water_mark() if self.scoped else peak_rss_bytes()
+
+
+class StagePeaks:
+    """Peak resident set of each stage of a block, to find which step holds the memory.
+
+    `with StagePeaks() as peaks:` makes it the active trace; `rss_stage(name)` (anywhere below,
+    a no-op without an active trace) ends the current stage and starts `name`. On Linux each
+    stage's peak is the kernel's high-water mark (VmHWM), reset when the stage starts, so a
+    spike between two samples is not missed; elsewhere every stage gets the process's peak so
+    far. `bytes` is the block's peak (the highest stage), `stages` the stages in order, each
+    {"stage", "peak_rss_bytes", "seconds"}; a stage marked twice in a row is merged."""
+
+    def __enter__(self) -> StagePeaks:
+        self.stages: list[dict[str, Any]] = []
+        self.bytes = 0
+        self.scoped = _reset_high_water_mark()
+        self._outer, self._name, self._started = _ACTIVE_TRACE[0], "start", time.monotonic()
+        _ACTIVE_TRACE[0] = self
+        return self
+
+    def mark(self, name: str) -> None:
+        if name == self._name:
+            return
+        self._close_stage()
+        self._name, self._started = name, time.monotonic()
+
+    def __exit__(self, *exc) -> None:
+        self._close_stage()
+        _ACTIVE_TRACE[0] = self._outer
+
+    def _close_stage(self) -> None:
+        peak = _high_water_mark() if self.scoped else peak_rss_bytes()
+        self.bytes = max(self.bytes, peak)
+        self.stages.append({"stage": self._name, "peak_rss_bytes": peak,
+                            "seconds": round(time.monotonic() - self._started, 2)})
+        if self.scoped:
+            _reset_high_water_mark()
+
+    def highest(self) -> dict[str, Any]:
+        """The stage with the highest peak (the first of equals)."""
+        return max(self.stages, key=lambda stage: stage["peak_rss_bytes"])
+
+
+_ACTIVE_TRACE: list[StagePeaks | None] = [None]
+
+
+def rss_stage(name: str) -> None:
+    """Start stage `name` of the active StagePeaks trace, if any."""
+    trace = _ACTIVE_TRACE[0]
+    if trace is not None:
+        trace.mark(name)
+
+
+def release_freed_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's malloc_trim; nothing elsewhere):
+    a large block freed in the middle of the heap otherwise stays resident."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _reset_high_water_mark() -> bool:

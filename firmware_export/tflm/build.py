@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgecl.budget.ram import rss_stage
 from firmware_export import parity
 from firmware_export.device.layout import (
     FRONTEND_HEADER,
@@ -85,10 +86,21 @@ def all_windows(waveforms: np.ndarray, window: int) -> np.ndarray:
 
 
 def windowed_fp32(model: nn.Module, waveforms: np.ndarray, window: int) -> np.ndarray:
-    """The fp32 network (PyTorch) on each clip's windows, logits pooled per clip [clips, C]."""
+    """The fp32 network (PyTorch) on each clip's windows, logits pooled per clip [clips, C].
+    Every window of every clip in batches of parity.LARGE_BATCH windows, clip by clip, cut
+    from the clips batch by batch (all windows at once would copy every held-out clip)."""
     per_clip = len(split_windows(waveforms[0], window))
-    logits = parity.batched(parity.torch_runner(model), all_windows(waveforms, window),
-                            parity.LARGE_BATCH)
+    run = parity.torch_runner(model)
+    total = len(waveforms) * per_clip
+    parts = []
+    for start in range(0, total, parity.LARGE_BATCH):
+        indices = range(start, min(start + parity.LARGE_BATCH, total))
+        first_clip, last_clip = indices[0] // per_clip, indices[-1] // per_clip
+        windows = all_windows(waveforms[first_clip:last_clip + 1], window)
+        offset = first_clip * per_clip
+        parts.append(run(np.ascontiguousarray(
+            windows[indices[0] - offset:indices[-1] + 1 - offset], dtype=np.float32)))
+    logits = np.concatenate(parts).astype(np.float64)
     return np.stack([pool(part) for part in logits.reshape(len(waveforms), per_clip, -1)])
 
 
@@ -105,8 +117,10 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
     window = window_samples(clip_samples, sample_rate, window_seconds,
                             min_samples=int(config["n_fft"]))
     plan = LogMelPlan.from_config(config, window)
+    rss_stage("TFLM build: conversion and calibration")
     model_bytes = convert_int8(model, plan, all_windows(calibration_waveforms, window))
     float_ops = flatbuffer.float_operators(model_bytes)
+    rss_stage("TFLM build: arena")
     arena = find_arena(model_bytes)
     micro = MicroModel(model_bytes, arena)
     failures = [f"{len(float_ops)} float operator(s): {', '.join(sorted(set(float_ops)))}"
@@ -160,11 +174,14 @@ def device_parity(model: nn.Module, micro: MicroModel | HeadedMicroModel, plan: 
     def tflm_runner(batch: np.ndarray) -> np.ndarray:
         return np.stack([clip_logits(micro, plan, clip) for clip in batch])
 
+    rss_stage("TFLM build: parity, fp32 ONNX on whole clips")
     whole = parity.batched(fp32_runner, holdout_waveforms, 1)
+    rss_stage("TFLM build: parity, TFLM on windows")
     device = parity.batched(tflm_runner, holdout_waveforms, 1)
     figures = {"batch_1": parity.compare(whole, device, targets)}
     window = plan.clip_samples  # the model's input: one window
     if window < clip_samples:
+        rss_stage("TFLM build: parity, fp32 network on windows")
         fp32_windows = windowed_fp32(model, holdout_waveforms, window)
         window_record["fp32_windowed_vs_whole"] = parity.compare(whole, fp32_windows, targets)
         window_record["tflm_vs_fp32_windowed"] = parity.compare(fp32_windows, device, targets)

@@ -1,0 +1,52 @@
+"""Peak resident memory and wall time of each stage of a run's export (the fp32 check, each int8
+candidate's quantization and screening, the TFLM build's steps), phase by phase: the figures
+`edgecl export` keeps in each phase's cost (edgecl.budget.ram.StagePeaks), as a table.
+
+    python scripts/export_memory_stages.py RUN_DIR [--phase N] [--target tflm] [--threads 1]
+
+It re-exports the run's bundles like `edgecl export` (same options). Peaks are per stage (the
+kernel's high-water mark, reset as each stage starts); numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--phase", type=int, default=None)
+    parser.add_argument("--target", default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    import torch
+
+    from edgecl.budget import ram
+    from firmware_export.run_export import reexport_run
+
+    torch.set_num_threads(args.threads)
+    close_stage = ram.StagePeaks._close_stage
+
+    def printing(self) -> None:  # each stage as it ends, so a long export shows its way
+        close_stage(self)
+        stage = self.stages[-1]
+        print(f"  stage '{stage['stage']}': peak RSS {stage['peak_rss_bytes'] / 1e9:.2f} GB, "
+              f"{stage['seconds']:.1f} s", flush=True)
+
+    ram.StagePeaks._close_stage = printing  # type: ignore[method-assign]
+    manifests = reexport_run(args.run_dir, args.phase, log=print, target=args.target, quiet=True)
+    for manifest in manifests:
+        cost = manifest["cost"]
+        print(f"\nphase {manifest['phase']}: {cost['seconds']:.0f} s, peak RSS "
+              f"{cost['peak_rss_bytes'] / 1e9:.2f} GB in '{cost['peak_rss_stage']}'\n")
+        print("| stage | peak RSS GB | seconds |\n| --- | --- | --- |")
+        for stage in cost["stages"]:
+            print(f"| {stage['stage']} | {stage['peak_rss_bytes'] / 1e9:.2f} | "
+                  f"{stage['seconds']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,67 @@
+"""What bounds the export's memory: the per-stage peaks it reports (StagePeaks), the clips loaded
+without a second copy, and the windowed fp32 reference computed batch by batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from export_helpers import (
+    one_thread,  # noqa: F401 (module-wide fixture)
+    tones,
+    trained_model,
+)
+
+from edgecl.budget.ram import StagePeaks, rss_stage
+from firmware_export import parity
+from firmware_export.run_export import _stacked
+from firmware_export.tflm.build import all_windows, windowed_fp32
+
+
+def test_stage_peaks_credit_each_stage_with_its_own_peak():
+    with StagePeaks() as peaks:
+        rss_stage("small")
+        small = np.ones(1000)
+        rss_stage("large")
+        large = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+        del large
+        rss_stage("small again")
+        del small
+    if not peaks.scoped:
+        pytest.skip("no resettable high-water mark here")
+    names = [stage["stage"] for stage in peaks.stages]
+    assert names == ["start", "small", "large", "small again"]
+    by_name = {stage["stage"]: stage["peak_rss_bytes"] for stage in peaks.stages}
+    assert by_name["large"] - by_name["small"] > 250 * 2**20
+    assert by_name["large"] - by_name["small again"] > 250 * 2**20
+    assert peaks.bytes == by_name["large"] and peaks.highest()["stage"] == "large"
+    rss_stage("after the block")  # no active trace: nothing recorded
+    assert len(peaks.stages) == 4
+
+
+def test_a_stage_marked_twice_in_a_row_is_one_stage():
+    with StagePeaks() as peaks:
+        rss_stage("same")
+        rss_stage("same")
+    assert [stage["stage"] for stage in peaks.stages] == ["start", "same"]
+
+
+def test_clips_are_stacked_in_place_as_numpy_would():
+    clips, _ = tones(5, seed=3)
+    stacked = _stacked(list(range(5)), lambda index: clips[index].astype(np.float64))
+    assert stacked.dtype == np.float32 and np.array_equal(stacked, np.stack(clips))
+
+
+def test_windowed_fp32_batch_by_batch_equals_all_windows_at_once():
+    """Batches of LARGE_BATCH windows that straddle clips give the logits of all windows cut
+    at once, bit for bit."""
+    model = trained_model()
+    clips, _ = tones(9, seed=4)
+    window = 700  # 6 windows a clip, 54 in all: batches of 32 cut clips
+    per_clip = len(all_windows(clips[:1], window))
+    assert parity.LARGE_BATCH % per_clip != 0
+    everything = parity.batched(parity.torch_runner(model), all_windows(clips, window),
+                                parity.LARGE_BATCH).reshape(len(clips), per_clip, -1)
+    from firmware_export.device.windows import pool
+
+    expected = np.stack([pool(part) for part in everything])
+    assert np.array_equal(windowed_fp32(model, clips, window), expected)
