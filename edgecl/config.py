@@ -33,7 +33,7 @@ from edgecl.limits import (
     int_range,
 )
 from edgecl.options import DatasetName, Option, names_where, options_of_fields, run_field
-from edgecl.targets import TARGETS
+from edgecl.targets import TARGETS, part_help
 
 MODES = ("finetune", "replay", "joint", "analytic")
 DEFAULT_N_TASKS = 5
@@ -305,6 +305,11 @@ class RunConfig:
         "Most TFLM flatbuffer bytes the part gives the model (1MB): checked like --arena-limit "
         "(--target tflm).", "export", type=click.STRING, metavar="SIZE", show_default=False,
         left_out_at_default=True))
+    # A named target part (edgecl.targets.PARTS): the defaults of the two limits above, which
+    # it sets in the config (so the limits, not the name, are the run's identity).
+    part: str | None = run_field(None, Option(
+        part_help, "export", choices="edgecl.targets:PART_NAMES", show_default=False,
+        **_NOT_IDENTITY))
     feature_cache: bool = run_field(True, Option(
         "Compute each clip's log-mel once (off only to measure it).", "run"))
     # Keep each clip's log-mel in WORKSPACE/features/ for later runs (edgecl.feature_store).
@@ -368,6 +373,7 @@ class RunConfig:
         from edgecl.budget.units import parse_bytes, parse_count
         from edgecl.data import canonical_name
         from edgecl.data.fingerprint import absolute_data_root
+        from edgecl.targets import PARTS, part_limits
 
         object.__setattr__(self, "dataset", canonical_name(self.dataset))
         object.__setattr__(self, "data_root", absolute_data_root(self.data_root))
@@ -377,6 +383,10 @@ class RunConfig:
         for name in ("arena_limit", "flash_limit"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, parse_bytes(getattr(self, name), option_name(name)))
+        arena, flash = part_limits(self.part if self.part in PARTS else None,  # else: check
+                                   self.arena_limit, self.flash_limit)
+        object.__setattr__(self, "arena_limit", arena)
+        object.__setattr__(self, "flash_limit", flash)
         if self.memory_bytes is not None:  # "4MB" from Python callers too; stored as an int
             object.__setattr__(self, "memory_bytes", parse_bytes(self.memory_bytes))
         if self.max_train_ram is not None:
@@ -388,7 +398,7 @@ class RunConfig:
 
     def _check_rules(self) -> None:
         """The rules between options (each option's own values are checked by its Option)."""
-        for name in ("tflm_window_seconds", "arena_limit", "flash_limit"):
+        for name in ("tflm_window_seconds", "part", "arena_limit", "flash_limit"):
             if getattr(self, name) is not None and self.target != "tflm":
                 raise EdgeclError(f"{option_name(name)}: only used with --target tflm")
         if self.model == "bc-resnet":

@@ -118,7 +118,8 @@ class Option:
         from edgecl.errors import EdgeclError
 
         allowed = self.allowed()
-        if allowed is not None and value not in allowed:
+        unset = value is None and self.default is None  # an option that may be left unset
+        if allowed is not None and value not in allowed and not unset:
             raise EdgeclError(f"{self.flag_name}: expected one of "
                               f"{', '.join(str(c) for c in allowed)}, got {value!r}")
         if self.range is not None and value is not None:

@@ -178,7 +178,9 @@ EXPECTED = {
 OUTSIDE_IDENTITY = {"workspace", "exp_name", "threads", "quiet", "feature_store", "device",
                     # added later, outside by design: checkpointing recomputes the same values,
                     # and a memory limit only refuses or turns checkpointing on
-                    "max_train_ram", "activation_checkpointing"}
+                    "max_train_ram", "activation_checkpointing",
+                    # a shorthand for the two limits, which are identity (set from it)
+                    "part"}
 LEFT_OUT_AT_DEFAULT = {"target": "onnx", "n_mels": 64, "bn_recal_clips": 1024,
                        "tflm_window_seconds": None, "balanced_epochs": 0, "balanced_lr": 1e-4,
                        "uncert_trim": 0.0, "uncert_ties": "random", "batch_sampling": "uniform",
@@ -250,6 +252,7 @@ TRAIN_OPTIONS = {
     'tflm_window_seconds': (('--tflm-window-seconds',), (), None, 'float'),
     'arena_limit': (('--arena-limit',), (), None, 'text'),
     'flash_limit': (('--flash-limit',), (), None, 'text'),
+    'part': (('--part',), (), None, 'choice'),
     'feature_cache': (('--feature-cache',), ('--no-feature-cache',), True, 'boolean'),
     'feature_store': (('--feature-store',), ('--no-feature-store',), True, 'boolean'),
     'device': (('--device',), (), 'auto', 'choice'),

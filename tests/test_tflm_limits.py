@@ -72,6 +72,43 @@ def test_limits_are_byte_sizes_and_need_the_tflm_target():
     assert "arena_limit" not in RunConfig().identity()  # older runs keep their identity
 
 
+def test_a_part_sets_the_limits_that_are_not_given():
+    from edgecl.targets import PARTS
+
+    arena, flash = PARTS["nrf52840"]
+    assert (arena, flash) == (256 * 1024, 1024 * 1024)
+    config = RunConfig(target="tflm", part="nrf52840")
+    assert (config.arena_limit, config.flash_limit) == (arena, flash)
+    # an explicit limit overrides the part's own; the limits, not the name, are the identity
+    config = RunConfig(target="tflm", part="nrf52840", arena_limit="200KiB")
+    assert (config.arena_limit, config.flash_limit) == (200 * 1024, flash)
+    assert RunConfig(target="tflm", part="nrf52840").identity() == RunConfig(
+        target="tflm", arena_limit=f"{arena}", flash_limit=f"{flash}").identity()
+    with pytest.raises(EdgeclError, match=r"^--part: expected one of nrf52840, .*, got 'm0'$"):
+        RunConfig(target="tflm", part="m0")
+    with pytest.raises(EdgeclError, match=r"^--part: only used with --target tflm$"):
+        RunConfig(part="nrf52840")
+
+
+def test_export_takes_a_part_with_explicit_limits_first(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from edgecl.cli import main
+
+    given = {}
+
+    def recording(run_dir, phase, **kwargs):
+        given.update(kwargs["limits"].describe())
+        return []
+
+    monkeypatch.setattr("firmware_export.run_export.reexport_run", recording)
+    monkeypatch.setattr("firmware_export.tflm.require_toolchain", lambda: None)
+    result = CliRunner().invoke(main, ["export", str(tmp_path), "--target", "tflm", "--part",
+                                       "stm32f746", "--flash-limit", "512KiB"])
+    assert result.exit_code == 0, result.output
+    assert given == {"arena_bytes": 320 * 1024, "flatbuffer_bytes": 512 * 1024}
+
+
 def test_a_run_checks_its_window_and_largest_head(monkeypatch):
     seen = {}
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
+from edgecl.commands.options import click_option, run_option
 from edgecl.limits import INT_RANGES, option_range
-from edgecl.targets import TARGETS
+from edgecl.targets import TARGETS, part_help, part_limits
 
 
 @click.command("export")
@@ -31,10 +32,12 @@ from edgecl.targets import TARGETS
 @click.option("--flash-limit", default=None, metavar="SIZE",
               help="Most TFLM flatbuffer bytes the part gives the model (1MB); a build over it "
                    "is withheld (--target tflm) [the run's own].")
+@click_option(run_option("part"), help=part_help() + " [the run's own limits]")
 @click.option("--quiet", is_flag=True, help="No progress bars or progress lines on stderr.")
 def export_command(run_dir: str, phase: int | None, threads: int, target: str | None,
                    tflm_window_seconds: float | None, data_root: str | None,
-                   arena_limit: str | None, flash_limit: str | None, quiet: bool) -> None:
+                   arena_limit: str | None, flash_limit: str | None, part: str | None,
+                   quiet: bool) -> None:
     """Re-export WORKSPACE/EXP_NAME/phase_<i>/ bundles from the saved checkpoints.
 
     Each bundle gets model.onnx (fp32, waveform in, logits out), model.int8.onnx (static int8 QDQ,
@@ -53,9 +56,9 @@ def export_command(run_dir: str, phase: int | None, threads: int, target: str | 
     from edgecl.budget.units import parse_bytes
     from firmware_export.tflm.limits import DeviceLimits
 
-    limits = DeviceLimits(
-        arena=None if arena_limit is None else parse_bytes(arena_limit, "--arena-limit"),
-        flash=None if flash_limit is None else parse_bytes(flash_limit, "--flash-limit"))
+    limits = DeviceLimits(*part_limits(
+        part, None if arena_limit is None else parse_bytes(arena_limit, "--arena-limit"),
+        None if flash_limit is None else parse_bytes(flash_limit, "--flash-limit")))
     if tflm_window_seconds is not None:  # the option's value first, then what it needs
         from edgecl.limits import MAX_CLIP_SECONDS, check_float
 
