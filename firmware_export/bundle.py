@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from edgecl import __version__
+from edgecl.budget.ram import rss_stage
 from edgecl.errors import EdgeclError
 from edgecl.provenance import provenance
 from edgecl.samplers.base import evenly_spaced
@@ -224,6 +225,7 @@ def _checked_fp32(model: nn.Module, phase: int, out_dir, classes: list[str], cli
         raise EdgeclError(f"export phase {phase}: the model has {n_outputs} outputs but "
                           f"{len(classes)} class names were given")
     fp32_runner = parity.ort_runner(fp32_session)
+    rss_stage("fp32 export and parity: parity against torch")
     fp32_figures = parity.measure(parity.torch_runner(model), fp32_runner, holdout, targets)
     fp32_failures = parity.fp32_failures(fp32_figures)
     if fp32_failures:

@@ -415,7 +415,8 @@ def test_export_command_rebuilds_bundles_from_checkpoints(tmp_path, fp32_bytes, 
     assert result.exit_code == 0, result.output
     assert "export phase 1" in result.output and "exported 1 phase(s)" in result.output
     # the phase's cost: its wall time and peak resident memory
-    assert re.search(r"export phase 1: \d+ s, peak RSS \d[\d.]* [KMG]B", result.output)
+    assert re.search(r"export phase 1: \d+ s \(\d+ s CPU\), peak RSS \d[\d.]* [KMG]B in '.+'",
+                     result.output)
     manifest = verify_bundle(run / "phase_1")
     assert manifest["classes"] == plan.class_order and manifest["phase"] == 1
     # Every held-out clip of the run: the test clips and the validation clips (one per class).
