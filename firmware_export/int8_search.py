@@ -63,7 +63,9 @@ BASE_RECIPES = (
 MAX_FLOAT_SHARE = 0.25  # of the backbone's MACs (front end excluded), the unfolded norms included
 MAX_MIXED_STEPS = 12  # nodes moved to float one at a time at most
 SENSITIVITY_CLIPS = 32
-SENSITIVITY_BATCH = 4  # clips whose intermediate tensors are held at once
+# clips whose intermediate tensors are held at once; the sums do not depend on it, and at
+# 44.1 kHz 5 s one clip at a time keeps the ranking's and the diagnosis' peaks lowest
+SENSITIVITY_BATCH = 1
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
 POOL_OPS = ("ReduceMean", "GlobalAveragePool")
 
@@ -379,11 +381,12 @@ def layer_report(source: onnx.ModelProto, quantized: onnx.ModelProto, calibratio
 
 
 def qdq_activation_sqnr(augmented_qdq: str, clips: np.ndarray,
-                        batch_size: int = SENSITIVITY_BATCH) -> dict[str, float]:
+                        batch_size: int | None = None) -> dict[str, float]:
     """SQNR in dB of each activation's Q/DQ in the QDQ model (augmented by onnxruntime's
     `modify_model_output_intermediate_tensors`): ||before|| / ||before - after|| over all clips,
-    as its `compute_activation_error` gives as `qdq_err`. Summed batch by batch, so only one
-    batch's intermediate tensors are held (all 32 clips' took 7 GB at 44.1 kHz 5 s). One
+    as its `compute_activation_error` gives as `qdq_err`. Summed batch by batch (`batch_size`
+    clips, SENSITIVITY_BATCH by default), so only one batch's intermediate tensors are held (all
+    32 clips' took 7 GB at 44.1 kHz 5 s). One
     session serves every batch (onnxruntime's `collect_activations` builds one per call)."""
     import onnxruntime as ort
     from onnxruntime.quantization.qdq_loss_debug import (
@@ -400,7 +403,7 @@ def qdq_activation_sqnr(augmented_qdq: str, clips: np.ndarray,
              if output.name.endswith(_TENSOR_SAVE_POSTFIX)]
     signal: dict[str, float] = {}
     noise: dict[str, float] = {}
-    for batch in WaveformReader(clips, batch_size):
+    for batch in WaveformReader(clips, batch_size or SENSITIVITY_BATCH):
         outputs = session.run(None, batch)
         matching = create_activation_matching({name: [outputs[position]]
                                                for position, name in saved})
@@ -409,6 +412,7 @@ def qdq_activation_sqnr(augmented_qdq: str, clips: np.ndarray,
             error = before - np.concatenate(pair["post_qdq"]).astype(np.float64).ravel()
             signal[name] = signal.get(name, 0.0) + float(before @ before)
             noise[name] = noise.get(name, 0.0) + float(error @ error)
+        del outputs, matching  # freed before the next run allocates its batch's tensors
     eps = float(np.finfo(float).eps)
     return {name: 20 * np.log10(max(np.sqrt(signal[name]), eps) / max(np.sqrt(noise[name]), eps))
             for name in signal}

@@ -306,6 +306,34 @@ def test_streamed_activation_noise_equals_onnxruntimes_whole_set_figure(int8_mod
         assert streamed[name] == pytest.approx(figures["qdq_err"], abs=1e-3), name
 
 
+def test_ranking_and_diagnosis_do_not_depend_on_how_many_clips_run_at_once(fp32_bytes,
+                                                                            monkeypatch):
+    """The sensitivity ranking and the layer-by-layer diagnosis sum over the clips, so running
+    them one clip at a time (to hold fewer intermediate tensors) gives the batch-4 figures."""
+    from firmware_export import int8_search
+    from firmware_export.quantize import prepare_graph
+
+    graph = prepare_graph(onnx.load_from_string(fp32_bytes))
+    clips, _ = tones(10, seed=9)  # 10 clips: batches of 4 leave a short last one
+    quantized = quantize_candidate(graph, clips, per_channel=False).proto
+    logits = np.random.default_rng(0).normal(size=(10, len(CLASSES)))
+    figures = {}
+    for batch in (4, 1):
+        monkeypatch.setattr(int8_search, "SENSITIVITY_BATCH", batch)
+        figures[batch] = (int8_search.sensitivity_ranking(graph.source, quantized, clips),
+                          int8_search.layer_report(graph.source, quantized, clips, logits))
+    (ranking_4, report_4), (ranking_1, report_1) = figures[4], figures[1]
+    assert ranking_1 == ranking_4 and len(ranking_1) > 3
+    layers_4, layers_1 = (report.pop("layers_noisiest_first") for report in (report_4, report_1))
+    share_4, share_1 = (report.pop("head_share_of_noise") for report in (report_4, report_1))
+    assert report_1 == report_4 and share_1 == pytest.approx(share_4, abs=1.1e-4)
+    assert [layer["node"] for layer in layers_1] == [layer["node"] for layer in layers_4]
+    for one, four in zip(layers_1, layers_4, strict=True):
+        assert one["weight_sqnr_db"] == four["weight_sqnr_db"]
+        assert one["activation_sqnr_db"] == pytest.approx(four["activation_sqnr_db"], abs=0.011)
+        assert one["noise_to_signal"] == pytest.approx(four["noise_to_signal"], rel=1e-6)
+
+
 def test_quantizer_refuses_a_graph_without_a_log_front_end():
     graph = helper.make_graph(
         [helper.make_node("Relu", ["waveform"], ["logits"])], "no_front_end",
