@@ -3,9 +3,14 @@ candidate's quantization and screening, the TFLM build's steps), phase by phase:
 `edgecl export` keeps in each phase's cost (edgecl.budget.ram.StagePeaks), as a table.
 
     python scripts/export_memory_stages.py RUN_DIR [--phase N] [--target tflm] [--threads 1]
+        [--base-recipes N]
 
 It re-exports the run's bundles like `edgecl export` (same options). Peaks are per stage (the
 kernel's high-water mark, reset as each stage starts); numbers depend on the machine and its load.
+`--base-recipes N` gives the int8 search only its first N base recipes, so a run whose later
+recipe would ship still reaches the steps after them (the sensitivity ranking, the mixed
+precision candidates, the withheld build's diagnosis); the bundle it writes is then not the one
+`edgecl export` writes.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--phase", type=int, default=None)
     parser.add_argument("--target", default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--base-recipes", type=int, default=None)
     args = parser.parse_args(argv)
     import torch
 
@@ -36,6 +42,11 @@ def main(argv: list[str]) -> int:
               f"{stage['seconds']:.1f} s", flush=True)
 
     ram.StagePeaks._close_stage = printing  # type: ignore[method-assign]
+    if args.base_recipes is not None:
+        from firmware_export import int8_search
+
+        defaults = int8_search.search_int8.__kwdefaults__
+        defaults["recipes"] = int8_search.BASE_RECIPES[:args.base_recipes]
     manifests = reexport_run(args.run_dir, args.phase, log=print, target=args.target, quiet=True)
     for manifest in manifests:
         cost = manifest["cost"]
