@@ -341,9 +341,8 @@ def _embedding_model(fp32: onnx.ModelProto, fp32_runner, holdout: np.ndarray,
     logits."""
     embedding = serialize(embedding_model(fp32))
     weight, bias = trained_head(fp32)
-    session = cpu_session(embedding)
-    held = [session.run(None, {INPUT_NAME: batch})[0]
-            for batch in np.array_split(holdout, -(-len(holdout) // 32))]
+    run = parity.ort_runner(cpu_session(embedding))  # its arena handed back after each batch
+    held = [run(batch) for batch in np.array_split(holdout, -(-len(holdout) // 32))]
     difference = max(float(np.max(np.abs(part @ weight + bias - fp32_runner(batch))))
                      for part, batch in zip(held, np.array_split(holdout, len(held)),
                                             strict=True))
