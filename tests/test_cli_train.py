@@ -155,13 +155,13 @@ def test_bench_train_measures_memory_with_and_without_checkpointing(manifest, tm
     args = ["bench", "train", "--dataset", "manifest", "--data-root", str(manifest),
             "--workspace", str(tmp_path), "--models", "bc-resnet,baseline", "--sample-rates",
             "8000", "--width", "8", "--epochs", "1", "--batch-size", "4", "--threads", "1",
-            "--checkpointing", "off,on"]
+            "--checkpointing", "off,on,lean"]
     result = CliRunner().invoke(main, args + ["--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     # the baseline has no checkpointable blocks: timed without checkpointing only
     assert [(r["model"], r["checkpointing"]) for r in rows] == [
-        ("bc-resnet", "off"), ("bc-resnet", "on"), ("baseline", "off")]
+        ("bc-resnet", "off"), ("bc-resnet", "on"), ("bc-resnet", "lean"), ("baseline", "off")]
     for row in rows:
         assert row["peak_rss_bytes"] > 0 and row["estimate_bytes"] > 0
     plain, checkpointed = rows[:2]
@@ -170,6 +170,10 @@ def test_bench_train_measures_memory_with_and_without_checkpointing(manifest, tm
         checkpointed["epoch_seconds"] / plain["epoch_seconds"])
     # a checkpointed block keeps only its input: the estimate's activations shrink
     assert checkpointed["estimated_activation_bytes"] < plain["estimated_activation_bytes"]
+    lean = rows[2]
+    assert lean["estimated_activation_bytes"] < plain["estimated_activation_bytes"]
+    assert lean["checkpointing_time_ratio"] == pytest.approx(
+        lean["epoch_seconds"] / plain["epoch_seconds"])
     table = CliRunner().invoke(main, args + ["--models", "bc-resnet"])
     assert table.exit_code == 0, table.output
     assert "peak_rss_bytes" in table.output and "estimate_bytes" in table.output
@@ -182,7 +186,7 @@ def test_bench_train_rejects_an_unknown_checkpointing_setting_in_one_line(manife
                                        "--checkpointing", "off,auto"])
     assert result.exit_code != 0
     assert result.output.strip().splitlines() == [
-        "edgecl: error: --checkpointing: expected comma-separated values from off, on, "
+        "edgecl: error: --checkpointing: expected comma-separated values from off, on, lean, "
         "got 'off,auto'"]
 
 

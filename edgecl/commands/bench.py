@@ -209,7 +209,7 @@ def time_training_epoch(config) -> dict:
     audio_seconds = run.split.clip_samples / run.split.sample_rate
     return {"model": config.model, "device": str(run.device), "sample_rate": run.split.sample_rate,
             "precision": run.precision.name,
-            "checkpointing": "on" if run.host_ram.checkpointing else "off",
+            "checkpointing": _checkpointing_name(run.host_ram),
             "clip_seconds": audio_seconds, "train_clips": len(task.train),
             "val_clips": len(task.val), "epochs": len(trained.record.details["epoch_seconds"]),
             "epoch_seconds": seconds, "ms_per_train_clip": 1000 * seconds / len(task.train),
@@ -222,13 +222,13 @@ def time_training_epoch(config) -> dict:
 
 def time_precisions(config, precisions: list[str], rounds: int,
                     checkpointings: tuple[str, ...] = ("off",)) -> list[dict]:
-    """Rows of `bench train` for one model and rate, one per precision and checkpointing (off or
-    on, `--activation-checkpointing`): `rounds` rounds, each timing every combination in turn
-    (interleaved, so a busy machine slows them alike); each row holds the median over rounds and
-    `speedup`, the first precision's epoch time over its own at the same checkpointing
+    """Rows of `bench train` for one model and rate, one per precision and checkpointing (off,
+    on or lean, `--activation-checkpointing`): `rounds` rounds, each timing every combination in
+    turn (interleaved, so a busy machine slows them alike); each row holds the median over rounds
+    and `speedup`, the first precision's epoch time over its own at the same checkpointing
     (`cpu_speedup`: the same in CPU seconds, which other jobs on a shared machine inflate less),
-    and with checkpointing both off and on, `checkpointing_time_ratio`: the row's epoch time over
-    the same precision's without checkpointing."""
+    and with more than one checkpointing setting, `checkpointing_time_ratio`: the row's epoch
+    time over the same precision's at the first setting listed (off in off,on)."""
     from dataclasses import replace
 
     variants = [(p, c) for p in precisions for c in checkpointings]
@@ -236,7 +236,7 @@ def time_precisions(config, precisions: list[str], rounds: int,
     for _ in range(rounds):
         for precision, checkpointing in variants:
             name = (config.exp_name + ("" if precision == "fp32" else f"-{precision}")
-                    + ("-checkpointing" if checkpointing == "on" else ""))
+                    + {"off": "", "on": "-checkpointing", "lean": "-lean"}[checkpointing])
             timed[precision, checkpointing].append(time_training_epoch(
                 replace(config, precision=precision, activation_checkpointing=checkpointing,
                         exp_name=name)))
@@ -254,7 +254,7 @@ def time_precisions(config, precisions: list[str], rounds: int,
         row["speedup"] = first["epoch_seconds"] / row["epoch_seconds"]
         row["cpu_speedup"] = first["epoch_cpu_seconds"] / row["epoch_cpu_seconds"]
         if len(checkpointings) > 1:
-            plain = rows[precision, "off"]
+            plain = rows[precision, checkpointings[0]]
             row["checkpointing_time_ratio"] = row["epoch_seconds"] / plain["epoch_seconds"]
     return list(rows.values())
 
@@ -270,14 +270,25 @@ def _precision_list(_ctx, param, value: str) -> list[str]:
     return names
 
 
+# The --activation-checkpointing settings a bench row can force (auto picks one of them).
+BENCH_CHECKPOINTING = ("off", "on", "lean")
+
+
 def _checkpointing_list(_ctx, param, value: str) -> tuple[str, ...]:
     from edgecl.errors import EdgeclError
 
     modes = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
-    if not modes or any(mode not in ("off", "on") for mode in modes):
-        raise EdgeclError(f"{param.opts[0]}: expected comma-separated values from off, on, "
-                          f"got {value!r}")
+    if not modes or any(mode not in BENCH_CHECKPOINTING for mode in modes):
+        raise EdgeclError(f"{param.opts[0]}: expected comma-separated values from "
+                          f"{', '.join(BENCH_CHECKPOINTING)}, got {value!r}")
     return modes
+
+
+def _checkpointing_name(host_ram) -> str:
+    """The setting a run trained with, as --checkpointing names it."""
+    if not host_ram.checkpointing:
+        return "off"
+    return "lean" if host_ram.returns_memory else "on"
 
 
 def _checkpointable(model: str, width: int) -> bool:
@@ -328,10 +339,10 @@ def _int_list(_ctx, param, value: str) -> list[int]:
                    "first.")
 @click.option("--checkpointing", "checkpointings", default="off", show_default=True,
               callback=_checkpointing_list,
-              help="Comma-separated activation checkpointing settings to time (off, on), e.g. "
-                   "off,on: each model and rate in both, with checkpointing_time_ratio, the "
-                   "epoch time with it over without (a model without checkpointable blocks is "
-                   "timed off only).")
+              help="Comma-separated activation checkpointing settings to time (off, on, lean), "
+                   "e.g. off,on,lean: each model and rate in each, with "
+                   "checkpointing_time_ratio, the epoch time over the first setting's (a model "
+                   "without checkpointable blocks is timed off only).")
 @click.option("--rounds", type=int, default=1, show_default=True,
               callback=option_range(1, 1000),
               help="Rounds of timing every precision and checkpointing setting in turn (the "
@@ -354,8 +365,8 @@ def bench_train_command(models: str, sample_rates: list[int], epochs: int, preci
     training clip and the front end's and backbone's MACs per second of audio. With several
     --precision values, each model and rate is timed in each (interleaved over --rounds) and
     `speedup` is the first precision's epoch time over the row's; likewise --checkpointing
-    off,on with `checkpointing_time_ratio`. `peak_rss_bytes` is the process's peak resident set
-    while the epochs ran (Linux: reset when they start; the feature cache and everything the
+    off,on,lean with `checkpointing_time_ratio`. `peak_rss_bytes` is the process's peak resident
+    set while the epochs ran (Linux: reset when they start; the feature cache and everything the
     process allocated before are in it), `estimate_bytes` the run's estimate of that peak
     (`--max-train-ram`'s) for the model, rate, batch and checkpointing.
     """
