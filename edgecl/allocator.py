@@ -78,6 +78,13 @@ def release_freed_memory() -> bool:
     import gc
 
     gc.collect()
+    return trim_heap()
+
+
+def trim_heap() -> bool:
+    """Hand the C heap's free pages back to the system (glibc malloc_trim), without collecting
+    garbage first: a large block freed in the middle of the heap otherwise stays resident. False
+    where malloc is not glibc's."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         trim = libc.malloc_trim

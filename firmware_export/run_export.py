@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from edgecl.budget.ram import StagePeaks, release_freed_memory, rss_stage
+from edgecl.allocator import trim_heap
+from edgecl.budget.ram import StagePeaks, rss_stage
 from edgecl.budget.units import format_bytes
 from edgecl.errors import EdgeclError
 from edgecl.leftovers import remove_leftovers, scratch_temp_dir
@@ -96,7 +97,7 @@ def _step(progress: ExportProgress | None) -> Log:
     (a freed candidate's session, a batch's tensors), starts the step's memory stage, then
     shows it."""
     def step(text: str) -> None:
-        release_freed_memory()
+        trim_heap()
         rss_stage(text)
         if progress is not None:
             progress.step(text)

@@ -87,17 +87,6 @@ def rss_stage(name: str) -> None:
         trace.mark(name)
 
 
-def release_freed_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc's malloc_trim; nothing elsewhere):
-    a large block freed in the middle of the heap otherwise stays resident."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def _reset_high_water_mark() -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as handle:
@@ -108,14 +97,20 @@ def _reset_high_water_mark() -> bool:
 
 
 def _high_water_mark() -> int:
+    return proc_kib_field("/proc/self/status", "VmHWM") or 0
+
+
+def proc_kib_field(path: str, key: str) -> int | None:
+    """The field `key` of a /proc file of "Key: N kB" lines (status, meminfo), in bytes; None
+    where the file or the field is missing."""
     try:
-        with open("/proc/self/status") as handle:
+        with open(path) as handle:
             for line in handle:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{key}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
-        pass
-    return 0
+        return None
+    return None
 
 
 def current_rss_bytes() -> int:

@@ -29,14 +29,9 @@ HEADROOM = 0.9
 
 def available_memory_bytes() -> int | None:
     """MemAvailable from /proc/meminfo (None where there is no such file)."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+    from edgecl.budget.ram import proc_kib_field
+
+    return proc_kib_field("/proc/meminfo", "MemAvailable")
 
 
 def local_memory_limit() -> int | None:
