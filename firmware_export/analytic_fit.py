@@ -29,11 +29,10 @@ from edgecl.budget.units import format_bytes
 from edgecl.errors import EdgeclError
 from edgecl.fileio import atomic_write_json
 from firmware_export.device.analytic_state import BundleState
-from firmware_export.device.layout import INPUT_NAME
 from firmware_export.device.learn import (
     DEFAULT_CLASS_LIMIT,
-    EMBED_BATCH,
     class_rows,
+    embed_batches,
     fit_state,
     holdout_accuracy,
     state_files,
@@ -116,13 +115,9 @@ def _fit_clips(fit: AnalyticFit, embedding_bytes: bytes, classes: Sequence[str],
 
 def embed_waveforms(embedding_bytes: bytes, clips: Sequence[Any],
                     waveform: Callable[[Any], np.ndarray]) -> np.ndarray:
-    """Embeddings [n, D] float32 of `clips` by the embedding model, EMBED_BATCH clips at a time
-    (fixed batches: the same clips give the same bytes)."""
-    session = cpu_session(embedding_bytes)
-    parts = [session.run(None, {INPUT_NAME: np.stack([waveform(clip) for clip in
-                                                      clips[start:start + EMBED_BATCH]])})[0]
-             for start in range(0, len(clips), EMBED_BATCH)]
-    return np.vstack(parts).astype(np.float32)
+    """Embeddings [n, D] float32 of `clips` by the embedding model (device.learn.embed_batches:
+    fixed batches, so the same clips give the same bytes)."""
+    return embed_batches(cpu_session(embedding_bytes), clips, waveform)
 
 
 def export_step(hashes: Sequence[str]) -> dict[str, Any]:

@@ -63,9 +63,17 @@ def embed_clips(folder: Path, manifest: dict[str, Any], clips: Sequence[str | os
     `edgecl infer` reads them: resampled to the bundle's rate, cropped or padded)."""
     rate, length = int(manifest["sample_rate"]), int(manifest["clip_samples"])
     session = cpu_session(str(folder / MODEL_EMBEDDING), threads)
+    return embed_batches(session, clips, lambda clip: _read(clip, rate, length))
+
+
+def embed_batches(session: Any, clips: Sequence[Any],
+                  read: Callable[[Any], np.ndarray]) -> np.ndarray:
+    """Embeddings [n, D] float32 of `clips` (each read to a waveform by `read`) by an embedding
+    model's onnxruntime `session`, EMBED_BATCH clips at a time: a batch of clips in memory at a
+    time, and fixed batches, so the same clips give the same bytes."""
     embeddings = []
-    for start in range(0, len(clips), EMBED_BATCH):  # a batch of clips in memory at a time
-        batch = np.stack([_read(clip, rate, length) for clip in clips[start:start + EMBED_BATCH]])
+    for start in range(0, len(clips), EMBED_BATCH):
+        batch = np.stack([read(clip) for clip in clips[start:start + EMBED_BATCH]])
         embeddings.append(session.run(None, {INPUT_NAME: batch})[0].astype(np.float32))
     return np.vstack(embeddings) if embeddings else np.zeros((0, 0), np.float32)
 
