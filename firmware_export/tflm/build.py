@@ -123,8 +123,7 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
     rss_stage("TFLM build: arena")
     arena = find_arena(model_bytes)
     micro = MicroModel(model_bytes, arena)
-    failures = [f"{len(float_ops)} float operator(s): {', '.join(sorted(set(float_ops)))}"
-                ] if float_ops else []
+    failures = float_op_failures(float_ops)
     window_record = describe(window, clip_samples, sample_rate, window_seconds)
     figures, parity_failures = device_parity(model, micro, plan, fp32_runner, holdout_waveforms,
                                              np.asarray(holdout_targets), clip_samples,
@@ -193,19 +192,29 @@ def device_parity(model: nn.Module, micro: MicroModel | HeadedMicroModel, plan: 
     return figures, failures
 
 
+def float_op_failures(float_ops: list[str]) -> list[str]:
+    """The check that every operator is int8, as a failure list (empty when it holds)."""
+    return ([f"{len(float_ops)} float operator(s): {', '.join(sorted(set(float_ops)))}"]
+            if float_ops else [])
+
+
+def model_figures(model_bytes: bytes, float_ops: list[str], arena: int) -> dict[str, Any]:
+    """What a manifest says of a TFLM flatbuffer: size, hash, operators, arena and its I/O."""
+    ops = flatbuffer.operators(model_bytes)
+    io = flatbuffer.io_tensors(model_bytes)
+    return {"bytes": len(model_bytes), "sha256": hashlib.sha256(model_bytes).hexdigest(),
+            "ops": sorted(set(ops)), "operators": len(ops), "float_ops": len(float_ops),
+            "arena_bytes": arena, "input": io["inputs"][0], "output": io["outputs"][0]}
+
+
 def _section(model_bytes: bytes, float_ops: list[str], arena: int, failures: list[str],
              window_record: dict[str, Any], figures: dict[str, Any], plan: LogMelPlan,
              n_calibration: int) -> dict[str, Any]:
     """The manifest's "tflm" section."""
-    ops = flatbuffer.operators(model_bytes)
-    io = flatbuffer.io_tensors(model_bytes)
     return {
         "file": MODEL_TFLM, "status": "withheld" if failures else "shipped",
         "reason": "; ".join(failures) if failures else None,
-        "bytes": len(model_bytes), "sha256": hashlib.sha256(model_bytes).hexdigest(),
-        "ops": sorted(set(ops)), "operators": len(ops),
-        "float_ops": len(float_ops),
-        "arena_bytes": arena, "input": io["inputs"][0], "output": io["outputs"][0],
+        **model_figures(model_bytes, float_ops, arena),
         "input_layout": "[1, 1, n_mels, frames] log-mel of one window, mel-major",
         "window": window_record,
         "calibration": {"clips": n_calibration, "ranges": "global min/max"},

@@ -13,7 +13,6 @@ folded), in L2 norm per window, and its largest absolute error in output steps.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,8 +50,7 @@ def build_embedding(model: nn.Module, plan: LogMelPlan, *, calibration_waveforms
     window = {key: value for key, value in window_record.items() if "_vs_" not in key}
     figures, failures = device_parity(model, headed, plan, fp32_runner, holdout_waveforms,
                                       holdout_targets, clip_samples, window)
-    if float_ops:
-        failures.insert(0, f"{len(float_ops)} float operator(s): {', '.join(sorted(set(float_ops)))}")
+    failures = logits_build.float_op_failures(float_ops) + failures
     failures += limit_failures(arena, len(model_bytes), limits)
     section = _section(model_bytes, float_ops, arena, failures, figures, window)
     section["embedding_vs_float"] = embedding_agreement(model, micro, plan, holdout_waveforms)
@@ -82,16 +80,13 @@ def embedding_agreement(model: nn.Module, micro: MicroModel, plan: LogMelPlan,
 def _section(model_bytes: bytes, float_ops: list[str], arena: int, failures: list[str],
              figures: dict[str, Any], window: dict[str, Any]) -> dict[str, Any]:
     """The manifest's tflm.embedding section."""
-    ops = flatbuffer.operators(model_bytes)
-    io = flatbuffer.io_tensors(model_bytes)
+    figures_of_model = logits_build.model_figures(model_bytes, float_ops, arena)
     return {
         "file": MODEL_TFLM_EMBEDDING, "header": TFLM_EMBEDDING_HEADER,
         "status": "withheld" if failures else "shipped",
         "reason": "; ".join(failures) if failures else None,
-        "bytes": len(model_bytes), "sha256": hashlib.sha256(model_bytes).hexdigest(),
-        "ops": sorted(set(ops)), "operators": len(ops), "float_ops": len(float_ops),
-        "arena_bytes": arena, "input": io["inputs"][0], "output": io["outputs"][0],
-        "dim": int(io["outputs"][0]["shape"][-1]),
+        **figures_of_model,
+        "dim": int(figures_of_model["output"]["shape"][-1]),
         "head": "float32 in C on the dequantized embedding (the trained head's weights, or the "
                 "learnt analytic head: rls.c); per clip, the mean of its windows' logits",
         "parity_vs_fp32": figures, "window": window,
