@@ -71,7 +71,7 @@ def main() -> None:
         _print_device_table(results, weightings, shots, len(bundles), args.draws)
     if args.learn_check and bundles:
         data = _embeddings(bundles[0], args.manifest, rows, args.cache)
-        simulated = _device_heads(data, weightings[-1], args.learn_check)
+        simulated = device_heads(data, weightings[-1], args.learn_check)
         _learn_check(bundles[0], args.manifest, rows, args.learn_check, weightings[-1], simulated)
     if args.runs is not None:
         _print_runs(args.runs, [name for name in args.run_names.split(",") if name])
@@ -95,7 +95,7 @@ def _embeddings(bundle: Path, manifest_csv: Path, rows: list[dict], cache: Path 
             "classes": classes, "new": sorted(set(labels) - set(classes))}
 
 
-def _device_heads(data: dict, weighting: str, n: int | None, draws: int = 1):
+def device_heads(data: dict, weighting: str, n: int | None, draws: int = 1):
     """The head after the device learns each new class from n clips (None: all), per draw: the
     fit exactly as fit_bundle_state does it, the learning as learn_bundle does."""
     z, labels, split, classes = data["z"], data["labels"], data["split"], data["classes"]
@@ -121,7 +121,7 @@ def _device_scores(data: dict, weighting: str, shots: list[int | None],
     out = {}
     for n in shots:
         overall, on_new, new_as_old, old_as_new = [], [], [], []
-        for head in _device_heads(data, weighting, n, draws):
+        for head in device_heads(data, weighting, n, draws):
             gamma = head.gamma
             predicted = np.asarray(head.labels)[np.argmax(head.logits(z[test]), axis=1)]
             hits = predicted == labels[test]
