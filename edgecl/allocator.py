@@ -20,12 +20,22 @@ peak, and every page of it stays resident. `return_freed_memory()` is the other 
 RETURNED_BLOCK_BYTES and more are mapped for themselves and unmapped on free (glibc's own
 defaults, held fixed), so the resident set follows the bytes in use, for the kernel's page
 zeroing on every such block (docs/results/training-memory.md).
+
+`allow_huge_pages()` makes that zeroing cheaper: torch's CPU allocator, when THP_MEM_ALLOC_ENABLE
+is set, aligns allocations of 2 MB and more to 2 MB and advises the kernel to back them with
+transparent huge pages (one fault and one 2 MB clear instead of 512 of each). Measured on a
+TAU-ASC step, it halves the kernel time of returned blocks and leaves steps that keep their
+memory as they were; only addresses change, not the arithmetic. torch reads the variable once, at
+its first allocation, so the CLI sets it before any command imports torch.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import sys
+from pathlib import Path
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
@@ -36,7 +46,25 @@ RETURNED_BLOCK_BYTES = 32 << 20
 RETURNED_TRIM_BYTES = 64 << 20
 GLIBC_MMAP_MAX = 65536
 
+THP_SWITCH = "THP_MEM_ALLOC_ENABLE"
+THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
 _done = False
+
+
+def allow_huge_pages(environ=os.environ, setting: Path = THP_SETTING) -> bool:
+    """Ask torch's CPU allocator for transparent huge pages (THP_SWITCH=1 in `environ`, which child
+    processes inherit) where Linux offers them; a value already set is kept (0 turns them off).
+    Takes effect only in a process whose torch has not allocated yet. True when set here."""
+    if not sys.platform.startswith("linux") or THP_SWITCH in environ:
+        return False
+    try:
+        available = "[never]" not in setting.read_text()
+    except OSError:  # no THP in this kernel
+        return False
+    if available:
+        environ[THP_SWITCH] = "1"
+    return available
 
 
 def keep_freed_memory() -> bool:

@@ -8,7 +8,11 @@ import sys
 import click
 
 from edgecl import __version__
+from edgecl.allocator import allow_huge_pages
 from edgecl.errors import EdgeclError
+
+# Before any command imports torch, whose CPU allocator reads this once (edgecl.allocator).
+allow_huge_pages()
 
 
 def os_error_message(error: OSError) -> str:
