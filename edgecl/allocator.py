@@ -111,8 +111,10 @@ def release_freed_memory() -> bool:
 
 def trim_heap() -> bool:
     """Hand the C heap's free pages back to the system (glibc malloc_trim), without collecting
-    garbage first: a large block freed in the middle of the heap otherwise stays resident. False
-    where malloc is not glibc's."""
+    garbage first: a large block freed in the middle of the heap otherwise stays resident. Under
+    the caching allocator, its unused pages go back instead. False where malloc is neither."""
+    if purge_caching_allocator():
+        return True
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         trim = libc.malloc_trim
@@ -121,3 +123,67 @@ def trim_heap() -> bool:
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     trim(0)
     return True
+
+
+# --- a caching allocator for the whole process ---------------------------------------------------
+# glibc can either keep freed memory (its heap then fragments to 2.5-3.5 times the bytes in use)
+# or return it (every large block is then zeroed again by the kernel). jemalloc serves each size
+# from its own size class, so a freed map is reused by the next map of its size; with purging
+# off (CACHING_MALLOC_CONF) it never returns pages either. A TAU-ASC step at batch 32 then peaks
+# near its bytes in use at the plain step's speed (docs/results/training-memory.md). It replaces
+# malloc for the whole process, so it has to be loaded when the process starts (LD_PRELOAD): the
+# CLI restarts itself under it when the library is installed (caching_allocator_environment).
+CACHING_LIBRARY = "libjemalloc.so.2"
+CACHING_MALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+ALLOCATOR_SWITCH = "EDGECL_ALLOCATOR"  # "system" keeps the platform's malloc
+MALLCTL_ARENAS_ALL = 4096
+
+
+def caching_allocator_loaded() -> bool:
+    """True when this process's malloc is jemalloc's (loaded by LD_PRELOAD or linked in)."""
+    try:
+        return "libjemalloc" in Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+
+
+def find_caching_allocator() -> str | None:
+    """The path of an installed jemalloc shared library (Linux), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    for folder in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
+                   "/usr/lib", "/usr/local/lib"):
+        path = Path(folder) / CACHING_LIBRARY
+        if path.is_file():
+            return str(path)
+    return None
+
+
+def caching_allocator_environment(environ=os.environ,
+                                  library: str | None = None) -> dict[str, str] | None:
+    """The environment that starts this program again under the caching allocator, or None when
+    it already runs under it, none is installed, or ALLOCATOR_SWITCH=system asks for the
+    platform's malloc. Only the allocator changes: same arithmetic, same results."""
+    if environ.get(ALLOCATOR_SWITCH) == "system" or caching_allocator_loaded():
+        return None
+    library = library or find_caching_allocator()
+    if library is None or library in environ.get("LD_PRELOAD", ""):
+        return None  # not installed, or preloaded already and refused by the loader
+    preload = " ".join(filter(None, [library, environ.get("LD_PRELOAD", "")]))
+    conf = ",".join(filter(None, [CACHING_MALLOC_CONF, environ.get("MALLOC_CONF", "")]))
+    return dict(environ, LD_PRELOAD=preload, MALLOC_CONF=conf)
+
+
+def purge_caching_allocator() -> bool:
+    """Hand jemalloc's unused pages back to the system (its counterpart of malloc_trim); False
+    where the process does not run under it."""
+    if not caching_allocator_loaded():
+        return False
+    try:
+        mallctl = ctypes.CDLL(None).mallctl
+    except (OSError, AttributeError):
+        return False
+    mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                        ctypes.c_size_t]
+    mallctl.restype = ctypes.c_int
+    return mallctl(f"arena.{MALLCTL_ARENAS_ALL}.purge".encode(), None, None, None, 0) == 0

@@ -8,9 +8,12 @@ the step's CPU time (and the kernel's part of it), with activation checkpointing
 (on, freed memory returned to the system), and each mode's CPU time over the first mode's. Like
 the CLI, the child asks torch for transparent huge pages before torch allocates
 (edgecl.allocator.allow_huge_pages); THP_MEM_ALLOC_ENABLE=0 in the environment measures without.
+With `caching`, the children run under the caching allocator (jemalloc, purging off) the way the
+CLI's training commands restart under it (edgecl.allocator.caching_allocator_environment).
 
     python scripts/calibrate_host_ram.py            (from the repository root)
     python scripts/calibrate_host_ram.py FRAMES BATCH WIDTH [FRAMES BATCH WIDTH ...] [MODE ...]
+                                          [caching]
 
 Frames: 101 = 16 kHz 1 s, 690 = 44.1 kHz 5 s, 1501 = 48 kHz 10 s (the TAU-ASC clip).
 """
@@ -27,7 +30,8 @@ DEFAULT = [(101, 32, 40), (690, 16, 40), (690, 32, 40), (1501, 8, 40), (1501, 8,
 
 CHILD = r"""
 import json, resource, sys
-from edgecl.allocator import allow_huge_pages, keep_freed_memory, return_freed_memory
+from edgecl.allocator import (allow_huge_pages, caching_allocator_loaded, keep_freed_memory,
+                              return_freed_memory)
 allow_huge_pages()
 import torch
 from edgecl.budget.host_ram import PLANS, estimate_host_train_ram, activation_profile, kept_bytes
@@ -48,7 +52,8 @@ model.backbone.checkpoint_blocks = checkpointing
 baseline = current_rss_bytes()
 estimate = estimate_host_train_ram(model, batch, shape, checkpointing=checkpointing,
                                    baseline=baseline, n_clips=0, profile=profile,
-                                   returns_memory=returns_memory)
+                                   returns_memory=returns_memory,
+                                   caching=caching_allocator_loaded())
 optimizer = torch.optim.Adam(model.parameters())
 x = torch.randn(batch, *shape)
 targets = torch.randint(0, 10, (batch,))
@@ -69,15 +74,21 @@ print(json.dumps({"estimate": estimate.total, "peak": peak, "baseline": baseline
 """
 
 
-def measure(frames: int, batch: int, width: int, mode: str) -> dict:
+def measure(frames: int, batch: int, width: int, mode: str, caching: bool = False) -> dict:
+    from edgecl.allocator import caching_allocator_environment
+
+    env = caching_allocator_environment() if caching else None
+    if caching and env is None:
+        raise SystemExit("caching: no caching allocator (jemalloc) is installed to run under")
     out = subprocess.run([sys.executable, "-c", CHILD, str(frames), str(batch), str(width), mode],
-                         cwd=ROOT, capture_output=True, text=True, check=True)
+                         cwd=ROOT, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str]) -> None:
     modes = [a for a in argv if a in ("off", "on", "lean")] or ["off", "on", "lean"]
-    numbers = [int(a) for a in argv if a not in modes]
+    caching = "caching" in argv
+    numbers = [int(a) for a in argv if a not in modes and a != "caching"]
     configs = list(zip(numbers[::3], numbers[1::3], numbers[2::3], strict=True)) or DEFAULT
     print("| frames | batch | width | checkpointing | peak RSS MB | estimate MB | estimate / peak"
           f" | (peak - baseline) / kept | step CPU s | of it kernel s | CPU / {modes[0]} |")
@@ -85,7 +96,7 @@ def main(argv: list[str]) -> None:
     for frames, batch, width in configs:
         first = None
         for mode in modes:
-            m = measure(frames, batch, width, mode)
+            m = measure(frames, batch, width, mode, caching)
             first = first or m["step_seconds"]
             factor = (m["peak"] - m["baseline"]) / m["kept"]
             print(f"| {frames} | {batch} | {width} | {mode} | "

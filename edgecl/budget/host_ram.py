@@ -36,6 +36,7 @@ from dataclasses import dataclass
 PROBE_BATCH = 2
 BACKWARD_FACTOR = 3.0
 RETURNING_BACKWARD_FACTOR = 1.5
+CACHING_BACKWARD_FACTOR = 1.5
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class HostTrainRam:
     activations: int
     checkpointing: bool
     returns_memory: bool = False
+    caching_allocator: bool = False
 
     @property
     def total(self) -> int:
@@ -67,7 +69,7 @@ class HostTrainRam:
         return {"baseline": self.baseline, "parameters": self.parameters, "data": self.data,
                 "input_batch": self.input_batch, "activations": self.activations,
                 "checkpointing": self.checkpointing, "returns_memory": self.returns_memory,
-                "total": self.total}
+                "caching_allocator": self.caching_allocator, "total": self.total}
 
 
 def activation_profile(model, input_shape: tuple[int, ...]) -> list[LayerActivations]:
@@ -139,13 +141,16 @@ def kept_bytes(profile: list[LayerActivations], checkpointing: bool) -> float:
 
 
 def activation_bytes(profile: list[LayerActivations], batch_size: int,
-                     checkpointing: bool, returns_memory: bool = False) -> int:
-    """A training step's activation memory at its peak, for a batch, from a per-clip profile."""
+                     checkpointing: bool, returns_memory: bool = False,
+                     caching: bool = False) -> int:
+    """A training step's activation memory at its peak, for a batch, from a per-clip profile, in
+    a process whose malloc is the caching allocator when `caching` (edgecl.allocator)."""
     from edgecl.allocator import RETURNED_BLOCK_BYTES
 
     largest_map = batch_size * max(layer.input_bytes for layer in profile)
     returned = returns_memory and largest_map >= RETURNED_BLOCK_BYTES
-    factor = RETURNING_BACKWARD_FACTOR if returned else BACKWARD_FACTOR
+    factor = (CACHING_BACKWARD_FACTOR if caching else
+              RETURNING_BACKWARD_FACTOR if returned else BACKWARD_FACTOR)
     return math.ceil(batch_size * factor * kept_bytes(profile, checkpointing))
 
 
@@ -163,17 +168,19 @@ def supports_checkpointing(model) -> bool:
 def estimate_host_train_ram(model, batch_size: int, input_shape: tuple[int, ...], *,
                             checkpointing: bool, baseline: int, n_clips: int,
                             profile: list[LayerActivations] | None = None,
-                            returns_memory: bool = False) -> HostTrainRam:
+                            returns_memory: bool = False, caching: bool = False) -> HostTrainRam:
     """The peak RSS of training `model` on batches of `batch_size` log-mels of `input_shape`, for
     a run that caches `n_clips` clips' features, in a process that holds `baseline` bytes now
-    (and that returns freed memory to the system when `returns_memory`)."""
+    (and that returns freed memory to the system when `returns_memory`, or whose malloc is the
+    caching allocator when `caching`)."""
     profile = profile if profile is not None else activation_profile(model, input_shape)
     clip_bytes = 4 * math.prod(input_shape)
     return HostTrainRam(baseline=baseline, parameters=parameter_bytes(model),
                         data=n_clips * clip_bytes, input_batch=batch_size * clip_bytes,
                         activations=activation_bytes(profile, batch_size, checkpointing,
-                                                     returns_memory),
-                        checkpointing=checkpointing, returns_memory=returns_memory)
+                                                     returns_memory, caching),
+                        checkpointing=checkpointing, returns_memory=returns_memory,
+                        caching_allocator=caching)
 
 
 def largest_batch(limit: int, fixed: int, per_clip: float) -> int:
@@ -193,9 +200,11 @@ def plan_training_memory(model, batch_size: int, input_shape: tuple[int, ...], *
     (checkpointing, freed memory returned to the system), or `auto` (the first of those whose
     estimate keeps under `limit`). A plan over `limit` is a one-line EdgeclError naming what would
     fit (batch size, mels, checkpointing)."""
+    from edgecl.allocator import caching_allocator_loaded
     from edgecl.errors import EdgeclError
 
     supported = supports_checkpointing(model)
+    caching = caching_allocator_loaded()
     if mode in ("on", "lean") and not supported:
         raise EdgeclError(f"--activation-checkpointing {mode}: the {model.backbone.arch_name} "
                           "model has no checkpointable blocks (bc-resnet has)")
@@ -206,7 +215,7 @@ def plan_training_memory(model, batch_size: int, input_shape: tuple[int, ...], *
         return estimate_host_train_ram(model, batch_size, input_shape,
                                        checkpointing=checkpointing, baseline=baseline,
                                        n_clips=n_clips, profile=profile,
-                                       returns_memory=returns_memory)
+                                       returns_memory=returns_memory, caching=caching)
 
     tried = [mode] if mode != "auto" else list(PLANS) if supported else ["off"]
     for plan in tried:
