@@ -9,11 +9,13 @@ the step's CPU time (and the kernel's part of it), with activation checkpointing
 the CLI, the child asks torch for transparent huge pages before torch allocates
 (edgecl.allocator.allow_huge_pages); THP_MEM_ALLOC_ENABLE=0 in the environment measures without.
 With `caching`, the children run under the caching allocator (jemalloc, purging off) the way the
-CLI's training commands restart under it (edgecl.allocator.caching_allocator_environment).
+CLI's training commands restart under it (edgecl.allocator.caching_allocator_environment); with
+`system caching`, every configuration runs under glibc's malloc, then under it, so the last
+column compares both within one run.
 
     python scripts/calibrate_host_ram.py            (from the repository root)
     python scripts/calibrate_host_ram.py FRAMES BATCH WIDTH [FRAMES BATCH WIDTH ...] [MODE ...]
-                                          [caching]
+                                          [system] [caching]
 
 Frames: 101 = 16 kHz 1 s, 690 = 44.1 kHz 5 s, 1501 = 48 kHz 10 s (the TAU-ASC clip).
 """
@@ -87,19 +89,20 @@ def measure(frames: int, batch: int, width: int, mode: str, caching: bool = Fals
 
 def main(argv: list[str]) -> None:
     modes = [a for a in argv if a in ("off", "on", "lean")] or ["off", "on", "lean"]
-    caching = "caching" in argv
-    numbers = [int(a) for a in argv if a not in modes and a != "caching"]
+    allocators = [a for a in argv if a in ("system", "caching")] or ["system"]
+    numbers = [int(a) for a in argv if a not in modes and a not in allocators]
     configs = list(zip(numbers[::3], numbers[1::3], numbers[2::3], strict=True)) or DEFAULT
-    print("| frames | batch | width | checkpointing | peak RSS MB | estimate MB | estimate / peak"
-          f" | (peak - baseline) / kept | step CPU s | of it kernel s | CPU / {modes[0]} |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| frames | batch | width | malloc | checkpointing | peak RSS MB | estimate MB | "
+          "estimate / peak | (peak - baseline) / kept | step CPU s | of it kernel s | "
+          f"CPU / {allocators[0]} {modes[0]} |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for frames, batch, width in configs:
         first = None
-        for mode in modes:
-            m = measure(frames, batch, width, mode, caching)
+        for allocator, mode in ((a, m) for a in allocators for m in modes):
+            m = measure(frames, batch, width, mode, allocator == "caching")
             first = first or m["step_seconds"]
             factor = (m["peak"] - m["baseline"]) / m["kept"]
-            print(f"| {frames} | {batch} | {width} | {mode} | "
+            print(f"| {frames} | {batch} | {width} | {allocator} | {mode} | "
                   f"{m['peak'] / 2**20:.0f} | {m['estimate'] / 2**20:.0f} | "
                   f"{m['estimate'] / m['peak']:.2f} | {factor:.2f} | {m['step_seconds']:.2f} | "
                   f"{m['kernel_seconds']:.2f} | {m['step_seconds'] / first:.2f} |", flush=True)

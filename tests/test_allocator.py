@@ -141,17 +141,75 @@ print(digest.hexdigest())
 """
 
 
-@pytest.mark.skipif(platform.system() != "Linux", reason="transparent huge pages are Linux's")
-def test_huge_pages_leave_training_bit_identical():
-    import os
+def _train_in_child(env: dict[str, str]) -> list[str]:
+    """(weights digest, caching allocator loaded, purge worked) of STEPS_CHILD run with `env`."""
     import subprocess
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    digests = []
-    for switch in ("0", "1"):
-        env = dict(os.environ, **{allocator.THP_SWITCH: switch})
-        digests.append(subprocess.run([sys.executable, "-c", STEPS_CHILD], cwd=root, env=env,
-                                      capture_output=True, text=True, check=True).stdout)
-    assert digests[0] == digests[1] and len(digests[0].strip()) == 64
+    code = STEPS_CHILD + ("from edgecl import allocator\n"
+                          "print(allocator.caching_allocator_loaded(), allocator.trim_heap(), "
+                          "allocator.purge_caching_allocator())\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                         env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert len(out[0]) == 64
+    return out
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="transparent huge pages are Linux's")
+def test_huge_pages_leave_training_bit_identical():
+    import os
+
+    runs = [_train_in_child(dict(os.environ, **{allocator.THP_SWITCH: switch}))
+            for switch in ("0", "1")]
+    assert runs[0][0] == runs[1][0]
+
+
+@pytest.mark.skipif(allocator.find_caching_allocator() is None, reason="jemalloc not installed")
+def test_the_caching_allocator_leaves_training_bit_identical():
+    import os
+
+    plain = dict(os.environ, **{allocator.ALLOCATOR_SWITCH: "system"})
+    plain.pop("LD_PRELOAD", None)
+    caching = allocator.caching_allocator_environment(plain | {allocator.ALLOCATOR_SWITCH: ""})
+    assert caching is not None
+    system, cached = _train_in_child(plain), _train_in_child(caching)
+    assert system[0] == cached[0]
+    # Loaded only where asked for; its pages are purged where malloc_trim would trim.
+    assert system[1:] == ["False", "True", "False"] and cached[1:] == ["True", "True", "True"]
+
+
+def test_caching_allocator_environment(monkeypatch):
+    monkeypatch.setattr(allocator, "caching_allocator_loaded", lambda: False)
+    library = "/lib/libjemalloc.so.2"
+    env = allocator.caching_allocator_environment({"LD_PRELOAD": "/lib/other.so", "A": "1",
+                                                   "MALLOC_CONF": "narenas:1"}, library)
+    assert env == {"LD_PRELOAD": f"{library} /lib/other.so", "A": "1",
+                   "MALLOC_CONF": f"{allocator.CACHING_MALLOC_CONF},narenas:1"}
+    assert allocator.caching_allocator_environment({}, library)["LD_PRELOAD"] == library
+    # Opted out, or preloaded already (the loader refused it): no restart.
+    assert allocator.caching_allocator_environment({allocator.ALLOCATOR_SWITCH: "system"},
+                                                   library) is None
+    assert allocator.caching_allocator_environment({"LD_PRELOAD": library}, library) is None
+    monkeypatch.setattr(allocator, "find_caching_allocator", lambda: None)
+    assert allocator.caching_allocator_environment({}) is None
+    monkeypatch.setattr(allocator, "caching_allocator_loaded", lambda: True)
+    assert allocator.caching_allocator_environment({}, library) is None
+
+
+def test_only_training_commands_restart_under_the_caching_allocator(monkeypatch):
+    from edgecl import cli
+
+    execs = []
+    monkeypatch.setattr(cli, "caching_allocator_environment", lambda: {"LD_PRELOAD": "x"})
+    monkeypatch.setattr(cli.os, "execve", lambda *a: execs.append(a))
+    monkeypatch.setattr(cli.sys, "orig_argv", ["python", "-m", "edgecl", "train"])
+    for argv in (["edgecl", "export"], ["edgecl"], ["edgecl", "--help"]):
+        cli.restart_under_caching_allocator(argv)
+    assert execs == []
+    cli.restart_under_caching_allocator(["edgecl", "train"])
+    assert execs == [(cli.sys.executable, ["python", "-m", "edgecl", "train"],
+                      {"LD_PRELOAD": "x"})]
+    monkeypatch.setattr(cli, "caching_allocator_environment", lambda: None)  # none installed
+    cli.restart_under_caching_allocator(["edgecl", "bench"])
+    assert len(execs) == 1
