@@ -174,6 +174,12 @@ def caching_allocator_environment(environ=os.environ,
     return dict(environ, LD_PRELOAD=preload, MALLOC_CONF=conf)
 
 
+def trains_under_caching_allocator() -> bool:
+    """Whether a training command started from here runs under the caching allocator: this
+    process does, or the command restarts under it (the grid's trials)."""
+    return caching_allocator_loaded() or caching_allocator_environment() is not None
+
+
 def purge_caching_allocator() -> bool:
     """Hand jemalloc's unused pages back to the system (its counterpart of malloc_trim); False
     where the process does not run under it."""

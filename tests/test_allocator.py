@@ -156,6 +156,7 @@ def _train_in_child(env: dict[str, str]) -> list[str]:
     return out
 
 
+@pytest.mark.slow  # two training processes: about 30 s on a loaded machine
 @pytest.mark.skipif(platform.system() != "Linux", reason="transparent huge pages are Linux's")
 def test_huge_pages_leave_training_bit_identical():
     import os
@@ -165,6 +166,7 @@ def test_huge_pages_leave_training_bit_identical():
     assert runs[0][0] == runs[1][0]
 
 
+@pytest.mark.slow  # two training processes: about 30 s on a loaded machine
 @pytest.mark.skipif(allocator.find_caching_allocator() is None, reason="jemalloc not installed")
 def test_the_caching_allocator_leaves_training_bit_identical():
     import os

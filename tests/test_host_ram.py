@@ -220,3 +220,21 @@ def test_auto_checkpoints_only_when_the_limit_needs_it(six_class_manifest, tmp_p
         ContinualRun(_run_config(six_class_manifest, tmp_path / "e",
                                  max_train_ram=(lean + checkpointed) // 2,
                                  activation_checkpointing="on"))
+
+
+def test_the_estimate_under_the_caching_allocator_has_no_fragmentation_factor(monkeypatch):
+    from edgecl import budget
+    from edgecl.budget import host_ram
+
+    model = small_model()
+    profile = activation_profile(model, (1, 32, 40))
+    plain = host_ram.activation_bytes(profile, 8, checkpointing=False)
+    caching = host_ram.activation_bytes(profile, 8, checkpointing=False, caching=True)
+    assert caching / plain == pytest.approx(host_ram.CACHING_BACKWARD_FACTOR
+                                            / host_ram.BACKWARD_FACTOR, rel=1e-3)
+    # A run's plan says which malloc it was estimated for.
+    monkeypatch.setattr(allocator, "caching_allocator_loaded", lambda: True)
+    plan = budget.host_ram.plan_training_memory(model, 8, (1, 32, 40), mode="off", limit=None,
+                                                baseline=0, n_clips=0, n_mels=32)
+    assert plan.caching_allocator and plan.as_dict()["caching_allocator"] is True
+    assert plan.activations == caching

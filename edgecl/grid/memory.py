@@ -91,6 +91,7 @@ def shape_estimate(shape: TrialShape) -> int:
     """Estimated peak RSS of a trial of this shape, in bytes."""
     import torch
 
+    from edgecl.allocator import trains_under_caching_allocator
     from edgecl.budget.host_ram import estimate_host_train_ram
     from models import build_model
     from models.frontend import FrontEndConfig
@@ -103,6 +104,7 @@ def shape_estimate(shape: TrialShape) -> int:
     return estimate_host_train_ram(model, shape.batch_size, logmel_shape,
                                    checkpointing=shape.checkpointing,
                                    returns_memory=shape.returns_memory,
+                                   caching=trains_under_caching_allocator(),
                                    baseline=TRIAL_BASELINE_BYTES, n_clips=shape.n_clips).total
 
 

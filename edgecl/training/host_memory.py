@@ -32,4 +32,5 @@ def describe(estimate: HostTrainRam) -> str:
 
     return (f"host memory: training estimated to peak at {format_bytes(estimate.total)} "
             f"(activation checkpointing {'on' if estimate.checkpointing else 'off'}"
-            f"{', freed memory returned to the system' if estimate.returns_memory else ''})")
+            f"{', freed memory returned to the system' if estimate.returns_memory else ''}"
+            f"{', caching allocator' if estimate.caching_allocator else ''})")
