@@ -82,6 +82,11 @@ def update_memory(memory, sampler, items: ClipItems, new_clips: list, *, phase: 
                   clip_samples: int, exemplar_shape: tuple[int, ...],
                   budget_bytes: int | None = None) -> MemoryUpdate:
     """Refill `memory` with `sampler`'s choice among it and `new_clips`; returns the figures."""
+    from edgecl.allocator import purge_caching_allocator
+
+    # The training steps' pages, kept by the caching allocator, are not the sizes of the passes
+    # below (64 candidates, front end included): hand them back first, or the two add up.
+    purge_caching_allocator()
     device = device_of(model)
     synchronize(device)  # on a GPU the timing starts and ends with its queue empty
     started = time.perf_counter()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
+from edgecl.allocator import purge_caching_allocator
 from edgecl.device import device_of, synchronize
 from edgecl.errors import EdgeclError
 from edgecl.precision import FP32, TrainingPrecision
@@ -107,6 +108,9 @@ def recalibrate_batchnorm(model, data: PhaseData, batch_size: int = 64,
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms or len(data) < 2:
         return
+    # Batches of 64, twice the training's: the caching allocator's kept pages of the training
+    # steps' sizes would add to them (edgecl.allocator); a no-op under other mallocs.
+    purge_caching_allocator()
     momenta = [norm.momentum for norm in norms]
     was_training = model.training
     for norm in norms:
