@@ -24,7 +24,9 @@ peak), and scales it to the batch:
   heap's fragmentation, not live tensors: a run that returns freed memory to the system
   (`--activation-checkpointing lean`, edgecl.allocator.return_freed_memory) peaks at
   RETURNING_BACKWARD_FACTOR times the kept bytes instead, once the batch's largest map is a
-  block the allocator returns (smaller maps stay in the heap, and fragment it as before).
+  block the allocator returns (smaller maps stay in the heap, and fragment it as before), and a
+  process under the caching allocator (edgecl.allocator, jemalloc: freed maps reused by size)
+  at CACHING_BACKWARD_FACTOR times, whatever the checkpointing.
 """
 
 from __future__ import annotations
