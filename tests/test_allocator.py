@@ -220,3 +220,46 @@ def test_only_training_commands_restart_under_the_caching_allocator(monkeypatch)
     monkeypatch.setattr(cli, "caching_allocator_environment", lambda: None)  # none installed
     cli.restart_under_caching_allocator(["edgecl", "bench"])
     assert len(execs) == 1
+
+
+PAUSE_CHILD = r"""
+import ctypes, torch
+from edgecl import allocator
+from edgecl.budget.ram import current_rss_bytes
+
+def decay():
+    value, size = ctypes.c_ssize_t(), ctypes.c_size_t(ctypes.sizeof(ctypes.c_ssize_t))
+    allocator._mallctl()(b"arena.0.dirty_decay_ms", ctypes.byref(value), ctypes.byref(size),
+                         None, 0)
+    return value.value
+
+maps = [torch.ones(2 ** 23) for _ in range(8)]  # 8 x 32 MB, kept after the free
+del maps
+kept = current_rss_bytes()
+with allocator.caching_paused() as paused:
+    purged, during = current_rss_bytes(), decay()
+    maps = [torch.ones(2 ** 23) for _ in range(8)]
+    del maps
+    returned = current_rss_bytes()
+print(paused, decay(), during, kept - purged > 2 ** 27, returned - purged < 2 ** 25)
+"""
+
+
+@pytest.mark.skipif(allocator.find_caching_allocator() is None, reason="jemalloc not installed")
+def test_the_caching_allocator_pauses_around_passes_of_other_sizes():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = allocator.caching_allocator_environment()
+    assert env is not None
+    out = subprocess.run([sys.executable, "-c", PAUSE_CHILD], env=env, capture_output=True,
+                         text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    # Kept pages purged on entry, freed ones returned during, kept again after.
+    assert out.stdout.split() == ["True", "-1", "0", "True", "True"]
+
+
+def test_pausing_does_nothing_under_other_mallocs(monkeypatch):
+    monkeypatch.setattr(allocator, "caching_allocator_loaded", lambda: False)
+    with allocator.caching_paused() as paused:
+        assert paused is False
