@@ -241,24 +241,15 @@ def test_the_estimate_under_the_caching_allocator_has_no_fragmentation_factor(mo
 
 
 def test_recalibration_hands_the_training_pages_back_first(monkeypatch):
-    import contextlib
-
     from edgecl.training import loop
 
     calls = []
-
-    @contextlib.contextmanager
-    def paused():
-        calls.append("paused")
-        yield True
-        calls.append("resumed")
-
-    monkeypatch.setattr(loop, "caching_paused", paused)
+    monkeypatch.setattr(loop, "purge_caching_allocator", lambda: calls.append("purge"))
     model = small_model()
     clips = torch.randn(6, 1, 32, 40)
     data = loop.PhaseData(features=lambda indices: clips[list(indices)],
                           targets=torch.arange(6) % 4)
     loop.recalibrate_batchnorm(model, data)
-    assert calls == ["paused", "resumed"]
+    assert calls == ["purge"]
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(int(norm.num_batches_tracked) == 1 for norm in norms)  # one batch of 6
