@@ -31,12 +31,10 @@ its first allocation, so the CLI sets it before any command imports torch.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 M_TRIM_THRESHOLD = -1
@@ -182,55 +180,16 @@ def trains_under_caching_allocator() -> bool:
     return caching_allocator_loaded() or caching_allocator_environment() is not None
 
 
-def _mallctl():
-    """jemalloc's mallctl with its argument types, or None where the process does not run under
-    it."""
-    if not caching_allocator_loaded():
-        return None
-    try:
-        mallctl = ctypes.CDLL(None).mallctl
-    except (OSError, AttributeError):
-        return None
-    mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                        ctypes.c_size_t]
-    mallctl.restype = ctypes.c_int
-    return mallctl
-
-
 def purge_caching_allocator() -> bool:
     """Hand jemalloc's unused pages back to the system (its counterpart of malloc_trim); False
     where the process does not run under it."""
-    mallctl = _mallctl()
-    if mallctl is None:
+    if not caching_allocator_loaded():
         return False
-    return mallctl(f"arena.{MALLCTL_ARENAS_ALL}.purge".encode(), None, None, None, 0) == 0
-
-
-def _set_decay(mallctl, milliseconds: int) -> None:
-    """Every arena's dirty and muzzy decay time (-1: pages are kept, 0: returned at once)."""
-    count = ctypes.c_uint(0)
-    size = ctypes.c_size_t(ctypes.sizeof(count))
-    mallctl(b"arenas.narenas", ctypes.byref(count), ctypes.byref(size), None, 0)
-    value = ctypes.c_ssize_t(milliseconds)
-    for arena in range(count.value):
-        for kind in ("dirty", "muzzy"):
-            mallctl(f"arena.{arena}.{kind}_decay_ms".encode(), None, None, ctypes.byref(value),
-                    ctypes.sizeof(value))
-
-
-@contextlib.contextmanager
-def caching_paused() -> Iterator[bool]:
-    """Passes whose maps are not a training step's sizes (batches of 64, the front end): under
-    the caching allocator, the training's kept pages go back first and what the passes free goes
-    back at once, so neither adds to the other; the steps after keep their pages again. Yields
-    whether it did anything (nothing under other mallocs)."""
-    mallctl = _mallctl()
-    if mallctl is None:
-        yield False
-        return
-    purge_caching_allocator()
-    _set_decay(mallctl, 0)
     try:
-        yield True
-    finally:
-        _set_decay(mallctl, -1)
+        mallctl = ctypes.CDLL(None).mallctl
+    except (OSError, AttributeError):
+        return False
+    mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                        ctypes.c_size_t]
+    mallctl.restype = ctypes.c_int
+    return mallctl(f"arena.{MALLCTL_ARENAS_ALL}.purge".encode(), None, None, None, 0) == 0

@@ -82,15 +82,16 @@ def update_memory(memory, sampler, items: ClipItems, new_clips: list, *, phase: 
                   clip_samples: int, exemplar_shape: tuple[int, ...],
                   budget_bytes: int | None = None) -> MemoryUpdate:
     """Refill `memory` with `sampler`'s choice among it and `new_clips`; returns the figures."""
-    from edgecl.allocator import caching_paused
+    from edgecl.allocator import purge_caching_allocator
 
+    # The training steps' pages, kept by the caching allocator, are not the sizes of the passes
+    # below (64 candidates, front end included): hand them back first, or the two add up.
+    purge_caching_allocator()
     device = device_of(model)
     synchronize(device)  # on a GPU the timing starts and ends with its queue empty
     started = time.perf_counter()
     stored_before = items.features.loaded
-    # The passes (64 candidates, front end included) are not the training steps' sizes: the
-    # caching allocator keeps neither while they run (edgecl.allocator; nothing under glibc).
-    with caching_paused(), ForwardMacCounter(model, model_macs) as counter:
+    with ForwardMacCounter(model, model_macs) as counter:
         embed = InferenceEmbedder(model, on_batch=lambda n: counter.count("backbone", n))
         inputs = selection_inputs(memory, items, new_clips, phase=phase, rng=rng, model=model,
                                   sample_rate=sample_rate, embed=embed)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-from edgecl.allocator import caching_paused
+from edgecl.allocator import purge_caching_allocator
 from edgecl.device import device_of, synchronize
 from edgecl.errors import EdgeclError
 from edgecl.precision import FP32, TrainingPrecision
@@ -108,6 +108,9 @@ def recalibrate_batchnorm(model, data: PhaseData, batch_size: int = 64,
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms or len(data) < 2:
         return
+    # Batches of 64, twice the training's: the caching allocator's kept pages of the training
+    # steps' sizes would add to them (edgecl.allocator); a no-op under other mallocs.
+    purge_caching_allocator()
     momenta = [norm.momentum for norm in norms]
     was_training = model.training
     for norm in norms:
@@ -118,13 +121,10 @@ def recalibrate_batchnorm(model, data: PhaseData, batch_size: int = 64,
         # Evenly spaced, so a capped subset still covers both new clips and replayed ones.
         indices = torch.linspace(0, len(data) - 1,
                                  min(len(data), max_clips)).round().long().unique()
-    # Batches of 64, twice the training's: not the sizes the caching allocator keeps for the
-    # steps, so it holds neither while they run (edgecl.allocator; nothing under glibc).
-    with caching_paused():
-        for chunk in _batches(indices, batch_size):
-            features = data.features(chunk.tolist())  # the front end (cached) stays float32
-            with precision.autocast():
-                model.forward_features(features)
+    for chunk in _batches(indices, batch_size):
+        features = data.features(chunk.tolist())  # the front end (cached) stays float32
+        with precision.autocast():
+            model.forward_features(features)
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
     model.train(was_training)
