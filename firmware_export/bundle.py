@@ -224,7 +224,9 @@ def _checked_fp32(model: nn.Module, phase: int, out_dir, classes: list[str], cli
     if n_outputs != len(classes):
         raise EdgeclError(f"export phase {phase}: the model has {n_outputs} outputs but "
                           f"{len(classes)} class names were given")
-    fp32_runner = parity.ort_runner(fp32_session)
+    # every batch of held-out clips computed once for the phase (the search and the TFLM
+    # builds ask for the batch-1 logits again, the embedding check for the batch-32 ones)
+    fp32_runner = parity.MemoRunner(parity.ort_runner(fp32_session))
     rss_stage("fp32 export and parity: parity against torch")
     fp32_figures = parity.measure(parity.torch_runner(model), fp32_runner, holdout, targets)
     fp32_failures = parity.fp32_failures(fp32_figures)
@@ -342,10 +344,12 @@ def _embedding_model(fp32: onnx.ModelProto, fp32_runner, holdout: np.ndarray,
     embedding = serialize(embedding_model(fp32))
     weight, bias = trained_head(fp32)
     run = parity.ort_runner(cpu_session(embedding))  # its arena handed back after each batch
-    held = [run(batch) for batch in np.array_split(holdout, -(-len(holdout) // 32))]
+    # the batches of the fp32 check (parity.batched), whose fp32 logits fp32_runner keeps
+    batches = [holdout[start:start + parity.LARGE_BATCH]
+               for start in range(0, len(holdout), parity.LARGE_BATCH)]
+    held = [run(batch) for batch in batches]
     difference = max(float(np.max(np.abs(part @ weight + bias - fp32_runner(batch))))
-                     for part, batch in zip(held, np.array_split(holdout, len(held)),
-                                            strict=True))
+                     for part, batch in zip(held, batches, strict=True))
     if not difference <= EMBEDDING_TOLERANCE:
         raise EdgeclError(f"export phase {phase}: the embedding model through the head differs "
                           f"from the fp32 model by {difference:.2g} (> {EMBEDDING_TOLERANCE:g})")

@@ -53,7 +53,9 @@ from firmware_export.device.runtime import cpu_session, read_clip
 from firmware_export.device.tflm_head import c_head_files, learnt_tflm
 
 DEFAULT_CLASS_LIMIT = 32
-EMBED_BATCH = 32
+# Clips per embedding batch: the session holds one batch's activations (at 44.1 kHz and 5 s about
+# 30 MB a clip), and the embeddings do not depend on it (each clip is computed on its own).
+EMBED_BATCH = 8
 _VERSION = re.compile(r"^(?P<base>.+)\.v(?P<n>\d+)$")
 
 

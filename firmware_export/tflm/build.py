@@ -125,7 +125,8 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
     micro = MicroModel(model_bytes, arena)
     failures = float_op_failures(float_ops)
     window_record = describe(window, clip_samples, sample_rate, window_seconds)
-    figures, parity_failures = device_parity(model, micro, plan, fp32_runner, holdout_waveforms,
+    references = Fp32References(model, fp32_runner, holdout_waveforms)
+    figures, parity_failures = device_parity(micro, plan, references,
                                              np.asarray(holdout_targets), clip_samples,
                                              window_record)
     failures += parity_failures
@@ -139,23 +140,22 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
         build.files = _shipped_files(model_bytes, classes, section, plan, micro,
                                      split_windows(holdout_waveforms[0], window)[0],
                                      sample_rate=sample_rate, clip_samples=clip_samples)
-        _add_embedding(build, model, plan, classes, calibration_waveforms, holdout_waveforms,
-                       np.asarray(holdout_targets), fp32_runner, sample_rate, clip_samples,
-                       limits)
+        _add_embedding(build, model, plan, classes, calibration_waveforms, references,
+                       np.asarray(holdout_targets), sample_rate, clip_samples, limits)
     return build
 
 
 def _add_embedding(build: TflmBuild, model: nn.Module, plan: LogMelPlan, classes: Sequence[str],
-                   calibration_waveforms: np.ndarray, holdout_waveforms: np.ndarray,
-                   targets: np.ndarray, fp32_runner: Callable[[np.ndarray], np.ndarray],
-                   sample_rate: int, clip_samples: int, limits: DeviceLimits | None) -> None:
+                   calibration_waveforms: np.ndarray, references: Fp32References,
+                   targets: np.ndarray, sample_rate: int, clip_samples: int,
+                   limits: DeviceLimits | None) -> None:
     """The embedding model of a shipped build (firmware_export.tflm.embedding_build): its section
     under the build's `embedding`, its files beside the build's when it meets its checks."""
     from firmware_export.tflm.embedding_build import build_embedding, embedding_files
 
     embedding = build_embedding(model, plan, calibration_waveforms=calibration_waveforms,
-                                holdout_waveforms=holdout_waveforms, holdout_targets=targets,
-                                fp32_runner=fp32_runner, clip_samples=clip_samples,
+                                references=references, holdout_targets=targets,
+                                clip_samples=clip_samples,
                                 window_record=build.section["window"], limits=limits)
     build.section["embedding"] = embedding.section
     build.embedding = embedding
@@ -164,24 +164,50 @@ def _add_embedding(build: TflmBuild, model: nn.Module, plan: LogMelPlan, classes
                                            clip_samples=clip_samples))
 
 
-def device_parity(model: nn.Module, micro: MicroModel | HeadedMicroModel, plan: LogMelPlan,
-                  fp32_runner: Callable[[np.ndarray], np.ndarray], holdout_waveforms: np.ndarray,
-                  targets: np.ndarray, clip_samples: int, window_record: dict[str, Any]):
+class Fp32References:
+    """What a phase's TFLM builds are compared with, each computed once and shared by the logits
+    and the embedding build: the fp32 ONNX model's logits on the whole held-out clips (batch 1)
+    and the fp32 network's on their windows, pooled per clip (windowed_fp32). `passes` counts
+    the passes over the held-out clips actually made."""
+
+    def __init__(self, model: nn.Module, fp32_runner: Callable[[np.ndarray], np.ndarray],
+                 waveforms: np.ndarray) -> None:
+        self.model, self.fp32_runner, self.waveforms = model, fp32_runner, waveforms
+        self._whole: np.ndarray | None = None
+        self._windows: dict[int, np.ndarray] = {}
+        self.passes = 0
+
+    def whole(self) -> np.ndarray:
+        if self._whole is None:
+            rss_stage("TFLM build: parity, fp32 ONNX on whole clips")
+            self.passes += 1
+            self._whole = parity.batched(self.fp32_runner, self.waveforms, 1)
+        return self._whole
+
+    def windowed(self, window: int) -> np.ndarray:
+        if window not in self._windows:
+            rss_stage("TFLM build: parity, fp32 network on windows")
+            self.passes += 1
+            self._windows[window] = windowed_fp32(self.model, self.waveforms, window)
+        return self._windows[window]
+
+
+def device_parity(micro: MicroModel | HeadedMicroModel, plan: LogMelPlan,
+                  references: Fp32References, targets: np.ndarray, clip_samples: int,
+                  window_record: dict[str, Any], build: str = "TFLM build"):
     """(figures, failures) of TFLM against the fp32 ONNX model on whole clips, and for a
     windowed build against the fp32 network on the same windows, recorded in `window_record`
-    (module docstring)."""
+    (module docstring). `build` names the memory stages."""
     def tflm_runner(batch: np.ndarray) -> np.ndarray:
         return np.stack([clip_logits(micro, plan, clip) for clip in batch])
 
-    rss_stage("TFLM build: parity, fp32 ONNX on whole clips")
-    whole = parity.batched(fp32_runner, holdout_waveforms, 1)
-    rss_stage("TFLM build: parity, TFLM on windows")
-    device = parity.batched(tflm_runner, holdout_waveforms, 1)
+    whole = references.whole()
+    rss_stage(f"{build}: parity, TFLM on windows")
+    device = parity.batched(tflm_runner, references.waveforms, 1)
     figures = {"batch_1": parity.compare(whole, device, targets)}
     window = plan.clip_samples  # the model's input: one window
     if window < clip_samples:
-        rss_stage("TFLM build: parity, fp32 network on windows")
-        fp32_windows = windowed_fp32(model, holdout_waveforms, window)
+        fp32_windows = references.windowed(window)
         window_record["fp32_windowed_vs_whole"] = parity.compare(whole, fp32_windows, targets)
         window_record["tflm_vs_fp32_windowed"] = parity.compare(fp32_windows, device, targets)
         failures = [f"TFLM {text}" for text in parity.windowed_failures(

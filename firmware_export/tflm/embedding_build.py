@@ -13,19 +13,20 @@ folded), in L2 norm per window, and its largest absolute error in output steps.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from edgecl.budget.ram import rss_stage
 from firmware_export.device.layout import MODEL_TFLM_EMBEDDING, TFLM_EMBEDDING_HEADER
 from firmware_export.device.logmel import LogMelPlan, logmel
 from firmware_export.device.tflm_runtime import HeadedMicroModel, MicroModel, find_arena
 from firmware_export.tflm import build as logits_build
 from firmware_export.tflm import flatbuffer
-from firmware_export.tflm.build import TflmBuild, all_windows, device_parity
+from firmware_export.tflm.build import Fp32References, TflmBuild, all_windows, device_parity
 from firmware_export.tflm.c_model import render_model_header
 from firmware_export.tflm.limits import DeviceLimits, limit_failures
 from firmware_export.tflm.rewrite import tflm_graph
@@ -35,25 +36,28 @@ AGREEMENT_WINDOWS = 64
 
 
 def build_embedding(model: nn.Module, plan: LogMelPlan, *, calibration_waveforms: np.ndarray,
-                    holdout_waveforms: np.ndarray, holdout_targets: np.ndarray,
-                    fp32_runner: Callable[[np.ndarray], np.ndarray], clip_samples: int,
+                    references: Fp32References, holdout_targets: np.ndarray, clip_samples: int,
                     window_record: dict[str, Any], limits: DeviceLimits | None) -> TflmBuild:
     """The embedding model's build, calibrated on the logits model's clips; its files only when
-    it meets every check. `window_record` is the logits build's (copied, not changed)."""
+    it meets every check. `references` are the fp32 logits the logits build was compared with
+    (the same held-out clips). `window_record` is the logits build's (copied, not changed)."""
+    rss_stage("TFLM embedding build: conversion and calibration")
     windows = all_windows(calibration_waveforms, plan.clip_samples)
     model_bytes = logits_build.convert_int8(model, plan, windows, head=False)
     float_ops = flatbuffer.float_operators(model_bytes)
+    rss_stage("TFLM embedding build: arena")
     arena = find_arena(model_bytes)
     micro = MicroModel(model_bytes, arena)
     linear = model.head.fc
     headed = HeadedMicroModel(micro, linear.weight.detach().numpy().T, linear.bias.detach().numpy())
     window = {key: value for key, value in window_record.items() if "_vs_" not in key}
-    figures, failures = device_parity(model, headed, plan, fp32_runner, holdout_waveforms,
-                                      holdout_targets, clip_samples, window)
+    figures, failures = device_parity(headed, plan, references, holdout_targets, clip_samples,
+                                      window, build="TFLM embedding build")
     failures = logits_build.float_op_failures(float_ops) + failures
     failures += limit_failures(arena, len(model_bytes), limits)
     section = _section(model_bytes, float_ops, arena, failures, figures, window)
-    section["embedding_vs_float"] = embedding_agreement(model, micro, plan, holdout_waveforms)
+    rss_stage("TFLM embedding build: agreement with the float embedding")
+    section["embedding_vs_float"] = embedding_agreement(model, micro, plan, references.waveforms)
     return TflmBuild(model_bytes, section)
 
 
