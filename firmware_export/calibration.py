@@ -9,8 +9,9 @@ batch,
 - Percentile (on |x|): 2048 bins evenly over [min |x|, max |x|] of all calibration clips;
 - Entropy: 128 bins evenly over [-t, t], t = max |x| of all calibration clips.
 
-A first pass over the batches finds each tensor's min, max and |x| extremes; a second adds each
-batch's counts in the fixed bins. A count is a per-element decision, so the summed histograms,
+A first pass over the batches finds each tensor's min, max and |x| extremes (kept for the other
+method: the second histogram method of a search makes one pass); a second adds each batch's
+counts in the fixed bins. A count is a per-element decision, so the summed histograms,
 and the ranges onnxruntime's own HistogramCollector computes from them, equal those of the
 one-batch calibration exactly, while only one batch's tensors are held at a time.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +29,13 @@ import numpy as np
 HISTOGRAM_METHODS = ("Percentile", "Entropy")
 
 
-def histogram_ranges(model_path: Path, method: str, batches, folder: Path):
+def histogram_ranges(model_path: Path, method: str, batches, folder: Path,
+                     extremes_file: Path | None = None):
     """onnxruntime TensorsData of `method` (Percentile or Entropy) for the model at
     `model_path`, calibrated on `batches` (a WaveformReader, read twice) with the fixed bins
-    of the module doc. `folder` holds the augmented model."""
+    of the module doc. `folder` holds the augmented model. `extremes_file` keeps the first
+    pass's extremes: a second method calibrating the same model on the same clips reads them
+    there and makes one pass only (the extremes do not depend on the method)."""
     from onnxruntime.quantization.calibrate import (
         CalibrationMethod,
         HistogramCollector,
@@ -45,14 +50,11 @@ def histogram_ranges(model_path: Path, method: str, batches, folder: Path):
                                    calibrate_method=getattr(CalibrationMethod, method))
     on_magnitude = calibrator.method == "percentile" and calibrator.symmetric
     tensors = set(calibrator.tensors_to_calibrate)
-    extremes: dict[str, np.ndarray] = {}  # per tensor: min, max, min |x|, max |x|
-    for name, values in _tensors(calibrator.infer_session, batches, tensors):
-        magnitudes = np.absolute(values)
-        found = np.array([np.nanmin(values), np.nanmax(values), np.nanmin(magnitudes),
-                          np.nanmax(magnitudes)], dtype=values.dtype)
-        lows = np.minimum(extremes.get(name, found), found)
-        highs = np.maximum(extremes.get(name, found), found)
-        extremes[name] = np.array([lows[0], highs[1], lows[2], highs[3]], dtype=values.dtype)
+    extremes = _kept_extremes(extremes_file, tensors)
+    if extremes is None:
+        extremes = tensor_extremes(_tensors(calibrator.infer_session, batches, tensors))
+        if extremes_file is not None:
+            extremes_file.write_bytes(pickle.dumps(extremes))
     histograms: dict[str, list[Any]] = {}
     for name, values in _tensors(calibrator.infer_session, batches, tensors):
         low, high = _bins_range(extremes[name], on_magnitude)
@@ -75,6 +77,27 @@ def histogram_ranges(model_path: Path, method: str, batches, folder: Path):
     calibrator.collector = collector
     with contextlib.redirect_stdout(io.StringIO()):  # its progress prints
         return calibrator.compute_data()
+
+
+def tensor_extremes(tensors) -> dict[str, np.ndarray]:
+    """Per tensor of (name, values) batches: its min, max, min |x| and max |x| over them all."""
+    extremes: dict[str, np.ndarray] = {}
+    for name, values in tensors:
+        magnitudes = np.absolute(values)
+        found = np.array([np.nanmin(values), np.nanmax(values), np.nanmin(magnitudes),
+                          np.nanmax(magnitudes)], dtype=values.dtype)
+        lows = np.minimum(extremes.get(name, found), found)
+        highs = np.maximum(extremes.get(name, found), found)
+        extremes[name] = np.array([lows[0], highs[1], lows[2], highs[3]], dtype=values.dtype)
+    return extremes
+
+
+def _kept_extremes(path: Path | None, tensors: set[str]) -> dict[str, np.ndarray] | None:
+    """The extremes an earlier calibration kept at `path`, when they cover `tensors`."""
+    if path is None or not path.is_file():
+        return None
+    kept = pickle.loads(path.read_bytes())  # written by this module in the search's own folder
+    return kept if tensors <= set(kept) else None
 
 
 def _tensors(session, batches, wanted: set[str]):

@@ -259,13 +259,15 @@ def quantize_candidate(graph: onnx.ModelProto | PreparedGraph,
 def _stream_histogram_ranges(prepared: onnx.ModelProto, method: str, waveforms: np.ndarray,
                              cache: Path) -> None:
     """Write `method`'s ranges for `prepared` to `cache` (onnxruntime's calibration cache), with
-    the fixed bins of firmware_export.calibration, one batch of clips at a time."""
+    the fixed bins of firmware_export.calibration, one batch of clips at a time; the tensors'
+    extremes are kept beside `cache` for the other histogram method."""
     from onnxruntime.quantization.calibrate import save_tensors_data
 
     with tempfile.TemporaryDirectory(prefix="edgecl-calib-") as folder:
         source = Path(folder) / "model.onnx"
         onnx.save(prepared, str(source))
-        ranges = histogram_ranges(source, method, WaveformReader(waveforms), Path(folder))
+        ranges = histogram_ranges(source, method, WaveformReader(waveforms), Path(folder),
+                                  extremes_file=cache.parent / "extremes.pickle")
     save_tensors_data(ranges, cache)
 
 

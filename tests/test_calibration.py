@@ -115,3 +115,26 @@ def test_histogram_candidates_are_quantized_with_the_streamed_ranges(method, fp3
     cached = load_tensors_data(tmp_path / f"ranges-{method}.json")
     assert _ranges(cached) == _ranges(expected)
     assert json.loads(json.dumps(candidate.recipe.describe()))["calibration"] == method
+
+
+class _CountingReader(WaveformReader):
+    """Counts the passes over the clips (each pass starts with set_range)."""
+
+    passes = 0
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.passes += 1
+        super().set_range(start_index, end_index)
+
+
+def test_the_second_histogram_method_reuses_the_first_ones_extremes(prepared_path, tmp_path):
+    clips, _ = tones(12, seed=13)
+    kept = tmp_path / "extremes.pickle"
+    first = _CountingReader(clips, BATCH)
+    histogram_ranges(prepared_path, "Percentile", first, tmp_path, extremes_file=kept)
+    second = _CountingReader(clips, BATCH)
+    shared = histogram_ranges(prepared_path, "Entropy", second, tmp_path, extremes_file=kept)
+    alone = _CountingReader(clips, BATCH)
+    expected = histogram_ranges(prepared_path, "Entropy", alone, tmp_path)
+    assert (first.passes, second.passes, alone.passes) == (2, 1, 2)
+    assert _ranges(shared) == _ranges(expected)
