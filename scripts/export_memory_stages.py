@@ -50,7 +50,8 @@ def main(argv: list[str]) -> int:
     manifests = reexport_run(args.run_dir, args.phase, log=print, target=args.target, quiet=True)
     for manifest in manifests:
         cost = manifest["cost"]
-        print(f"\nphase {manifest['phase']}: {cost['seconds']:.0f} s, peak RSS "
+        print(f"\nphase {manifest['phase']}: {cost['seconds']:.0f} s ({cost['cpu_seconds']:.0f} s "
+              f"CPU), peak RSS "
               f"{cost['peak_rss_bytes'] / 1e9:.2f} GB in '{cost['peak_rss_stage']}'\n")
         print("| stage | peak RSS GB | seconds |\n| --- | --- | --- |")
         for stage in cost["stages"]:
