@@ -199,7 +199,8 @@ def _checked_clips(phase: int, classes: list[str], calibration_waveforms, holdou
     """(calibration clips, at most MAX_CALIBRATION_CLIPS evenly spaced; held-out clips; their
     targets), checked to be clips of one length with targets among `classes`."""
     calibration = _waveforms(calibration_waveforms, "calibration_waveforms")
-    calibration = calibration[evenly_spaced(len(calibration), MAX_CALIBRATION_CLIPS)]
+    if len(calibration) > MAX_CALIBRATION_CLIPS:  # else all of them, not a copy (0.1 GB at 44.1 kHz)
+        calibration = calibration[evenly_spaced(len(calibration), MAX_CALIBRATION_CLIPS)]
     holdout = _waveforms(holdout_waveforms, "holdout_waveforms")
     targets = np.asarray(holdout_targets, dtype=np.int64).reshape(-1)
     clip_samples = holdout.shape[1]

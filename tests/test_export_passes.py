@@ -132,3 +132,16 @@ def test_the_analytic_fit_embeds_in_batches_of_embed_batch():
     embeddings = learn.embed_batches(session, list(range(len(clips))), lambda i: clips[i])
     assert session.batches == [learn.EMBED_BATCH, learn.EMBED_BATCH, 3]
     assert np.array_equal(embeddings, (clips[:, :3] * 2).astype(np.float32))
+
+
+def test_the_calibration_clips_are_not_copied_when_all_are_used():
+    from firmware_export.bundle import MAX_CALIBRATION_CLIPS, _checked_clips
+
+    holdout, targets = tones(4, seed=6)
+    few = np.zeros((MAX_CALIBRATION_CLIPS, holdout.shape[1]), np.float32)
+    calibration, _, _ = _checked_clips(0, CLASSES, few, holdout, targets)
+    assert calibration is few
+    many = np.arange(MAX_CALIBRATION_CLIPS + 3, dtype=np.float32)[:, None].repeat(
+        holdout.shape[1], axis=1)
+    calibration, _, _ = _checked_clips(0, CLASSES, many, holdout, targets)
+    assert len(calibration) == MAX_CALIBRATION_CLIPS and calibration[-1, 0] == len(many) - 1
