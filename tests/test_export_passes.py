@@ -107,12 +107,28 @@ def test_both_tflm_builds_share_one_pass_of_each_fp32_reference(monkeypatch):
 
     monkeypatch.setattr(build, "windowed_fp32", windowed)
     references = build.Fp32References(model, counting, clips)
+    logmels = build.WindowLogMels(plan)
     records = [{}, {}]
     for record, name in zip(records, ["TFLM build", "TFLM embedding build"], strict=True):
-        build.device_parity(_Micro(), plan, references, targets, CLIP_SAMPLES, record, name)
+        build.device_parity(_Micro(), logmels, references, targets, CLIP_SAMPLES, record, name)
     assert references.passes == 2 and windowed_calls == [window]
     assert counting.clips == len(clips) and counting.batches == [1] * len(clips)
     assert records[0] == records[1] and "tflm_vs_fp32_windowed" in records[0]
+    assert logmels.computed == 4 * len(clips)  # each window's log-mel once for both checks
+
+
+def test_kept_log_mels_are_the_front_ends():
+    pytest.importorskip("tflite_micro", reason="the tflm extra is not installed")
+    from firmware_export.device.logmel import LogMelPlan, logmel
+    from firmware_export.tflm.build import WindowLogMels, all_windows
+
+    plan = LogMelPlan.from_config(trained_model().frontend.config.to_dict(), CLIP_SAMPLES // 4)
+    clips, _ = tones(3, seed=7)
+    windows = all_windows(clips, plan.clip_samples)
+    logmels = WindowLogMels(plan)
+    for window in [*windows, *windows[::-1]]:
+        assert np.array_equal(logmels(window), logmel(plan, window))
+    assert logmels.computed == len(windows)
 
 
 def test_the_analytic_fit_embeds_in_batches_of_embed_batch():

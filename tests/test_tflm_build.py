@@ -225,7 +225,7 @@ def _tflm_export(bundle, out_dir, monkeypatch, **options):
     model_bytes = _tflite(bundle)
     embedding_bytes = (bundle.folder / MODEL_TFLM_EMBEDDING).read_bytes()
     monkeypatch.setattr(build_module, "convert_int8",
-                        lambda *args, head=True: model_bytes if head else embedding_bytes)
+                        lambda *args, head=True, **kwargs: model_bytes if head else embedding_bytes)
     calibration, _ = tones(48, seed=2)
     return bundle_module.export_phase(
         trained_model(), out_dir, phase=0, classes=CLASSES,

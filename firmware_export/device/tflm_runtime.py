@@ -20,7 +20,7 @@ import ctypes
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,10 +174,14 @@ class HeadedMicroModel:
 
 
 def clip_logits(model: MicroModel | HeadedMicroModel, plan: LogMelPlan,
-                clip: np.ndarray) -> np.ndarray:
+                clip: np.ndarray,
+                front_end: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """One clip -> its scores [classes]: the front end and the model on each window of
-    plan.clip_samples samples (split_windows), the dequantized logits averaged (pool)."""
-    return pool(np.stack([model.run_logmel(logmel(plan, window))
+    plan.clip_samples samples (split_windows), the dequantized logits averaged (pool).
+    `front_end(window)` gives a window's log-mel (default: logmel with `plan`; an exporter
+    passes one that keeps them)."""
+    features = front_end or (lambda window: logmel(plan, window))
+    return pool(np.stack([model.run_logmel(features(window))
                           for window in split_windows(clip, plan.clip_samples)]))
 
 

@@ -70,11 +70,37 @@ class TflmBuild:
         return self.section["status"] == "shipped"
 
 
+class WindowLogMels:
+    """The front end's log-mel of each window a phase's TFLM builds use, computed once (the
+    numpy front end costs about three times what TFLM's run of a window does): the calibration
+    windows of both conversions, the held-out windows of both parity checks and of the
+    embedding's agreement. Kept by a hash of the window's bytes; `computed` counts the log-mels
+    made."""
+
+    def __init__(self, plan: LogMelPlan) -> None:
+        self.plan = plan
+        self._kept: dict[bytes, np.ndarray] = {}
+        self.computed = 0
+
+    def __call__(self, window: np.ndarray) -> np.ndarray:
+        window = np.ascontiguousarray(window)
+        digest = hashlib.blake2b(window.data, digest_size=20)
+        digest.update(f"{window.dtype}{window.shape}".encode())
+        key = digest.digest()
+        if key not in self._kept:
+            self.computed += 1
+            self._kept[key] = logmel(self.plan, window)
+        return self._kept[key]
+
+
 def convert_int8(model: nn.Module, plan: LogMelPlan, calibration_waveforms: np.ndarray,
-                 fold_norms: bool = True, head: bool = True) -> bytes:
+                 fold_norms: bool = True, head: bool = True,
+                 front_end: Callable[[np.ndarray], np.ndarray] | None = None) -> bytes:
     """The finished int8 .tflite of `model` (a SoundClassifier, eval mode); without `head`, of
-    its embedding (the model cut before its classifier)."""
-    calibration = np.stack([logmel(plan, clip) for clip in calibration_waveforms])[:, None]
+    its embedding (the model cut before its classifier). `front_end(window)` gives a window's
+    log-mel (default: logmel with `plan`)."""
+    features = front_end or (lambda window: logmel(plan, window))
+    calibration = np.stack([features(clip) for clip in calibration_waveforms])[:, None]
     graph = tflm_graph(model, fold_norms, head)
     float_model = float_tflite(graph, torch.from_numpy(calibration[:1]))
     return flatbuffer.finish(int8_tflite(float_model, calibration))
@@ -117,8 +143,10 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
     window = window_samples(clip_samples, sample_rate, window_seconds,
                             min_samples=int(config["n_fft"]))
     plan = LogMelPlan.from_config(config, window)
+    logmels = WindowLogMels(plan)
     rss_stage("TFLM build: conversion and calibration")
-    model_bytes = convert_int8(model, plan, all_windows(calibration_waveforms, window))
+    model_bytes = convert_int8(model, plan, all_windows(calibration_waveforms, window),
+                               front_end=logmels)
     float_ops = flatbuffer.float_operators(model_bytes)
     rss_stage("TFLM build: arena")
     arena = find_arena(model_bytes)
@@ -126,7 +154,7 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
     failures = float_op_failures(float_ops)
     window_record = describe(window, clip_samples, sample_rate, window_seconds)
     references = Fp32References(model, fp32_runner, holdout_waveforms)
-    figures, parity_failures = device_parity(micro, plan, references,
+    figures, parity_failures = device_parity(micro, logmels, references,
                                              np.asarray(holdout_targets), clip_samples,
                                              window_record)
     failures += parity_failures
@@ -140,12 +168,13 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
         build.files = _shipped_files(model_bytes, classes, section, plan, micro,
                                      split_windows(holdout_waveforms[0], window)[0],
                                      sample_rate=sample_rate, clip_samples=clip_samples)
-        _add_embedding(build, model, plan, classes, calibration_waveforms, references,
+        _add_embedding(build, model, logmels, classes, calibration_waveforms, references,
                        np.asarray(holdout_targets), sample_rate, clip_samples, limits)
     return build
 
 
-def _add_embedding(build: TflmBuild, model: nn.Module, plan: LogMelPlan, classes: Sequence[str],
+def _add_embedding(build: TflmBuild, model: nn.Module, logmels: WindowLogMels,
+                   classes: Sequence[str],
                    calibration_waveforms: np.ndarray, references: Fp32References,
                    targets: np.ndarray, sample_rate: int, clip_samples: int,
                    limits: DeviceLimits | None) -> None:
@@ -153,7 +182,8 @@ def _add_embedding(build: TflmBuild, model: nn.Module, plan: LogMelPlan, classes
     under the build's `embedding`, its files beside the build's when it meets its checks."""
     from firmware_export.tflm.embedding_build import build_embedding, embedding_files
 
-    embedding = build_embedding(model, plan, calibration_waveforms=calibration_waveforms,
+    plan = logmels.plan
+    embedding = build_embedding(model, logmels, calibration_waveforms=calibration_waveforms,
                                 references=references, holdout_targets=targets,
                                 clip_samples=clip_samples,
                                 window_record=build.section["window"], limits=limits)
@@ -192,14 +222,17 @@ class Fp32References:
         return self._windows[window]
 
 
-def device_parity(micro: MicroModel | HeadedMicroModel, plan: LogMelPlan,
+def device_parity(micro: MicroModel | HeadedMicroModel, logmels: WindowLogMels,
                   references: Fp32References, targets: np.ndarray, clip_samples: int,
                   window_record: dict[str, Any], build: str = "TFLM build"):
     """(figures, failures) of TFLM against the fp32 ONNX model on whole clips, and for a
     windowed build against the fp32 network on the same windows, recorded in `window_record`
-    (module docstring). `build` names the memory stages."""
+    (module docstring). `logmels` is the front end (its plan: one window). `build` names the
+    memory stages."""
+    plan = logmels.plan
+
     def tflm_runner(batch: np.ndarray) -> np.ndarray:
-        return np.stack([clip_logits(micro, plan, clip) for clip in batch])
+        return np.stack([clip_logits(micro, plan, clip, logmels) for clip in batch])
 
     whole = references.whole()
     rss_stage(f"{build}: parity, TFLM on windows")

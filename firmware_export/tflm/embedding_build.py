@@ -22,11 +22,17 @@ from torch import nn
 
 from edgecl.budget.ram import rss_stage
 from firmware_export.device.layout import MODEL_TFLM_EMBEDDING, TFLM_EMBEDDING_HEADER
-from firmware_export.device.logmel import LogMelPlan, logmel
+from firmware_export.device.logmel import LogMelPlan
 from firmware_export.device.tflm_runtime import HeadedMicroModel, MicroModel, find_arena
 from firmware_export.tflm import build as logits_build
 from firmware_export.tflm import flatbuffer
-from firmware_export.tflm.build import Fp32References, TflmBuild, all_windows, device_parity
+from firmware_export.tflm.build import (
+    Fp32References,
+    TflmBuild,
+    WindowLogMels,
+    all_windows,
+    device_parity,
+)
 from firmware_export.tflm.c_model import render_model_header
 from firmware_export.tflm.limits import DeviceLimits, limit_failures
 from firmware_export.tflm.rewrite import tflm_graph
@@ -35,15 +41,18 @@ from firmware_export.tflm.rewrite import tflm_graph
 AGREEMENT_WINDOWS = 64
 
 
-def build_embedding(model: nn.Module, plan: LogMelPlan, *, calibration_waveforms: np.ndarray,
+def build_embedding(model: nn.Module, logmels: WindowLogMels, *,
+                    calibration_waveforms: np.ndarray,
                     references: Fp32References, holdout_targets: np.ndarray, clip_samples: int,
                     window_record: dict[str, Any], limits: DeviceLimits | None) -> TflmBuild:
     """The embedding model's build, calibrated on the logits model's clips; its files only when
     it meets every check. `references` are the fp32 logits the logits build was compared with
-    (the same held-out clips). `window_record` is the logits build's (copied, not changed)."""
+    (the same held-out clips), `logmels` its front end (the same windows' log-mels).
+    `window_record` is the logits build's (copied, not changed)."""
+    plan = logmels.plan
     rss_stage("TFLM embedding build: conversion and calibration")
     windows = all_windows(calibration_waveforms, plan.clip_samples)
-    model_bytes = logits_build.convert_int8(model, plan, windows, head=False)
+    model_bytes = logits_build.convert_int8(model, plan, windows, head=False, front_end=logmels)
     float_ops = flatbuffer.float_operators(model_bytes)
     rss_stage("TFLM embedding build: arena")
     arena = find_arena(model_bytes)
@@ -51,23 +60,25 @@ def build_embedding(model: nn.Module, plan: LogMelPlan, *, calibration_waveforms
     linear = model.head.fc
     headed = HeadedMicroModel(micro, linear.weight.detach().numpy().T, linear.bias.detach().numpy())
     window = {key: value for key, value in window_record.items() if "_vs_" not in key}
-    figures, failures = device_parity(headed, plan, references, holdout_targets, clip_samples,
+    figures, failures = device_parity(headed, logmels, references, holdout_targets, clip_samples,
                                       window, build="TFLM embedding build")
     failures = logits_build.float_op_failures(float_ops) + failures
     failures += limit_failures(arena, len(model_bytes), limits)
     section = _section(model_bytes, float_ops, arena, failures, figures, window)
     rss_stage("TFLM embedding build: agreement with the float embedding")
-    section["embedding_vs_float"] = embedding_agreement(model, micro, plan, references.waveforms)
+    section["embedding_vs_float"] = embedding_agreement(model, micro, logmels,
+                                                        references.waveforms)
     return TflmBuild(model_bytes, section)
 
 
-def embedding_agreement(model: nn.Module, micro: MicroModel, plan: LogMelPlan,
+def embedding_agreement(model: nn.Module, micro: MicroModel, logmels: WindowLogMels,
                         waveforms: np.ndarray) -> dict[str, Any]:
     """The dequantized int8 embedding against the float graph's on the same log-mels (at most
-    AGREEMENT_WINDOWS windows of `waveforms`, every window of each clip in turn)."""
+    AGREEMENT_WINDOWS windows of `waveforms`, every window of each clip in turn; `logmels` the
+    front end)."""
     graph = tflm_graph(model, head=False)
-    windows = all_windows(waveforms, plan.clip_samples)[:AGREEMENT_WINDOWS]
-    features = [logmel(plan, window) for window in windows]
+    windows = all_windows(waveforms, logmels.plan.clip_samples)[:AGREEMENT_WINDOWS]
+    features = [logmels(window) for window in windows]
     int8 = np.stack([micro.run_logmel(f) for f in features]).astype(np.float64)
     with torch.no_grad():
         exact = np.stack([graph(torch.from_numpy(f[None, None]))[0].numpy() for f in features]
