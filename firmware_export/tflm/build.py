@@ -72,7 +72,7 @@ class TflmBuild:
 
 class WindowLogMels:
     """The front end's log-mel of each window a phase's TFLM builds use, computed once (the
-    numpy front end costs about three times what TFLM's run of a window does): the calibration
+    numpy front end costs more than twice what TFLM's run of a window does): the calibration
     windows of both conversions, the held-out windows of both parity checks and of the
     embedding's agreement. Kept by a hash of the window's bytes; `computed` counts the log-mels
     made."""
