@@ -67,12 +67,35 @@ def quiet_fds(target: int | None = None) -> Iterator[None]:
 
 
 def _allocates(model_bytes: bytes, arena: int) -> bool:
-    runtime = micro_runtime()
-    try:
-        runtime.Interpreter.from_bytes(model_bytes, arena_size=arena)
-    except RuntimeError:
-        return False
-    return True
+    """Whether TFLM allocates the model in `arena` bytes. The attempt runs in a child process:
+    on some arenas too small for a model, TFLM's interpreter crashes (SIGSEGV) instead of
+    failing, which would take the whole export down; a crashed attempt counts as too small."""
+    runtime = micro_runtime()  # imported here, not in the child
+
+    def attempt() -> bool:
+        try:
+            runtime.Interpreter.from_bytes(model_bytes, arena_size=arena)
+        except RuntimeError:
+            return False
+        return True
+
+    return succeeds_in_child(attempt)
+
+
+def succeeds_in_child(attempt: Callable[[], bool]) -> bool:
+    """`attempt()` in a forked child process: True when it returned True; False when it returned
+    False, raised or was killed by a signal. Runs in this process where fork is missing."""
+    if not hasattr(os, "fork"):
+        return attempt()
+    pid = os.fork()
+    if pid == 0:  # the child: report by exit code only, never return into the caller's code
+        code = 1
+        try:
+            code = 0 if attempt() else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def find_arena(model_bytes: bytes) -> int:
