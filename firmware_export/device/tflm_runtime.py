@@ -20,6 +20,7 @@ import ctypes
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,7 +88,12 @@ def succeeds_in_child(attempt: Callable[[], bool]) -> bool:
     False, raised or was killed by a signal. Runs in this process where fork is missing."""
     if not hasattr(os, "fork"):
         return attempt()
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # JAX (loaded by the TFLM converter) warns at every fork that a multithreaded child may
+        # deadlock; this child runs only TFLM's allocator and exits, never entering JAX.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the child: report by exit code only, never return into the caller's code
         code = 1
         try:
