@@ -182,7 +182,8 @@ def _tflm_build(model: nn.Module, classes: list[str], calibration: np.ndarray,
                       sample_rate=int(model.frontend.config.sample_rate),
                       clip_samples=holdout.shape[1], calibration_waveforms=calibration,
                       holdout_waveforms=holdout, holdout_targets=targets,
-                      fp32_runner=fp32_runner, window_seconds=window_seconds, limits=limits)
+                      fp32_runner=fp32_runner, window_seconds=window_seconds, limits=limits,
+                      progress=step)
 
 
 def _check_target(target: str) -> None:

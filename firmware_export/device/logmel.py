@@ -115,9 +115,12 @@ def logmel(plan: LogMelPlan, waveform: np.ndarray) -> np.ndarray:
     return result
 
 
-def quantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """float -> int8 codes as the C helper does it: round half away from zero, then clamp."""
+def quantize(values: np.ndarray, scale: float, zero_point: int,
+             dtype: type[np.integer] = np.int8) -> np.ndarray:
+    """float -> integer codes of `dtype` (int8, or int16 for a 16-bit input) as the C helper
+    does it: round half away from zero, then clamp to the type's range."""
     scaled = np.asarray(values, dtype=np.float32) / np.float32(scale)
     rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
-    codes: np.ndarray = np.clip(rounded + int(zero_point), -128, 127).astype(np.int8)
+    limits = np.iinfo(dtype)
+    codes: np.ndarray = np.clip(rounded + int(zero_point), limits.min, limits.max).astype(dtype)
     return codes

@@ -151,8 +151,9 @@ class Quantization:
 
 
 class MicroModel:
-    """One TFLM interpreter over an int8 model: int8 log-mel [1, 1, n_mels, frames] in, int8
-    logits [1, classes] out."""
+    """One TFLM interpreter over an integer model: log-mel [1, 1, n_mels, frames] in as int8
+    codes (int16, zero point 0, for a build in 16-bit activations throughout), logits
+    [1, classes] out as int8 or int16 codes."""
 
     def __init__(self, model_bytes: bytes, arena_bytes: int) -> None:
         runtime = micro_runtime()
@@ -165,24 +166,28 @@ class MicroModel:
                               f"({error})") from None
         details_in = self._interpreter.get_input_details(0)
         details_out = self._interpreter.get_output_details(0)
-        if details_in["dtype"] is not np.int8:
-            raise EdgeclError(f"TFLM model: expected an int8 input, got {details_in['dtype']}")
+        if details_in["dtype"] not in (np.int8, np.int16):
+            raise EdgeclError(f"TFLM model: expected an int8 or int16 input, got "
+                              f"{details_in['dtype']}")
         if details_out["dtype"] not in (np.int8, np.int16):
             raise EdgeclError(f"TFLM model: expected int8 or int16 logits, got "
                               f"{details_out['dtype']}")
         self.input_shape = tuple(int(d) for d in details_in["shape"])
+        self.input_dtype: type[np.integer] = details_in["dtype"]
         self.input = _quantization(details_in)
         self.output = _quantization(details_out)
 
     def run_codes(self, codes: np.ndarray) -> np.ndarray:
-        """int8 input codes -> int8 output codes [classes]."""
-        self._interpreter.set_input(np.asarray(codes, dtype=np.int8).reshape(self.input_shape), 0)
+        """Input codes (int8, or int16 for a 16-bit input) -> output codes [classes]."""
+        self._interpreter.set_input(
+            np.asarray(codes, dtype=self.input_dtype).reshape(self.input_shape), 0)
         self._interpreter.invoke()
         return np.asarray(self._interpreter.get_output(0)).reshape(-1)
 
     def run_logmel(self, features: np.ndarray) -> np.ndarray:
         """float log-mel [n_mels, frames] -> float logits [classes] (dequantized)."""
-        codes = self.run_codes(quantize(features, self.input.scale, self.input.zero_point))
+        codes = self.run_codes(quantize(features, self.input.scale, self.input.zero_point,
+                                        self.input_dtype))
         return ((codes.astype(np.float32) - self.output.zero_point)
                 * np.float32(self.output.scale))
 

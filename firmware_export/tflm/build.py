@@ -53,6 +53,7 @@ from firmware_export.tflm.c_model import render_model_header, render_test_vector
 from firmware_export.tflm.convert import float_tflite
 from firmware_export.tflm.limits import DeviceLimits, limit_failures
 from firmware_export.tflm.quantize import int8_tflite
+from firmware_export.tflm.recipes import RECIPES, TflmRecipe, named_outputs, sixteen_bit_scopes
 from firmware_export.tflm.rewrite import tflm_graph
 
 
@@ -106,6 +107,23 @@ def convert_int8(model: nn.Module, plan: LogMelPlan, calibration_waveforms: np.n
     return flatbuffer.finish(int8_tflite(float_model, calibration))
 
 
+def calibration_logmels(front_end: Callable[[np.ndarray], np.ndarray],
+                        waveforms: np.ndarray) -> np.ndarray:
+    """`front_end`'s log-mel of each calibration window [N, 1, n_mels, frames]."""
+    return np.stack([front_end(clip) for clip in waveforms])[:, None]
+
+
+def quantize_recipe(recipe: TflmRecipe, float_model: bytes, calibration: np.ndarray) -> bytes:
+    """The finished .tflite of `float_model` under `recipe` (firmware_export.tflm.recipes). The
+    int8 recipe quantizes the converter's model as it is, so its bytes are the build's before
+    the recipes existed; the others quantize it with its tensors renamed for scope matching."""
+    if recipe.sixteen_bit == "none":
+        return flatbuffer.finish(int8_tflite(float_model, calibration))
+    named = named_outputs(float_model)
+    scopes = sixteen_bit_scopes(recipe, named)
+    return flatbuffer.finish(int8_tflite(named, calibration, sixteen_bit_scopes=scopes))
+
+
 def all_windows(waveforms: np.ndarray, window: int) -> np.ndarray:
     """Every window of every clip [clips * windows, window], clip by clip."""
     return np.concatenate([split_windows(clip, window) for clip in waveforms])
@@ -135,42 +153,102 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
                holdout_targets: np.ndarray,
                fp32_runner: Callable[[np.ndarray], np.ndarray],
                window_seconds: float | None = None,
-               limits: DeviceLimits | None = None) -> TflmBuild:
+               limits: DeviceLimits | None = None,
+               recipes: Sequence[TflmRecipe] | None = None,
+               progress: Callable[[str], None] | None = None) -> TflmBuild:
     """Build and verify; `fp32_runner` maps waveforms [B, T] to the fp32 ONNX model's logits;
     `window_seconds` is --tflm-window-seconds (None: auto, 0: whole clip; see
-    firmware_export.device.windows); a build over `limits` (arena, flatbuffer) is withheld."""
+    firmware_export.device.windows); a build over `limits` (arena, flatbuffer) is withheld.
+    `recipes` (firmware_export.tflm.recipes.RECIPES unless given) are tried in order until one
+    meets every check; when none does, the first one's build is the withheld one. `progress` is
+    told each recipe as it starts."""
+    recipes = RECIPES if recipes is None else recipes
     config = model.frontend.config.to_dict()
     window = window_samples(clip_samples, sample_rate, window_seconds,
                             min_samples=int(config["n_fft"]))
     plan = LogMelPlan.from_config(config, window)
     logmels = WindowLogMels(plan)
     rss_stage("TFLM build: conversion and calibration")
-    model_bytes = convert_int8(model, plan, all_windows(calibration_waveforms, window),
-                               front_end=logmels)
-    float_ops = flatbuffer.float_operators(model_bytes)
-    rss_stage("TFLM build: arena")
-    arena = find_arena(model_bytes)
-    micro = MicroModel(model_bytes, arena)
-    failures = float_op_failures(float_ops)
+    calibration = calibration_logmels(logmels, all_windows(calibration_waveforms, window))
+    float_model = float_tflite(tflm_graph(model), torch.from_numpy(calibration[:1]))
     window_record = describe(window, clip_samples, sample_rate, window_seconds)
+    targets = np.asarray(holdout_targets)
     references = Fp32References(model, fp32_runner, holdout_waveforms)
-    figures, parity_failures = device_parity(micro, logmels, references,
-                                             np.asarray(holdout_targets), clip_samples,
-                                             window_record)
-    failures += parity_failures
-    failures += limit_failures(arena, len(model_bytes), limits)
-    section = _section(model_bytes, float_ops, arena, failures, window_record, figures, plan,
-                       n_calibration=len(calibration_waveforms))
+    tried: list[dict[str, Any]] = []
+    first = chosen = None
+    for number, recipe in enumerate(recipes, 1):
+        if progress is not None:
+            progress(f"TFLM recipe {number} of {len(recipes)} ({recipe.name})")
+        rss_stage(f"TFLM recipe {number}: quantization")
+        candidate = _candidate(recipe, quantize_recipe(recipe, float_model, calibration), logmels,
+                               references, targets, clip_samples, window_record, limits,
+                               screen=number > 1)
+        tried.append(candidate.record())
+        first = first or candidate
+        if not candidate.failures:
+            chosen = candidate
+            break
+    build_from = chosen or first
+    assert build_from is not None, "no TFLM recipe to try"
+    section = _section(build_from, plan, n_calibration=len(calibration_waveforms))
+    section["recipes_tried"] = tried
     if limits:
         section["limits"] = limits.describe()
-    build = TflmBuild(model_bytes, section)
-    if not failures:
-        build.files = _shipped_files(model_bytes, classes, section, plan, micro,
+    build = TflmBuild(build_from.model, section)
+    if chosen is not None:
+        build.files = _shipped_files(chosen.model, classes, section, plan, chosen.micro,
                                      split_windows(holdout_waveforms[0], window)[0],
                                      sample_rate=sample_rate, clip_samples=clip_samples)
         _add_embedding(build, model, logmels, classes, calibration_waveforms, references,
                        np.asarray(holdout_targets), sample_rate, clip_samples, limits)
     return build
+
+
+@dataclass
+class _Candidate:
+    """One recipe's build and what its checks found."""
+
+    recipe: TflmRecipe
+    model: bytes
+    float_ops: list[str]
+    arena: int
+    micro: MicroModel | None
+    window_record: dict[str, Any]
+    figures: dict[str, Any] | None
+    failures: list[str]
+
+    def record(self) -> dict[str, Any]:
+        """What the manifest's recipes_tried says of it."""
+        io = flatbuffer.io_tensors(self.model)
+        agreement = (self.window_record.get("tflm_vs_fp32_windowed")
+                     or (self.figures or {}).get("batch_1") or {})
+        return {**self.recipe.describe(), "input": io["inputs"][0]["type"],
+                "output": io["outputs"][0]["type"], "bytes": len(self.model),
+                "arena_bytes": self.arena, "top1_agreement": agreement.get("top1_agreement"),
+                "status": "misses" if self.failures else "meets the rule",
+                "reason": "; ".join(self.failures) or None}
+
+
+def _candidate(recipe: TflmRecipe, model_bytes: bytes, logmels: WindowLogMels,
+               references: Fp32References, targets: np.ndarray, clip_samples: int,
+               window_record: dict[str, Any], limits: DeviceLimits | None,
+               screen: bool) -> _Candidate:
+    """Check one recipe's build: float operators, arena and limits first (a build over a limit
+    is not run), then parity; with `screen`, parity stops at the first clip that makes the
+    agreement half miss whatever the rest do."""
+    float_ops = flatbuffer.float_operators(model_bytes)
+    rss_stage("TFLM build: arena")
+    arena = find_arena(model_bytes)
+    limit_misses = limit_failures(arena, len(model_bytes), limits)
+    record = dict(window_record)
+    if screen and (float_ops or limit_misses):
+        return _Candidate(recipe, model_bytes, float_ops, arena, None, record, None,
+                          float_op_failures(float_ops) + limit_misses)
+    micro = MicroModel(model_bytes, arena)
+    figures, parity_misses = device_parity(micro, logmels, references, targets, clip_samples,
+                                           record, screen=screen)
+    return _Candidate(recipe, model_bytes, float_ops, arena, micro, record, figures,
+                      float_op_failures(float_ops) + parity_misses + limit_misses)
 
 
 def _add_embedding(build: TflmBuild, model: nn.Module, logmels: WindowLogMels,
@@ -196,9 +274,9 @@ def _add_embedding(build: TflmBuild, model: nn.Module, logmels: WindowLogMels,
 
 class Fp32References:
     """What a phase's TFLM builds are compared with, each computed once and shared by the logits
-    and the embedding build: the fp32 ONNX model's logits on the whole held-out clips (batch 1)
-    and the fp32 network's on their windows, pooled per clip (windowed_fp32). `passes` counts
-    the passes over the held-out clips actually made."""
+    and the embedding build, and by every recipe of the logits build: the fp32 ONNX model's
+    logits on the whole held-out clips (batch 1) and the fp32 network's on their windows, pooled
+    per clip (windowed_fp32). `passes` counts the passes over the held-out clips actually made."""
 
     def __init__(self, model: nn.Module, fp32_runner: Callable[[np.ndarray], np.ndarray],
                  waveforms: np.ndarray) -> None:
@@ -224,31 +302,51 @@ class Fp32References:
 
 def device_parity(micro: MicroModel | HeadedMicroModel, logmels: WindowLogMels,
                   references: Fp32References, targets: np.ndarray, clip_samples: int,
-                  window_record: dict[str, Any], build: str = "TFLM build"):
+                  window_record: dict[str, Any], build: str = "TFLM build", *,
+                  screen: bool = False):
     """(figures, failures) of TFLM against the fp32 ONNX model on whole clips, and for a
     windowed build against the fp32 network on the same windows, recorded in `window_record`
     (module docstring). `logmels` is the front end (its plan: one window). `build` names the
-    memory stages."""
-    plan = logmels.plan
-
-    def tflm_runner(batch: np.ndarray) -> np.ndarray:
-        return np.stack([clip_logits(micro, plan, clip, logmels) for clip in batch])
-
+    memory stages. With `screen`, TFLM stops at the first clip whose changed top-1 makes the
+    agreement half of the rule miss on every held-out clip: figures None, the miss its one
+    failure."""
+    window = logmels.plan.clip_samples  # the model's input: one window
     whole = references.whole()
+    windowed = references.windowed(window) if window < clip_samples else None
+    judged = windowed if windowed is not None else whole
     rss_stage(f"{build}: parity, TFLM on windows")
-    device = parity.batched(tflm_runner, references.waveforms, 1)
+    device, stopped = _device_scores(micro, logmels, references.waveforms,
+                                     judged if screen else None)
+    if stopped:
+        return None, [f"TFLM screen: top-1 changed on {stopped[0]} of the first {stopped[1]} "
+                      f"clips, a certain miss of the agreement bound on {len(targets)} clips"]
     figures = {"batch_1": parity.compare(whole, device, targets)}
-    window = plan.clip_samples  # the model's input: one window
-    if window < clip_samples:
-        fp32_windows = references.windowed(window)
-        window_record["fp32_windowed_vs_whole"] = parity.compare(whole, fp32_windows, targets)
-        window_record["tflm_vs_fp32_windowed"] = parity.compare(fp32_windows, device, targets)
+    if windowed is not None:
+        window_record["fp32_windowed_vs_whole"] = parity.compare(whole, windowed, targets)
+        window_record["tflm_vs_fp32_windowed"] = parity.compare(windowed, device, targets)
         failures = [f"TFLM {text}" for text in parity.windowed_failures(
             figures["batch_1"], window_record["tflm_vs_fp32_windowed"])]
     else:
         failures = [text.replace("int8 vs fp32", "TFLM int8 vs fp32 ONNX")
                     for text in parity.int8_failures(figures)]
     return figures, failures
+
+
+def _device_scores(micro: MicroModel | HeadedMicroModel, logmels: WindowLogMels,
+                   waveforms: np.ndarray, judged: np.ndarray | None
+                   ) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """TFLM's pooled scores per clip [clips, C] (float64, as parity.batched gives them); with
+    `judged` (the reference's logits), (empty, (changed, clips seen)) as soon as the changed
+    top-1 make the agreement miss certain (parity.agreement_miss_certain)."""
+    scores, changed = [], 0
+    for index, clip in enumerate(waveforms):
+        scores.append(clip_logits(micro, logmels.plan,
+                                  np.ascontiguousarray(clip, dtype=np.float32), logmels))
+        if judged is not None:
+            changed += int(np.argmax(scores[-1]) != np.argmax(judged[index]))
+            if parity.agreement_miss_certain(changed, len(waveforms)):
+                return np.empty(0), (changed, index + 1)
+    return np.stack(scores).astype(np.float64), None
 
 
 def float_op_failures(float_ops: list[str]) -> list[str]:
@@ -266,22 +364,22 @@ def model_figures(model_bytes: bytes, float_ops: list[str], arena: int) -> dict[
             "arena_bytes": arena, "input": io["inputs"][0], "output": io["outputs"][0]}
 
 
-def _section(model_bytes: bytes, float_ops: list[str], arena: int, failures: list[str],
-             window_record: dict[str, Any], figures: dict[str, Any], plan: LogMelPlan,
-             n_calibration: int) -> dict[str, Any]:
-    """The manifest's "tflm" section."""
+def _section(candidate: _Candidate, plan: LogMelPlan, n_calibration: int) -> dict[str, Any]:
+    """The manifest's "tflm" section, of the recipe that shipped (or the withheld one)."""
+    failures = candidate.failures
     return {
         "file": MODEL_TFLM, "status": "withheld" if failures else "shipped",
         "reason": "; ".join(failures) if failures else None,
-        **model_figures(model_bytes, float_ops, arena),
+        **model_figures(candidate.model, candidate.float_ops, candidate.arena),
+        "recipe": candidate.recipe.describe(),
         "input_layout": "[1, 1, n_mels, frames] log-mel of one window, mel-major",
-        "window": window_record,
+        "window": candidate.window_record,
         "calibration": {"clips": n_calibration, "ranges": "global min/max"},
         "front_end": {"language": "C99", "arithmetic": "float32", "files": [FRONTEND_HEADER,
                                                                             FRONTEND_SOURCE],
                       "frames": plan.n_frames, "first_bin": plan.first_bin,
                       "bins": plan.n_bins},
-        "parity_vs_fp32": figures,
+        "parity_vs_fp32": candidate.figures,
         "interpreter": "tflite-micro (TFLM reference kernels)",
         "toolchain": toolchain_versions(),
     }
@@ -295,8 +393,8 @@ def _shipped_files(model_bytes: bytes, classes: Sequence[str], section: dict[str
 
     labels = [str(name) for name in classes]
     features = logmel(plan, clip)
-    codes = quantize(features, micro.input.scale, micro.input.zero_point)
-    header, source = render_frontend(plan)
+    codes = quantize(features, micro.input.scale, micro.input.zero_point, micro.input_dtype)
+    header, source = render_frontend(plan, int16_input=micro.input_dtype == np.int16)
     return {
         MODEL_TFLM: model_bytes,
         TFLM_HEADER: render_model_header(model_bytes, labels, section, plan,

@@ -38,9 +38,36 @@ def sparse_filters(plan: LogMelPlan) -> tuple[list[int], list[int], list[int], n
     return firsts, counts, offsets, np.concatenate(weights)
 
 
-def render_frontend(plan: LogMelPlan) -> tuple[str, str]:
-    """(logmel.h, logmel.c) text for `plan`."""
-    return _header(plan), "\n".join([*_source_constants(plan), *_SOURCE_FUNCTIONS])
+def render_frontend(plan: LogMelPlan, int16_input: bool = False) -> tuple[str, str]:
+    """(logmel.h, logmel.c) text for `plan`; with `int16_input` (a model whose input is int16,
+    zero point 0: firmware_export.tflm.recipes) they also declare and define
+    edgecl_logmel_quantize16."""
+    header = _header(plan)
+    functions = _SOURCE_FUNCTIONS
+    if int16_input:
+        header = header.replace("\n#endif /* EDGECL_LOGMEL_H */",
+                                "\n".join(["", *_QUANTIZE16_DECLARATION,
+                                           "#endif /* EDGECL_LOGMEL_H */"]))
+        functions = [*_SOURCE_FUNCTIONS, *_QUANTIZE16_FUNCTION]
+    return header, "\n".join([*_source_constants(plan), *functions])
+
+
+_QUANTIZE16_DECLARATION = [
+    "/* count floats -> int16 model input (symmetric, zero point 0):",
+    " * clamp(round(x / scale), -32768, 32767). */",
+    "void edgecl_logmel_quantize16(const float *values, int16_t *codes, int count, float scale);",
+    "",
+]
+_QUANTIZE16_FUNCTION = [
+    "void edgecl_logmel_quantize16(const float *values, int16_t *codes, int count, float scale) {",
+    "  int i;",
+    "  for (i = 0; i < count; ++i) {",
+    "    float q = roundf(values[i] / scale);",
+    "    codes[i] = (int16_t)(q < -32768.0f ? -32768 : (q > 32767.0f ? 32767 : q));",
+    "  }",
+    "}",
+    "",
+]
 
 
 def _header(plan: LogMelPlan) -> str:

@@ -9,6 +9,8 @@ with MinMax too, on the same clips).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from edgecl.errors import EdgeclError
@@ -20,11 +22,14 @@ SIXTEEN_BIT = {"none": (), "head": ("FULLY_CONNECTED",)}
 
 
 def int8_tflite(float_model: bytes, calibration_logmels: np.ndarray, *, sixteen_bit: str = "none",
-                edit_ranges=None) -> bytes:
+                sixteen_bit_scopes: Sequence[str] = (), edit_ranges=None) -> bytes:
     """Quantize `float_model` with calibration inputs [N, 1, n_mels, frames] float32, one clip
     per calibration step. `sixteen_bit` "head": the FULLY_CONNECTED head in 16-bit activations
     with int8 weights (16x8; its int16 logits are requantized to int8 at the output unless
-    flatbuffer.drop_output_requantize removes that step); `edit_ranges(qsvs)` may change the
+    flatbuffer.drop_output_requantize removes that step); every op whose scope (its output
+    tensors' names, "a;b;") matches a regex of `sixteen_bit_scopes` is put in 16x8 too (the
+    quantizer inserts the QUANTIZE ops between 8- and 16-bit tensors; a graph input read by such
+    an op becomes int16); `edit_ranges(qsvs)` may change the
     calibrated ranges before quantizing."""
     if len(calibration_logmels) == 0:
         raise EdgeclError("TFLM int8 quantization: no calibration clips were given")
@@ -43,6 +48,9 @@ def int8_tflite(float_model: bytes, calibration_logmels: np.ndarray, *, sixteen_
                                   activation_num_bits=8, weight_num_bits=8)
         for op in SIXTEEN_BIT[sixteen_bit]:
             manager.add_static_config(".*", getattr(recipe.TFLOperationName, op),
+                                      activation_num_bits=16, weight_num_bits=8)
+        for scope in sixteen_bit_scopes:
+            manager.add_static_config(scope, recipe.TFLOperationName.ALL_SUPPORTED,
                                       activation_num_bits=16, weight_num_bits=8)
         engine = quantizer.Quantizer(float_model, manager.get_quantization_recipe())
         calibration = calibrator.Calibrator(float_model, num_threads=1,
