@@ -186,31 +186,38 @@ int main(void) {
 """
 
 
-def test_the_c_files_compile_together_and_reproduce_the_test_vectors(bundle, tmp_path):
+def run_vector_check(folder, tmp_path, check_source: str) -> str:
+    """Compile `check_source` with the bundle's C files (front end, model header, test vectors)
+    and return what it prints."""
     for name in ("logmel.h", "logmel.c", "model_tflm.h", "tflm_test_vectors.h"):
-        shutil.copy(bundle.folder / name, tmp_path / name)
-    (tmp_path / "check.c").write_text(VECTOR_CHECK)
+        shutil.copy(folder / name, tmp_path / name)
+    (tmp_path / "check.c").write_text(check_source)
     binary = tmp_path / "check"
     built = subprocess.run([compiler(), "-std=c99", "-Wall", "-Werror", "-Wno-unused-variable",
                             "-Wno-unused-const-variable", "-O2", "-o", str(binary),
                             str(tmp_path / "check.c"), str(tmp_path / "logmel.c"), "-lm"],
                            capture_output=True, text=True, timeout=120)
     assert built.returncode == 0, built.stderr
-    worst, off, length = subprocess.run([str(binary)], capture_output=True, text=True,
-                                        check=True, timeout=60).stdout.split()
+    return subprocess.run([str(binary)], capture_output=True, text=True, check=True,
+                          timeout=60).stdout
+
+
+def test_the_c_files_compile_together_and_reproduce_the_test_vectors(bundle, tmp_path):
+    worst, off, length = run_vector_check(bundle.folder, tmp_path, VECTOR_CHECK).split()
     assert float(worst) < 1e-3  # float32 rounding between C and numpy
     assert int(off) <= 3  # a code may flip where a value sits on a rounding edge
     assert int(length) == bundle.manifest["tflm"]["bytes"]
     # The vectors' logits are TFLM's for the vectors' input.
     micro = MicroModel(_tflite(bundle), bundle.manifest["tflm"]["arena_bytes"])
     text = (bundle.folder / "tflm_test_vectors.h").read_text()
-    codes = _c_array(text, "edgecl_tflm_test_input")
-    assert micro.run_codes(codes).tolist() == _c_array(text, "edgecl_tflm_test_logits").tolist()
+    codes = c_array(text, "edgecl_tflm_test_input")
+    assert micro.run_codes(codes).tolist() == c_array(text, "edgecl_tflm_test_logits").tolist()
 
 
-def _c_array(text: str, name: str) -> np.ndarray:
+def c_array(text: str, name: str) -> np.ndarray:
+    """The integers of the C array `name` in `text` (int8 or int16 codes)."""
     body = text.split(name + "[", 1)[1].split("{", 1)[1].split("}", 1)[0]
-    return np.array([int(v) for v in body.replace("\n", " ").split(",") if v.strip()], np.int8)
+    return np.array([int(v) for v in body.replace("\n", " ").split(",") if v.strip()])
 
 
 def _tflm_export(bundle, out_dir, monkeypatch, **options):
@@ -226,6 +233,10 @@ def _tflm_export(bundle, out_dir, monkeypatch, **options):
     embedding_bytes = (bundle.folder / MODEL_TFLM_EMBEDDING).read_bytes()
     monkeypatch.setattr(build_module, "convert_int8",
                         lambda *args, head=True, **kwargs: model_bytes if head else embedding_bytes)
+    # The logits model: the fixture's bytes for the int8 recipe, the only one tried here.
+    monkeypatch.setattr(build_module, "float_tflite", lambda *args: b"")
+    monkeypatch.setattr(build_module, "quantize_recipe", lambda *args: model_bytes)
+    monkeypatch.setattr(build_module, "RECIPES", build_module.RECIPES[:1])
     calibration, _ = tones(48, seed=2)
     return bundle_module.export_phase(
         trained_model(), out_dir, phase=0, classes=CLASSES,
@@ -376,6 +387,13 @@ def test_the_table_reads_the_figures_from_the_manifests(bundle, capsys):
     assert cells[15] == (f"{embedding['bytes'] / 1024:.0f} KiB / "
                          f"{embedding['arena_bytes'] / 1024:.0f} KiB")
     assert table_main([str(bundle.folder / "missing")]) == 2
+    capsys.readouterr()
+    assert table_main(["--recipes", str(bundle.folder.parent)]) == 0
+    header, separator, line = capsys.readouterr().out.strip().split("\n")
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[3:7] == ["int8", "INT8", f"{section['bytes']:,} B",
+                          f"{section['arena_bytes']:,} B"]
+    assert cells[8] == "meets the rule"
 
 
 def test_the_probe_sizes_an_untrained_network_at_an_input_shape():

@@ -8,6 +8,11 @@ the backbone and head, front end excluded), then the window: its length and coun
 for a windowed build the top-1 agreement of the fp32 network on the windows (pooled) with the
 fp32 ONNX model on the whole clip (the window's own cost) and of TFLM with that (int8's own),
 and the embedding model's flatbuffer and arena (what a learnt head runs on).
+
+`--recipes`: one row per phase and quantization recipe the build tried (firmware_export.tflm.
+recipes), in order: its input type, flatbuffer and arena bytes, TFLM top-1 agreement with the
+fp32 network (on the same windows for a windowed build; "-" when a screen stopped it early) and
+its verdict.
 """
 
 from __future__ import annotations
@@ -58,27 +63,57 @@ def window_cells(window: dict | None) -> str:
             f"{100 * window['tflm_vs_fp32_windowed']['top1_agreement']:.1f}%")
 
 
-def table(run_dirs: list[Path]) -> str:
-    lines = [HEADER]
+RECIPES_HEADER = ("| run | phase | classes | recipe | input | flatbuffer | arena | TFLM top-1 "
+                  "agreement | verdict |\n" + "| --- " * 9 + "|")
+
+
+def recipe_rows(run: str, manifest: dict) -> list[str]:
+    """The --recipes rows of one phase (a bundle from before the recipe search: none)."""
+    rows = []
+    for tried in manifest["tflm"].get("recipes_tried", []):
+        agreement = tried["top1_agreement"]
+        verdict = "meets the rule" if tried["reason"] is None else f"misses ({tried['reason']})"
+        rows.append(f"| {run} | {manifest['phase']} | {manifest['n_classes']} | {tried['name']} "
+                    f"| {tried['input']} | {tried['bytes']:,} B | {tried['arena_bytes']:,} B | "
+                    f"{'-' if agreement is None else f'{100 * agreement:.1f}%'} | {verdict} |")
+    return rows
+
+
+def manifests(run_dir: Path) -> list[dict]:
+    """The phase bundles' manifests of a run with a TFLM section, by phase."""
+    found = []
+    for path in sorted((p for p in run_dir.glob("phase_*/manifest.json")
+                        if p.parent.name.split("_", 1)[1].isdigit()),  # not phase_<i>.v<N>
+                       key=lambda p: int(p.parent.name.split("_")[1])):
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if "tflm" in manifest:
+            found.append(manifest)
+    return found
+
+
+def table(run_dirs: list[Path], recipes: bool = False) -> str:
+    lines = [RECIPES_HEADER if recipes else HEADER]
     for run_dir in run_dirs:
-        for path in sorted((p for p in run_dir.glob("phase_*/manifest.json")
-                            if p.parent.name.split("_", 1)[1].isdigit()),  # not phase_<i>.v<N>
-                           key=lambda p: int(p.parent.name.split("_")[1])):
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-            if "tflm" in manifest:
+        for manifest in manifests(run_dir):
+            if recipes:
+                lines += recipe_rows(run_dir.name, manifest)
+            else:
                 lines.append(row(run_dir.name, manifest))
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
+    recipes = "--recipes" in argv
+    argv = [name for name in argv if name != "--recipes"]
     if not argv:
-        print("usage: python -m firmware_export.tflm.table RUN_DIR...", file=sys.stderr)
+        print("usage: python -m firmware_export.tflm.table [--recipes] RUN_DIR...",
+              file=sys.stderr)
         return 2
     missing = [name for name in argv if not Path(name).is_dir()]
     if missing:
         print(f"{missing[0]}: run folder not found", file=sys.stderr)
         return 2
-    print(table([Path(name) for name in argv]))
+    print(table([Path(name) for name in argv], recipes))
     return 0
 
 
