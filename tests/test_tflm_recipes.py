@@ -124,8 +124,11 @@ def test_the_int16_input_goes_through_the_c_front_end_and_the_headers(sixteen_bi
     assert "edgecl_logmel_quantize16" in (folder / "logmel.h").read_text()
     vectors = (folder / "tflm_test_vectors.h").read_text()
     assert "static const int16_t edgecl_tflm_test_input[" in vectors
-    off = int(run_vector_check(folder, tmp_path, VECTOR_CHECK))
-    assert off <= 3  # a code may flip where a value sits on a rounding edge
+    worst = int(run_vector_check(folder, tmp_path, VECTOR_CHECK))
+    # The C log-mel matches numpy's to 1e-3 (float32 rounding); int16 codes are fine enough
+    # that this moves a few of them by a step or two, never by more.
+    scale = manifest["tflm"]["input"]["scale"]
+    assert worst * scale <= 1e-3 + scale
     micro = MicroModel((folder / "model.tflm.tflite").read_bytes(),
                        manifest["tflm"]["arena_bytes"])
     codes = c_array(vectors, "edgecl_tflm_test_input")
@@ -143,12 +146,15 @@ static float features[EDGECL_LOGMEL_SIZE];
 static int16_t codes[EDGECL_LOGMEL_SIZE];
 
 int main(void) {
-  int i, off = 0;
+  int i, worst = 0;
   edgecl_logmel(edgecl_tflm_test_waveform, features);
   edgecl_logmel_quantize16(features, codes, EDGECL_LOGMEL_SIZE, EDGECL_TFLM_INPUT_SCALE);
-  for (i = 0; i < EDGECL_LOGMEL_SIZE; ++i)
-    if (codes[i] != edgecl_tflm_test_input[i]) ++off;
-  printf("%d\n", off);
+  for (i = 0; i < EDGECL_LOGMEL_SIZE; ++i) {
+    int d = codes[i] - edgecl_tflm_test_input[i];
+    if (d < 0) d = -d;
+    if (d > worst) worst = d;
+  }
+  printf("%d\n", worst);
   return 0;
 }
 """
