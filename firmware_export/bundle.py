@@ -319,7 +319,8 @@ def tflm_summary(section: dict[str, Any]) -> str:
     window = section.get("window", {})
     windows = (f" ({window['per_clip']} windows of {window['seconds']:g} s, pooled)"
                if window.get("per_clip", 1) > 1 else "")
-    text = (f"TFLM int8 {section['status'].upper()}{windows}: top-1 agreement "
+    recipe = section.get("recipe", {}).get("name", "int8")  # the TFLM recipe search's pick
+    text = (f"TFLM {recipe} {section['status'].upper()}{windows}: top-1 agreement "
             f"{100 * figures['top1_agreement']:.1f}%, accuracy {figures['accuracy']:.1f}% vs "
             f"{figures['accuracy_reference']:.1f}%, {section['bytes'] / 1024:.0f} KiB, arena "
             f"{section['arena_bytes'] / 1024:.0f} KiB, {section['float_ops']} float ops")

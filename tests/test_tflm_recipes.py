@@ -204,3 +204,15 @@ def test_int16_codes_clamp_to_the_int16_range():
     assert codes.dtype == np.int16
     assert codes.tolist() == [1, -1, 32767, -32768, 0]
     assert quantize(values, 1.0, 0).tolist() == [1, -1, 127, -128, 0]
+
+
+def test_the_export_line_names_the_recipe_that_shipped():
+    from firmware_export.bundle import tflm_summary
+
+    figures = {"top1_agreement": 0.978, "accuracy": 12.8, "accuracy_reference": 12.2}
+    section = {"status": "shipped", "reason": None, "bytes": 259344, "arena_bytes": 372752,
+               "float_ops": 0, "parity_vs_fp32": {"batch_1": figures},
+               "recipe": {"name": "16x8-int8-input"}}
+    assert tflm_summary(section).startswith("TFLM 16x8-int8-input SHIPPED: top-1 agreement 97.8%")
+    section["recipe"] = {"name": "int8"}
+    assert tflm_summary(section).startswith("TFLM int8 SHIPPED")
