@@ -101,7 +101,7 @@ def convert_int8(model: nn.Module, plan: LogMelPlan, calibration_waveforms: np.n
     its embedding (the model cut before its classifier). `front_end(window)` gives a window's
     log-mel (default: logmel with `plan`)."""
     features = front_end or (lambda window: logmel(plan, window))
-    calibration = np.stack([features(clip) for clip in calibration_waveforms])[:, None]
+    calibration = calibration_logmels(features, calibration_waveforms)
     graph = tflm_graph(model, fold_norms, head)
     float_model = float_tflite(graph, torch.from_numpy(calibration[:1]))
     return flatbuffer.finish(int8_tflite(float_model, calibration))
