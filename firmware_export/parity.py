@@ -68,6 +68,15 @@ def torch_runner(model: nn.Module) -> Runner:
     return run
 
 
+def array_key(array: np.ndarray) -> bytes:
+    """A key of an array's content (its bytes, dtype and shape), for keeping what was computed
+    from it: equal arrays give equal keys."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.blake2b(array.data, digest_size=20)
+    digest.update(f"{array.dtype}{array.shape}".encode())
+    return digest.digest()
+
+
 class MemoRunner:
     """A runner that computes each distinct batch once: the fp32 model's logits on the held-out
     clips are asked for by the fp32 check, the int8 search and both TFLM builds (at batch 1 the
@@ -82,9 +91,7 @@ class MemoRunner:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        digest = hashlib.blake2b(batch.data, digest_size=20)
-        digest.update(repr(batch.shape).encode())
-        key = digest.digest()
+        key = array_key(batch)
         if key not in self._logits:
             self.runs += 1
             self._logits[key] = np.asarray(self._run(batch))

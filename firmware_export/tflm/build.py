@@ -84,10 +84,7 @@ class WindowLogMels:
         self.computed = 0
 
     def __call__(self, window: np.ndarray) -> np.ndarray:
-        window = np.ascontiguousarray(window)
-        digest = hashlib.blake2b(window.data, digest_size=20)
-        digest.update(f"{window.dtype}{window.shape}".encode())
-        key = digest.digest()
+        key = parity.array_key(window)
         if key not in self._kept:
             self.computed += 1
             self._kept[key] = logmel(self.plan, window)
