@@ -1,5 +1,5 @@
 """The TFLM build's quantization recipes, in the order the build tries them until one meets the
-parity rule, and the per-layer ranking the mixed recipe needs.
+parity rule.
 
 1. `int8`: every activation int8 (the build's only recipe before; a phase it ships stops here,
    with the same bytes).
@@ -13,8 +13,8 @@ parity rule, and the per-layer ranking the mixed recipe needs.
 
 A mixed build with only the noisiest layers in 16 bits (ranked by their activations' 8-bit
 SQNR; int8 and int16 tensors alternating, a QUANTIZE at each change) is not among them: its one
-trial crashed TFLM's interpreter (a segmentation fault in the arena search), and the cause was
-not isolated (a plain int8 build has crashed the same way once).
+trial crashed TFLM's interpreter in the arena search, before that search ran each allocation in a
+child process (firmware_export.device.tflm_runtime), and it has not been tried since.
 
 16-bit activations take twice the bytes: the arena grows with the share of 16-bit tensors, and a
 recipe over --arena-limit or --flash-limit is not shipped (the build goes on to the next one).
@@ -63,9 +63,9 @@ def named_outputs(float_model: bytes) -> bytes:
     return flatbuffer.write(model)
 
 
-def input_readers(named_model: bytes) -> set[int]:
-    """Output tensor indices of the ops that read a graph input (they keep it int8)."""
-    graph = flatbuffer.read(named_model).subgraphs[0]
+def input_readers(graph) -> set[int]:
+    """Output tensor indices of the ops of `graph` (a flatbuffer subgraph) that read a graph
+    input (they keep it int8)."""
     inputs = {int(i) for i in graph.inputs}
     return {int(out) for op in graph.operators if inputs & {int(i) for i in op.inputs}
             for out in op.outputs}
@@ -80,7 +80,7 @@ def sixteen_bit_scopes(recipe: TflmRecipe, named_model: bytes) -> tuple[str, ...
         return (".*",)
     if recipe.sixteen_bit == "all-but-input":
         graph = flatbuffer.read(named_model).subgraphs[0]
-        keep = input_readers(named_model)
+        keep = input_readers(graph)
         chosen = [int(i) for op in graph.operators for i in op.outputs if int(i) not in keep]
     else:
         raise ValueError(f"unknown 16-bit selection {recipe.sixteen_bit!r}")
