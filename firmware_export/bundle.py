@@ -114,7 +114,7 @@ def export_phase(model: nn.Module, out_dir: str | os.PathLike, *, phase: int,
                              clip_samples=clip_samples, n_calibration=len(calibration),
                              n_holdout=len(holdout), holdout_counts=holdout_counts,
                              search=search, fp32_figures=fp32_figures)
-        tflm = _tflm_build(model, classes, calibration, holdout, targets, fp32_runner,
+        tflm = _tflm_build(model, phase, classes, calibration, holdout, targets, fp32_runner,
                            tflm_window_seconds, limits, step) if target == "tflm" else None
         if tflm is not None:
             manifest["tflm"] = tflm.section
@@ -170,20 +170,26 @@ def _write_phase_bundle(out_dir, files: dict[str, bytes], manifest: dict[str, An
     return manifest
 
 
-def _tflm_build(model: nn.Module, classes: list[str], calibration: np.ndarray,
+def _tflm_build(model: nn.Module, phase: int, classes: list[str], calibration: np.ndarray,
                 holdout: np.ndarray, targets: np.ndarray, fp32_runner,
                 window_seconds: float | None, limits: DeviceLimits | None,
                 step: Callable[[str], None]):
-    """The phase's TFLM build (firmware_export.tflm.build), calibrated on the same clips."""
+    """The phase's TFLM build (firmware_export.tflm.build), calibrated on the same clips; its
+    conversions run in a child process (the converter stack never loads in this one)."""
     from firmware_export.tflm.build import build_tflm
+    from firmware_export.tflm.converter_process import ConversionFailed, ConverterProcess
 
     step("TFLM build")
-    return build_tflm(model, classes=classes,
-                      sample_rate=int(model.frontend.config.sample_rate),
-                      clip_samples=holdout.shape[1], calibration_waveforms=calibration,
-                      holdout_waveforms=holdout, holdout_targets=targets,
-                      fp32_runner=fp32_runner, window_seconds=window_seconds, limits=limits,
-                      progress=step)
+    try:
+        with ConverterProcess() as converter:
+            return build_tflm(model, classes=classes,
+                              sample_rate=int(model.frontend.config.sample_rate),
+                              clip_samples=holdout.shape[1], calibration_waveforms=calibration,
+                              holdout_waveforms=holdout, holdout_targets=targets,
+                              fp32_runner=fp32_runner, window_seconds=window_seconds,
+                              limits=limits, progress=step, converter=converter)
+    except ConversionFailed as error:
+        raise EdgeclError(f"export phase {phase}: {error}") from error
 
 
 def _check_target(target: str) -> None:

@@ -226,16 +226,17 @@ def _tflm_export(bundle, out_dir, monkeypatch, **options):
 
     import firmware_export.bundle as bundle_module
     import firmware_export.tflm.build as build_module
+    from firmware_export.tflm.converter_process import ConverterProcess
 
     fp32 = onnx.load_from_string((bundle.folder / "model.onnx").read_bytes())
     monkeypatch.setattr(bundle_module, "export_onnx", lambda *args, **kwargs: fp32)
     model_bytes = _tflite(bundle)
     embedding_bytes = (bundle.folder / MODEL_TFLM_EMBEDDING).read_bytes()
-    monkeypatch.setattr(build_module, "convert_int8",
-                        lambda *args, head=True, **kwargs: model_bytes if head else embedding_bytes)
-    # The logits model: the fixture's bytes for the int8 recipe, the only one tried here.
-    monkeypatch.setattr(build_module, "float_tflite", lambda *args: b"")
-    monkeypatch.setattr(build_module, "quantize_recipe", lambda *args: model_bytes)
+    # The conversions (in the converter's child process): the logits model is the fixture's
+    # bytes for the int8 recipe, the only one tried here; the embedding model the fixture's too.
+    monkeypatch.setattr(ConverterProcess, "float_model", lambda *args, **kwargs: b"")
+    monkeypatch.setattr(ConverterProcess, "quantized", lambda *args: model_bytes)
+    monkeypatch.setattr(ConverterProcess, "int8", lambda *args: embedding_bytes)
     monkeypatch.setattr(build_module, "RECIPES", build_module.RECIPES[:1])
     calibration, _ = tones(48, seed=2)
     return bundle_module.export_phase(

@@ -51,6 +51,7 @@ from firmware_export.tflm import flatbuffer, toolchain_versions
 from firmware_export.tflm.c_frontend import render_frontend
 from firmware_export.tflm.c_model import render_model_header, render_test_vectors
 from firmware_export.tflm.convert import float_tflite
+from firmware_export.tflm.converter_process import ConverterProcess
 from firmware_export.tflm.limits import DeviceLimits, limit_failures
 from firmware_export.tflm.quantize import int8_tflite
 from firmware_export.tflm.recipes import RECIPES, TflmRecipe, named_outputs, sixteen_bit_scopes
@@ -152,14 +153,17 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
                window_seconds: float | None = None,
                limits: DeviceLimits | None = None,
                recipes: Sequence[TflmRecipe] | None = None,
-               progress: Callable[[str], None] | None = None) -> TflmBuild:
+               progress: Callable[[str], None] | None = None,
+               converter: ConverterProcess | None = None) -> TflmBuild:
     """Build and verify; `fp32_runner` maps waveforms [B, T] to the fp32 ONNX model's logits;
     `window_seconds` is --tflm-window-seconds (None: auto, 0: whole clip; see
     firmware_export.device.windows); a build over `limits` (arena, flatbuffer) is withheld.
     `recipes` (firmware_export.tflm.recipes.RECIPES unless given) are tried in order until one
     meets every check; when none does, the first one's build is the withheld one. `progress` is
-    told each recipe as it starts."""
+    told each recipe as it starts. `converter` converts and quantizes (ConverterProcess: in a
+    child process; by default in this one)."""
     recipes = RECIPES if recipes is None else recipes
+    converter = converter or ConverterProcess(child=False)
     config = model.frontend.config.to_dict()
     window = window_samples(clip_samples, sample_rate, window_seconds,
                             min_samples=int(config["n_fft"]))
@@ -167,7 +171,7 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
     logmels = WindowLogMels(plan)
     rss_stage("TFLM build: conversion and calibration")
     calibration = calibration_logmels(logmels, all_windows(calibration_waveforms, window))
-    float_model = float_tflite(tflm_graph(model), torch.from_numpy(calibration[:1]))
+    float_model = converter.float_model(model, torch.from_numpy(calibration[:1]))
     window_record = describe(window, clip_samples, sample_rate, window_seconds)
     targets = np.asarray(holdout_targets)
     references = Fp32References(model, fp32_runner, holdout_waveforms)
@@ -177,9 +181,9 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
         if progress is not None:
             progress(f"TFLM recipe {number} of {len(recipes)} ({recipe.name})")
         rss_stage(f"TFLM recipe {number}: quantization")
-        candidate = _candidate(recipe, quantize_recipe(recipe, float_model, calibration), logmels,
-                               references, targets, clip_samples, window_record, limits,
-                               screen=number > 1)
+        candidate = _candidate(recipe, converter.quantized(recipe, float_model, calibration),
+                               logmels, references, targets, clip_samples, window_record,
+                               limits, screen=number > 1)
         tried.append(candidate.record())
         first = first or candidate
         if not candidate.failures:
@@ -197,7 +201,7 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
                                      split_windows(holdout_waveforms[0], window)[0],
                                      sample_rate=sample_rate, clip_samples=clip_samples)
         _add_embedding(build, model, logmels, classes, calibration_waveforms, references,
-                       np.asarray(holdout_targets), sample_rate, clip_samples, limits)
+                       np.asarray(holdout_targets), sample_rate, clip_samples, limits, converter)
     return build
 
 
@@ -252,7 +256,7 @@ def _add_embedding(build: TflmBuild, model: nn.Module, logmels: WindowLogMels,
                    classes: Sequence[str],
                    calibration_waveforms: np.ndarray, references: Fp32References,
                    targets: np.ndarray, sample_rate: int, clip_samples: int,
-                   limits: DeviceLimits | None) -> None:
+                   limits: DeviceLimits | None, converter: ConverterProcess) -> None:
     """The embedding model of a shipped build (firmware_export.tflm.embedding_build): its section
     under the build's `embedding`, its files beside the build's when it meets its checks."""
     from firmware_export.tflm.embedding_build import build_embedding, embedding_files
@@ -261,7 +265,8 @@ def _add_embedding(build: TflmBuild, model: nn.Module, logmels: WindowLogMels,
     embedding = build_embedding(model, logmels, calibration_waveforms=calibration_waveforms,
                                 references=references, holdout_targets=targets,
                                 clip_samples=clip_samples,
-                                window_record=build.section["window"], limits=limits)
+                                window_record=build.section["window"], limits=limits,
+                                converter=converter)
     build.section["embedding"] = embedding.section
     build.embedding = embedding
     if embedding.shipped:

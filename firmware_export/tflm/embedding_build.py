@@ -34,6 +34,7 @@ from firmware_export.tflm.build import (
     device_parity,
 )
 from firmware_export.tflm.c_model import render_model_header
+from firmware_export.tflm.converter_process import ConverterProcess
 from firmware_export.tflm.limits import DeviceLimits, limit_failures
 from firmware_export.tflm.rewrite import tflm_graph
 
@@ -44,15 +45,20 @@ AGREEMENT_WINDOWS = 64
 def build_embedding(model: nn.Module, logmels: WindowLogMels, *,
                     calibration_waveforms: np.ndarray,
                     references: Fp32References, holdout_targets: np.ndarray, clip_samples: int,
-                    window_record: dict[str, Any], limits: DeviceLimits | None) -> TflmBuild:
+                    window_record: dict[str, Any], limits: DeviceLimits | None,
+                    converter: ConverterProcess | None = None) -> TflmBuild:
     """The embedding model's build, calibrated on the logits model's clips; its files only when
     it meets every check. `references` are the fp32 logits the logits build was compared with
     (the same held-out clips), `logmels` its front end (the same windows' log-mels).
-    `window_record` is the logits build's (copied, not changed)."""
+    `window_record` is the logits build's (copied, not changed). `converter` converts and
+    quantizes (as logits_build.convert_int8; by default in this process)."""
     plan = logmels.plan
+    converter = converter or ConverterProcess(child=False)
     rss_stage("TFLM embedding build: conversion and calibration")
     windows = all_windows(calibration_waveforms, plan.clip_samples)
-    model_bytes = logits_build.convert_int8(model, plan, windows, head=False, front_end=logmels)
+    calibration = logits_build.calibration_logmels(logmels, windows)
+    model_bytes = converter.int8(converter.float_model(model, torch.from_numpy(calibration[:1]),
+                                                       head=False), calibration)
     float_ops = flatbuffer.float_operators(model_bytes)
     rss_stage("TFLM embedding build: arena")
     arena = find_arena(model_bytes)
@@ -77,7 +83,9 @@ def embedding_agreement(model: nn.Module, micro: MicroModel, logmels: WindowLogM
     AGREEMENT_WINDOWS windows of `waveforms`, every window of each clip in turn; `logmels` the
     front end)."""
     graph = tflm_graph(model, head=False)
-    windows = all_windows(waveforms, logmels.plan.clip_samples)[:AGREEMENT_WINDOWS]
+    # every clip has a window at least: the first AGREEMENT_WINDOWS clips hold the windows used
+    windows = all_windows(waveforms[:AGREEMENT_WINDOWS],
+                          logmels.plan.clip_samples)[:AGREEMENT_WINDOWS]
     features = [logmels(window) for window in windows]
     int8 = np.stack([micro.run_logmel(f) for f in features]).astype(np.float64)
     with torch.no_grad():

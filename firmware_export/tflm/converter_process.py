@@ -1,0 +1,124 @@
+"""The TFLM converter stack (litert-torch, which imports JAX, and ai-edge-quantizer) run in a child
+process, so the exporting process never loads it.
+
+Loaded in the exporting process, the stack stayed resident (0.36 GB for litert-torch and JAX) and
+each conversion left more: with `--target tflm`, every phase after the first started 0.58 GB
+higher. A child started with the spawn method (it shares nothing with the parent) converts and
+quantizes on the inputs it is sent (the model's weights, the calibration log-mels) and returns the
+finished flatbuffer's bytes; it computes what the parent computed, with the same libraries and
+thread count, so the bytes are the same. One child serves a phase's TFLM build (every recipe, and
+the embedding build) and ends with it, handing its memory back.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgecl.errors import EdgeclError
+
+
+class ConversionFailed(EdgeclError):
+    """The converter child failed or died; the message is one line."""
+
+
+class ConverterProcess:
+    """A child process for a phase's TFLM conversions, started at the first one; a context
+    manager that ends it. Each method returns what the same call in this process would."""
+
+    def __init__(self, child: bool = True) -> None:
+        self.child = child  # False: each call runs here (as the converter functions do)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> ConverterProcess:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def float_model(self, model: nn.Module, example: torch.Tensor, fold_norms: bool = True,
+                    head: bool = True) -> bytes:
+        """convert.float_tflite(rewrite.tflm_graph(model, fold_norms, head), example)."""
+        return self._call(_float_model, _model_bytes(model), example.numpy(), fold_norms, head)
+
+    def quantized(self, recipe: Any, float_model: bytes, calibration: np.ndarray) -> bytes:
+        """build.quantize_recipe(recipe, float_model, calibration): the finished .tflite."""
+        return self._call(_quantized, recipe, float_model, calibration)
+
+    def int8(self, float_model: bytes, calibration: np.ndarray) -> bytes:
+        """flatbuffer.finish(quantize.int8_tflite(float_model, calibration))."""
+        return self._call(_int8, float_model, calibration)
+
+    def _call(self, function: Callable[..., bytes], *arguments: Any) -> bytes:
+        if not self.child:
+            return function(*arguments)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_child,
+                initargs=(torch.get_num_threads(), tempfile.gettempdir()))
+        try:
+            return self._pool.submit(function, *arguments).result()
+        except BrokenProcessPool:
+            self.close()
+            raise ConversionFailed("TFLM conversion: its child process ended without an answer "
+                                   "(killed, or out of memory)") from None
+        except EdgeclError as error:
+            raise ConversionFailed(_one_line(error)) from error
+        except Exception as error:  # noqa: BLE001 - any failure of the child is one clear line
+            raise ConversionFailed(f"TFLM conversion failed in its child process: "
+                                   f"{type(error).__name__}: {_one_line(error)}") from error
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300]
+
+
+def _model_bytes(model: nn.Module) -> bytes:
+    """The model pickled whole by torch (the child rebuilds the same module, weights included)."""
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    return buffer.getvalue()
+
+
+def _start_child(threads: int, temp_dir: str) -> None:
+    """The child's set-up: the parent's thread count and temporary folder (the run's scratch
+    folder during an export, edgecl.leftovers.scratch_temp_dir)."""
+    torch.set_num_threads(threads)
+    tempfile.tempdir = temp_dir
+
+
+def _float_model(model_bytes: bytes, example: np.ndarray, fold_norms: bool, head: bool) -> bytes:
+    from firmware_export.tflm.convert import float_tflite
+    from firmware_export.tflm.rewrite import tflm_graph
+
+    model = torch.load(io.BytesIO(model_bytes), weights_only=False)
+    return float_tflite(tflm_graph(model, fold_norms, head), torch.from_numpy(example))
+
+
+def _quantized(recipe: Any, float_model: bytes, calibration: np.ndarray) -> bytes:
+    from firmware_export.tflm.build import quantize_recipe
+
+    return quantize_recipe(recipe, float_model, calibration)
+
+
+def _int8(float_model: bytes, calibration: np.ndarray) -> bytes:
+    from firmware_export.tflm import flatbuffer
+    from firmware_export.tflm.quantize import int8_tflite
+
+    return flatbuffer.finish(int8_tflite(float_model, calibration))
