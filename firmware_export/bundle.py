@@ -55,6 +55,7 @@ from firmware_export.device.layout import (
 )
 from firmware_export.device.runtime import cpu_session
 from firmware_export.export import OPSET, export_onnx, serialize
+from firmware_export.held_clips import HeldClips
 from firmware_export.int8_search import SearchResult, search_int8
 from firmware_export.quantize import REDUCE_RANGE
 from firmware_export.tflm.limits import DeviceLimits
@@ -353,12 +354,14 @@ def _embedding_model(fp32: onnx.ModelProto, fp32_runner, holdout: np.ndarray,
     embedding = serialize(embedding_model(fp32))
     weight, bias = trained_head(fp32)
     run = parity.ort_runner(cpu_session(embedding))  # its arena handed back after each batch
-    # the batches of the fp32 check (parity.batched), whose fp32 logits fp32_runner keeps
-    batches = [holdout[start:start + parity.LARGE_BATCH]
-               for start in range(0, len(holdout), parity.LARGE_BATCH)]
-    held = [run(batch) for batch in batches]
-    difference = max(float(np.max(np.abs(part @ weight + bias - fp32_runner(batch))))
-                     for part, batch in zip(held, batches, strict=True))
+    # the batches of the fp32 check (parity.batched), whose fp32 logits fp32_runner keeps; cut
+    # one at a time (the held-out clips may be held as 16-bit codes, HeldClips)
+    held, difference = [], 0.0
+    for start in range(0, len(holdout), parity.LARGE_BATCH):
+        batch = holdout[start:start + parity.LARGE_BATCH]
+        held.append(run(batch))
+        difference = max(difference,
+                         float(np.max(np.abs(held[-1] @ weight + bias - fp32_runner(batch)))))
     if not difference <= EMBEDDING_TOLERANCE:
         raise EdgeclError(f"export phase {phase}: the embedding model through the head differs "
                           f"from the fp32 model by {difference:.2g} (> {EMBEDDING_TOLERANCE:g})")
@@ -367,8 +370,10 @@ def _embedding_model(fp32: onnx.ModelProto, fp32_runner, holdout: np.ndarray,
         np.vstack(held)
 
 
-def _waveforms(array: np.ndarray, name: str) -> np.ndarray:
-    waveforms = np.ascontiguousarray(array, dtype=np.float32)
+def _waveforms(array, name: str):
+    """`array` as float32 [clips, samples]; HeldClips as they are (they hand out float32)."""
+    waveforms = array if isinstance(array, HeldClips) else np.ascontiguousarray(array,
+                                                                                dtype=np.float32)
     if waveforms.ndim != 2 or len(waveforms) == 0 or waveforms.shape[1] == 0:
         raise EdgeclError(f"export: {name} must be a non-empty [clips, samples] array, got shape "
                           f"{tuple(waveforms.shape)}")

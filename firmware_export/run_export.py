@@ -30,6 +30,7 @@ from firmware_export.analytic_fit import AnalyticFit, phase_fit, read_replayed
 from firmware_export.bundle import MAX_CALIBRATION_CLIPS, export_phase
 from firmware_export.device.analytic_state import BundleState
 from firmware_export.device.layout import ANALYTIC_STATE
+from firmware_export.held_clips import HeldClips
 from firmware_export.tflm.limits import DeviceLimits
 
 Log = Callable[[str], None]
@@ -117,8 +118,9 @@ def seen_clips(seen_tasks: Sequence, waveform: Callable[[Any], np.ndarray],
         raise EdgeclError(f"export phase {phase}: the seen classes need training clips for "
                           f"calibration and test clips for the parity check")
     calibration = [train[i] for i in evenly_spaced(len(train), MAX_CALIBRATION_CLIPS)]
+    # the held-out clips are read a batch at a time by every pass: held as their 16-bit codes
     return {"calibration_waveforms": _stacked([lc.clip for lc in calibration], waveform),
-            "holdout_waveforms": _stacked([lc.clip for lc in holdout], waveform),
+            "holdout_waveforms": HeldClips.decoded([lc.clip for lc in holdout], waveform),
             "holdout_targets": [lc.target for lc in holdout],
             "holdout_counts": {"validation": len(validation), "test": len(test)}}
 
