@@ -26,6 +26,8 @@ def int16_codes(waveform: np.ndarray) -> np.ndarray | None:
     scaled = waveform * SCALE  # exact: a power of two
     if not np.all((scaled >= -32768.0) & (scaled <= 32767.0) & (scaled == np.round(scaled))):
         return None
+    if np.any(np.signbit(scaled) & (scaled == 0)):  # -0.0: the code 0 gives +0.0
+        return None
     return scaled.astype(np.int16)
 
 

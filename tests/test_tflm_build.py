@@ -220,7 +220,7 @@ def c_array(text: str, name: str) -> np.ndarray:
     return np.array([int(v) for v in body.replace("\n", " ").split(",") if v.strip()])
 
 
-def _tflm_export(bundle, out_dir, monkeypatch, **options):
+def _tflm_export(bundle, out_dir, monkeypatch, converter_float_model=None, **options):
     """export_phase with --target tflm, reusing the fixture's fp32 graph and TFLM model."""
     import onnx
 
@@ -234,7 +234,8 @@ def _tflm_export(bundle, out_dir, monkeypatch, **options):
     embedding_bytes = (bundle.folder / MODEL_TFLM_EMBEDDING).read_bytes()
     # The conversions (in the converter's child process): the logits model is the fixture's
     # bytes for the int8 recipe, the only one tried here; the embedding model the fixture's too.
-    monkeypatch.setattr(ConverterProcess, "float_model", lambda *args, **kwargs: b"")
+    monkeypatch.setattr(ConverterProcess, "float_model",
+                        converter_float_model or (lambda *args, **kwargs: b""))
     monkeypatch.setattr(ConverterProcess, "quantized", lambda *args: model_bytes)
     monkeypatch.setattr(ConverterProcess, "int8", lambda *args: embedding_bytes)
     monkeypatch.setattr(build_module, "RECIPES", build_module.RECIPES[:1])
@@ -276,6 +277,22 @@ def test_a_tflm_miss_withholds_the_tflm_files_and_ships_onnx(bundle, tmp_path, m
                                        "x.wav"])
     assert result.exit_code != 0 and "withheld" in result.output
     _assert_kept_for_diagnosis(tmp_path / "phase_0", section)
+
+
+def test_a_failed_conversion_names_the_phase_and_writes_nothing(bundle, tmp_path, monkeypatch):
+    from edgecl.errors import EdgeclError
+    from firmware_export.tflm.converter_process import ConversionFailed
+
+    out_dir = tmp_path / "phase_0"
+
+    def dies(*args, **kwargs):
+        raise ConversionFailed("TFLM conversion: its child process ended without an answer")
+
+    with pytest.raises(EdgeclError) as failed:
+        _tflm_export(bundle, out_dir, monkeypatch, converter_float_model=dies)
+    assert str(failed.value) == ("export phase 0: TFLM conversion: its child process ended "
+                                 "without an answer")
+    assert not out_dir.exists()
 
 
 def test_a_build_over_a_deployment_limit_is_withheld_with_the_reason(bundle, tmp_path,
