@@ -78,3 +78,27 @@ def test_drop_output_requantize_leaves_an_int8_output_alone(graph_and_inputs):
     _, float_model, inputs = graph_and_inputs
     quantized = int8_tflite(float_model, inputs[:8, 0].numpy())
     assert flatbuffer.drop_output_requantize(quantized) == quantized
+
+
+@pytest.mark.parametrize("sixteen_bit", ["none", "head"])
+def test_looking_each_op_up_once_quantizes_to_the_same_bytes(graph_and_inputs, monkeypatch,
+                                                            sixteen_bit):
+    from firmware_export.tflm import quantize
+
+    _, float_model, inputs = graph_and_inputs
+    calibration = inputs[:8, 0].numpy()
+    once = int8_tflite(float_model, calibration, sixteen_bit=sixteen_bit)
+    asked: list[tuple] = []
+
+    class Counting(quantize.LookupOnce):
+        def __init__(self, manager):
+            super().__init__(manager)
+            plain = manager.get_quantization_configs
+            self._manager = type("Asked", (), {"get_quantization_configs": staticmethod(
+                lambda *key: asked.append(key) or plain(*key))})()
+
+    monkeypatch.setattr(quantize, "LookupOnce", Counting)
+    assert int8_tflite(float_model, calibration, sixteen_bit=sixteen_bit) == once
+    assert asked and len(asked) == len(set(asked))  # each (op, scope) once over 8 steps
+    monkeypatch.setattr(quantize, "LookupOnce", lambda manager: manager)  # every step asks
+    assert int8_tflite(float_model, calibration, sixteen_bit=sixteen_bit) == once
