@@ -102,3 +102,29 @@ def test_looking_each_op_up_once_quantizes_to_the_same_bytes(graph_and_inputs, m
     assert asked and len(asked) == len(set(asked))  # each (op, scope) once over 8 steps
     monkeypatch.setattr(quantize, "LookupOnce", lambda manager: manager)  # every step asks
     assert int8_tflite(float_model, calibration, sixteen_bit=sixteen_bit) == once
+
+
+def test_every_recipe_quantizes_to_the_same_bytes_on_the_first_recipes_ranges(graph_and_inputs):
+    from firmware_export.tflm.build import quantize_recipe
+    from firmware_export.tflm.quantize import KeptRanges
+    from firmware_export.tflm.recipes import RECIPES
+
+    _, float_model, inputs = graph_and_inputs
+    calibration = inputs[:8, 0].numpy()
+    kept = KeptRanges()
+    shared = [quantize_recipe(recipe, float_model, calibration, kept) for recipe in RECIPES]
+    alone = [quantize_recipe(recipe, float_model, calibration) for recipe in RECIPES]
+    assert kept.calibrations == 1
+    assert shared == alone
+    assert len(set(alone)) == len(RECIPES)  # the recipes do differ
+
+
+def test_the_converter_child_keeps_the_ranges_of_one_model_on_one_calibration(graph_and_inputs):
+    from firmware_export.tflm.quantize import ranges_kept_for
+
+    _, float_model, inputs = graph_and_inputs
+    calibration = inputs[:8, 0].numpy()
+    kept = ranges_kept_for(float_model, calibration)
+    assert ranges_kept_for(float_model, calibration.copy()) is kept
+    assert ranges_kept_for(float_model, calibration[:7]) is not kept  # other clips: calibrate
+    assert ranges_kept_for(float_model + b"\0", calibration) is not kept

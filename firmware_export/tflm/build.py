@@ -53,7 +53,7 @@ from firmware_export.tflm.c_model import render_model_header, render_test_vector
 from firmware_export.tflm.convert import float_tflite
 from firmware_export.tflm.converter_process import ConverterProcess
 from firmware_export.tflm.limits import DeviceLimits, limit_failures
-from firmware_export.tflm.quantize import int8_tflite
+from firmware_export.tflm.quantize import KeptRanges, int8_tflite
 from firmware_export.tflm.recipes import RECIPES, TflmRecipe, named_outputs, sixteen_bit_scopes
 from firmware_export.tflm.rewrite import tflm_graph
 
@@ -111,15 +111,18 @@ def calibration_logmels(front_end: Callable[[np.ndarray], np.ndarray],
     return np.stack([front_end(clip) for clip in waveforms])[:, None]
 
 
-def quantize_recipe(recipe: TflmRecipe, float_model: bytes, calibration: np.ndarray) -> bytes:
+def quantize_recipe(recipe: TflmRecipe, float_model: bytes, calibration: np.ndarray,
+                    kept: KeptRanges | None = None) -> bytes:
     """The finished .tflite of `float_model` under `recipe` (firmware_export.tflm.recipes). The
     int8 recipe quantizes the converter's model as it is, so its bytes are the build's before
-    the recipes existed; the others quantize it with its tensors renamed for scope matching."""
+    the recipes existed; the others quantize it with its tensors renamed for scope matching.
+    `kept` carries the calibrated ranges from one recipe of the model to the next."""
     if recipe.sixteen_bit == "none":
-        return flatbuffer.finish(int8_tflite(float_model, calibration))
+        return flatbuffer.finish(int8_tflite(float_model, calibration, kept=kept))
     named = named_outputs(float_model)
     scopes = sixteen_bit_scopes(recipe, named)
-    return flatbuffer.finish(int8_tflite(named, calibration, sixteen_bit_scopes=scopes))
+    return flatbuffer.finish(int8_tflite(named, calibration, sixteen_bit_scopes=scopes,
+                                         kept=kept))
 
 
 def all_windows(waveforms: np.ndarray, window: int) -> np.ndarray:

@@ -113,8 +113,11 @@ def _float_model(model_bytes: bytes, example: np.ndarray, fold_norms: bool, head
 
 def _quantized(recipe: Any, float_model: bytes, calibration: np.ndarray) -> bytes:
     from firmware_export.tflm.build import quantize_recipe
+    from firmware_export.tflm.quantize import ranges_kept_for
 
-    return quantize_recipe(recipe, float_model, calibration)
+    # a build's recipes quantize one float model on one calibration: calibrated once
+    return quantize_recipe(recipe, float_model, calibration,
+                           ranges_kept_for(float_model, calibration))
 
 
 def _int8(float_model: bytes, calibration: np.ndarray) -> bytes:
