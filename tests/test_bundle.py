@@ -44,7 +44,7 @@ def bundle():
 def reuse_fp32_export(bundle, monkeypatch):
     """Skip the slow dynamo export in tests about what happens around it: reuse the bundle's."""
     fp32 = onnx.load_from_string((bundle.folder / "model.onnx").read_bytes())
-    monkeypatch.setattr(bundle_module, "export_onnx", lambda *args, **kwargs: fp32)
+    monkeypatch.setattr(bundle_module, "export_onnx_in_child", lambda *args, **kwargs: fp32)
 
 
 def _export(out_dir, **overrides):

@@ -437,7 +437,7 @@ def test_export_command_rebuilds_bundles_from_checkpoints(tmp_path, fp32_bytes, 
         set_runtime_metadata(proto, labels, sample_rate, clip_samples)
         return proto
 
-    monkeypatch.setattr(bundle_module, "export_onnx", reuse_export)
+    monkeypatch.setattr(bundle_module, "export_onnx_in_child", reuse_export)
     runner = CliRunner()
     result = runner.invoke(main, ["export", str(run), "--threads", "1"])
     assert result.exit_code == 0, result.output

@@ -229,7 +229,7 @@ def _tflm_export(bundle, out_dir, monkeypatch, converter_float_model=None, **opt
     from firmware_export.tflm.converter_process import ConverterProcess
 
     fp32 = onnx.load_from_string((bundle.folder / "model.onnx").read_bytes())
-    monkeypatch.setattr(bundle_module, "export_onnx", lambda *args, **kwargs: fp32)
+    monkeypatch.setattr(bundle_module, "export_onnx_in_child", lambda *args, **kwargs: fp32)
     model_bytes = _tflite(bundle)
     embedding_bytes = (bundle.folder / MODEL_TFLM_EMBEDDING).read_bytes()
     # The conversions (in the converter's child process): the logits model is the fixture's

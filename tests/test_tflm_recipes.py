@@ -69,7 +69,7 @@ def sixteen_bit(tmp_path_factory):
     shared = exported_tflm_bundle()
     fp32 = onnx.load_from_string((shared.folder / "model.onnx").read_bytes())
     monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(bundle_module, "export_onnx", lambda *args, **kwargs: fp32)
+    monkeypatch.setattr(bundle_module, "export_onnx_in_child", lambda *args, **kwargs: fp32)
     _int8_input_recipes_miss(monkeypatch)
     folder = tmp_path_factory.mktemp("sixteen-bit") / "phase_0"
     calibration, _ = tones(48, seed=2)

@@ -12,9 +12,6 @@ the embedding build) and ends with it, handing its memory back.
 
 from __future__ import annotations
 
-import io
-import multiprocessing
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -26,6 +23,7 @@ import torch
 from torch import nn
 
 from edgecl.errors import EdgeclError
+from firmware_export.child_process import loaded_model, model_bytes, one_line, spawned_pool
 
 
 class ConversionFailed(EdgeclError):
@@ -55,7 +53,7 @@ class ConverterProcess:
     def float_model(self, model: nn.Module, example: torch.Tensor, fold_norms: bool = True,
                     head: bool = True) -> bytes:
         """convert.float_tflite(rewrite.tflm_graph(model, fold_norms, head), example)."""
-        return self._call(_float_model, _model_bytes(model), example.numpy(), fold_norms, head)
+        return self._call(_float_model, model_bytes(model), example.numpy(), fold_norms, head)
 
     def quantized(self, recipe: Any, float_model: bytes, calibration: np.ndarray) -> bytes:
         """build.quantize_recipe(recipe, float_model, calibration): the finished .tflite."""
@@ -69,9 +67,7 @@ class ConverterProcess:
         if not self.child:
             return function(*arguments)
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_child,
-                initargs=(torch.get_num_threads(), tempfile.gettempdir()))
+            self._pool = spawned_pool()
         try:
             return self._pool.submit(function, *arguments).result()
         except BrokenProcessPool:
@@ -79,35 +75,17 @@ class ConverterProcess:
             raise ConversionFailed("TFLM conversion: its child process ended without an answer "
                                    "(killed, or out of memory)") from None
         except EdgeclError as error:
-            raise ConversionFailed(_one_line(error)) from error
+            raise ConversionFailed(one_line(error)) from error
         except Exception as error:  # noqa: BLE001 - any failure of the child is one clear line
             raise ConversionFailed(f"TFLM conversion failed in its child process: "
-                                   f"{type(error).__name__}: {_one_line(error)}") from error
+                                   f"{type(error).__name__}: {one_line(error)}") from error
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:300]
-
-
-def _model_bytes(model: nn.Module) -> bytes:
-    """The model pickled whole by torch (the child rebuilds the same module, weights included)."""
-    buffer = io.BytesIO()
-    torch.save(model, buffer)
-    return buffer.getvalue()
-
-
-def _start_child(threads: int, temp_dir: str) -> None:
-    """The child's set-up: the parent's thread count and temporary folder (the run's scratch
-    folder during an export, edgecl.leftovers.scratch_temp_dir)."""
-    torch.set_num_threads(threads)
-    tempfile.tempdir = temp_dir
-
-
-def _float_model(model_bytes: bytes, example: np.ndarray, fold_norms: bool, head: bool) -> bytes:
+def _float_model(pickled: bytes, example: np.ndarray, fold_norms: bool, head: bool) -> bytes:
     from firmware_export.tflm.convert import float_tflite
     from firmware_export.tflm.rewrite import tflm_graph
 
-    model = torch.load(io.BytesIO(model_bytes), weights_only=False)
+    model = loaded_model(pickled)
     return float_tflite(tflm_graph(model, fold_norms, head), torch.from_numpy(example))
 
 

@@ -1,0 +1,43 @@
+"""What the exporter's child processes share: a one-worker pool started by the spawn method (the
+child shares nothing with this process, so what its libraries load or leave is handed back when it
+ends), the model sent to it whole, and a failure told in one line."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+
+import torch
+from torch import nn
+
+
+def spawned_pool() -> ProcessPoolExecutor:
+    """One spawned worker with this process's thread count and temporary folder."""
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=start_child,
+                               initargs=(torch.get_num_threads(), tempfile.gettempdir()))
+
+
+def start_child(threads: int, temp_dir: str) -> None:
+    """The child's set-up: the parent's thread count and temporary folder (the run's scratch
+    folder during an export, edgecl.leftovers.scratch_temp_dir)."""
+    torch.set_num_threads(threads)
+    tempfile.tempdir = temp_dir
+
+
+def model_bytes(model: nn.Module) -> bytes:
+    """The model pickled whole by torch (the child rebuilds the same module, weights included)."""
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    return buffer.getvalue()
+
+
+def loaded_model(data: bytes) -> nn.Module:
+    """The module model_bytes() pickled."""
+    return torch.load(io.BytesIO(data), weights_only=False)
+
+
+def one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300]
