@@ -118,8 +118,9 @@ def seen_clips(seen_tasks: Sequence, waveform: Callable[[Any], np.ndarray],
         raise EdgeclError(f"export phase {phase}: the seen classes need training clips for "
                           f"calibration and test clips for the parity check")
     calibration = [train[i] for i in evenly_spaced(len(train), MAX_CALIBRATION_CLIPS)]
-    # the held-out clips are read a batch at a time by every pass: held as their 16-bit codes
-    return {"calibration_waveforms": _stacked([lc.clip for lc in calibration], waveform),
+    # the held-out clips are read a batch at a time by every pass: held as their 16-bit codes;
+    # the calibration clips too until the fp32 check is done (export_phase)
+    return {"calibration_waveforms": HeldClips.decoded([lc.clip for lc in calibration], waveform),
             "holdout_waveforms": HeldClips.decoded([lc.clip for lc in holdout], waveform),
             "holdout_targets": [lc.target for lc in holdout],
             "holdout_counts": {"validation": len(validation), "test": len(test)}}
@@ -134,17 +135,6 @@ def _export_seen(model, phase_dir, *, phase, classes, seen_tasks, waveform, log,
             model, phase_dir, phase=phase, classes=classes, **clips, log=log,
             target=target, tflm_window_seconds=tflm_window_seconds, limits=limits,
             progress=_step(progress), analytic=analytic)
-
-
-def _stacked(clips: list, waveform: Callable[[Any], np.ndarray]) -> np.ndarray:
-    """The clips' waveforms as one float32 array [clips, samples], filled clip by clip (a list
-    of them stacked would hold every clip twice: 1 GB at 560 ESC-50 clips)."""
-    first = np.asarray(waveform(clips[0]), dtype=np.float32)
-    stacked = np.empty((len(clips), *first.shape), dtype=np.float32)
-    stacked[0] = first
-    for row, clip in enumerate(clips[1:], start=1):
-        stacked[row] = waveform(clip)
-    return stacked
 
 
 def export_with_status(model, phase_dir: str | os.PathLike, **arguments) -> dict[str, Any]:

@@ -4,6 +4,7 @@ without a second copy, and the windowed fp32 reference computed batch by batch."
 from __future__ import annotations
 
 import mmap
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ from export_helpers import (
 
 from edgecl.budget.ram import StagePeaks, rss_stage
 from firmware_export import parity
-from firmware_export.run_export import _stacked
+from firmware_export.held_clips import SCALE
+from firmware_export.run_export import seen_clips
 from firmware_export.tflm.build import all_windows, windowed_fp32
 
 
@@ -52,10 +54,19 @@ def test_a_stage_marked_twice_in_a_row_is_one_stage():
     assert [stage["stage"] for stage in peaks.stages] == ["start", "same"]
 
 
-def test_clips_are_stacked_in_place_as_numpy_would():
-    clips, _ = tones(5, seed=3)
-    stacked = _stacked(list(range(5)), lambda index: clips[index].astype(np.float64))
-    assert stacked.dtype == np.float32 and np.array_equal(stacked, np.stack(clips))
+def test_calibration_and_held_out_clips_are_held_as_codes_and_hand_out_the_decoded_bytes():
+    """16-bit clips: both sets held as int16 codes (half the bytes), every clip handed out as the
+    float32 bytes it was decoded to."""
+    codes = np.random.default_rng(5).integers(-32768, 32767, size=(7, 400), dtype=np.int16)
+    decoded = codes.astype(np.float32) / SCALE
+    task = SimpleNamespace(train=[SimpleNamespace(clip=i, target=0) for i in range(4)],
+                           val=[SimpleNamespace(clip=4, target=0)],
+                           test=[SimpleNamespace(clip=i, target=0) for i in (5, 6)])
+    clips = seen_clips([task], lambda index: decoded[index], phase=0)
+    for name, rows in (("calibration_waveforms", [0, 1, 2, 3]), ("holdout_waveforms", [4, 5, 6])):
+        held = clips[name]
+        assert held.nbytes_held == len(rows) * 400 * 2
+        assert np.asarray(held).tobytes() == decoded[rows].tobytes()
 
 
 def test_windowed_fp32_batch_by_batch_equals_all_windows_at_once():
