@@ -7,7 +7,7 @@ candidate's quantization and screening, the TFLM build's steps), phase by phase:
 
 It re-exports the run's bundles like `edgecl export` (same options). Peaks are per stage (the
 kernel's high-water mark, reset as each stage starts), and the highest peak of its child processes
-(the TFLM converter's); numbers depend on the machine and its load.
+(the fp32 ONNX export's, the TFLM converter's); numbers depend on the machine and its load.
 `--base-recipes N` gives the int8 search only its first N base recipes, so a run whose later
 recipe would ship still reaches the steps after them (the sensitivity ranking, the mixed
 precision candidates, the withheld build's diagnosis); the bundle it writes is then not the one
@@ -50,10 +50,10 @@ def main(argv: list[str]) -> int:
         defaults = int8_search.search_int8.__kwdefaults__
         defaults["recipes"] = int8_search.BASE_RECIPES[:args.base_recipes]
     manifests = reexport_run(args.run_dir, args.phase, log=print, target=args.target, quiet=True)
-    # the TFLM converter's child processes (firmware_export.tflm.converter_process), not in the
-    # stages' figures: the highest of them over the whole run
+    # the child processes (firmware_export.export_process, firmware_export.tflm.converter_process),
+    # not in the stages' figures: the highest of them over the whole run
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    print(f"child processes (TFLM converter): peak RSS {children / 1e9:.2f} GB")
+    print(f"child processes (fp32 ONNX export, TFLM converter): peak RSS {children / 1e9:.2f} GB")
     for manifest in manifests:
         cost = manifest["cost"]
         print(f"\nphase {manifest['phase']}: {cost['seconds']:.0f} s ({cost['cpu_seconds']:.0f} s "
