@@ -27,12 +27,13 @@ CLASSES = ["low", "mid", "high", "top"]
 WIDTH = 8
 
 
-def tones(n_clips: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(waveforms [n, CLIP_SAMPLES] float32, targets [n]) with classes in turn."""
+def tones(n_clips: int, seed: int, spread: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
+    """(waveforms [n, CLIP_SAMPLES] float32, targets [n]) with classes in turn; each pitch off
+    its class's by a relative `spread` (standard deviation)."""
     rng = np.random.default_rng(seed)
     targets = np.arange(n_clips) % len(CLASSES)
     time = np.arange(CLIP_SAMPLES) / SAMPLE_RATE
-    pitch = 300.0 * (1 + targets)[:, None] * (1 + 0.03 * rng.standard_normal((n_clips, 1)))
+    pitch = 300.0 * (1 + targets)[:, None] * (1 + spread * rng.standard_normal((n_clips, 1)))
     level = 10 ** rng.uniform(-1.5, -0.2, (n_clips, 1))
     noise = 0.01 * rng.standard_normal((n_clips, CLIP_SAMPLES))
     waves = level * np.sin(2 * np.pi * pitch * time) + noise

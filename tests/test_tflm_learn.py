@@ -25,7 +25,7 @@ from export_helpers import (  # noqa: E402
     tones,
     trained_model,
 )
-from test_device_learn import cli, new_tones, write_clips  # noqa: E402
+from test_device_learn import TEST_SPREAD, cli, new_tones, write_clips  # noqa: E402
 
 from firmware_export.device.analytic_state import BundleState  # noqa: E402
 from firmware_export.device.layout import (  # noqa: E402
@@ -66,7 +66,8 @@ def fitted(tmp_path_factory):
     holdout_waves, holdout_targets = tones(8, seed=3)
     return {"root": root, "bundle": bundle,
             "new": write_clips(root / "new", new_tones(5, seed=4), "new"),
-            "new_test": write_clips(root / "new_test", new_tones(8, seed=5), "test"),
+            "new_test": write_clips(root / "new_test", new_tones(8, seed=5, spread=TEST_SPREAD),
+                                    "test"),
             "holdout": write_clips(root / "holdout", holdout_waves, "holdout"),
             "holdout_labels": [CLASSES[t] for t in holdout_targets]}
 
