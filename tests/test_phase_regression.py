@@ -3,13 +3,19 @@ whose accuracy matrices and per-phase validation losses were computed by the tra
 techniques became steps (edgecl.steps), at one thread. A change to the phase loop or a step that
 changes what a run computes shows here.
 
-Accuracies are exact: they count right answers on 40 test clips, and only a clip whose two best
-logits tie within float rounding could answer otherwise on another CPU instruction set. The
-validation losses (best epoch, per phase) are compared within a relative 1e-4 for the same
-reason; a change of method moves them far more.
+Accuracies are exact: they count right answers on 40 test clips; the validation losses (best
+epoch, per phase) are compared within a relative 1e-4. Both hold only on the kind of CPU they
+were computed on (AMD x86 with AVX-512, no AMX): another kind's float kernels sum in another
+order, and three epochs of training these near-chance models carry that far (on an Intel Xeon with
+AMX the first phase's validation loss of `uncertainty` is 1.385 against 1.460, and accuracies move
+by up to three clips). Elsewhere the pins are skipped, not loosened: a tolerance wide enough for
+another CPU would also pass a change of method.
 """
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import pytest
 
@@ -97,6 +103,19 @@ def _accuracies(correct: list[list[int]] | None) -> list[list[float]] | None:
     return [[count / TEST_CLIPS[task] for task, count in enumerate(row)] for row in correct]
 
 
+def recorded_cpu_kind() -> bool:
+    """Whether this CPU is of the kind the pins were computed on (read from /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    vendor = re.search(r"^vendor_id\s*:\s*(\S+)", text, re.MULTILINE)
+    flags = re.search(r"^flags\s*:(.*)$", text, re.MULTILINE)
+    found = set(flags.group(1).split()) if flags else set()
+    return (vendor is not None and vendor.group(1) == "AuthenticAMD" and "avx512f" in found
+            and "amx_tile" not in found)
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """One workspace for the module: the synthetic clips are generated once."""
@@ -109,6 +128,8 @@ SLOW = ("finetune-weight-align-distill", "joint", "progressive-balanced-finetune
 
 @pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW
                                   else name for name in sorted(CONFIGS)])
+@pytest.mark.skipif(not recorded_cpu_kind(), reason="pinned on AMD x86 with AVX-512 and no AMX; "
+                    "this CPU's float kernels give other results")
 def test_results_match_the_pre_steps_trainer(workspace, name):
     results = train(RunConfig(**{**BASE, **CONFIGS[name]}, workspace=str(workspace), exp_name=name))
     got, expected = pinned(results), EXPECTED[name]
