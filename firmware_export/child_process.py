@@ -39,5 +39,12 @@ def loaded_model(data: bytes) -> nn.Module:
     return torch.load(io.BytesIO(data), weights_only=False)
 
 
+def ended_without_answer(work: str) -> str:
+    """The one line for a child that died: what can kill it, and the spawn method's one demand
+    on a calling script (a top level the child re-runs on import would start it again)."""
+    return (f"{work}: its child process ended without an answer (killed, out of memory, or a "
+            f"script calling the export without an `if __name__ == \"__main__\":` guard)")
+
+
 def one_line(error: BaseException) -> str:
     return " ".join(str(error).split())[:300]

@@ -17,7 +17,13 @@ import onnx
 from torch import nn
 
 from edgecl.errors import EdgeclError
-from firmware_export.child_process import loaded_model, model_bytes, one_line, spawned_pool
+from firmware_export.child_process import (
+    ended_without_answer,
+    loaded_model,
+    model_bytes,
+    one_line,
+    spawned_pool,
+)
 from firmware_export.export import OPSET, export_onnx, serialize
 
 
@@ -40,8 +46,7 @@ def exported_bytes(model: nn.Module, *, labels: Sequence[str], sample_rate: int,
         try:
             return pool.submit(_exported, model_bytes(model), *arguments).result()
         except BrokenProcessPool:
-            raise EdgeclError("ONNX export: its child process ended without an answer (killed, "
-                              "or out of memory)") from None
+            raise EdgeclError(ended_without_answer("ONNX export")) from None
         except EdgeclError as error:
             raise EdgeclError(one_line(error)) from error
         except Exception as error:  # noqa: BLE001 - any failure of the child is one clear line

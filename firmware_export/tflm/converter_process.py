@@ -23,7 +23,13 @@ import torch
 from torch import nn
 
 from edgecl.errors import EdgeclError
-from firmware_export.child_process import loaded_model, model_bytes, one_line, spawned_pool
+from firmware_export.child_process import (
+    ended_without_answer,
+    loaded_model,
+    model_bytes,
+    one_line,
+    spawned_pool,
+)
 
 
 class ConversionFailed(EdgeclError):
@@ -72,8 +78,7 @@ class ConverterProcess:
             return self._pool.submit(function, *arguments).result()
         except BrokenProcessPool:
             self.close()
-            raise ConversionFailed("TFLM conversion: its child process ended without an answer "
-                                   "(killed, or out of memory)") from None
+            raise ConversionFailed(ended_without_answer("TFLM conversion")) from None
         except EdgeclError as error:
             raise ConversionFailed(one_line(error)) from error
         except Exception as error:  # noqa: BLE001 - any failure of the child is one clear line
