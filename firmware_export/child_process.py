@@ -7,10 +7,17 @@ from __future__ import annotations
 import io
 import multiprocessing
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
+
+from edgecl.errors import EdgeclError
+
+Answer = TypeVar("Answer")
 
 
 def spawned_pool() -> ProcessPoolExecutor:
@@ -37,6 +44,21 @@ def model_bytes(model: nn.Module) -> bytes:
 def loaded_model(data: bytes) -> nn.Module:
     """The module model_bytes() pickled."""
     return torch.load(io.BytesIO(data), weights_only=False)
+
+
+def child_answer(pool: ProcessPoolExecutor, work: str, failure: type[Exception],
+                 function: Callable[..., Answer], *arguments: Any) -> Answer:
+    """function(*arguments) run by `pool`'s child; a child that fails or dies is one `failure`
+    line naming `work`."""
+    try:
+        return pool.submit(function, *arguments).result()
+    except BrokenProcessPool:
+        raise failure(ended_without_answer(work)) from None
+    except EdgeclError as error:
+        raise failure(one_line(error)) from error
+    except Exception as error:  # noqa: BLE001 - any failure of the child is one clear line
+        raise failure(f"{work} failed in its child process: {type(error).__name__}: "
+                      f"{one_line(error)}") from error
 
 
 def ended_without_answer(work: str) -> str:

@@ -11,17 +11,15 @@ process would write.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures.process import BrokenProcessPool
 
 import onnx
 from torch import nn
 
 from edgecl.errors import EdgeclError
 from firmware_export.child_process import (
-    ended_without_answer,
+    child_answer,
     loaded_model,
     model_bytes,
-    one_line,
     spawned_pool,
 )
 from firmware_export.export import OPSET, export_onnx, serialize
@@ -43,15 +41,8 @@ def exported_bytes(model: nn.Module, *, labels: Sequence[str], sample_rate: int,
         return serialize(export_onnx(model, labels=arguments[0], sample_rate=arguments[1],
                                      clip_samples=arguments[2], opset=opset))
     with spawned_pool() as pool:
-        try:
-            return pool.submit(_exported, model_bytes(model), *arguments).result()
-        except BrokenProcessPool:
-            raise EdgeclError(ended_without_answer("ONNX export")) from None
-        except EdgeclError as error:
-            raise EdgeclError(one_line(error)) from error
-        except Exception as error:  # noqa: BLE001 - any failure of the child is one clear line
-            raise EdgeclError(f"ONNX export failed in its child process: "
-                              f"{type(error).__name__}: {one_line(error)}") from error
+        return child_answer(pool, "ONNX export", EdgeclError, _exported, model_bytes(model),
+                            *arguments)
 
 
 def _exported(pickled: bytes, labels: list[str], sample_rate: int, clip_samples: int,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from types import TracebackType
 from typing import Any
 
@@ -24,10 +23,9 @@ from torch import nn
 
 from edgecl.errors import EdgeclError
 from firmware_export.child_process import (
-    ended_without_answer,
+    child_answer,
     loaded_model,
     model_bytes,
-    one_line,
     spawned_pool,
 )
 
@@ -75,15 +73,11 @@ class ConverterProcess:
         if self._pool is None:
             self._pool = spawned_pool()
         try:
-            return self._pool.submit(function, *arguments).result()
-        except BrokenProcessPool:
-            self.close()
-            raise ConversionFailed(ended_without_answer("TFLM conversion")) from None
-        except EdgeclError as error:
-            raise ConversionFailed(one_line(error)) from error
-        except Exception as error:  # noqa: BLE001 - any failure of the child is one clear line
-            raise ConversionFailed(f"TFLM conversion failed in its child process: "
-                                   f"{type(error).__name__}: {one_line(error)}") from error
+            return child_answer(self._pool, "TFLM conversion", ConversionFailed, function,
+                                *arguments)
+        except ConversionFailed:
+            self.close()  # a pool whose child died takes no more work
+            raise
 
 
 def _float_model(pickled: bytes, example: np.ndarray, fold_norms: bool, head: bool) -> bytes:
