@@ -30,24 +30,17 @@ HISTOGRAM_METHODS = ("Percentile", "Entropy")
 
 
 def histogram_ranges(model_path: Path, method: str, batches, folder: Path,
-                     extremes_file: Path | None = None):
+                     extremes_file: Path | None = None, only: set[str] | None = None):
     """onnxruntime TensorsData of `method` (Percentile or Entropy) for the model at
     `model_path`, calibrated on `batches` (a WaveformReader, read twice) with the fixed bins
     of the module doc. `folder` holds the augmented model. `extremes_file` keeps the first
     pass's extremes: a second method calibrating the same model on the same clips reads them
-    there and makes one pass only (the extremes do not depend on the method)."""
-    from onnxruntime.quantization.calibrate import (
-        CalibrationMethod,
-        HistogramCollector,
-        create_calibrator,
-    )
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+    there and makes one pass only (the extremes do not depend on the method). With `only`,
+    of the tensors onnxruntime would calibrate just those named there are (the model runs
+    with only them as extra outputs)."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
 
-    # the op types quantize_static calibrates when none are named
-    op_types = list(set(QLinearOpsRegistry) | set(QDQRegistry))
-    calibrator = create_calibrator(model_path, op_types,
-                                   augmented_model_path=str(folder / "augmented.onnx"),
-                                   calibrate_method=getattr(CalibrationMethod, method))
+    calibrator = _calibrator(model_path, method, folder, only)
     on_magnitude = calibrator.method == "percentile" and calibrator.symmetric
     tensors = set(calibrator.tensors_to_calibrate)
     extremes = _kept_extremes(extremes_file, tensors)
@@ -77,6 +70,34 @@ def histogram_ranges(model_path: Path, method: str, batches, folder: Path,
     calibrator.collector = collector
     with contextlib.redirect_stdout(io.StringIO()):  # its progress prints
         return calibrator.compute_data()
+
+
+def _calibrator(model_path: Path, method: str, folder: Path, only: set[str] | None):
+    """onnxruntime's calibrator of `method` for the model, as create_calibrator makes it (the
+    op types quantize_static calibrates when none are named, the method's default bins),
+    restricted to the tensors in `only` before it adds them to the model's outputs."""
+    from onnxruntime.quantization.calibrate import EntropyCalibrater, PercentileCalibrater
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    kind, settings = {
+        "Percentile": (PercentileCalibrater, {"symmetric": True, "num_bins": 2048,
+                                              "percentile": 99.999}),
+        "Entropy": (EntropyCalibrater, {"symmetric": False, "num_bins": 128,
+                                        "num_quantized_bins": 128}),
+    }[method]
+    calibrator = kind(model_path, list(set(QLinearOpsRegistry) | set(QDQRegistry)),
+                      augmented_model_path=str(folder / "augmented.onnx"), **settings)
+    if only is not None:
+        select = calibrator.select_tensors_to_calibrate
+
+        def selected(model):
+            tensors, value_infos = select(model)
+            return tensors & only, value_infos
+
+        calibrator.select_tensors_to_calibrate = selected  # type: ignore[method-assign]
+    calibrator.augment_graph()
+    calibrator.create_inference_session()
+    return calibrator
 
 
 def tensor_extremes(tensors) -> dict[str, np.ndarray]:

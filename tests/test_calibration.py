@@ -17,7 +17,13 @@ from export_helpers import (
 )
 
 from firmware_export.calibration import HISTOGRAM_METHODS, histogram_ranges
-from firmware_export.quantize import QuantRecipe, WaveformReader, prepare_graph, quantize_candidate
+from firmware_export.quantize import (
+    QuantRecipe,
+    WaveformReader,
+    prepare_graph,
+    quantize_candidate,
+    read_tensors,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 BATCH = 4
@@ -111,7 +117,7 @@ def test_histogram_candidates_are_quantized_with_the_streamed_ranges(method, fp3
                                    cache_dir=tmp_path)
     onnx.save(graph.prepared, str(tmp_path / "prepared.onnx"))
     expected = histogram_ranges(tmp_path / "prepared.onnx", method, WaveformReader(clips),
-                                tmp_path)
+                                tmp_path, only=read_tensors(graph))
     cached = load_tensors_data(tmp_path / f"ranges-{method}.json")
     assert _ranges(cached) == _ranges(expected)
     assert json.loads(json.dumps(candidate.recipe.describe()))["calibration"] == method
@@ -138,3 +144,38 @@ def test_the_second_histogram_method_reuses_the_first_ones_extremes(prepared_pat
     expected = histogram_ranges(prepared_path, "Entropy", alone, tmp_path)
     assert (first.passes, second.passes, alone.passes) == (2, 1, 2)
     assert _ranges(shared) == _ranges(expected)
+
+
+@pytest.mark.parametrize("method", HISTOGRAM_METHODS)
+def test_histogram_candidates_calibrate_only_the_tensors_a_candidate_reads(
+        method, fp32, tmp_path, monkeypatch):
+    """Calibrating only the quantizable nodes' tensors leaves every candidate the same bytes,
+    a mixed one (more nodes in float) included, while the float nodes' own tensors (the front
+    end's, the unfolded norms') go uncalibrated."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    from firmware_export import quantize
+
+    clips, _ = tones(8, seed=14)
+    graph = prepare_graph(fp32)
+    compute = [n.name for n in graph.prepared.graph.node
+               if n.op_type == "Conv" and n.name not in graph.always_float]
+    recipes = [QuantRecipe(calibration=method),
+               QuantRecipe(calibration=method, float_nodes=(compute[0],))]
+
+    def built(cache):
+        cache.mkdir()
+        protos = [quantize_candidate(graph, clips, recipe=recipe, cache_dir=cache).proto
+                  for recipe in recipes]
+        return ([proto.SerializeToString() for proto in protos],
+                set(load_tensors_data(cache / f"ranges-{method}.json").keys()))
+
+    restricted, calibrated = built(tmp_path / "restricted")
+    unread = {name for node in graph.prepared.graph.node if node.name in graph.always_float
+              for name in node.output} - read_tensors(graph)
+    every = {name for node in graph.prepared.graph.node for name in (*node.input, *node.output)}
+    monkeypatch.setattr(quantize, "read_tensors", lambda _graph: every)
+    unrestricted, all_calibrated = built(tmp_path / "all")
+    assert restricted == unrestricted
+    assert calibrated < all_calibrated
+    assert unread and not calibrated & unread
