@@ -1,7 +1,8 @@
 """Peak memory of the int8 ONNX build's calibration and sensitivity ranking at the published
 scale: BC-ResNet-40, 50 classes, 32 mels, 44.1 kHz 5 s clips (the ESC-50 layout), random
 weights and 128 noise clips (the export's MAX_CALIBRATION_CLIPS). Each step runs in its own
-process; the table gives its peak RSS, the RSS before it (model, session, clips) and its time.
+process; the table gives its peak RSS, the RSS before it (model, session, clips), its wall time
+and its CPU time (the process's, every thread).
 
     python scripts/bench_int8_memory.py [STEP ...]    # steps: minmax percentile entropy sensitivity
 
@@ -43,7 +44,7 @@ def measure(step: str) -> str:
              ).astype(np.float32)
     if step == "sensitivity":
         quantized = quantize_candidate(fp32, clips[:16]).proto
-    before, start = peak_gb(), time.perf_counter()
+    before, start, cpu = peak_gb(), time.perf_counter(), time.process_time()
     if step == "sensitivity":
         ranking = sensitivity_ranking(prepared_source(fp32), quantized, clips)
         digest = hashlib.sha256(",".join(ranking).encode()).hexdigest()[:12]
@@ -53,7 +54,7 @@ def measure(step: str) -> str:
         digest = hashlib.sha256(quantize_candidate(fp32, clips, recipe=recipe)
                                 .proto.SerializeToString()).hexdigest()[:12]
     return (f"| {step} | {peak_gb():.2f} | {before:.2f} | {time.perf_counter() - start:.0f} "
-            f"| {digest} |")
+            f"| {time.process_time() - cpu:.0f} | {digest} |")
 
 
 def main(argv: list[str]) -> int:
@@ -66,8 +67,8 @@ def main(argv: list[str]) -> int:
         print(f"bench_int8_memory: unknown step {unknown[0]!r}; expected {', '.join(STEPS)}",
               file=sys.stderr)
         return 2
-    print("| step | peak RSS GB | RSS before the step GB | seconds | output sha256 |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| step | peak RSS GB | RSS before the step GB | seconds | CPU seconds | output sha256 |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for step in steps:
         done = subprocess.run([sys.executable, __file__, "--one", step], capture_output=True,
                               text=True)
