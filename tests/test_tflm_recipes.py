@@ -8,6 +8,7 @@ shipped. Skipped without the tflm extra."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -31,9 +32,11 @@ from firmware_export.device.tflm_runtime import MicroModel, load_tflm_bundle  # 
 from firmware_export.tflm import build as build_module  # noqa: E402
 from firmware_export.tflm import flatbuffer  # noqa: E402
 from firmware_export.tflm.limits import DeviceLimits  # noqa: E402
+from firmware_export.tflm.recipes import RECIPES, TflmRecipe  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 FORCED = "forced miss of a recipe with an int8 input"
+HOLDOUT_CLIPS = 64
 
 
 def _int8_input_recipes_miss(monkeypatch) -> None:
@@ -48,15 +51,66 @@ def _int8_input_recipes_miss(monkeypatch) -> None:
     monkeypatch.setattr(build_module, "_candidate", candidate)
 
 
-def _build(limits: DeviceLimits | None = None) -> build_module.TflmBuild:
+def _build(limits: DeviceLimits | None = None,
+           recipes: list[TflmRecipe] | None = None) -> build_module.TflmBuild:
     model = trained_model()
     calibration, _ = tones(48, seed=2)
-    holdout, targets = tones(64, seed=3)
+    holdout, targets = tones(HOLDOUT_CLIPS, seed=3)
     return build_module.build_tflm(
         model, classes=CLASSES, sample_rate=8000, clip_samples=holdout.shape[1],
         calibration_waveforms=calibration, holdout_waveforms=holdout, holdout_targets=targets,
         fp32_runner=parity.torch_runner(model), window_seconds=TFLM_WINDOW_SECONDS,
-        limits=limits)
+        limits=limits, recipes=recipes)
+
+
+def _wrong_top1_counted(monkeypatch, wrong: Callable[[int], bool]) -> list[int]:
+    """TFLM's clip runs of each logits model in the order they first run (a MicroModel, not the
+    embedding's headed one); the `wrong(order)` ones score every clip with its classes shifted
+    by one, so each clip's top-1 changes. Returns the runs counted per model."""
+    real = build_module.clip_logits
+    models: list[MicroModel] = []
+    runs: list[int] = []
+
+    def clip_logits(micro, *args, **kwargs):
+        scores = real(micro, *args, **kwargs)
+        if not isinstance(micro, MicroModel):
+            return scores
+        if not any(micro is seen for seen in models):
+            models.append(micro)
+            runs.append(0)
+        order = next(index for index, seen in enumerate(models) if seen is micro)
+        runs[order] += 1
+        return np.roll(scores, 1) if wrong(order) else scores
+    monkeypatch.setattr(build_module, "clip_logits", clip_logits)
+    return runs
+
+
+def test_a_first_recipe_that_misses_stops_at_the_screen_when_another_ships(monkeypatch):
+    runs = _wrong_top1_counted(monkeypatch, lambda order: order == 0)
+    monkeypatch.setattr(build_module, "_add_embedding", lambda *args: None)  # not under test
+    built = _build(recipes=RECIPES[:2])
+    tried = built.section["recipes_tried"]
+    assert built.shipped and built.section["recipe"]["name"] == RECIPES[1].name
+    assert [r["status"] for r in tried] == ["misses", "meets the rule"]
+    assert tried[0]["reason"].startswith("TFLM screen: top-1 changed on ")
+    assert tried[0]["top1_agreement"] is None and tried[1]["top1_agreement"] == 1.0
+    # The first recipe stopped well before the last held-out clip; the one that ships saw all.
+    assert 0 < runs[0] < HOLDOUT_CLIPS // 4 and runs[1] == HOLDOUT_CLIPS
+
+
+def test_when_every_recipe_misses_the_withheld_first_one_has_its_full_figures(monkeypatch):
+    runs = _wrong_top1_counted(monkeypatch, lambda order: True)
+    built = _build(recipes=RECIPES[:2])
+    section, tried = built.section, built.section["recipes_tried"]
+    assert section["status"] == "withheld" and section["recipe"]["name"] == "int8"
+    # Both recipes screened out, then the first checked again on every clip (a new interpreter).
+    assert runs[0] < HOLDOUT_CLIPS and runs[1] < HOLDOUT_CLIPS and runs[2] == HOLDOUT_CLIPS
+    assert section["parity_vs_fp32"]["batch_1"]["clips"] == HOLDOUT_CLIPS
+    windowed = section["window"]["tflm_vs_fp32_windowed"]
+    assert windowed["top1_agreement"] == 0.0 and tried[0]["top1_agreement"] == 0.0
+    assert section["reason"] == tried[0]["reason"]
+    assert section["reason"].startswith("TFLM int8 vs fp32 on the same windows: top-1 agreement")
+    assert tried[1]["reason"].startswith("TFLM screen: ") and tried[1]["top1_agreement"] is None
 
 
 @pytest.fixture(scope="module")

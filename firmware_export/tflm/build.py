@@ -162,7 +162,8 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
     `window_seconds` is --tflm-window-seconds (None: auto, 0: whole clip; see
     firmware_export.device.windows); a build over `limits` (arena, flatbuffer) is withheld.
     `recipes` (firmware_export.tflm.recipes.RECIPES unless given) are tried in order until one
-    meets every check; when none does, the first one's build is the withheld one. `progress` is
+    meets every check, each screened (_candidate); when none does, the first one's build is the
+    withheld one, checked again in full for its figures (_full_parity). `progress` is
     told each recipe as it starts. `converter` converts and quantizes (ConverterProcess: in a
     child process; by default in this one)."""
     recipes = RECIPES if recipes is None else recipes
@@ -178,24 +179,18 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
     window_record = describe(window, clip_samples, sample_rate, window_seconds)
     targets = np.asarray(holdout_targets)
     references = Fp32References(model, fp32_runner, holdout_waveforms)
-    tried: list[dict[str, Any]] = []
-    first = chosen = None
-    for number, recipe in enumerate(recipes, 1):
-        if progress is not None:
-            progress(f"TFLM recipe {number} of {len(recipes)} ({recipe.name})")
-        rss_stage(f"TFLM recipe {number}: quantization")
-        candidate = _candidate(recipe, converter.quantized(recipe, float_model, calibration),
-                               logmels, references, targets, clip_samples, window_record,
-                               limits, screen=number > 1)
-        tried.append(candidate.record())
-        first = first or candidate
-        if not candidate.failures:
-            chosen = candidate
-            break
-    build_from = chosen or first
-    assert build_from is not None, "no TFLM recipe to try"
+    chosen, candidates = _try_recipes(
+        recipes, lambda recipe: converter.quantized(recipe, float_model, calibration),
+        lambda recipe, model_bytes: _candidate(recipe, model_bytes, logmels, references, targets,
+                                               clip_samples, window_record, limits),
+        progress)
+    if chosen is None and candidates[0].figures is None:
+        # Every recipe misses: the withheld build is the first, with its full figures.
+        candidates[0] = _full_parity(candidates[0], logmels, references, targets, clip_samples,
+                                     window_record, limits)
+    build_from = chosen or candidates[0]
     section = _section(build_from, plan, n_calibration=len(calibration_waveforms))
-    section["recipes_tried"] = tried
+    section["recipes_tried"] = [candidate.record() for candidate in candidates]
     if limits:
         section["limits"] = limits.describe()
     build = TflmBuild(build_from.model, section)
@@ -206,6 +201,24 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
         _add_embedding(build, model, logmels, classes, calibration_waveforms, references,
                        np.asarray(holdout_targets), sample_rate, clip_samples, limits, converter)
     return build
+
+
+def _try_recipes(recipes: Sequence[TflmRecipe], quantized: Callable[[TflmRecipe], bytes],
+                 check: Callable[[TflmRecipe, bytes], _Candidate],
+                 progress: Callable[[str], None] | None
+                 ) -> tuple[_Candidate | None, list[_Candidate]]:
+    """(the first recipe's candidate that meets every check or None, every candidate tried in
+    order): `quantized(recipe)` is its model, `check(recipe, model)` its checks."""
+    tried: list[_Candidate] = []
+    for number, recipe in enumerate(recipes, 1):
+        if progress is not None:
+            progress(f"TFLM recipe {number} of {len(recipes)} ({recipe.name})")
+        rss_stage(f"TFLM recipe {number}: quantization")
+        tried.append(check(recipe, quantized(recipe)))
+        if not tried[-1].failures:
+            return tried[-1], tried
+    assert tried, "no TFLM recipe to try"
+    return None, tried
 
 
 @dataclass
@@ -235,24 +248,44 @@ class _Candidate:
 
 def _candidate(recipe: TflmRecipe, model_bytes: bytes, logmels: WindowLogMels,
                references: Fp32References, targets: np.ndarray, clip_samples: int,
-               window_record: dict[str, Any], limits: DeviceLimits | None,
-               screen: bool) -> _Candidate:
-    """Check one recipe's build: float operators, arena and limits first (a build over a limit
-    is not run), then parity; with `screen`, parity stops at the first clip that makes the
-    agreement half miss whatever the rest do."""
+               window_record: dict[str, Any], limits: DeviceLimits | None) -> _Candidate:
+    """Check one recipe's build, screened: float operators, arena and limits first (a build
+    that fails one is not run), then parity, which stops at the first clip that makes the
+    agreement half miss whatever the rest do (figures None; _full_parity gives them)."""
     float_ops = flatbuffer.float_operators(model_bytes)
     rss_stage("TFLM build: arena")
     arena = find_arena(model_bytes)
     limit_misses = limit_failures(arena, len(model_bytes), limits)
-    record = dict(window_record)
-    if screen and (float_ops or limit_misses):
-        return _Candidate(recipe, model_bytes, float_ops, arena, None, record, None,
+    if float_ops or limit_misses:
+        return _Candidate(recipe, model_bytes, float_ops, arena, None, dict(window_record), None,
                           float_op_failures(float_ops) + limit_misses)
+    return _with_parity(recipe, model_bytes, float_ops, arena, logmels, references, targets,
+                        clip_samples, window_record, limit_misses, screen=True)
+
+
+def _with_parity(recipe: TflmRecipe, model_bytes: bytes, float_ops: list[str], arena: int,
+                 logmels: WindowLogMels, references: Fp32References, targets: np.ndarray,
+                 clip_samples: int, window_record: dict[str, Any], limit_misses: list[str],
+                 screen: bool) -> _Candidate:
+    """The candidate once TFLM's parity ran (with `screen`: see _candidate)."""
+    record = dict(window_record)
     micro = MicroModel(model_bytes, arena)
     figures, parity_misses = device_parity(micro, logmels, references, targets, clip_samples,
                                            record, screen=screen)
     return _Candidate(recipe, model_bytes, float_ops, arena, micro, record, figures,
                       float_op_failures(float_ops) + parity_misses + limit_misses)
+
+
+def _full_parity(screened: _Candidate, logmels: WindowLogMels, references: Fp32References,
+                 targets: np.ndarray, clip_samples: int, window_record: dict[str, Any],
+                 limits: DeviceLimits | None) -> _Candidate:
+    """A screened-out candidate checked in full (the withheld build's figures and reasons, as
+    an unscreened check gives them): its parity on every held-out clip, its arena and limit
+    verdicts the same."""
+    return _with_parity(screened.recipe, screened.model, screened.float_ops, screened.arena,
+                        logmels, references, targets, clip_samples, window_record,
+                        limit_failures(screened.arena, len(screened.model), limits),
+                        screen=False)
 
 
 def _add_embedding(build: TflmBuild, model: nn.Module, logmels: WindowLogMels,
