@@ -91,6 +91,48 @@ def test_the_recorded_arena_is_the_smallest_tflm_allocates(bundle):
         assert not _allocates(model, arena - ARENA_STEP)
 
 
+def _counting_allocations(monkeypatch) -> list[int]:
+    """The arenas _allocates is asked about from now on, in order."""
+    from firmware_export.device import tflm_runtime
+
+    asked: list[int] = []
+    real = tflm_runtime._allocates
+
+    def allocates(model: bytes, arena: int) -> bool:
+        asked.append(arena)
+        return real(model, arena)
+    monkeypatch.setattr(tflm_runtime, "_allocates", allocates)
+    return asked
+
+
+@pytest.mark.parametrize("name", ["model.tflm.tflite", MODEL_TFLM_EMBEDDING])
+def test_the_arena_search_from_the_record_finds_the_bisections_arena_in_fewer_allocations(
+        bundle, monkeypatch, name):
+    from firmware_export.device.tflm_runtime import _bisect_arena, find_arena
+
+    model = (bundle.folder / name).read_bytes()
+    asked = _counting_allocations(monkeypatch)
+    with quiet_fds():
+        bisected = _bisect_arena(model)
+    by_bisection = len(asked)
+    asked.clear()
+    assert find_arena(model) == bisected
+    assert len(asked) < by_bisection
+
+
+@pytest.mark.parametrize("offset", [None, -1, -40, -1000, 1, 7])
+def test_a_misleading_allocation_record_still_gives_the_smallest_arena(bundle, monkeypatch,
+                                                                      offset):
+    """The record's floor (in ARENA_STEPs from the smallest arena) too low: the search gallops up
+    from it; too high (the step below allocates) or missing: it bisects."""
+    from firmware_export.device import tflm_runtime
+
+    model, arena = _tflite(bundle), bundle.manifest["tflm"]["arena_bytes"]
+    monkeypatch.setattr(tflm_runtime, "_record_floor",
+                        lambda _: None if offset is None else arena + offset * ARENA_STEP)
+    assert tflm_runtime.find_arena(model) == arena
+
+
 def test_recorded_parity_is_reproduced_by_the_bundle_in_tflm(bundle):
     figures = bundle.manifest["tflm"]["parity_vs_fp32"]["batch_1"]
     assert figures["clips"] == len(bundle.holdout)

@@ -12,7 +12,12 @@ import torch
 for _package in ("litert_torch", "ai_edge_quantizer", "ai_edge_litert", "tflite_micro"):
     pytest.importorskip(_package, reason="the tflm extra is not installed")
 
-from firmware_export.device.tflm_runtime import MicroModel, find_arena  # noqa: E402
+from firmware_export.device.tflm_runtime import (  # noqa: E402
+    MicroModel,
+    _bisect_arena,
+    find_arena,
+    quiet_fds,
+)
 from firmware_export.tflm import flatbuffer  # noqa: E402
 from firmware_export.tflm.convert import float_tflite  # noqa: E402
 from firmware_export.tflm.quantize import int8_tflite  # noqa: E402
@@ -72,6 +77,16 @@ def test_a_sixteen_bit_head_gives_int16_logits_on_a_far_finer_step(graph_and_inp
     assert sixteen.output.scale < plain.output.scale / 100
     held_out = inputs[32:]
     assert _errors(graph, sixteen, held_out).max() < _errors(graph, plain, held_out).max()
+
+
+def test_the_arena_search_finds_the_bisections_arena_in_int8_and_16_bit(graph_and_inputs):
+    _, float_model, inputs = graph_and_inputs
+    calibration = inputs[:32, 0].numpy()
+    for quantized in (int8_tflite(float_model, calibration),
+                      int8_tflite(float_model, calibration, sixteen_bit="head")):
+        model = flatbuffer.finish(flatbuffer.drop_output_requantize(quantized))
+        with quiet_fds():
+            assert find_arena(model) == _bisect_arena(model)
 
 
 def test_drop_output_requantize_leaves_an_int8_output_alone(graph_and_inputs):

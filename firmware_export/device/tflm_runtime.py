@@ -36,6 +36,7 @@ from firmware_export.device.windows import pool, split_windows
 
 ARENA_STEP = 16
 MAX_ARENA = 64 << 20
+GALLOP_STEP = 1024  # find_arena's first step up from an allocation record's sum that fails
 
 
 def micro_runtime() -> Any:
@@ -106,20 +107,71 @@ def succeeds_in_child(attempt: Callable[[], bool]) -> bool:
 
 def find_arena(model_bytes: bytes) -> int:
     """The smallest tensor arena (a multiple of ARENA_STEP bytes) in which TFLM allocates the
-    model, found by bisection over real allocations."""
+    model, found by real allocations. One allocation in MAX_ARENA bytes gives the allocation
+    record, whose head and tail the smallest arena holds at least (allocating can need scratch
+    beyond them): the search starts at their sum, checks that the step below it fails, or
+    gallops up from there and bisects; without a record, or when the step below allocates too, it bisects
+    over every arena up to the first power of two that allocates (_bisect_arena)."""
     with quiet_fds():
-        high = ARENA_STEP * 1024
-        while not _allocates(model_bytes, high):
-            if high >= MAX_ARENA:
-                raise EdgeclError(f"TFLM: the model does not allocate in {MAX_ARENA} bytes")
-            high *= 2
-        low = 0  # fails
-        while high - low > ARENA_STEP:
-            middle = (low + high) // 2 // ARENA_STEP * ARENA_STEP
-            if _allocates(model_bytes, middle):
-                high = middle
-            else:
-                low = middle
+        floor = _record_floor(model_bytes)
+        if floor is None:
+            return _bisect_arena(model_bytes)
+        if _allocates(model_bytes, floor):
+            if floor == ARENA_STEP or not _allocates(model_bytes, floor - ARENA_STEP):
+                return floor
+            return _bisect_arena(model_bytes)  # below the record's sum: not a floor after all
+        # Short of the planner's scratch (kilobytes on a small model): gallop up in kilobytes.
+        low, step = floor, GALLOP_STEP  # low fails
+        while not _allocates(model_bytes, min(low + step, MAX_ARENA)):
+            if low + step >= MAX_ARENA:
+                return _bisect_arena(model_bytes)  # it allocated in MAX_ARENA bytes before
+            low, step = low + step, step * 2
+        return _bisect_between(model_bytes, low, min(low + step, MAX_ARENA))
+
+
+def _record_floor(model_bytes: bytes) -> int | None:
+    """The head and tail of the model's allocation record in MAX_ARENA bytes, summed and rounded
+    up to ARENA_STEP; None when it does not allocate there or prints no record. The allocation
+    runs in a child process, as _allocates' do, its record written to a file."""
+    runtime = micro_runtime()
+
+    with tempfile.TemporaryFile() as record:
+        def attempt() -> bool:
+            with quiet_fds(record.fileno()):
+                runtime.Interpreter.from_bytes(model_bytes,
+                                               arena_size=MAX_ARENA).print_allocations()
+            return True
+
+        if not succeeds_in_child(attempt):
+            return None
+        record.seek(0)
+        split = _parse_split(record.read().decode(errors="replace"))
+    if split is None:
+        return None
+    total = split["activations"] + split["persistent"]
+    return max(ARENA_STEP, -(-total // ARENA_STEP) * ARENA_STEP)
+
+
+def _bisect_arena(model_bytes: bytes) -> int:
+    """find_arena by plain bisection: the first power of two times ARENA_STEP * 1024 that
+    allocates, then bisection from 0 (which fails) to it."""
+    high = ARENA_STEP * 1024
+    while not _allocates(model_bytes, high):
+        if high >= MAX_ARENA:
+            raise EdgeclError(f"TFLM: the model does not allocate in {MAX_ARENA} bytes")
+        high *= 2
+    return _bisect_between(model_bytes, 0, high)
+
+
+def _bisect_between(model_bytes: bytes, low: int, high: int) -> int:
+    """The smallest multiple of ARENA_STEP in (low, high] that allocates, given that `low`
+    fails and `high` allocates (multiples of ARENA_STEP)."""
+    while high - low > ARENA_STEP:
+        middle = (low + high) // 2 // ARENA_STEP * ARENA_STEP
+        if _allocates(model_bytes, middle):
+            high = middle
+        else:
+            low = middle
     return high
 
 
@@ -137,10 +189,18 @@ def arena_split(model_bytes: bytes, arena: int) -> dict[str, int]:
             runtime.Interpreter.from_bytes(model_bytes, arena_size=arena).print_allocations()
         record.seek(0)
         text = record.read().decode(errors="replace")
+    split = _parse_split(text)
+    if split is None:
+        raise EdgeclError("TFLM printed no arena allocation record (head and tail)")
+    return split
+
+
+def _parse_split(text: str) -> dict[str, int] | None:
+    """arena_split's figures from TFLM's printed allocation record (None when it has none)."""
     head = re.search(r"Arena allocation head (\d+) bytes", text)
     tail = re.search(r"Arena allocation tail (\d+) bytes", text)
     if head is None or tail is None:
-        raise EdgeclError("TFLM printed no arena allocation record (head and tail)")
+        return None
     return {"activations": int(head.group(1)), "persistent": int(tail.group(1))}
 
 
