@@ -233,6 +233,7 @@ class _Candidate:
     window_record: dict[str, Any]
     figures: dict[str, Any] | None
     failures: list[str]
+    scores: list[np.ndarray] = field(default_factory=list)  # TFLM's clip scores run so far
 
     def record(self) -> dict[str, Any]:
         """What the manifest's recipes_tried says of it."""
@@ -266,26 +267,28 @@ def _candidate(recipe: TflmRecipe, model_bytes: bytes, logmels: WindowLogMels,
 def _with_parity(recipe: TflmRecipe, model_bytes: bytes, float_ops: list[str], arena: int,
                  logmels: WindowLogMels, references: Fp32References, targets: np.ndarray,
                  clip_samples: int, window_record: dict[str, Any], limit_misses: list[str],
-                 screen: bool) -> _Candidate:
-    """The candidate once TFLM's parity ran (with `screen`: see _candidate)."""
+                 screen: bool, resumed: _Candidate | None = None) -> _Candidate:
+    """The candidate once TFLM's parity ran (with `screen`: see _candidate); it resumes after
+    the clips `resumed` (the same model, screened) ran, in its interpreter."""
     record = dict(window_record)
-    micro = MicroModel(model_bytes, arena)
+    micro = resumed.micro if resumed and resumed.micro else MicroModel(model_bytes, arena)
+    scores = list(resumed.scores) if resumed and resumed.micro else []
     figures, parity_misses = device_parity(micro, logmels, references, targets, clip_samples,
-                                           record, screen=screen)
+                                           record, screen=screen, scores=scores)
     return _Candidate(recipe, model_bytes, float_ops, arena, micro, record, figures,
-                      float_op_failures(float_ops) + parity_misses + limit_misses)
+                      float_op_failures(float_ops) + parity_misses + limit_misses, scores)
 
 
 def _full_parity(screened: _Candidate, logmels: WindowLogMels, references: Fp32References,
                  targets: np.ndarray, clip_samples: int, window_record: dict[str, Any],
                  limits: DeviceLimits | None) -> _Candidate:
     """A screened-out candidate checked in full (the withheld build's figures and reasons, as
-    an unscreened check gives them): its parity on every held-out clip, its arena and limit
-    verdicts the same."""
+    an unscreened check gives them): its parity on every held-out clip, resumed after the
+    clips its screen ran, its arena and limit verdicts the same."""
     return _with_parity(screened.recipe, screened.model, screened.float_ops, screened.arena,
                         logmels, references, targets, clip_samples, window_record,
                         limit_failures(screened.arena, len(screened.model), limits),
-                        screen=False)
+                        screen=False, resumed=screened)
 
 
 def _add_embedding(build: TflmBuild, model: nn.Module, logmels: WindowLogMels,
@@ -341,20 +344,22 @@ class Fp32References:
 def device_parity(micro: MicroModel | HeadedMicroModel, logmels: WindowLogMels,
                   references: Fp32References, targets: np.ndarray, clip_samples: int,
                   window_record: dict[str, Any], build: str = "TFLM build", *,
-                  screen: bool = False):
+                  screen: bool = False, scores: list[np.ndarray] | None = None):
     """(figures, failures) of TFLM against the fp32 ONNX model on whole clips, and for a
     windowed build against the fp32 network on the same windows, recorded in `window_record`
     (module docstring). `logmels` is the front end (its plan: one window). `build` names the
     memory stages. With `screen`, TFLM stops at the first clip whose changed top-1 makes the
     agreement half of the rule miss on every held-out clip: figures None, the miss its one
-    failure."""
+    failure. `scores` holds the model's clip scores already run (extended in place): a full
+    check after a screen resumes where the screen stopped."""
     window = logmels.plan.clip_samples  # the model's input: one window
     whole = references.whole()
     windowed = references.windowed(window) if window < clip_samples else None
     judged = windowed if windowed is not None else whole
     rss_stage(f"{build}: parity, TFLM on windows")
     device, stopped = _device_scores(micro, logmels, references.waveforms,
-                                     judged if screen else None)
+                                     judged if screen else None,
+                                     [] if scores is None else scores)
     if stopped:
         return None, [f"TFLM screen: top-1 changed on {stopped[0]} of the first {stopped[1]} "
                       f"clips, a certain miss of the agreement bound on {len(targets)} clips"]
@@ -371,17 +376,19 @@ def device_parity(micro: MicroModel | HeadedMicroModel, logmels: WindowLogMels,
 
 
 def _device_scores(micro: MicroModel | HeadedMicroModel, logmels: WindowLogMels,
-                   waveforms: np.ndarray, judged: np.ndarray | None
+                   waveforms: np.ndarray, judged: np.ndarray | None, scores: list[np.ndarray]
                    ) -> tuple[np.ndarray, tuple[int, int] | None]:
     """TFLM's pooled scores per clip [clips, C] (float64, as parity.batched gives them); with
     `judged` (the reference's logits), (empty, (changed, clips seen)) as soon as the changed
-    top-1 make the agreement miss certain (parity.agreement_miss_certain)."""
-    scores, changed = [], 0
+    top-1 make the agreement miss certain (parity.agreement_miss_certain). `scores` are the
+    first clips' scores already run (extended in place)."""
+    changed = 0
     for index, clip in enumerate(waveforms):
-        scores.append(clip_logits(micro, logmels.plan,
-                                  np.ascontiguousarray(clip, dtype=np.float32), logmels))
+        if index >= len(scores):
+            scores.append(clip_logits(micro, logmels.plan,
+                                      np.ascontiguousarray(clip, dtype=np.float32), logmels))
         if judged is not None:
-            changed += int(np.argmax(scores[-1]) != np.argmax(judged[index]))
+            changed += int(np.argmax(scores[index]) != np.argmax(judged[index]))
             if parity.agreement_miss_certain(changed, len(waveforms)):
                 return np.empty(0), (changed, index + 1)
     return np.stack(scores).astype(np.float64), None
