@@ -27,7 +27,7 @@ from export_helpers import (  # noqa: E402
 )
 from test_device_learn import TEST_SPREAD, cli, new_tones, write_clips  # noqa: E402
 
-from firmware_export.device.analytic_state import BundleState  # noqa: E402
+from firmware_export.device.analytic_state import BundleState, read_state  # noqa: E402
 from firmware_export.device.layout import (  # noqa: E402
     ANALYTIC_STATE,
     MODEL_EMBEDDING,
@@ -45,6 +45,7 @@ from firmware_export.device.tflm_runtime import (  # noqa: E402
     load_tflm_bundle,
     quiet_fds,
 )
+from firmware_export.device.windows import pool, split_windows  # noqa: E402
 from firmware_export.tflm import flatbuffer  # noqa: E402
 from firmware_export.tflm.c_rls import render_state  # noqa: E402
 
@@ -131,7 +132,12 @@ def test_learn_writes_the_head_for_the_c_side_in_the_new_version(fitted, tmp_pat
                  "--top-k", "1", "--json")
     assert result.exit_code == 0, result.output
     labels = [r["predictions"][0]["label"] for r in json.loads(result.output)["results"]]
-    assert labels == ["higher"] * 8 + fitted["holdout_labels"]
+    # The new class's clips keep clear margins (0.13 or more). The old classes' clips are judged
+    # by what the device computes, the learnt head on the int8 embedding: the head is fit on the
+    # float embedding, and how far the int8 one moves a clip follows the fixture's weights,
+    # which follow the CPU's float maths (on one machine 3 of 8 flipped to the new class).
+    assert labels[:8] == ["higher"] * 8
+    assert labels[8:] == _head_on_int8_embedding(version, fitted["holdout"])
     # Forgetting the class writes the fit state's blob again (its version number aside).
     result = cli("device", "forget", version, "--label", "higher")
     assert result.exit_code == 0, result.output
@@ -218,3 +224,20 @@ def test_an_embedding_model_that_misses_is_withheld_and_learnt_versions_skip_tfl
                                    write_clips(tmp_path / "new", new_tones(3, seed=4), "new"))
     assert "tflm" not in learnt and RLS_STATE not in learnt["files"]
     assert "rls.c" in learnt["files"]
+
+
+def _head_on_int8_embedding(version, clips) -> list[str]:
+    """Each clip's top-1 by the version's learnt head on the TFLM embedding model's dequantized
+    output, window by window, pooled: computed here, apart from `infer`."""
+    manifest = verify_bundle(version)
+    section = manifest["tflm"]
+    micro = MicroModel((version / section["file"]).read_bytes(), section["arena_bytes"])
+    plan = load_tflm_bundle(version).plan
+    head = read_state(version, manifest).head
+    labels = []
+    for clip in clips:
+        waveform, _ = sf.read(clip, dtype="float32")
+        embeddings = np.stack([micro.run_logmel(logmel(plan, window))
+                               for window in split_windows(waveform, plan.clip_samples)])
+        labels.append(head.labels[int(np.argmax(pool(head.logits(embeddings))))])
+    return labels
