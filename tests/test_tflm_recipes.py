@@ -98,6 +98,27 @@ def test_a_first_recipe_that_misses_stops_at_the_screen_when_another_ships(monke
     assert 0 < runs[0] < HOLDOUT_CLIPS // 4 and runs[1] == HOLDOUT_CLIPS
 
 
+def test_an_embedding_model_that_misses_stops_at_its_screen(monkeypatch):
+    from firmware_export.device.tflm_runtime import HeadedMicroModel
+
+    real = build_module.clip_logits
+    runs = [0]
+
+    def clip_logits(micro, *args, **kwargs):
+        scores = real(micro, *args, **kwargs)
+        if not isinstance(micro, HeadedMicroModel):
+            return scores
+        runs[0] += 1
+        return np.roll(scores, 1)  # every clip's top-1 changes
+    monkeypatch.setattr(build_module, "clip_logits", clip_logits)
+    built = _build(recipes=RECIPES[:1])
+    section = built.embedding.section
+    assert built.shipped and section["status"] == "withheld"
+    assert section["reason"].startswith("TFLM screen: top-1 changed on ")
+    assert section["parity_vs_fp32"] is None
+    assert 0 < runs[0] < HOLDOUT_CLIPS // 4
+
+
 def test_when_every_recipe_misses_the_withheld_first_one_has_its_full_figures(monkeypatch):
     runs = _wrong_top1_counted(monkeypatch, lambda order: True)
     built = _build(recipes=RECIPES[:2])
