@@ -109,9 +109,9 @@ def find_arena(model_bytes: bytes) -> int:
     """The smallest tensor arena (a multiple of ARENA_STEP bytes) in which TFLM allocates the
     model, found by real allocations. One allocation in MAX_ARENA bytes gives the allocation
     record, whose head and tail the smallest arena holds at least (allocating can need scratch
-    beyond them): the search starts at their sum, checks that the step below it fails, or
-    gallops up from there and bisects; without a record, or when the step below allocates too, it bisects
-    over every arena up to the first power of two that allocates (_bisect_arena)."""
+    beyond them): the search starts at their sum and checks that the step below it fails, or
+    gallops up from there and bisects; without a record, or when the step below allocates too,
+    it bisects over every arena up to the first power of two that allocates (_bisect_arena)."""
     with quiet_fds():
         floor = _record_floor(model_bytes)
         if floor is None:
