@@ -34,12 +34,9 @@ def export_onnx_in_child(model: nn.Module, *, labels: Sequence[str], sample_rate
 
 
 def exported_bytes(model: nn.Module, *, labels: Sequence[str], sample_rate: int,
-                   clip_samples: int, opset: int = OPSET, child: bool = True) -> bytes:
-    """serialize(export_onnx(model, ...)), computed in a spawned child (`child` False: here)."""
+                   clip_samples: int, opset: int = OPSET) -> bytes:
+    """serialize(export_onnx(model, ...)), computed in a spawned child."""
     arguments = ([str(name) for name in labels], int(sample_rate), int(clip_samples), opset)
-    if not child:
-        return serialize(export_onnx(model, labels=arguments[0], sample_rate=arguments[1],
-                                     clip_samples=arguments[2], opset=opset))
     with spawned_pool() as pool:
         return child_answer(pool, "ONNX export", EdgeclError, _exported, model_bytes(model),
                             *arguments)
