@@ -132,20 +132,8 @@ def find_arena(model_bytes: bytes) -> int:
 def _record_floor(model_bytes: bytes) -> int | None:
     """The head and tail of the model's allocation record in MAX_ARENA bytes, summed and rounded
     up to ARENA_STEP; None when it does not allocate there or prints no record. The allocation
-    runs in a child process, as _allocates' do, its record written to a file."""
-    runtime = micro_runtime()
-
-    with tempfile.TemporaryFile() as record:
-        def attempt() -> bool:
-            with quiet_fds(record.fileno()):
-                runtime.Interpreter.from_bytes(model_bytes,
-                                               arena_size=MAX_ARENA).print_allocations()
-            return True
-
-        if not succeeds_in_child(attempt):
-            return None
-        record.seek(0)
-        split = _parse_split(record.read().decode(errors="replace"))
+    runs in a child process, as _allocates' do."""
+    split = _allocation_record(model_bytes, MAX_ARENA, in_child=True)
     if split is None:
         return None
     total = split["activations"] + split["persistent"]
@@ -183,20 +171,30 @@ def arena_split(model_bytes: bytes, arena: int) -> dict[str, int]:
     tensor and node structures; what the operator and channel counts set). Allocating can need
     temporary room beyond the two (the planner's own scratch), so on a small model they sum to
     less than the smallest arena that allocates."""
-    runtime = micro_runtime()
-    with tempfile.TemporaryFile() as record:
-        with quiet_fds(record.fileno()):
-            runtime.Interpreter.from_bytes(model_bytes, arena_size=arena).print_allocations()
-        record.seek(0)
-        text = record.read().decode(errors="replace")
-    split = _parse_split(text)
+    split = _allocation_record(model_bytes, arena, in_child=False)
     if split is None:
         raise EdgeclError("TFLM printed no arena allocation record (head and tail)")
     return split
 
 
-def _parse_split(text: str) -> dict[str, int] | None:
-    """arena_split's figures from TFLM's printed allocation record (None when it has none)."""
+def _allocation_record(model_bytes: bytes, arena: int, *, in_child: bool
+                       ) -> dict[str, int] | None:
+    """arena_split's figures from TFLM's allocation record of the model in `arena` bytes, printed
+    to a file; None when it prints none, or (`in_child`: the allocation runs in a child process)
+    when it does not allocate."""
+    runtime = micro_runtime()
+    with tempfile.TemporaryFile() as record:
+        def attempt() -> bool:
+            with quiet_fds(record.fileno()):
+                runtime.Interpreter.from_bytes(model_bytes, arena_size=arena).print_allocations()
+            return True
+
+        if in_child and not succeeds_in_child(attempt):
+            return None
+        if not in_child:
+            attempt()
+        record.seek(0)
+        text = record.read().decode(errors="replace")
     head = re.search(r"Arena allocation head (\d+) bytes", text)
     tail = re.search(r"Arena allocation tail (\d+) bytes", text)
     if head is None or tail is None:
