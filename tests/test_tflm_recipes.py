@@ -28,7 +28,11 @@ from test_tflm_build import c_array, run_vector_check  # noqa: E402
 
 from firmware_export import parity  # noqa: E402
 from firmware_export.device.logmel import quantize  # noqa: E402
-from firmware_export.device.tflm_runtime import MicroModel, load_tflm_bundle  # noqa: E402
+from firmware_export.device.tflm_runtime import (  # noqa: E402
+    HeadedMicroModel,
+    MicroModel,
+    load_tflm_bundle,
+)
 from firmware_export.tflm import build as build_module  # noqa: E402
 from firmware_export.tflm import flatbuffer  # noqa: E402
 from firmware_export.tflm.limits import DeviceLimits  # noqa: E402
@@ -63,17 +67,19 @@ def _build(limits: DeviceLimits | None = None,
         limits=limits, recipes=recipes)
 
 
-def _wrong_top1_counted(monkeypatch, wrong: Callable[[int], bool]) -> list[int]:
-    """TFLM's clip runs of each logits model in the order they first run (a MicroModel, not the
-    embedding's headed one); the `wrong(order)` ones score every clip with its classes shifted
-    by one, so each clip's top-1 changes. Returns the runs counted per model."""
+def _wrong_top1_counted(monkeypatch, wrong: Callable[[int], bool],
+                        kind: type = MicroModel) -> list[int]:
+    """TFLM's clip runs of each model of `kind` in the order they first run (MicroModel: the
+    logits builds', not the embedding's headed one; HeadedMicroModel: the embedding build's); the
+    `wrong(order)` ones score every clip with its classes shifted by one, so each clip's top-1
+    changes. Returns the runs counted per model."""
     real = build_module.clip_logits
-    models: list[MicroModel] = []
+    models: list[MicroModel | HeadedMicroModel] = []
     runs: list[int] = []
 
     def clip_logits(micro, *args, **kwargs):
         scores = real(micro, *args, **kwargs)
-        if not isinstance(micro, MicroModel):
+        if not isinstance(micro, kind):
             return scores
         if not any(micro is seen for seen in models):
             models.append(micro)
@@ -99,18 +105,7 @@ def test_a_first_recipe_that_misses_stops_at_the_screen_when_another_ships(monke
 
 
 def test_an_embedding_model_that_misses_stops_at_its_screen(monkeypatch):
-    from firmware_export.device.tflm_runtime import HeadedMicroModel
-
-    real = build_module.clip_logits
-    runs = [0]
-
-    def clip_logits(micro, *args, **kwargs):
-        scores = real(micro, *args, **kwargs)
-        if not isinstance(micro, HeadedMicroModel):
-            return scores
-        runs[0] += 1
-        return np.roll(scores, 1)  # every clip's top-1 changes
-    monkeypatch.setattr(build_module, "clip_logits", clip_logits)
+    runs = _wrong_top1_counted(monkeypatch, lambda order: True, kind=HeadedMicroModel)
     built = _build(recipes=RECIPES[:1])
     section = built.embedding.section
     assert built.shipped and section["status"] == "withheld"
