@@ -274,12 +274,12 @@ def _tflm_export(bundle, out_dir, monkeypatch, converter_float_model=None, **opt
     monkeypatch.setattr(bundle_module, "export_onnx_in_child", lambda *args, **kwargs: fp32)
     model_bytes = _tflite(bundle)
     embedding_bytes = (bundle.folder / MODEL_TFLM_EMBEDDING).read_bytes()
-    # The conversions (in the converter's child process): the logits model is the fixture's
-    # bytes for the int8 recipe, the only one tried here; the embedding model the fixture's too.
-    monkeypatch.setattr(ConverterProcess, "float_model",
-                        converter_float_model or (lambda *args, **kwargs: b""))
-    monkeypatch.setattr(ConverterProcess, "quantized", lambda *args: model_bytes)
-    monkeypatch.setattr(ConverterProcess, "int8", lambda *args: embedding_bytes)
+    # The conversions (in the converter's child process) give the fixture's bytes for the int8
+    # recipe, the only one tried here: the float model names which (head: the logits model).
+    monkeypatch.setattr(ConverterProcess, "float_model", converter_float_model or (
+        lambda self, model, example, fold_norms=True, head=True: b"head" if head else b""))
+    monkeypatch.setattr(ConverterProcess, "quantized", lambda self, recipe, float_model, _: (
+        model_bytes if float_model == b"head" else embedding_bytes))
     monkeypatch.setattr(build_module, "RECIPES", build_module.RECIPES[:1])
     calibration, _ = tones(48, seed=2)
     return bundle_module.export_phase(

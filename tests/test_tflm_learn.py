@@ -116,7 +116,7 @@ def test_learn_writes_the_head_for_the_c_side_in_the_new_version(fitted, tmp_pat
     assert RLS_STATE in fit_manifest["files"]  # the fit state as a blob too
     result = cli("device", "learn", bundle, *fitted["new"], "--label", "higher")
     assert result.exit_code == 0, result.output
-    assert "TFLM: int8 embedding model and the head in C, state in rls_state.bin" in result.output
+    assert "TFLM: the embedding model and the head in C, state in rls_state.bin" in result.output
     version = tmp_path / "phase_0.v1"
     manifest = verify_bundle(version)  # every file hashed, the blob too
     state = BundleState.from_bytes((version / ANALYTIC_STATE).read_bytes(), "v1")
@@ -137,7 +137,7 @@ def test_learn_writes_the_head_for_the_c_side_in_the_new_version(fitted, tmp_pat
     # float embedding, and how far the int8 one moves a clip follows the fixture's weights,
     # which follow the CPU's float maths (on one machine 3 of 8 flipped to the new class).
     assert labels[:8] == ["higher"] * 8
-    assert labels[8:] == _head_on_int8_embedding(version, fitted["holdout"])
+    assert labels[8:] == _head_on_tflm_embedding(version, fitted["holdout"])
     # Forgetting the class writes the fit state's blob again (its version number aside).
     result = cli("device", "forget", version, "--label", "higher")
     assert result.exit_code == 0, result.output
@@ -207,8 +207,9 @@ def test_an_embedding_model_that_misses_is_withheld_and_learnt_versions_skip_tfl
 
     import firmware_export.tflm.embedding_build as embedding_module
 
+    bundle = exported_tflm_bundle()  # built before the limits are forced
     monkeypatch.setattr(embedding_module, "limit_failures", lambda *args: ["arena forced over"])
-    manifest = _tflm_export(exported_tflm_bundle(), tmp_path / "phase_0", monkeypatch)
+    manifest = _tflm_export(bundle, tmp_path / "phase_0", monkeypatch)
     monkeypatch.undo()
     section = manifest["tflm"]["embedding"]
     assert manifest["tflm"]["status"] == "shipped" and "model.tflm.tflite" in manifest["files"]
@@ -226,7 +227,7 @@ def test_an_embedding_model_that_misses_is_withheld_and_learnt_versions_skip_tfl
     assert "rls.c" in learnt["files"]
 
 
-def _head_on_int8_embedding(version, clips) -> list[str]:
+def _head_on_tflm_embedding(version, clips) -> list[str]:
     """Each clip's top-1 by the version's learnt head on the TFLM embedding model's dequantized
     output, window by window, pooled: computed here, apart from `infer`."""
     manifest = verify_bundle(version)

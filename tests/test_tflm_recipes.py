@@ -104,6 +104,29 @@ def test_a_first_recipe_that_misses_stops_at_the_screen_when_another_ships(monke
     assert 0 < runs[0] < HOLDOUT_CLIPS // 4 and runs[1] == HOLDOUT_CLIPS
 
 
+def test_the_embedding_model_starts_at_the_recipe_the_logits_model_shipped(monkeypatch):
+    from firmware_export.device.logmel import LogMelPlan
+    from firmware_export.tflm.embedding_build import embedding_files
+
+    runs = _wrong_top1_counted(monkeypatch, lambda order: order == 0)
+    built = _build(recipes=RECIPES[:2])
+    section = built.embedding.section
+    assert built.section["recipe"]["name"] == RECIPES[1].name
+    # int8 missed on the logits model's backbone: the embedding model is not tried in it.
+    assert [r["name"] for r in section["recipes_tried"]] == [RECIPES[1].name]
+    assert section["status"] == "shipped" and section["recipe"]["name"] == RECIPES[1].name
+    assert section["input"]["type"] == "INT8" and section["output"]["type"] == "INT16"
+    assert section["output"]["zero_point"] == 0 and section["float_ops"] == 0
+    assert section["parity_vs_fp32"]["batch_1"]["clips"] == HOLDOUT_CLIPS
+    assert len(runs) == 2  # the embedding ran as a headed model, not as a logits one
+    plan = LogMelPlan.from_config(trained_model().frontend.config.to_dict(),
+                                  built.section["window"]["samples"])
+    header = embedding_files(built.embedding, CLASSES, plan, sample_rate=8000,
+                             clip_samples=tones(1, seed=3)[0].shape[1]
+                             )["model_embedding_tflm.h"].decode()
+    assert "Output: int16 embedding [1][" in header
+
+
 def test_an_embedding_model_that_misses_stops_at_its_screen(monkeypatch):
     runs = _wrong_top1_counted(monkeypatch, lambda order: True, kind=HeadedMicroModel)
     built = _build(recipes=RECIPES[:1])
@@ -255,6 +278,38 @@ def test_infer_feeds_the_int16_input(sixteen_bit, tmp_path):
     assert result.exit_code == 0, result.output
     top = json.loads(result.output)["results"][0]["predictions"][0]["label"]
     assert top == CLASSES[int(np.argmax(loaded.logits(shared.holdout[1:2])[0]))]
+
+
+@pytest.mark.slow
+def test_a_16x8_bundle_learns_through_its_int16_embedding(sixteen_bit, tmp_path):
+    import shutil
+
+    from test_device_learn import TEST_SPREAD, cli, new_tones, write_clips
+    from test_tflm_learn import _head_on_tflm_embedding
+
+    from firmware_export.device.learn import fit_bundle_state, learn_bundle
+
+    manifest, folder = sixteen_bit
+    section = manifest["tflm"]["embedding"]
+    # The logits model shipped in 16x8: its embedding model starts there, and ships.
+    assert [r["name"] for r in section["recipes_tried"]] == ["16x8"]
+    assert section["status"] == "shipped" and section["recipe"]["name"] == "16x8"
+    assert (section["input"]["type"], section["output"]["type"]) == ("INT16", "INT16")
+    assert "Output: int16 embedding" in (folder / "model_embedding_tflm.h").read_text()
+    bundle = tmp_path / "phase_0"
+    shutil.copytree(folder, bundle)
+    waves, targets = tones(48, seed=1)
+    fit_bundle_state(bundle, write_clips(tmp_path / "fit", waves, "fit"),
+                     [CLASSES[t] for t in targets], gamma=0.1, class_limit=6)
+    version, learnt = learn_bundle(bundle, "higher",
+                                   write_clips(tmp_path / "new", new_tones(5, seed=4), "new"))
+    assert learnt["tflm"]["output"]["type"] == "INT16"
+    clips = write_clips(tmp_path / "test", new_tones(4, seed=5, spread=TEST_SPREAD), "test")
+    result = cli("infer", "--target", "tflm", version, *clips, "--top-k", "1", "--json")
+    assert result.exit_code == 0, result.output
+    labels = [r["predictions"][0]["label"] for r in json.loads(result.output)["results"]]
+    # infer runs the int16 embedding model and the learnt head, as computed apart here.
+    assert labels == _head_on_tflm_embedding(version, clips) and "higher" in labels
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ def _report(verb: str, folder, manifest: dict) -> None:
     counts = ", ".join(f"{label} {n}" for label, n in zip(section["classes"],
                                                           section["clips_per_class"], strict=True))
     learnt_head = manifest.get("tflm", {}).get("learnt_head")
-    tflm = (f"; TFLM: int8 embedding model and the head in C, state in {learnt_head['state']}"
+    tflm = (f"; TFLM: the embedding model and the head in C, state in {learnt_head['state']}"
             if learnt_head else "")
     click.echo(f"{verb}: wrote version {section['version']} to {folder} ({counts}; state "
                f"{section['state_bytes_fp32']} bytes fp32{tflm})")

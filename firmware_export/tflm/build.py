@@ -179,7 +179,7 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
     window_record = describe(window, clip_samples, sample_rate, window_seconds)
     targets = np.asarray(holdout_targets)
     references = Fp32References(model, fp32_runner, holdout_waveforms)
-    chosen, candidates = _try_recipes(
+    chosen, candidates = try_recipes(
         recipes, lambda recipe: converter.quantized(recipe, float_model, calibration),
         lambda recipe, model_bytes: _candidate(recipe, model_bytes, logmels, references, targets,
                                                clip_samples, window_record, limits),
@@ -198,22 +198,25 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
         build.files = _shipped_files(chosen.model, classes, section, plan, chosen.micro,
                                      split_windows(holdout_waveforms[0], window)[0],
                                      sample_rate=sample_rate, clip_samples=clip_samples)
+        later = list(recipes)[list(recipes).index(chosen.recipe):]
         _add_embedding(build, model, logmels, classes, calibration_waveforms, references,
-                       np.asarray(holdout_targets), sample_rate, clip_samples, limits, converter)
+                       np.asarray(holdout_targets), sample_rate, clip_samples, limits, converter,
+                       later)
     return build
 
 
-def _try_recipes(recipes: Sequence[TflmRecipe], quantized: Callable[[TflmRecipe], bytes],
-                 check: Callable[[TflmRecipe, bytes], _Candidate],
-                 progress: Callable[[str], None] | None
-                 ) -> tuple[_Candidate | None, list[_Candidate]]:
+def try_recipes(recipes: Sequence[TflmRecipe], quantized: Callable[[TflmRecipe], bytes],
+                check: Callable[[TflmRecipe, bytes], Candidate],
+                progress: Callable[[str], None] | None, stage: str = "TFLM"
+                ) -> tuple[Candidate | None, list[Candidate]]:
     """(the first recipe's candidate that meets every check or None, every candidate tried in
-    order): `quantized(recipe)` is its model, `check(recipe, model)` its checks."""
-    tried: list[_Candidate] = []
+    order): `quantized(recipe)` is its model, `check(recipe, model)` its checks; `stage` names
+    the memory stages."""
+    tried: list[Candidate] = []
     for number, recipe in enumerate(recipes, 1):
         if progress is not None:
             progress(f"TFLM recipe {number} of {len(recipes)} ({recipe.name})")
-        rss_stage(f"TFLM recipe {number}: quantization")
+        rss_stage(f"{stage} recipe {number}: quantization")
         tried.append(check(recipe, quantized(recipe)))
         if not tried[-1].failures:
             return tried[-1], tried
@@ -222,7 +225,7 @@ def _try_recipes(recipes: Sequence[TflmRecipe], quantized: Callable[[TflmRecipe]
 
 
 @dataclass
-class _Candidate:
+class Candidate:
     """One recipe's build and what its checks found."""
 
     recipe: TflmRecipe
@@ -249,7 +252,7 @@ class _Candidate:
 
 def _candidate(recipe: TflmRecipe, model_bytes: bytes, logmels: WindowLogMels,
                references: Fp32References, targets: np.ndarray, clip_samples: int,
-               window_record: dict[str, Any], limits: DeviceLimits | None) -> _Candidate:
+               window_record: dict[str, Any], limits: DeviceLimits | None) -> Candidate:
     """Check one recipe's build, screened: float operators, arena and limits first (a build
     that fails one is not run), then parity, which stops at the first clip that makes the
     agreement half miss whatever the rest do (figures None; _full_parity gives them)."""
@@ -258,7 +261,7 @@ def _candidate(recipe: TflmRecipe, model_bytes: bytes, logmels: WindowLogMels,
     arena = find_arena(model_bytes)
     limit_misses = limit_failures(arena, len(model_bytes), limits)
     if float_ops or limit_misses:
-        return _Candidate(recipe, model_bytes, float_ops, arena, None, dict(window_record), None,
+        return Candidate(recipe, model_bytes, float_ops, arena, None, dict(window_record), None,
                           float_op_failures(float_ops) + limit_misses)
     return _with_parity(recipe, model_bytes, float_ops, arena, logmels, references, targets,
                         clip_samples, window_record, limit_misses, screen=True)
@@ -267,7 +270,7 @@ def _candidate(recipe: TflmRecipe, model_bytes: bytes, logmels: WindowLogMels,
 def _with_parity(recipe: TflmRecipe, model_bytes: bytes, float_ops: list[str], arena: int,
                  logmels: WindowLogMels, references: Fp32References, targets: np.ndarray,
                  clip_samples: int, window_record: dict[str, Any], limit_misses: list[str],
-                 screen: bool, resumed: _Candidate | None = None) -> _Candidate:
+                 screen: bool, resumed: Candidate | None = None) -> Candidate:
     """The candidate once TFLM's parity ran (with `screen`: see _candidate); it resumes after
     the clips `resumed` (the same model, screened) ran, in its interpreter."""
     record = dict(window_record)
@@ -275,13 +278,13 @@ def _with_parity(recipe: TflmRecipe, model_bytes: bytes, float_ops: list[str], a
     scores = list(resumed.scores) if resumed and resumed.micro else []
     figures, parity_misses = device_parity(micro, logmels, references, targets, clip_samples,
                                            record, screen=screen, scores=scores)
-    return _Candidate(recipe, model_bytes, float_ops, arena, micro, record, figures,
+    return Candidate(recipe, model_bytes, float_ops, arena, micro, record, figures,
                       float_op_failures(float_ops) + parity_misses + limit_misses, scores)
 
 
-def _full_parity(screened: _Candidate, logmels: WindowLogMels, references: Fp32References,
+def _full_parity(screened: Candidate, logmels: WindowLogMels, references: Fp32References,
                  targets: np.ndarray, clip_samples: int, window_record: dict[str, Any],
-                 limits: DeviceLimits | None) -> _Candidate:
+                 limits: DeviceLimits | None) -> Candidate:
     """A screened-out candidate checked in full (the withheld build's figures and reasons, as
     an unscreened check gives them): its parity on every held-out clip, resumed after the
     clips its screen ran, its arena and limit verdicts the same."""
@@ -295,9 +298,11 @@ def _add_embedding(build: TflmBuild, model: nn.Module, logmels: WindowLogMels,
                    classes: Sequence[str],
                    calibration_waveforms: np.ndarray, references: Fp32References,
                    targets: np.ndarray, sample_rate: int, clip_samples: int,
-                   limits: DeviceLimits | None, converter: ConverterProcess) -> None:
-    """The embedding model of a shipped build (firmware_export.tflm.embedding_build): its section
-    under the build's `embedding`, its files beside the build's when it meets its checks."""
+                   limits: DeviceLimits | None, converter: ConverterProcess,
+                   recipes: Sequence[TflmRecipe]) -> None:
+    """The embedding model of a shipped build (firmware_export.tflm.embedding_build), tried in
+    `recipes` (the shipped build's and those after it): its section under the build's
+    `embedding`, its files beside the build's when it meets its checks."""
     from firmware_export.tflm.embedding_build import build_embedding, embedding_files
 
     plan = logmels.plan
@@ -305,7 +310,7 @@ def _add_embedding(build: TflmBuild, model: nn.Module, logmels: WindowLogMels,
                                 references=references, holdout_targets=targets,
                                 clip_samples=clip_samples,
                                 window_record=build.section["window"], limits=limits,
-                                converter=converter)
+                                converter=converter, recipes=recipes)
     build.section["embedding"] = embedding.section
     build.embedding = embedding
     if embedding.shipped:
@@ -409,7 +414,7 @@ def model_figures(model_bytes: bytes, float_ops: list[str], arena: int) -> dict[
             "arena_bytes": arena, "input": io["inputs"][0], "output": io["outputs"][0]}
 
 
-def _section(candidate: _Candidate, plan: LogMelPlan, n_calibration: int) -> dict[str, Any]:
+def _section(candidate: Candidate, plan: LogMelPlan, n_calibration: int) -> dict[str, Any]:
     """The manifest's "tflm" section, of the recipe that shipped (or the withheld one)."""
     failures = candidate.failures
     return {

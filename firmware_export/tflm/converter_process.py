@@ -63,10 +63,6 @@ class ConverterProcess:
         """build.quantize_recipe(recipe, float_model, calibration): the finished .tflite."""
         return self._call(_quantized, recipe, float_model, calibration)
 
-    def int8(self, float_model: bytes, calibration: np.ndarray) -> bytes:
-        """flatbuffer.finish(quantize.int8_tflite(float_model, calibration))."""
-        return self._call(_int8, float_model, calibration)
-
     def _call(self, function: Callable[..., bytes], *arguments: Any) -> bytes:
         if not self.child:
             return function(*arguments)
@@ -96,9 +92,3 @@ def _quantized(recipe: Any, float_model: bytes, calibration: np.ndarray) -> byte
     return quantize_recipe(recipe, float_model, calibration,
                            ranges_kept_for(float_model, calibration))
 
-
-def _int8(float_model: bytes, calibration: np.ndarray) -> bytes:
-    from firmware_export.tflm import flatbuffer
-    from firmware_export.tflm.quantize import int8_tflite
-
-    return flatbuffer.finish(int8_tflite(float_model, calibration))

@@ -1,17 +1,20 @@
-"""The TFLM build's embedding model: the same int8 network cut before its classifier, for a float
-head in C on the device (the trained head's weights, or the analytic head a bundle learns:
+"""The TFLM build's embedding model: the same quantized network cut before its classifier, for a
+float head in C on the device (the trained head's weights, or the analytic head a bundle learns:
 firmware_export.device.learn, rls.c).
 
-Converted, quantized (int8 output: the embedding) and finished like the logits model
-(firmware_export.tflm.build), and held to the same checks: every operator int8, the arena found
-by allocating, the deployment limits, and the int8 parity rule against the fp32 ONNX model, with
-the trained head applied in float to the dequantized embedding (what the device computes). The
-parity is screened, as the logits build's recipes are: a miss stops at the first clip that makes
-it certain, so a withheld embedding model costs a part of a pass over the held-out windows, not
-all of it (its reason then says so, and its section has no parity figures). Its
-agreement with the float embedding is recorded too: on the held-out clips' windows, the error of
-the dequantized int8 embedding relative to the float one (the same graph in PyTorch, norms
-folded), in L2 norm per window, and its largest absolute error in output steps.
+Converted, quantized and finished like the logits model (firmware_export.tflm.build), through
+its recipes (firmware_export.tflm.recipes) from the one the logits model shipped with: the
+backbone is the same, so a recipe that missed there is not tried again. An `int8` build gives an
+int8 embedding, a 16x8 one an int16 embedding (zero point 0). Held to the same checks: every
+operator integer, the arena found by allocating, the deployment limits, and the int8 parity rule
+against the fp32 ONNX model, with the trained head applied in float to the dequantized embedding
+(what the device computes). The parity is screened, as the logits build's recipes are: a miss
+stops at the first clip that makes it certain, so a recipe that misses costs a part of a pass
+over the held-out windows, not all of it (its reason then says so; a withheld model is the first
+recipe's, whose section then has no parity figures). Its agreement with the float embedding is
+recorded too: on the held-out clips' windows, the error of the dequantized embedding relative to
+the float one (the same graph in PyTorch, norms folded), in L2 norm per window, and its largest
+absolute error in output steps.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from firmware_export.device.tflm_runtime import HeadedMicroModel, MicroModel, fi
 from firmware_export.tflm import build as logits_build
 from firmware_export.tflm import flatbuffer
 from firmware_export.tflm.build import (
+    Candidate,
     Fp32References,
     TflmBuild,
     WindowLogMels,
@@ -39,6 +43,7 @@ from firmware_export.tflm.build import (
 from firmware_export.tflm.c_model import render_model_header
 from firmware_export.tflm.converter_process import ConverterProcess
 from firmware_export.tflm.limits import DeviceLimits, limit_failures
+from firmware_export.tflm.recipes import RECIPES, TflmRecipe
 from firmware_export.tflm.rewrite import tflm_graph
 
 # Windows of held-out clips on which the embedding's int8 error is measured.
@@ -49,41 +54,65 @@ def build_embedding(model: nn.Module, logmels: WindowLogMels, *,
                     calibration_waveforms: np.ndarray,
                     references: Fp32References, holdout_targets: np.ndarray, clip_samples: int,
                     window_record: dict[str, Any], limits: DeviceLimits | None,
-                    converter: ConverterProcess | None = None) -> TflmBuild:
+                    converter: ConverterProcess | None = None,
+                    recipes: Sequence[TflmRecipe] = RECIPES) -> TflmBuild:
     """The embedding model's build, calibrated on the logits model's clips; its files only when
     it meets every check. `references` are the fp32 logits the logits build was compared with
     (the same held-out clips), `logmels` its front end (the same windows' log-mels).
     `window_record` is the logits build's (copied, not changed). `converter` converts and
-    quantizes (as logits_build.convert_int8; by default in this process)."""
+    quantizes (as logits_build.convert_int8; by default in this process). `recipes` are tried
+    in order until one meets every check (the logits build passes the one it shipped and those
+    after it: the backbone is the same, so an earlier recipe missed there already); when none
+    does, the first one's build is the withheld one."""
     plan = logmels.plan
     converter = converter or ConverterProcess(child=False)
     rss_stage("TFLM embedding build: conversion and calibration")
     windows = all_windows(calibration_waveforms, plan.clip_samples)
     calibration = logits_build.calibration_logmels(logmels, windows)
-    model_bytes = converter.int8(converter.float_model(model, torch.from_numpy(calibration[:1]),
-                                                       head=False), calibration)
+    float_model = converter.float_model(model, torch.from_numpy(calibration[:1]), head=False)
+    window = {key: value for key, value in window_record.items() if "_vs_" not in key}
+    linear = model.head.fc
+    head = (linear.weight.detach().numpy().T, linear.bias.detach().numpy())
+    chosen, tried = logits_build.try_recipes(
+        recipes, lambda recipe: converter.quantized(recipe, float_model, calibration),
+        lambda recipe, model_bytes: _candidate(recipe, model_bytes, head, logmels, references,
+                                               holdout_targets, clip_samples, window, limits),
+        progress=None, stage="TFLM embedding build")
+    build_from = chosen or tried[0]
+    section = _section(build_from, window)
+    section["recipes_tried"] = [candidate.record() for candidate in tried]
+    rss_stage("TFLM embedding build: agreement with the float embedding")
+    assert build_from.micro is not None
+    section["embedding_vs_float"] = embedding_agreement(model, build_from.micro, logmels,
+                                                        references.waveforms)
+    return TflmBuild(build_from.model, section)
+
+
+def _candidate(recipe: TflmRecipe, model_bytes: bytes, head: tuple[np.ndarray, np.ndarray],
+               logmels: WindowLogMels, references: Fp32References, targets: np.ndarray,
+               clip_samples: int, window: dict[str, Any], limits: DeviceLimits | None
+               ) -> Candidate:
+    """One recipe's embedding model and its checks: float operators, arena and limits (a model
+    that fails one is not run), then the parity of the trained head on its dequantized
+    embedding, screened: a miss stops at the first clip that makes it certain (figures None)."""
     float_ops = flatbuffer.float_operators(model_bytes)
     rss_stage("TFLM embedding build: arena")
     arena = find_arena(model_bytes)
     micro = MicroModel(model_bytes, arena)
-    linear = model.head.fc
-    headed = HeadedMicroModel(micro, linear.weight.detach().numpy().T, linear.bias.detach().numpy())
-    window = {key: value for key, value in window_record.items() if "_vs_" not in key}
-    # screened: a miss stops at the first clip that makes it certain (its figures then None)
-    figures, failures = device_parity(headed, logmels, references, holdout_targets, clip_samples,
-                                      window, build="TFLM embedding build", screen=True)
-    failures = logits_build.float_op_failures(float_ops) + failures
-    failures += limit_failures(arena, len(model_bytes), limits)
-    section = _section(model_bytes, float_ops, arena, failures, figures, window)
-    rss_stage("TFLM embedding build: agreement with the float embedding")
-    section["embedding_vs_float"] = embedding_agreement(model, micro, logmels,
-                                                        references.waveforms)
-    return TflmBuild(model_bytes, section)
+    record = dict(window)
+    failures = (logits_build.float_op_failures(float_ops)
+                + limit_failures(arena, len(model_bytes), limits))
+    figures = None
+    if not failures:
+        figures, failures = device_parity(HeadedMicroModel(micro, *head), logmels, references,
+                                          targets, clip_samples, record,
+                                          build="TFLM embedding build", screen=True)
+    return Candidate(recipe, model_bytes, float_ops, arena, micro, record, figures, failures)
 
 
 def embedding_agreement(model: nn.Module, micro: MicroModel, logmels: WindowLogMels,
                         waveforms: np.ndarray) -> dict[str, Any]:
-    """The dequantized int8 embedding against the float graph's on the same log-mels (at most
+    """The dequantized embedding against the float graph's on the same log-mels (at most
     AGREEMENT_WINDOWS windows of `waveforms`, every window of each clip in turn; `logmels` the
     front end)."""
     graph = tflm_graph(model, head=False)
@@ -104,19 +133,20 @@ def embedding_agreement(model: nn.Module, micro: MicroModel, logmels: WindowLogM
             "max_abs_diff_steps": round(float(np.abs(int8 - exact).max() / micro.output.scale), 3)}
 
 
-def _section(model_bytes: bytes, float_ops: list[str], arena: int, failures: list[str],
-             figures: dict[str, Any], window: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's tflm.embedding section."""
-    figures_of_model = logits_build.model_figures(model_bytes, float_ops, arena)
+def _section(candidate: Candidate, window: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's tflm.embedding section, of the recipe that shipped (or the withheld one)."""
+    figures_of_model = logits_build.model_figures(candidate.model, candidate.float_ops,
+                                                  candidate.arena)
     return {
         "file": MODEL_TFLM_EMBEDDING, "header": TFLM_EMBEDDING_HEADER,
-        "status": "withheld" if failures else "shipped",
-        "reason": "; ".join(failures) if failures else None,
+        "status": "withheld" if candidate.failures else "shipped",
+        "reason": "; ".join(candidate.failures) if candidate.failures else None,
         **figures_of_model,
         "dim": int(figures_of_model["output"]["shape"][-1]),
+        "recipe": candidate.recipe.describe(),
         "head": "float32 in C on the dequantized embedding (the trained head's weights, or the "
                 "learnt analytic head: rls.c); per clip, the mean of its windows' logits",
-        "parity_vs_fp32": figures, "window": window,
+        "parity_vs_fp32": candidate.figures, "window": window,
     }
 
 
@@ -126,8 +156,13 @@ def embedding_files(build: TflmBuild, classes: Sequence[str], plan: LogMelPlan, 
     header = render_model_header(build.model, classes, build.section, plan,
                                  sample_rate=sample_rate, clip_samples=clip_samples,
                                  prefix="edgecl_tflm_embedding",
-                                 output=(f"int8 embedding [1][{build.section['dim']}]; z = (q - "
+                                 output=(f"{_code_type(build.section)} embedding [1][{build.section['dim']}]; z = (q - "
                                          f"OUTPUT_ZERO_POINT) * OUTPUT_SCALE, the float head's "
                                          f"input (rls.h); N_LABELS and labels are the trained "
                                          f"head's"))
     return {MODEL_TFLM_EMBEDDING: build.model, TFLM_EMBEDDING_HEADER: header.encode("utf-8")}
+
+
+def _code_type(section: dict[str, Any]) -> str:
+    """The embedding's integer type in C terms: int8, or int16 for a 16x8 recipe."""
+    return "int16" if section["output"]["type"] == "INT16" else "int8"
