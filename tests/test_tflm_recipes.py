@@ -118,6 +118,7 @@ def test_the_embedding_model_starts_at_the_recipe_the_logits_model_shipped(monke
     assert section["input"]["type"] == "INT8" and section["output"]["type"] == "INT16"
     assert section["output"]["zero_point"] == 0 and section["float_ops"] == 0
     assert section["parity_vs_fp32"]["batch_1"]["clips"] == HOLDOUT_CLIPS
+    assert section["window"]["tflm_vs_fp32_windowed"]["clips"] == HOLDOUT_CLIPS
     assert len(runs) == 2  # the embedding ran as a headed model, not as a logits one
     plan = LogMelPlan.from_config(trained_model().frontend.config.to_dict(),
                                   built.section["window"]["samples"])

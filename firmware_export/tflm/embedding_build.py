@@ -79,7 +79,7 @@ def build_embedding(model: nn.Module, logmels: WindowLogMels, *,
                                                holdout_targets, clip_samples, window, limits),
         progress=None, stage="TFLM embedding build")
     build_from = chosen or tried[0]
-    section = _section(build_from, window)
+    section = _section(build_from, build_from.window_record)
     section["recipes_tried"] = [candidate.record() for candidate in tried]
     rss_stage("TFLM embedding build: agreement with the float embedding")
     assert build_from.micro is not None
