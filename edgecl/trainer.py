@@ -142,8 +142,10 @@ class ContinualRun:
         results.json). Holds the run folder's lock throughout."""
         from firmware_export.tflm.limits import check_run_limits
 
+        # before the folder: nothing half-written; its line goes in the log once the folder is
+        self.budget_lines: list[str] = []
         check_run_limits(self.config, self.split.sample_rate, self.split.clip_samples,
-                         len(self.plan.class_order))  # before the folder: nothing half-written
+                         len(self.plan.class_order), log=self.budget_lines.append)
         folder = open_run_folder(self.run_dir, self.config.identity(), overwrite=self.overwrite,
                                  data=run_fingerprint(self.config, self.split))
         try:
@@ -159,7 +161,8 @@ class ContinualRun:
         self.started_utc = utc_now()
         write_config_file(self.run_dir, self.config)
         for line in [*run_header(self.config, self.memory, self.plan, self.split),
-                     self.precision.describe(), describe_host_memory(self.host_ram)]:
+                     self.precision.describe(), describe_host_memory(self.host_ram),
+                     *self.budget_lines]:
             self.log(line)
         for phase, tasks in enumerate(self.phases):
             if phase < start:

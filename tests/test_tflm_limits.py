@@ -14,13 +14,18 @@ from firmware_export.tflm.limits import (
     check_before_training,
     check_run_limits,
     limit_failures,
+    sixteen_bit_note,
 )
 
 
-def fake_probe(sample_rate, clip_seconds, width, *, n_classes, n_mels, model_name):
-    """Arena proportional to mels x frames x width, flatbuffer to width (and classes)."""
+def fake_probe(sample_rate, clip_seconds, width, *, n_classes, n_mels, model_name,
+               recipe="int8"):
+    """Arena proportional to mels x frames x width (twice that in 16-bit activations),
+    flatbuffer to width (and classes)."""
     frames = round(clip_seconds * 100)
-    return {"arena_bytes": n_mels * frames * width, "flatbuffer_bytes": 5000 * width + n_classes}
+    bytes_per_value = 1 if recipe == "int8" else 2
+    return {"arena_bytes": n_mels * frames * width * bytes_per_value,
+            "flatbuffer_bytes": 5000 * width + n_classes}
 
 
 def _check(limits, **overrides):
@@ -53,6 +58,22 @@ def test_a_lever_that_does_not_fit_either_says_so():
                                           r"still over\).*--width 20 \(128 KB arena, 100 KB "
                                           r"flatbuffer\)"):
         _check(DeviceLimits(flash=150_000))
+
+
+def test_a_16_bit_build_over_the_limits_is_a_warning_with_the_window_that_fits():
+    arguments = dict(sample_rate=16000, window_samples=16000, n_mels=64, width=40, n_classes=10,
+                     probe=fake_probe)
+    # int8 needs 256 KB, 16-bit activations 512 KB: only the int8 build fits 300 KB.
+    limits = DeviceLimits(arena=300_000)
+    assert _check(limits)["arena_bytes"] == 256_000
+    assert sixteen_bit_note(limits, **arguments) == (
+        "in 16-bit activations (16x8-int8-input, the recipe after int8) it needs 512 KB arena, "
+        "so a phase whose int8 build misses the parity rule will withhold its TFLM build "
+        "(--tflm-window-seconds 0.5: 256 KB arena in 16-bit activations)")
+    assert sixteen_bit_note(DeviceLimits(arena=600_000), **arguments) is None
+    # no window down to 1/8 s fits: the warning names none
+    assert sixteen_bit_note(DeviceLimits(arena=50_000), **arguments).endswith(
+        "will withhold its TFLM build")
 
 
 def test_limit_failures_name_each_limit_passed():
@@ -119,9 +140,10 @@ def test_a_run_checks_its_window_and_largest_head(monkeypatch):
     monkeypatch.setattr("firmware_export.tflm.probe.probe", recording_probe)
     config = RunConfig(target="tflm", arena_limit="1MB", n_mels=32, width=16)
     found = check_run_limits(config, 44100, 5 * 44100, n_classes=50)
-    # auto window: 1 s of a 5 s clip; the head of every class the run will learn
+    # auto window: 1 s of a 5 s clip; the head of every class the run will learn (the last
+    # probe is the 16-bit one's)
     assert seen == {"sample_rate": 44100, "clip_seconds": 1.0, "width": 16, "n_classes": 50,
-                    "n_mels": 32, "model_name": "bc-resnet"}
+                    "n_mels": 32, "model_name": "bc-resnet", "recipe": "16x8-int8-input"}
     assert found["arena_bytes"] == 32 * 100 * 16
     assert check_run_limits(RunConfig(target="tflm"), 44100, 44100, n_classes=50) is None
 
@@ -139,3 +161,27 @@ def test_train_refuses_a_run_that_cannot_fit_before_writing_its_folder(tiny_mani
                                           r"64 mels, 1 s windows, 4 classes needs"):
         train(config)
     assert not (tmp_path / "ws" / config.name).exists()
+
+
+def test_train_logs_the_budget_with_the_16_bit_warning(tiny_manifest, tmp_path, monkeypatch):
+    from edgecl.trainer import ContinualRun, train
+
+    class Stop(Exception):
+        """Ends the run once its header is in the log."""
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr("firmware_export.tflm.probe.probe", fake_probe)
+    monkeypatch.setattr(ContinualRun, "run_phase", stop)
+    # int8 needs 51,200 B at 64 mels, 1 s windows, width 8; 16-bit activations twice that
+    config = RunConfig(dataset="manifest", data_root=str(tiny_manifest),
+                       workspace=str(tmp_path / "ws"), width=8, epochs=1, n_tasks=2,
+                       n_init_cls=2, n_cls_a_task=2, memory_size=4, target="tflm",
+                       arena_limit="60000B", quiet=True, threads=1)
+    with pytest.raises(Stop):
+        train(config)
+    log = (tmp_path / "ws" / config.name / "train.log").read_text()
+    assert ("deployment budget: the untrained model needs 51.2 KB arena" in log
+            and "in 16-bit activations (16x8-int8-input, the recipe after int8) it needs 102 KB "
+                "arena" in log and "(--tflm-window-seconds 0.5: 51.2 KB arena" in log)

@@ -94,15 +94,16 @@ class WindowLogMels:
 
 def convert_int8(model: nn.Module, plan: LogMelPlan, calibration_waveforms: np.ndarray,
                  fold_norms: bool = True, head: bool = True,
-                 front_end: Callable[[np.ndarray], np.ndarray] | None = None) -> bytes:
-    """The finished int8 .tflite of `model` (a SoundClassifier, eval mode); without `head`, of
-    its embedding (the model cut before its classifier). `front_end(window)` gives a window's
-    log-mel (default: logmel with `plan`)."""
+                 front_end: Callable[[np.ndarray], np.ndarray] | None = None,
+                 recipe: TflmRecipe = RECIPES[0]) -> bytes:
+    """The finished .tflite of `model` (a SoundClassifier, eval mode) under `recipe` (all int8
+    by default); without `head`, of its embedding (the model cut before its classifier).
+    `front_end(window)` gives a window's log-mel (default: logmel with `plan`)."""
     features = front_end or (lambda window: logmel(plan, window))
     calibration = calibration_logmels(features, calibration_waveforms)
     graph = tflm_graph(model, fold_norms, head)
     float_model = float_tflite(graph, torch.from_numpy(calibration[:1]))
-    return flatbuffer.finish(int8_tflite(float_model, calibration))
+    return quantize_recipe(recipe, float_model, calibration)
 
 
 def calibration_logmels(front_end: Callable[[np.ndarray], np.ndarray],

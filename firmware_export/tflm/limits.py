@@ -5,7 +5,9 @@ Checked twice. Before training (`check_before_training`): the untrained architec
 rate, mels, window and width is probed (firmware_export.tflm.probe: both figures depend on the
 architecture and the input shape, not on trained values), and a configuration that cannot fit is
 a one-line error naming the levers that would (fewer mels, a shorter window, a smaller width)
-with their figures. After each phase (`limit_failures`): a build over a limit is withheld with
+with their figures. One whose int8 build fits but whose 16-bit build (the recipe a phase ships
+when int8 misses the parity rule) does not gets a warning in the run's log, with the window
+that would fit it (`sixteen_bit_note`). After each phase (`limit_failures`): a build over a limit is withheld with
 the reason, like a parity miss.
 """
 
@@ -20,6 +22,7 @@ from edgecl.errors import EdgeclError
 
 MIN_MELS = 32  # BC-ResNet's mels come in multiples of 32
 MIN_WIDTH = 8
+SIXTEEN_BIT_RECIPE = "16x8-int8-input"  # firmware_export.tflm.recipes: the first after int8
 Probe = Callable[..., dict[str, Any]]
 
 
@@ -67,10 +70,13 @@ def check_run_limits(config, sample_rate: int, clip_samples: int, n_classes: int
     found = check_before_training(limits, sample_rate=sample_rate, window_samples=window,
                                   n_mels=config.n_mels, width=config.width, n_classes=n_classes,
                                   model_name=config.model)
+    note = sixteen_bit_note(limits, sample_rate=sample_rate, window_samples=window,
+                            n_mels=config.n_mels, width=config.width, n_classes=n_classes,
+                            model_name=config.model)
     if log is not None:
         log(f"deployment budget: the untrained model needs {format_bytes(found['arena_bytes'])} "
             f"arena and {format_bytes(found['flatbuffer_bytes'])} flatbuffer at "
-            f"{n_classes} classes, within {_limits_text(limits)}")
+            f"{n_classes} classes, within {_limits_text(limits)}" + (f"; {note}" if note else ""))
     return found
 
 
@@ -111,6 +117,38 @@ def check_before_training(limits: DeviceLimits, *, sample_rate: int, window_samp
         f"mels, {window_samples / sample_rate:g} s windows, {n_classes} classes needs "
         f"{format_bytes(found['arena_bytes'])} arena and {format_bytes(found['flatbuffer_bytes'])} "
         f"flatbuffer; levers: {'; '.join(levers) or 'none left'}")
+
+
+def sixteen_bit_note(limits: DeviceLimits, *, sample_rate: int, window_samples: int,
+                     n_mels: int, width: int, n_classes: int, model_name: str = "bc-resnet",
+                     probe: Probe | None = None) -> str | None:
+    """None when the build in 16-bit activations (SIXTEEN_BIT_RECIPE, what a phase whose int8
+    build misses the parity rule ships) fits `limits` too; else what it needs and the shorter
+    window that would fit it (check_before_training passed for int8 already). A warning, not an
+    error: on many runs int8 meets the rule in every phase."""
+    if probe is None:
+        from firmware_export.tflm.probe import probe
+
+    def sizes(window: int) -> dict[str, int]:
+        figures = probe(sample_rate, window / sample_rate, width, n_classes=n_classes,
+                        n_mels=n_mels, model_name=model_name, recipe=SIXTEEN_BIT_RECIPE)
+        return {key: int(figures[key]) for key in ("arena_bytes", "flatbuffer_bytes")}
+
+    found = sizes(window_samples)
+    failures = limit_failures(found["arena_bytes"], found["flatbuffer_bytes"], limits)
+    if not failures:
+        return None
+    note = (f"in 16-bit activations ({SIXTEEN_BIT_RECIPE}, the recipe after int8) it needs "
+            f"{format_bytes(found['arena_bytes'])} arena, so a phase whose int8 build misses "
+            f"the parity rule will withhold its TFLM build")
+    window = window_samples // 2
+    while window >= sample_rate // 8:
+        shorter = sizes(window)
+        if not limit_failures(shorter["arena_bytes"], shorter["flatbuffer_bytes"], limits):
+            return (note + f" (--tflm-window-seconds {window / sample_rate:g}: "
+                           f"{format_bytes(shorter['arena_bytes'])} arena in 16-bit activations)")
+        window //= 2
+    return note
 
 
 def _levers(n_mels: int, window: int, width: int, sample_rate: int

@@ -51,6 +51,15 @@ RECIPES = (
 )
 
 
+def recipe_named(name: str) -> TflmRecipe:
+    """The recipe called `name`; ValueError naming the recipes for another name."""
+    for recipe in RECIPES:
+        if recipe.name == name:
+            return recipe
+    raise ValueError(f"unknown TFLM recipe {name!r}: expected one of "
+                     f"{', '.join(r.name for r in RECIPES)}")
+
+
 def named_outputs(float_model: bytes) -> bytes:
     """`float_model` with every operator output tensor named TENSOR_PREFIX<index> (constants
     inline); the function is unchanged."""
