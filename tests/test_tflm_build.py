@@ -178,11 +178,12 @@ def test_infer_pools_the_windows_as_the_exporters_parity_did(bundle):
 
 
 def test_a_second_conversion_is_byte_identical(bundle):
-    from firmware_export.tflm.build import all_windows, convert_int8
+    from firmware_export.tflm.build import all_windows, convert_tflite
 
     calibration, _ = tones(48, seed=2)
     plan = LogMelPlan.from_config(bundle.manifest["frontend"], 2000)
-    assert convert_int8(trained_model(), plan, all_windows(calibration, 2000)) == _tflite(bundle)
+    calibration_windows = all_windows(calibration, 2000)
+    assert convert_tflite(trained_model(), plan, calibration_windows) == _tflite(bundle)
 
 
 def test_the_c_header_describes_the_model(bundle):

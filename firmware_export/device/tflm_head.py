@@ -31,10 +31,10 @@ LEARNT_FILES = (MODEL_TFLM_EMBEDDING, TFLM_EMBEDDING_HEADER, FRONTEND_HEADER, FR
 # Copied from the version a learnt one comes from: they describe the embedding model and the
 # front end, which learning does not change (the window without the logits model's parity).
 _CARRIED = ("embedding", "front_end", "interpreter", "toolchain")
-RUNS = ("TFLM embedding model (model.embedding.tflm.tflite, int8 or int16 embedding) on the C front end's log-mel of "
-        "each window, then the float32 analytic head in C (rls.c: edgecl_rls_predict, the state "
-        "loaded from rls_state.bin with edgecl_rls_load) on the dequantized embedding; a clip's "
-        "score is the mean of its windows' logits")
+RUNS = ("TFLM embedding model (model.embedding.tflm.tflite, an int8 or int16 embedding) on the C "
+        "front end's log-mel of each window, then the float32 analytic head in C (rls.c: "
+        "edgecl_rls_predict, the state loaded from rls_state.bin with edgecl_rls_load) on the "
+        "dequantized embedding; a clip's score is the mean of its windows' logits")
 
 
 def has_tflm_embedding(manifest: dict[str, Any]) -> bool:

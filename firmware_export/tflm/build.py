@@ -92,7 +92,7 @@ class WindowLogMels:
         return self._kept[key]
 
 
-def convert_int8(model: nn.Module, plan: LogMelPlan, calibration_waveforms: np.ndarray,
+def convert_tflite(model: nn.Module, plan: LogMelPlan, calibration_waveforms: np.ndarray,
                  fold_norms: bool = True, head: bool = True,
                  front_end: Callable[[np.ndarray], np.ndarray] | None = None,
                  recipe: TflmRecipe = RECIPES[0]) -> bytes:
@@ -263,7 +263,7 @@ def _candidate(recipe: TflmRecipe, model_bytes: bytes, logmels: WindowLogMels,
     limit_misses = limit_failures(arena, len(model_bytes), limits)
     if float_ops or limit_misses:
         return Candidate(recipe, model_bytes, float_ops, arena, None, dict(window_record), None,
-                          float_op_failures(float_ops) + limit_misses)
+                         float_op_failures(float_ops) + limit_misses)
     return _with_parity(recipe, model_bytes, float_ops, arena, logmels, references, targets,
                         clip_samples, window_record, limit_misses, screen=True)
 
@@ -280,7 +280,7 @@ def _with_parity(recipe: TflmRecipe, model_bytes: bytes, float_ops: list[str], a
     figures, parity_misses = device_parity(micro, logmels, references, targets, clip_samples,
                                            record, screen=screen, scores=scores)
     return Candidate(recipe, model_bytes, float_ops, arena, micro, record, figures,
-                      float_op_failures(float_ops) + parity_misses + limit_misses, scores)
+                     float_op_failures(float_ops) + parity_misses + limit_misses, scores)
 
 
 def _full_parity(screened: Candidate, logmels: WindowLogMels, references: Fp32References,

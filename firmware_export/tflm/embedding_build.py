@@ -46,7 +46,7 @@ from firmware_export.tflm.limits import DeviceLimits, limit_failures
 from firmware_export.tflm.recipes import RECIPES, TflmRecipe
 from firmware_export.tflm.rewrite import tflm_graph
 
-# Windows of held-out clips on which the embedding's int8 error is measured.
+# Windows of held-out clips on which the embedding's quantization error is measured.
 AGREEMENT_WINDOWS = 64
 
 
@@ -60,7 +60,7 @@ def build_embedding(model: nn.Module, logmels: WindowLogMels, *,
     it meets every check. `references` are the fp32 logits the logits build was compared with
     (the same held-out clips), `logmels` its front end (the same windows' log-mels).
     `window_record` is the logits build's (copied, not changed). `converter` converts and
-    quantizes (as logits_build.convert_int8; by default in this process). `recipes` are tried
+    quantizes (as logits_build.convert_tflite; by default in this process). `recipes` are tried
     in order until one meets every check (the logits build passes the one it shipped and those
     after it: the backbone is the same, so an earlier recipe missed there already); when none
     does, the first one's build is the withheld one."""
@@ -79,7 +79,7 @@ def build_embedding(model: nn.Module, logmels: WindowLogMels, *,
                                                holdout_targets, clip_samples, window, limits),
         progress=None, stage="TFLM embedding build")
     build_from = chosen or tried[0]
-    section = _section(build_from, build_from.window_record)
+    section = _section(build_from)
     section["recipes_tried"] = [candidate.record() for candidate in tried]
     rss_stage("TFLM embedding build: agreement with the float embedding")
     assert build_from.micro is not None
@@ -133,7 +133,7 @@ def embedding_agreement(model: nn.Module, micro: MicroModel, logmels: WindowLogM
             "max_abs_diff_steps": round(float(np.abs(int8 - exact).max() / micro.output.scale), 3)}
 
 
-def _section(candidate: Candidate, window: dict[str, Any]) -> dict[str, Any]:
+def _section(candidate: Candidate) -> dict[str, Any]:
     """The manifest's tflm.embedding section, of the recipe that shipped (or the withheld one)."""
     figures_of_model = logits_build.model_figures(candidate.model, candidate.float_ops,
                                                   candidate.arena)
@@ -146,7 +146,7 @@ def _section(candidate: Candidate, window: dict[str, Any]) -> dict[str, Any]:
         "recipe": candidate.recipe.describe(),
         "head": "float32 in C on the dequantized embedding (the trained head's weights, or the "
                 "learnt analytic head: rls.c); per clip, the mean of its windows' logits",
-        "parity_vs_fp32": candidate.figures, "window": window,
+        "parity_vs_fp32": candidate.figures, "window": candidate.window_record,
     }
 
 
@@ -156,7 +156,8 @@ def embedding_files(build: TflmBuild, classes: Sequence[str], plan: LogMelPlan, 
     header = render_model_header(build.model, classes, build.section, plan,
                                  sample_rate=sample_rate, clip_samples=clip_samples,
                                  prefix="edgecl_tflm_embedding",
-                                 output=(f"{_code_type(build.section)} embedding [1][{build.section['dim']}]; z = (q - "
+                                 output=(f"{_code_type(build.section)} embedding "
+                                         f"[1][{build.section['dim']}]; z = (q - "
                                          f"OUTPUT_ZERO_POINT) * OUTPUT_SCALE, the float head's "
                                          f"input (rls.h); N_LABELS and labels are the trained "
                                          f"head's"))

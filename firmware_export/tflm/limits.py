@@ -7,8 +7,8 @@ architecture and the input shape, not on trained values), and a configuration th
 a one-line error naming the levers that would (fewer mels, a shorter window, a smaller width)
 with their figures. One whose int8 build fits but whose 16-bit build (the recipe a phase ships
 when int8 misses the parity rule) does not gets a warning in the run's log, with the window
-that would fit it (`sixteen_bit_note`). After each phase (`limit_failures`): a build over a limit is withheld with
-the reason, like a parity miss.
+that would fit it (`sixteen_bit_note`). After each phase (`limit_failures`): a build over a
+limit is withheld with the reason, like a parity miss.
 """
 
 from __future__ import annotations
