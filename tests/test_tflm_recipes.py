@@ -107,6 +107,7 @@ def test_a_first_recipe_that_misses_stops_at_the_screen_when_another_ships(monke
 def test_the_embedding_model_starts_at_the_recipe_the_logits_model_shipped(monkeypatch):
     from firmware_export.device.logmel import LogMelPlan
     from firmware_export.tflm.embedding_build import embedding_files
+    from firmware_export.tflm.table import embedding_cell
 
     runs = _wrong_top1_counted(monkeypatch, lambda order: order == 0)
     built = _build(recipes=RECIPES[:2])
@@ -126,6 +127,7 @@ def test_the_embedding_model_starts_at_the_recipe_the_logits_model_shipped(monke
                              clip_samples=tones(1, seed=3)[0].shape[1]
                              )["model_embedding_tflm.h"].decode()
     assert "Output: int16 embedding [1][" in header
+    assert embedding_cell(section).endswith(" KiB, 16x8-int8-input")
 
 
 def test_an_embedding_model_that_misses_stops_at_its_screen(monkeypatch):

@@ -46,11 +46,15 @@ def row(run: str, manifest: dict) -> str:
 
 
 def embedding_cell(embedding: dict | None) -> str:
-    """The embedding model's sizes ("61 KiB / 53 KiB"), its verdict when withheld, "-" when the
-    bundle has none (built before it existed, or its logits model was withheld)."""
+    """The embedding model's sizes ("61 KiB / 53 KiB", then its recipe when it is not int8), its
+    verdict when withheld, "-" when the bundle has none (built before it existed, or its logits
+    model was withheld)."""
     if not embedding:
         return "-"
     sizes = f"{embedding['bytes'] / 1024:.0f} KiB / {embedding['arena_bytes'] / 1024:.0f} KiB"
+    recipe = embedding.get("recipe", {}).get("name", "int8")  # before its recipes: int8
+    if recipe != "int8":
+        sizes += f", {recipe}"
     return sizes if embedding["status"] == "shipped" else f"withheld ({embedding['reason']})"
 
 
