@@ -1,9 +1,13 @@
 """What bounds the export's memory: the per-stage peaks it reports (StagePeaks), the clips loaded
-without a second copy, and the windowed fp32 reference computed batch by batch."""
+without a second copy, and the windowed fp32 reference computed batch by batch; and its CPU
+seconds, child processes included."""
 
 from __future__ import annotations
 
 import mmap
+import subprocess
+import sys
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,7 +21,7 @@ from export_helpers import (
 from edgecl.budget.ram import StagePeaks, rss_stage
 from firmware_export import parity
 from firmware_export.held_clips import SCALE
-from firmware_export.run_export import seen_clips
+from firmware_export.run_export import process_tree_cpu_seconds, seen_clips
 from firmware_export.tflm.build import all_windows, windowed_fp32
 
 
@@ -83,3 +87,12 @@ def test_windowed_fp32_batch_by_batch_equals_all_windows_at_once():
 
     expected = np.stack([pool(part) for part in everything])
     assert np.array_equal(windowed_fp32(model, clips, window), expected)
+
+
+def test_a_phase_s_cpu_seconds_count_its_ended_child_processes():
+    before, own_before = process_tree_cpu_seconds(), time.process_time()
+    # a child that spends at least 0.5 s of its own CPU, then ends (os.times counts clock ticks)
+    subprocess.run([sys.executable, "-c", "import time\nwhile time.process_time() < 0.5: pass"],
+                   check=True)
+    assert process_tree_cpu_seconds() - before >= 0.4
+    assert time.process_time() - own_before < 0.2  # this process alone spent far less
