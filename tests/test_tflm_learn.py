@@ -205,10 +205,20 @@ def test_an_embedding_model_that_misses_is_withheld_and_learnt_versions_skip_tfl
                                                                                   monkeypatch):
     from test_tflm_build import _tflm_export
 
-    import firmware_export.tflm.embedding_build as embedding_module
+    import firmware_export.tflm.build as build_module
 
     bundle = exported_tflm_bundle()  # built before the limits are forced
-    monkeypatch.setattr(embedding_module, "limit_failures", lambda *args: ["arena forced over"])
+    checked = build_module.screened_candidate
+
+    def embedding_over_limits(*args, build="TFLM build", **kwargs):
+        """The embedding model's checks with its limits forced over (the logits model's not)."""
+        if build != "TFLM embedding build":
+            return checked(*args, build=build, **kwargs)
+        with pytest.MonkeyPatch.context() as forced:
+            forced.setattr(build_module, "limit_failures", lambda *_: ["arena forced over"])
+            return checked(*args, build=build, **kwargs)
+
+    monkeypatch.setattr(build_module, "screened_candidate", embedding_over_limits)
     manifest = _tflm_export(bundle, tmp_path / "phase_0", monkeypatch)
     monkeypatch.undo()
     section = manifest["tflm"]["embedding"]

@@ -45,14 +45,14 @@ HOLDOUT_CLIPS = 64
 
 def _int8_input_recipes_miss(monkeypatch) -> None:
     """Every recipe whose model takes int8 codes misses (after its real checks ran)."""
-    real = build_module._candidate
+    real = build_module.screened_candidate
 
     def candidate(recipe, model_bytes, *args, **kwargs):
         result = real(recipe, model_bytes, *args, **kwargs)
         if flatbuffer.io_tensors(model_bytes)["inputs"][0]["type"] == "INT8":
             result.failures = [*result.failures, FORCED]
         return result
-    monkeypatch.setattr(build_module, "_candidate", candidate)
+    monkeypatch.setattr(build_module, "screened_candidate", candidate)
 
 
 def _build(limits: DeviceLimits | None = None,

@@ -93,9 +93,9 @@ class WindowLogMels:
 
 
 def convert_tflite(model: nn.Module, plan: LogMelPlan, calibration_waveforms: np.ndarray,
-                 fold_norms: bool = True, head: bool = True,
-                 front_end: Callable[[np.ndarray], np.ndarray] | None = None,
-                 recipe: TflmRecipe = RECIPES[0]) -> bytes:
+                   fold_norms: bool = True, head: bool = True,
+                   front_end: Callable[[np.ndarray], np.ndarray] | None = None,
+                   recipe: TflmRecipe = RECIPES[0]) -> bytes:
     """The finished .tflite of `model` (a SoundClassifier, eval mode) under `recipe` (all int8
     by default); without `head`, of its embedding (the model cut before its classifier).
     `front_end(window)` gives a window's log-mel (default: logmel with `plan`)."""
@@ -163,7 +163,7 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
     `window_seconds` is --tflm-window-seconds (None: auto, 0: whole clip; see
     firmware_export.device.windows); a build over `limits` (arena, flatbuffer) is withheld.
     `recipes` (firmware_export.tflm.recipes.RECIPES unless given) are tried in order until one
-    meets every check, each screened (_candidate); when none does, the first one's build is the
+    meets every check, each screened (screened_candidate); when none does, the first one's build is the
     withheld one, checked again in full for its figures (_full_parity). `progress` is
     told each recipe as it starts. `converter` converts and quantizes (ConverterProcess: in a
     child process; by default in this one)."""
@@ -182,8 +182,9 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
     references = Fp32References(model, fp32_runner, holdout_waveforms)
     chosen, candidates = try_recipes(
         recipes, lambda recipe: converter.quantized(recipe, float_model, calibration),
-        lambda recipe, model_bytes: _candidate(recipe, model_bytes, logmels, references, targets,
-                                               clip_samples, window_record, limits),
+        lambda recipe, model_bytes: screened_candidate(recipe, model_bytes, logmels, references,
+                                                       targets, clip_samples, window_record,
+                                                       limits),
         progress)
     if chosen is None and candidates[0].figures is None:
         # Every recipe misses: the withheld build is the first, with its full figures.
@@ -199,10 +200,9 @@ def build_tflm(model: nn.Module, *, classes: Sequence[str], sample_rate: int, cl
         build.files = _shipped_files(chosen.model, classes, section, plan, chosen.micro,
                                      split_windows(holdout_waveforms[0], window)[0],
                                      sample_rate=sample_rate, clip_samples=clip_samples)
-        later = list(recipes)[list(recipes).index(chosen.recipe):]
         _add_embedding(build, model, logmels, classes, calibration_waveforms, references,
                        np.asarray(holdout_targets), sample_rate, clip_samples, limits, converter,
-                       later)
+                       recipes[recipes.index(chosen.recipe):])
     return build
 
 
@@ -251,34 +251,43 @@ class Candidate:
                 "reason": "; ".join(self.failures) or None}
 
 
-def _candidate(recipe: TflmRecipe, model_bytes: bytes, logmels: WindowLogMels,
-               references: Fp32References, targets: np.ndarray, clip_samples: int,
-               window_record: dict[str, Any], limits: DeviceLimits | None) -> Candidate:
+def screened_candidate(recipe: TflmRecipe, model_bytes: bytes, logmels: WindowLogMels,
+                       references: Fp32References, targets: np.ndarray, clip_samples: int,
+                       window_record: dict[str, Any], limits: DeviceLimits | None,
+                       head: tuple[np.ndarray, np.ndarray] | None = None,
+                       build: str = "TFLM build") -> Candidate:
     """Check one recipe's build, screened: float operators, arena and limits first (a build
     that fails one is not run), then parity, which stops at the first clip that makes the
-    agreement half miss whatever the rest do (figures None; _full_parity gives them)."""
+    agreement half miss whatever the rest do (figures None; _full_parity gives them). With
+    `head` (weight [D, C], bias [C]) the build is an embedding model, judged through that float
+    head (HeadedMicroModel). `build` names the memory stages."""
     float_ops = flatbuffer.float_operators(model_bytes)
-    rss_stage("TFLM build: arena")
+    rss_stage(f"{build}: arena")
     arena = find_arena(model_bytes)
     limit_misses = limit_failures(arena, len(model_bytes), limits)
     if float_ops or limit_misses:
         return Candidate(recipe, model_bytes, float_ops, arena, None, dict(window_record), None,
                          float_op_failures(float_ops) + limit_misses)
     return _with_parity(recipe, model_bytes, float_ops, arena, logmels, references, targets,
-                        clip_samples, window_record, limit_misses, screen=True)
+                        clip_samples, window_record, limit_misses, screen=True, head=head,
+                        build=build)
 
 
 def _with_parity(recipe: TflmRecipe, model_bytes: bytes, float_ops: list[str], arena: int,
                  logmels: WindowLogMels, references: Fp32References, targets: np.ndarray,
                  clip_samples: int, window_record: dict[str, Any], limit_misses: list[str],
-                 screen: bool, resumed: Candidate | None = None) -> Candidate:
-    """The candidate once TFLM's parity ran (with `screen`: see _candidate); it resumes after
-    the clips `resumed` (the same model, screened) ran, in its interpreter."""
+                 screen: bool, resumed: Candidate | None = None,
+                 head: tuple[np.ndarray, np.ndarray] | None = None,
+                 build: str = "TFLM build") -> Candidate:
+    """The candidate once TFLM's parity ran (with `screen`, `head` and `build`: see
+    screened_candidate); it resumes after the clips `resumed` (the same model, screened) ran,
+    in its interpreter."""
     record = dict(window_record)
     micro = resumed.micro if resumed and resumed.micro else MicroModel(model_bytes, arena)
     scores = list(resumed.scores) if resumed and resumed.micro else []
-    figures, parity_misses = device_parity(micro, logmels, references, targets, clip_samples,
-                                           record, screen=screen, scores=scores)
+    judged = micro if head is None else HeadedMicroModel(micro, *head)
+    figures, parity_misses = device_parity(judged, logmels, references, targets, clip_samples,
+                                           record, build, screen=screen, scores=scores)
     return Candidate(recipe, model_bytes, float_ops, arena, micro, record, figures,
                      float_op_failures(float_ops) + parity_misses + limit_misses, scores)
 

@@ -29,20 +29,18 @@ from torch import nn
 from edgecl.budget.ram import rss_stage
 from firmware_export.device.layout import MODEL_TFLM_EMBEDDING, TFLM_EMBEDDING_HEADER
 from firmware_export.device.logmel import LogMelPlan
-from firmware_export.device.tflm_runtime import HeadedMicroModel, MicroModel, find_arena
+from firmware_export.device.tflm_runtime import MicroModel
 from firmware_export.tflm import build as logits_build
-from firmware_export.tflm import flatbuffer
 from firmware_export.tflm.build import (
     Candidate,
     Fp32References,
     TflmBuild,
     WindowLogMels,
     all_windows,
-    device_parity,
 )
 from firmware_export.tflm.c_model import render_model_header
 from firmware_export.tflm.converter_process import ConverterProcess
-from firmware_export.tflm.limits import DeviceLimits, limit_failures
+from firmware_export.tflm.limits import DeviceLimits
 from firmware_export.tflm.recipes import RECIPES, TflmRecipe
 from firmware_export.tflm.rewrite import tflm_graph
 
@@ -75,39 +73,19 @@ def build_embedding(model: nn.Module, logmels: WindowLogMels, *,
     head = (linear.weight.detach().numpy().T, linear.bias.detach().numpy())
     chosen, tried = logits_build.try_recipes(
         recipes, lambda recipe: converter.quantized(recipe, float_model, calibration),
-        lambda recipe, model_bytes: _candidate(recipe, model_bytes, head, logmels, references,
-                                               holdout_targets, clip_samples, window, limits),
+        lambda recipe, model_bytes: logits_build.screened_candidate(
+            recipe, model_bytes, logmels, references, holdout_targets, clip_samples, window,
+            limits, head=head, build="TFLM embedding build"),
         progress=None, stage="TFLM embedding build")
     build_from = chosen or tried[0]
     section = _section(build_from)
     section["recipes_tried"] = [candidate.record() for candidate in tried]
     rss_stage("TFLM embedding build: agreement with the float embedding")
-    assert build_from.micro is not None
-    section["embedding_vs_float"] = embedding_agreement(model, build_from.micro, logmels,
+    # a model that failed its float-op or limit check was not loaded
+    micro = build_from.micro or MicroModel(build_from.model, build_from.arena)
+    section["embedding_vs_float"] = embedding_agreement(model, micro, logmels,
                                                         references.waveforms)
     return TflmBuild(build_from.model, section)
-
-
-def _candidate(recipe: TflmRecipe, model_bytes: bytes, head: tuple[np.ndarray, np.ndarray],
-               logmels: WindowLogMels, references: Fp32References, targets: np.ndarray,
-               clip_samples: int, window: dict[str, Any], limits: DeviceLimits | None
-               ) -> Candidate:
-    """One recipe's embedding model and its checks: float operators, arena and limits (a model
-    that fails one is not run), then the parity of the trained head on its dequantized
-    embedding, screened: a miss stops at the first clip that makes it certain (figures None)."""
-    float_ops = flatbuffer.float_operators(model_bytes)
-    rss_stage("TFLM embedding build: arena")
-    arena = find_arena(model_bytes)
-    micro = MicroModel(model_bytes, arena)
-    record = dict(window)
-    failures = (logits_build.float_op_failures(float_ops)
-                + limit_failures(arena, len(model_bytes), limits))
-    figures = None
-    if not failures:
-        figures, failures = device_parity(HeadedMicroModel(micro, *head), logmels, references,
-                                          targets, clip_samples, record,
-                                          build="TFLM embedding build", screen=True)
-    return Candidate(recipe, model_bytes, float_ops, arena, micro, record, figures, failures)
 
 
 def embedding_agreement(model: nn.Module, micro: MicroModel, logmels: WindowLogMels,
