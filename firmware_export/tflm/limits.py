@@ -91,24 +91,19 @@ def check_before_training(limits: DeviceLimits, *, sample_rate: int, window_samp
                           probe: Probe | None = None) -> dict[str, int]:
     """Probe the untrained architecture at this input; EdgeclError naming the levers that fit
     when it does not. Returns the probed {"arena_bytes", "flatbuffer_bytes"}."""
-    if probe is None:
-        from firmware_export.tflm.probe import probe
-
     def sizes(mels: int, window: int, model_width: int) -> dict[str, int]:
-        figures = probe(sample_rate, window / sample_rate, model_width, n_classes=n_classes,
-                        n_mels=mels, model_name=model_name)
-        return {"arena_bytes": int(figures["arena_bytes"]),
-                "flatbuffer_bytes": int(figures["flatbuffer_bytes"])}
+        return _probed_sizes(probe, sample_rate, window, model_width, n_mels=mels,
+                             n_classes=n_classes, model_name=model_name)
 
     found = sizes(n_mels, window_samples, width)
-    failures = limit_failures(found["arena_bytes"], found["flatbuffer_bytes"], limits)
+    failures = _misses(found, limits)
     if not failures:
         return found
     levers = []
     for option, (mels, window, model_width) in _levers(n_mels, window_samples, width,
                                                        sample_rate):
         other = sizes(mels, window, model_width)
-        fits = not limit_failures(other["arena_bytes"], other["flatbuffer_bytes"], limits)
+        fits = not _misses(other, limits)
         levers.append(f"{option} ({format_bytes(other['arena_bytes'])} arena, "
                       f"{format_bytes(other['flatbuffer_bytes'])} flatbuffer"
                       f"{'' if fits else ', still over'})")
@@ -126,17 +121,13 @@ def sixteen_bit_note(limits: DeviceLimits, *, sample_rate: int, window_samples: 
     build misses the parity rule ships) fits `limits` too; else what it needs and the shorter
     window that would fit it (check_before_training passed for int8 already). A warning, not an
     error: on many runs int8 meets the rule in every phase."""
-    if probe is None:
-        from firmware_export.tflm.probe import probe
-
     def sizes(window: int) -> dict[str, int]:
-        figures = probe(sample_rate, window / sample_rate, width, n_classes=n_classes,
-                        n_mels=n_mels, model_name=model_name, recipe=SIXTEEN_BIT_RECIPE)
-        return {key: int(figures[key]) for key in ("arena_bytes", "flatbuffer_bytes")}
+        return _probed_sizes(probe, sample_rate, window, width, n_mels=n_mels,
+                             n_classes=n_classes, model_name=model_name,
+                             recipe=SIXTEEN_BIT_RECIPE)
 
     found = sizes(window_samples)
-    failures = limit_failures(found["arena_bytes"], found["flatbuffer_bytes"], limits)
-    if not failures:
+    if not _misses(found, limits):
         return None
     note = (f"in 16-bit activations ({SIXTEEN_BIT_RECIPE}, the recipe after int8) it needs "
             f"{format_bytes(found['arena_bytes'])} arena, so a phase whose int8 build misses "
@@ -144,11 +135,30 @@ def sixteen_bit_note(limits: DeviceLimits, *, sample_rate: int, window_samples: 
     window = window_samples // 2
     while window >= sample_rate // 8:
         shorter = sizes(window)
-        if not limit_failures(shorter["arena_bytes"], shorter["flatbuffer_bytes"], limits):
+        if not _misses(shorter, limits):
             return (note + f" (--tflm-window-seconds {window / sample_rate:g}: "
                            f"{format_bytes(shorter['arena_bytes'])} arena in 16-bit activations)")
         window //= 2
     return note
+
+
+def _probed_sizes(probe: Probe | None, sample_rate: int, window: int, width: int, *,
+                  n_mels: int, n_classes: int, model_name: str, recipe: str | None = None
+                  ) -> dict[str, int]:
+    """{"arena_bytes", "flatbuffer_bytes"} of the untrained model at this input, from `probe`
+    (firmware_export.tflm.probe.probe unless given), in `recipe` (the probe's int8 unless
+    named)."""
+    if probe is None:
+        from firmware_export.tflm.probe import probe
+    named = {} if recipe is None else {"recipe": recipe}
+    figures = probe(sample_rate, window / sample_rate, width, n_classes=n_classes,
+                    n_mels=n_mels, model_name=model_name, **named)
+    return {key: int(figures[key]) for key in ("arena_bytes", "flatbuffer_bytes")}
+
+
+def _misses(sizes: dict[str, int], limits: DeviceLimits) -> list[str]:
+    """limit_failures of probed sizes."""
+    return limit_failures(sizes["arena_bytes"], sizes["flatbuffer_bytes"], limits)
 
 
 def _levers(n_mels: int, window: int, width: int, sample_rate: int
