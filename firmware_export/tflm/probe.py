@@ -4,11 +4,11 @@ costs at an input size (in a recipe of firmware_export.tflm.recipes: `int8` by d
 ones hold 16-bit activations, so their arena is larger), without a dataset or training:
 flatbuffer bytes, the arena TFLM allocates and how it divides (the planner's activations, the
 persistent per-operator data), the activation floor of the graph's operator order (no memory plan
-needs less for the activations), the float-op count and the largest activation tensors. These depend on
-the architecture and input shape, not on trained values, so an untrained network calibrated on
-noise gives them; its norms get random statistics and affine terms first (fresh ones fold to
-all-zero biases, which the converter stores once and which would make the file smaller than a
-trained one's). Accuracy needs a trained run (firmware_export.tflm.table).
+needs less for the activations), the float-op count and the largest activation tensors. These
+depend on the architecture and input shape, not on trained values, so an untrained network
+calibrated on noise gives them; its norms get random statistics and affine terms first (fresh
+ones fold to all-zero biases, which the converter stores once and which would make the file
+smaller than a trained one's). Accuracy needs a trained run (firmware_export.tflm.table).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from firmware_export.tflm.recipes import RECIPES
+from firmware_export.tflm.recipes import RECIPES, recipe_named
 
 
 def probe(sample_rate: int, clip_seconds: float, width: int, n_classes: int = 10,
@@ -31,7 +31,6 @@ def probe(sample_rate: int, clip_seconds: float, width: int, n_classes: int = 10
     from firmware_export.device.tflm_runtime import arena_split, find_arena
     from firmware_export.tflm import flatbuffer
     from firmware_export.tflm.build import convert_tflite
-    from firmware_export.tflm.recipes import recipe_named
 
     torch.manual_seed(0)
     config = models.FrontEndConfig.for_sample_rate(sample_rate, n_mels=n_mels)
@@ -48,7 +47,7 @@ def probe(sample_rate: int, clip_seconds: float, width: int, n_classes: int = 10
     noise = np.random.default_rng(0).standard_normal((calibration_clips, clip_samples))
     plan = LogMelPlan.from_config(config.to_dict(), clip_samples)
     model_bytes = convert_tflite(model, plan, (0.1 * noise).astype(np.float32), fold_norms,
-                               recipe=recipe_named(recipe))
+                                 recipe=recipe_named(recipe))
     sizes = sorted(flatbuffer.activation_bytes(flatbuffer.read(model_bytes)).values(),
                    reverse=True)
     from models.profile import count_parameters, macs_breakdown
